@@ -1,0 +1,48 @@
+"""cajax: credit assignment for reinforcement learning of language models.
+
+Pure JAX functions over padded `[B, T]` trajectory batches: masked
+statistics, returns, outcome / value / process advantages and policy losses.
+Estimators are selectable by name through `cajax.estimate`.
+"""
+
+from cajax import groups
+from cajax import masking
+from cajax import sequences
+from cajax.groups import batch_moments
+from cajax.groups import group_max
+from cajax.groups import group_moments
+from cajax.groups import group_sum
+from cajax.groups import GroupMoments
+from cajax.masking import broadcast_to_tokens
+from cajax.masking import last_token_mask
+from cajax.masking import last_valid_index
+from cajax.masking import masked_count
+from cajax.masking import masked_mean
+from cajax.masking import masked_min_max
+from cajax.masking import masked_softmax
+from cajax.masking import masked_sum
+from cajax.masking import masked_var
+from cajax.masking import masked_whiten
+from cajax.masking import prefix_mask
+from cajax.masking import sequence_lengths
+from cajax.registry import estimate
+from cajax.registry import estimator_names
+from cajax.registry import register
+from cajax.registry import required_fields
+from cajax.registry import sequence_scores
+from cajax.sequences import contiguous_runs
+from cajax.sequences import reverse_discounted_cumsum
+from cajax.sequences import step_end_mask
+from cajax.sequences import step_prefix_mask
+from cajax.sequences import step_token_counts
+from cajax.sequences import steps_to_tokens
+from cajax.sequences import suffix_min
+from cajax.sequences import tokens_to_steps
+from cajax.types import EstimatorOutput
+from cajax.types import Rollouts
+from cajax.validation import validate
+
+# Estimator modules register their names with `cajax.registry` on import.
+# (Each line below is added when its module lands.)
+
+__version__ = "0.1.0"

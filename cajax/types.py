@@ -1,0 +1,90 @@
+"""Containers passed between cajax functions: `Rollouts` and `EstimatorOutput`.
+
+Shapes (DESIGN.md §2): B rows, T response tokens, S steps, K reward
+components, G groups (static).
+"""
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+
+_ARRAY_FIELDS = (
+    "mask", "token_rewards", "group_ids", "values", "old_logprobs",
+    "ref_logprobs", "logprobs", "entropy", "self_certainty", "token_logits",
+    "sum_pi_squared", "step_ids", "step_rewards", "step_mask",
+    "reward_components", "baseline_scores")
+
+
+@dataclasses.dataclass(frozen=True)
+class Rollouts:
+  """A padded batch of B sampled responses and everything scored about them.
+
+  A registered pytree: every field except `num_groups` is a leaf (or None);
+  `num_groups` is static metadata, so one compile serves every batch of the
+  same shapes.
+
+  Attributes:
+    mask: bool[B, T], True on trainable response tokens. Interior False
+      tokens (tool/environment observations) are skipped by returns;
+      trailing False tokens are padding.
+    token_rewards: f[B, T] rewards per token. The sequence score of a row is
+      Σ_t token_rewards (verl); outcome rewards sit at the last valid token.
+      A row whose score is NaN is unscorable: it gets advantage 0 and is left
+      out of its group's statistics.
+    group_ids: int[B] prompt group of each row, in [0, num_groups).
+    num_groups: static number of groups G.
+    values: f[B, T] critic values V(s_t) (GAE, V-trace).
+    old_logprobs: f[B, T] log π_old of the sampled tokens (behaviour policy).
+    ref_logprobs: f[B, T] log π_ref of the sampled tokens.
+    logprobs: f[B, T] log π_θ of the sampled tokens (current policy).
+    entropy: f[B, T] token entropy of π.
+    self_certainty: f[B, T] logsumexp(z) − mean(z) per token.
+    token_logits: f[B, T] logit of the sampled token (UCAS).
+    sum_pi_squared: f[B, T] Σ_v π(v)² per token (optimal token baseline).
+    step_ids: int[B, T] step index per token, −1 outside any step.
+    step_rewards: f[B, S] per-step rewards (PRM, judge, matching).
+    step_mask: bool[B, S] valid steps.
+    reward_components: f[B, K] per-row scores of K reward functions (GDPO).
+    baseline_scores: f[B] per-row baseline scores (ReMax greedy reward).
+  """
+  mask: Any
+  token_rewards: Any = None
+  group_ids: Any = None
+  num_groups: int = 1
+  values: Any = None
+  old_logprobs: Any = None
+  ref_logprobs: Any = None
+  logprobs: Any = None
+  entropy: Any = None
+  self_certainty: Any = None
+  token_logits: Any = None
+  sum_pi_squared: Any = None
+  step_ids: Any = None
+  step_rewards: Any = None
+  step_mask: Any = None
+  reward_components: Any = None
+  baseline_scores: Any = None
+
+  def replace(self, **changes) -> "Rollouts":
+    """Returns a copy with the given fields replaced."""
+    return dataclasses.replace(self, **changes)
+
+
+jax.tree_util.register_dataclass(
+    Rollouts, data_fields=list(_ARRAY_FIELDS), meta_fields=["num_groups"])
+
+
+class EstimatorOutput(NamedTuple):
+  """What every estimator returns.
+
+  Attributes:
+    advantages: f32[B, T] per-token advantages, 0 at masked tokens.
+    returns: f32[B, T] value targets (for outcome estimators, the same array
+      as `advantages`, as in verl).
+    info: dict of extra per-row or per-group arrays the estimator computed
+      (for example `informative`, the rows whose group has spread).
+  """
+  advantages: jax.Array
+  returns: jax.Array
+  info: dict

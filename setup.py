@@ -1,0 +1,36 @@
+"""Installs cajax (the core) and kernels; experiments/ runs from the repo root."""
+
+import setuptools
+
+setuptools.setup(
+    name="cajax",
+    version="0.1.0",
+    description=(
+        "Credit assignment for RL of LLMs in JAX: estimators, losses and "
+        "fused log-prob kernels."
+    ),
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(include=["cajax", "cajax.*", "kernels",
+                                               "kernels.*"]),
+    install_requires=["jax>=0.10,<0.12", "numpy>=1.26"],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-xdist>=3",
+            "hypothesis>=6.100",
+            "absl-py>=2",
+            "scipy>=1.11",
+        ],
+        "experiments": [
+            "absl-py>=2",
+            "flax>=0.12,<0.13",
+            "optax>=0.2.5,<0.3",
+            "orbax-checkpoint>=0.12,<0.13",
+            "ml-collections>=1.0",
+            "tensorboardX>=2.6",
+            "matplotlib>=3.8",
+            "scipy>=1.11",
+        ],
+        "gpu": ["jax[cuda12]>=0.10,<0.12"],
+    },
+)
