@@ -27,6 +27,7 @@ from cajax.masking import prefix_mask
 from cajax.masking import sequence_lengths
 from cajax.registry import estimate
 from cajax.registry import estimator_names
+from cajax.registry import example_inputs
 from cajax.registry import register
 from cajax.registry import required_fields
 from cajax.registry import sequence_scores

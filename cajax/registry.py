@@ -20,24 +20,43 @@ from cajax import types
 
 Adapter = Callable[..., types.EstimatorOutput]
 
+# Makes the method-specific keyword inputs of an estimator for a given batch:
+# `example_inputs(rollouts, rng: np.random.Generator) -> dict`.
+ExampleInputs = Callable[..., dict]
+
 _ADAPTERS: dict[str, Adapter] = {}
 _REQUIRED: dict[str, tuple[str, ...]] = {}
+_EXAMPLES: dict[str, ExampleInputs] = {}
 
 
-def register(name: str, required: Sequence[str] = ("token_rewards",)):
+def register(name: str, required: Sequence[str] = ("token_rewards",),
+             example_inputs: ExampleInputs | None = None):
   """Decorator registering `adapter(rollouts, **hyperparameters)` as `name`.
 
   Args:
     name: the public estimator name.
     required: `Rollouts` fields that must not be None for this estimator.
+    example_inputs: for estimators with inputs outside `Rollouts` (critique
+      flags, sibling ids, ...), a function `(rollouts, rng) -> kwargs` making
+      valid example values of them for a batch; benchmarks and the generic
+      registry tests call every estimator with these.
   """
   def decorator(adapter: Adapter) -> Adapter:
     if name in _ADAPTERS:
       raise ValueError(f"estimator {name!r} is already registered.")
     _ADAPTERS[name] = adapter
     _REQUIRED[name] = tuple(required)
+    if example_inputs is not None:
+      _EXAMPLES[name] = example_inputs
     return adapter
   return decorator
+
+
+def example_inputs(name: str, rollouts: types.Rollouts, rng) -> dict:
+  """Example method-specific keyword inputs of `name` for `rollouts`."""
+  _check_name(name)
+  make = _EXAMPLES.get(name)
+  return {} if make is None else make(rollouts, rng)
 
 
 def estimator_names() -> tuple[str, ...]:

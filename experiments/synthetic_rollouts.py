@@ -1,0 +1,90 @@
+"""Random but well-formed `cajax.Rollouts` with every field filled.
+
+Used by the benchmarks and by the tests that run every registered estimator.
+Rows have random lengths (right padding), optional interior observation
+tokens, groups of equal size, steps of random length and binary outcome
+rewards at the last valid token.
+"""
+
+import numpy as np
+
+import cajax
+
+
+def make_rollouts(batch: int = 8, length: int = 16, group_size: int = 4,
+                  num_steps: int = 4, num_components: int = 2,
+                  seed: int = 0, interior_skips: bool = True,
+                  as_numpy: bool = False) -> cajax.Rollouts:
+  """Builds a random `Rollouts` of shape [batch, length].
+
+  Args:
+    batch: B, a multiple of `group_size`.
+    length: T.
+    group_size: rows per group (contiguous groups).
+    num_steps: S, the step axis of `step_rewards`/`step_mask`.
+    num_components: K reward components per row.
+    seed: numpy seed.
+    interior_skips: put a masked observation run inside some rows.
+    as_numpy: keep numpy arrays (for host-side checks) instead of jax arrays.
+
+  Returns:
+    A `cajax.Rollouts` with float32 fields, bool masks and int32 ids.
+  """
+  if batch % group_size:
+    raise ValueError(f"batch={batch} must be a multiple of "
+                     f"group_size={group_size}.")
+  rng = np.random.default_rng(seed)
+  lengths = rng.integers(1, length + 1, size=batch)
+  lengths[0] = length
+  positions = np.arange(length)[None, :]
+  mask = positions < lengths[:, None]
+  if interior_skips and length >= 6:
+    for row in range(0, batch, 3):
+      start = rng.integers(1, max(2, lengths[row] - 2))
+      mask[row, start:min(start + 2, lengths[row] - 1)] = False
+  outcome = rng.integers(0, 2, size=batch).astype(np.float32)
+  last = np.where(mask.any(1), length - 1 - np.argmax(mask[:, ::-1], 1), 0)
+  token_rewards = np.zeros((batch, length), np.float32)
+  token_rewards[np.arange(batch), last] = outcome
+  # Steps: cut each row's valid tokens into up to num_steps contiguous runs.
+  step_ids = np.full((batch, length), -1, np.int32)
+  step_mask = np.zeros((batch, num_steps), bool)
+  for row in range(batch):
+    valid = np.flatnonzero(mask[row])
+    pieces = min(num_steps, len(valid))
+    cuts = np.sort(rng.choice(np.arange(1, len(valid)), size=pieces - 1,
+                              replace=False)) if pieces > 1 else []
+    for step, chunk in enumerate(np.split(valid, cuts)):
+      step_ids[row, chunk] = step
+      step_mask[row, step] = True
+  logits = rng.normal(size=(batch, length)).astype(np.float32) * 2.0
+  logprobs = -np.abs(rng.normal(size=(batch, length))).astype(np.float32)
+  fields = dict(
+      mask=mask,
+      token_rewards=token_rewards,
+      group_ids=np.repeat(np.arange(batch // group_size), group_size).astype(
+          np.int32),
+      values=rng.normal(size=(batch, length)).astype(np.float32) * 0.5,
+      old_logprobs=logprobs,
+      ref_logprobs=(logprobs + 0.1 * rng.normal(size=logprobs.shape)).astype(
+          np.float32),
+      logprobs=(logprobs + 0.05 * rng.normal(size=logprobs.shape)).astype(
+          np.float32),
+      entropy=np.abs(rng.normal(size=(batch, length))).astype(np.float32),
+      self_certainty=np.abs(rng.normal(size=(batch, length))).astype(
+          np.float32),
+      token_logits=logits,
+      sum_pi_squared=rng.uniform(0.05, 1.0, size=(batch, length)).astype(
+          np.float32),
+      step_ids=step_ids,
+      step_rewards=np.where(step_mask, rng.uniform(-1, 1, size=(
+          batch, num_steps)), 0.0).astype(np.float32),
+      step_mask=step_mask,
+      reward_components=rng.integers(0, 2, size=(
+          batch, num_components)).astype(np.float32),
+      baseline_scores=rng.integers(0, 2, size=batch).astype(np.float32),
+  )
+  if not as_numpy:
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    fields = {name: jnp.asarray(value) for name, value in fields.items()}
+  return cajax.Rollouts(num_groups=batch // group_size, **fields)
