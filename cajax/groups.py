@@ -59,8 +59,10 @@ def group_moments(values, group_ids, num_groups: int, valid=None,
 
   μ_g = Σ_{b∈g} s_b / n_g,  σ_g = sqrt(Σ_{b∈g} (s_b − μ_g)² / (n_g − ddof)).
 
-  The centred second pass avoids the ~1e-4 residue that the one-pass formula
-  sqrt(E[s²] − E[s]²) leaves on equal scores in float32.
+  Both passes run on scores shifted by the group's max, and the second pass
+  is centred, so equal scores give a std of exactly 0 (the one-pass
+  sqrt(E[s²] − E[s]²) leaves ~1e-4 of residue there in float32, which a
+  following 1/(σ + ε) turns into a huge advantage).
 
   Args:
     values: f32[B] row scores.
@@ -74,14 +76,22 @@ def group_moments(values, group_ids, num_groups: int, valid=None,
   """
   values, group_ids, num_groups, valid = _check_groups(
       values, group_ids, num_groups, valid)
-  weights = valid.astype(jnp.float32)
-  count = jax.ops.segment_sum(weights, group_ids, num_segments=num_groups)
-  total = jax.ops.segment_sum(jnp.where(valid, values, 0.0), group_ids,
+  count = jax.ops.segment_sum(valid.astype(jnp.float32), group_ids,
                               num_segments=num_groups)
-  mean = total / jnp.maximum(count, 1.0)
-  centred = jnp.where(valid, values - mean[group_ids], 0.0)
+  # Shift by a member of the group (its max) before both passes: equal scores
+  # then give exactly zero deviations, so an all-equal group has std 0.0
+  # exactly, not the rounding residue of Σs/n.
+  pivot = jax.ops.segment_max(jnp.where(valid, values, -jnp.inf), group_ids,
+                              num_segments=num_groups)
+  pivot = jnp.where(count > 0, pivot, 0.0)
+  shifted = jnp.where(valid, values - pivot[group_ids], 0.0)
+  shifted_mean = jax.ops.segment_sum(shifted, group_ids,
+                                     num_segments=num_groups) / jnp.maximum(
+                                         count, 1.0)
+  centred = jnp.where(valid, shifted - shifted_mean[group_ids], 0.0)
   sq = jax.ops.segment_sum(centred * centred, group_ids,
                            num_segments=num_groups)
+  mean = pivot + shifted_mean
   dof = count - ddof
   var = jnp.where(dof > 0, sq / jnp.where(dof > 0, dof, 1.0), 0.0)
   return GroupMoments(count=count, mean=mean, std=jnp.sqrt(var))

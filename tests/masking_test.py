@@ -1,0 +1,270 @@
+"""Tests of cajax.masking and cajax.groups against float64 loop references."""
+
+import hypothesis
+from hypothesis import strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cajax import groups
+from cajax import masking
+
+RTOL = ATOL = 1e-5
+
+
+# ---------------------------------------------------------------- references
+
+
+def ref_masked_mean(x, m, eps=1e-8):
+  total, count = 0.0, 0.0
+  for value, keep in zip(np.ravel(x), np.ravel(m)):
+    if keep:
+      total += float(value)
+      count += 1.0
+  return total / (count + eps)
+
+
+def ref_masked_var(x, m, ddof=1):
+  values = [float(v) for v, k in zip(np.ravel(x), np.ravel(m)) if k]
+  n = len(values)
+  if n == 0:
+    return 0.0
+  mean = sum(values) / n
+  var = sum((v - mean) ** 2 for v in values) / n
+  if ddof and n > ddof:
+    var *= n / (n - ddof)
+  return var
+
+
+def ref_masked_whiten(x, m, ddof=1, eps=1e-8, eps_mode="add"):
+  mean = ref_masked_mean(x, m)
+  var = ref_masked_var(x, m, ddof)
+  denom = np.sqrt(var + eps) if eps_mode == "add" else np.sqrt(max(var, eps))
+  out = np.zeros(np.shape(x))
+  for index in np.ndindex(np.shape(x)):
+    if m[index]:
+      out[index] = (x[index] - mean) / denom
+  return out
+
+
+def ref_group_moments(values, ids, num_groups, valid, ddof):
+  count, mean, std = (np.zeros(num_groups) for _ in range(3))
+  for g in range(num_groups):
+    members = [float(values[b]) for b in range(len(values))
+               if ids[b] == g and valid[b]]
+    n = len(members)
+    count[g] = n
+    if n:
+      mean[g] = sum(members) / n
+      if n > ddof:
+        std[g] = np.sqrt(sum((v - mean[g]) ** 2 for v in members)
+                         / (n - ddof))
+  return count, mean, std
+
+
+MASKS = {
+    "no_padding": np.ones((3, 5), bool),
+    "right_padding": np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1],
+                               [1, 0, 0, 0, 0]], bool),
+    "interior_padding": np.array([[1, 0, 0, 1, 1], [1, 1, 0, 1, 0],
+                                  [0, 1, 1, 1, 1]], bool),
+    "all_masked_row": np.array([[0, 0, 0, 0, 0], [1, 1, 1, 0, 0],
+                                [1, 1, 1, 1, 1]], bool),
+    "one_valid_token": np.array([[0, 0, 1, 0, 0], [0, 0, 0, 0, 0],
+                                 [0, 0, 0, 0, 0]], bool),
+    "nothing_valid": np.zeros((3, 5), bool),
+}
+
+
+# ---------------------------------------------------------------- masking
+
+
+@pytest.mark.parametrize("case", sorted(MASKS))
+@pytest.mark.parametrize("jit", [False, True])
+def test_masked_statistics_match_reference(case, jit):
+  mask = MASKS[case]
+  x = np.random.default_rng(0).normal(size=mask.shape) * 3.0
+  x[~mask] = np.nan  # Values under the mask never leak into results.
+  wrap = jax.jit if jit else (lambda f: f)
+  mean = wrap(masking.masked_mean)(x, mask)
+  var = wrap(masking.masked_var)(x, mask)
+  whitened = wrap(masking.masked_whiten)(x, mask)
+  np.testing.assert_allclose(mean, ref_masked_mean(x, mask), RTOL, ATOL)
+  np.testing.assert_allclose(var, ref_masked_var(x, mask), RTOL, ATOL)
+  # atol 1e-3: with one valid token the reference keeps x·1e-4, the mean's
+  # 1e-8 denominator guard seen through rsqrt(0 + 1e-8); float32 rounds it off.
+  np.testing.assert_allclose(whitened, ref_masked_whiten(x, mask), 1e-4,
+                             1e-3)
+  assert np.all(np.isfinite(whitened))
+  assert np.all(np.asarray(whitened)[~mask] == 0.0)
+
+
+def test_masked_whiten_openrlhf_biased_max_form():
+  mask = MASKS["right_padding"]
+  x = np.random.default_rng(1).normal(size=mask.shape)
+  out = masking.masked_whiten(x, mask, ddof=0, eps_mode="max")
+  np.testing.assert_allclose(
+      out, ref_masked_whiten(x, mask, ddof=0, eps_mode="max"), RTOL, ATOL)
+
+
+def test_masked_whiten_keep_mean_and_axis():
+  mask = MASKS["right_padding"]
+  x = np.random.default_rng(2).normal(size=mask.shape)
+  kept = masking.masked_whiten(x, mask, shift_mean=False)
+  expected = ref_masked_whiten(x, mask) + ref_masked_mean(x, mask) * mask
+  np.testing.assert_allclose(kept, expected, 1e-4, 1e-4)
+  rows = masking.masked_whiten(x, mask, axis=1, ddof=0)
+  for b in range(mask.shape[0]):
+    np.testing.assert_allclose(
+        rows[b], ref_masked_whiten(x[b], mask[b], ddof=0), 1e-4, 1e-4)
+
+
+def test_masked_var_single_token_gives_zero_not_nan():
+  # verl raises and Tunix returns NaN for one valid token; we return 0.
+  mask = MASKS["one_valid_token"]
+  x = np.full(mask.shape, 7.0)
+  assert float(masking.masked_var(x, mask)) == 0.0
+  out = masking.masked_whiten(x, mask)
+  assert np.all(np.isfinite(out))
+
+
+def test_masked_mean_axis_and_eps_zero():
+  mask = MASKS["all_masked_row"]
+  x = np.arange(15, dtype=np.float32).reshape(3, 5)
+  rows = masking.masked_mean(x, mask, axis=1, eps=0.0)
+  np.testing.assert_allclose(rows, [0.0, 6.0, 12.0], RTOL, ATOL)
+
+
+def test_bf16_and_integer_inputs_compute_in_float32():
+  mask = MASKS["right_padding"]
+  x = np.random.default_rng(3).normal(size=mask.shape)
+  out = masking.masked_mean(jnp.asarray(x, jnp.bfloat16), mask)
+  assert out.dtype == jnp.float32
+  np.testing.assert_allclose(out, ref_masked_mean(x, mask), 1e-2, 1e-2)
+  ints = np.array([[1, 2, 3, 0, 0]])
+  np.testing.assert_allclose(masking.masked_mean(ints, ints > 0), 2.0)
+
+
+def test_masked_min_max_softmax():
+  mask = MASKS["all_masked_row"]
+  x = np.random.default_rng(4).normal(size=mask.shape)
+  lo, hi = masking.masked_min_max(x, mask, axis=1)
+  np.testing.assert_allclose(lo, [0.0, x[1, :3].min(), x[2].min()], RTOL)
+  np.testing.assert_allclose(hi, [0.0, x[1, :3].max(), x[2].max()], RTOL)
+  probs = masking.masked_softmax(x, mask, temperature=0.5)
+  for b in range(3):
+    expected = np.zeros(5)
+    valid = np.flatnonzero(mask[b])
+    if valid.size:
+      weights = np.exp((x[b, valid] - x[b, valid].max()) / 0.5)
+      expected[valid] = weights / weights.sum()
+    np.testing.assert_allclose(probs[b], expected, RTOL, ATOL)
+
+
+def test_row_helpers():
+  mask = MASKS["interior_padding"]
+  np.testing.assert_array_equal(masking.sequence_lengths(mask), [3, 3, 4])
+  np.testing.assert_array_equal(masking.last_valid_index(mask), [4, 3, 4])
+  np.testing.assert_array_equal(
+      masking.last_valid_index(MASKS["all_masked_row"]), [-1, 2, 4])
+  last = np.asarray(masking.last_token_mask(mask))
+  assert last.sum() == 3 and last[0, 4] and last[1, 3] and last[2, 4]
+  np.testing.assert_array_equal(
+      masking.prefix_mask(np.array([0, 2, 5]), 4),
+      [[0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]])
+  tokens = masking.broadcast_to_tokens(np.array([1.0, -2.0, 3.0]), mask)
+  np.testing.assert_allclose(tokens, mask * np.array([[1.0], [-2.0], [3.0]]))
+
+
+def test_bad_inputs_raise_clear_errors():
+  with pytest.raises(ValueError, match=r"mask must have shape \(2, 3\)"):
+    masking.masked_mean(np.zeros((2, 3)), np.ones((2, 4), bool))
+  with pytest.raises(ValueError, match="eps_mode"):
+    masking.masked_whiten(np.zeros((2, 3)), np.ones((2, 3)), eps_mode="x")
+  with pytest.raises(ValueError, match="row_values"):
+    masking.broadcast_to_tokens(np.zeros(3), np.ones((2, 3), bool))
+  with pytest.raises(ValueError, match="lengths must be an integer"):
+    masking.prefix_mask(np.array([1.5]), 3)
+
+
+@hypothesis.given(
+    st.integers(1, 4), st.integers(1, 6), st.integers(0, 3),
+    st.integers(0, 10_000))
+def test_whiten_is_padding_invariant(batch, length, extra, seed):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(batch, length)).astype(np.float32)
+  mask = rng.random((batch, length)) < 0.7
+  padded_x = np.concatenate([x, rng.normal(size=(batch, extra))], 1)
+  padded_m = np.concatenate([mask, np.zeros((batch, extra), bool)], 1)
+  base = masking.masked_whiten(x, mask)
+  padded = masking.masked_whiten(padded_x, padded_m)
+  np.testing.assert_allclose(padded[:, :length], base, 1e-5, 1e-5)
+  np.testing.assert_array_equal(np.asarray(padded)[:, length:], 0.0)
+
+
+# ---------------------------------------------------------------- groups
+
+
+@pytest.mark.parametrize("ddof", [0, 1])
+@pytest.mark.parametrize("jit", [False, True])
+def test_group_moments_non_contiguous_unequal_groups(ddof, jit):
+  ids = np.array([2, 0, 1, 0, 2, 2, 0, 3], np.int32)
+  values = np.array([1.0, 0.0, 5.0, 1.0, 0.5, 0.5, 1.0, -2.0])
+  valid = np.array([1, 1, 1, 1, 1, 0, 1, 1], bool)
+  fn = (jax.jit(groups.group_moments, static_argnames=("num_groups", "ddof"))
+        if jit else groups.group_moments)
+  got = fn(values, ids, num_groups=5, valid=valid, ddof=ddof)
+  count, mean, std = ref_group_moments(values, ids, 5, valid, ddof)
+  np.testing.assert_allclose(got.count, count)
+  np.testing.assert_allclose(got.mean, mean, RTOL, ATOL)
+  np.testing.assert_allclose(got.std, std, RTOL, ATOL)
+
+
+def test_group_moments_equal_scores_have_exactly_zero_std():
+  # The one-pass formula leaves ~1e-4 of residue here in float32.
+  values = np.full(16, 0.1 + 1e3, np.float32)
+  moments = groups.group_moments(values, np.zeros(16, np.int32), 1)
+  assert float(moments.std[0]) == 0.0
+
+
+def test_golden_group_std_from_peers():
+  ids = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+  scores = np.array([1, 0, 0, 1, 1, 1, 1, 1], np.int32)
+  moments = groups.group_moments(scores, ids, 2)
+  np.testing.assert_allclose(moments.mean, [0.5, 1.0])
+  np.testing.assert_allclose(moments.std, [0.57735027, 0.0], 1e-6)
+  batch = groups.batch_moments(scores)
+  np.testing.assert_allclose(batch.std, np.std(scores, ddof=1), 1e-6)
+
+
+def test_group_sum_and_max():
+  ids = np.array([1, 0, 1, 1], np.int32)
+  values = np.array([1.0, 2.0, 3.0, np.nan])
+  valid = np.array([1, 1, 1, 0], bool)
+  np.testing.assert_allclose(groups.group_sum(values, ids, 3, valid=valid),
+                             [2.0, 4.0, 0.0])
+  np.testing.assert_allclose(
+      groups.group_max(values, ids, 3, valid=valid), [2.0, 3.0, -np.inf])
+
+
+def test_group_bad_inputs():
+  with pytest.raises(ValueError, match="num_groups"):
+    groups.group_moments(np.zeros(3), np.zeros(3, np.int32), 0)
+  with pytest.raises(ValueError, match="group_ids must be an integer"):
+    groups.group_moments(np.zeros(3), np.zeros(3), 2)
+  with pytest.raises(ValueError, match=r"group_ids must have shape \(3,\)"):
+    groups.group_moments(np.zeros(3), np.zeros(4, np.int32), 2)
+
+
+@hypothesis.given(st.integers(1, 12), st.integers(1, 4),
+                  st.integers(0, 10_000))
+def test_group_moments_permutation_equivariant(batch, num_groups, seed):
+  rng = np.random.default_rng(seed)
+  values = rng.normal(size=batch).astype(np.float32)
+  ids = rng.integers(0, num_groups, size=batch).astype(np.int32)
+  perm = rng.permutation(batch)
+  a = groups.group_moments(values, ids, num_groups)
+  b = groups.group_moments(values[perm], ids[perm], num_groups)
+  for field_a, field_b in zip(a, b):
+    np.testing.assert_allclose(field_a, field_b, 1e-5, 1e-5)
