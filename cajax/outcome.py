@@ -1,0 +1,569 @@
+"""Group-normalised outcome advantages: GRPO and its relatives.
+
+Every estimator here turns one scalar score per response into one advantage
+per response and broadcasts it over that response's valid tokens. The score
+of row b is s_b = Σ_t token_rewards[b, t] over all T positions (verl; padding
+is expected to hold reward 0). Shared conventions:
+
+* Groups are `group_ids: int[B]` in `[0, num_groups)` with a static
+  `num_groups`; groups may be non-contiguous and of unequal size.
+* A row whose score is NaN is *unscorable*: its advantage is 0, it is left
+  out of every group and batch statistic, and no NaN reaches other rows.
+  Group sizes n_g count scorable rows only.
+* A *singleton* group has exactly one scorable row. verl replaces its
+  statistics by μ=0, σ=1 (`singleton="raw"`, the default); `"zero"` gives
+  its row advantage 0 (TRL, Tunix RLOO).
+* A group whose scorable scores are all equal gets advantage exactly 0 when
+  centred on its own mean (no float residue is amplified by 1/(σ+ε)).
+* Outputs are float32, exactly 0 at masked tokens; `returns` is the same
+  array as `advantages` (verl's outcome estimators).
+* `info` holds `scores` (f32[B], 0 on unscorable rows), `scorable` (bool[B])
+  and `informative` (bool[B]: the row is scorable and its group has at least
+  two distinct scorable scores, i.e. the group carries signal).
+
+Peer settings reproduced by `grpo` (verified against the golden numbers of
+`reference/peers.md` in `tests/outcome_test.py`):
+
+| peer behaviour                        | grpo settings                        |
+|---------------------------------------|--------------------------------------|
+| verl `grpo` / `grpo_vectorized`       | defaults: center="group",            |
+|                                       | scale="group", eps=1e-6, ddof=1,     |
+|                                       | singleton="raw"                      |
+| verl Dr.GRPO (norm_adv_by_std=False)  | scale="none" (= `drgrpo`)            |
+| TRL scale_rewards="group" (default)   | eps=1e-4, singleton="zero"           |
+| TRL scale_rewards="batch" (LitePPO)   | scale="batch", eps=1e-4,             |
+|                                       | singleton="zero"                     |
+| TRL scale_rewards="none"              | scale="none", singleton="zero"       |
+| TRL None rewards (NaN, nan_to_num)    | NaN scores (built in, any setting)   |
+| OpenRLHF `group_norm`                 | eps=1e-9 (scalar part; OpenRLHF then |
+|                                       | adds a per-token KL reward and a     |
+|                                       | cumulative return, not done here)    |
+| OpenRLHF `dr_grpo` (scalar part)      | scale="none"                         |
+| Tunix `grpo`                          | defaults (Tunix asserts n_g > 1)     |
+| Tunix `drgrpo`                        | scale="none"                         |
+| REINFORCE++-style global centring     | center="batch", scale="batch"        |
+
+TRL's batch σ is the std of all rows' rewards while the mean stays the
+group mean, which is `center="group", scale="batch"`.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from cajax import _checks
+from cajax import groups
+from cajax import masking
+from cajax import registry
+from cajax import types
+
+_CENTERS = ("group", "batch", "none")
+_SCALES = ("group", "batch", "none")
+_SINGLETONS = ("raw", "zero")
+
+
+class _Batch(NamedTuple):
+  """Checked inputs shared by every estimator of this module."""
+  scores: jax.Array     # f32[B], 0 on unscorable rows
+  scorable: jax.Array   # bool[B]
+  mask: jax.Array       # bool[B, T]
+  group_ids: jax.Array  # int32[B]
+  num_groups: int
+
+
+class _RowStats(NamedTuple):
+  """Statistics of each row's group over scorable rows, each `[B]`."""
+  count: jax.Array     # f32, scorable rows in the group
+  mean: jax.Array      # f32
+  std: jax.Array       # f32, two-pass with the requested ddof
+  spread: jax.Array    # bool, group holds two distinct scorable scores
+
+
+def _check_groups(mask, group_ids, num_groups):
+  """Checks `mask`, `group_ids` and `num_groups`; returns them converted."""
+  batch, length = _checks.check_batch(mask)
+  _checks.check_shape(group_ids, (batch,), "group_ids",
+                      like=f"mask {(batch, length)}")
+  num_groups = _checks.check_positive_int(num_groups, "num_groups")
+  return (_checks.as_mask(mask), _checks.as_int(group_ids, "group_ids"),
+          num_groups)
+
+
+def _prepare(token_rewards, mask, group_ids, num_groups) -> _Batch:
+  mask, group_ids, num_groups = _check_groups(mask, group_ids, num_groups)
+  scores, scorable = registry.sequence_scores(token_rewards, mask)
+  return _Batch(scores, scorable, mask, group_ids, num_groups)
+
+
+def _row_stats(scores, valid, group_ids, num_groups, ddof=1) -> _RowStats:
+  moments = groups.group_moments(scores, group_ids, num_groups, valid=valid,
+                                 ddof=ddof)
+  high = groups.group_max(scores, group_ids, num_groups, valid=valid)
+  low = -groups.group_max(-scores, group_ids, num_groups, valid=valid)
+  return _RowStats(count=moments.count[group_ids],
+                   mean=moments.mean[group_ids], std=moments.std[group_ids],
+                   spread=(high > low)[group_ids])
+
+
+def _safe_divide(numerator, denominator):
+  """numerator / denominator, with 0 where the denominator is 0."""
+  ok = denominator != 0
+  return jnp.where(ok, numerator / jnp.where(ok, denominator, 1.0), 0.0)
+
+
+def _normalise(scores, valid, group_ids, num_groups, center="group",
+               scale="group", eps=1e-6, ddof=1, singleton="raw"):
+  """Row advantages (s − μ)/(σ + ε) and the per-row group statistics.
+
+  Args:
+    scores: f32[B].
+    valid: bool[B], rows taking part (others get 0 and are left out).
+    group_ids: int32[B].
+    num_groups: static G.
+    center: "group" (μ_g), "batch" (μ over valid rows) or "none" (μ=0).
+    scale: "group" (σ_g), "batch" (σ over valid rows) or "none" (σ+ε := 1).
+    eps: added to σ.
+    ddof: delta degrees of freedom of σ.
+    singleton: "raw" (μ_g=0, σ_g=1 for a group of one valid row) or "zero".
+
+  Returns:
+    (f32[B] row advantages, `_RowStats`).
+  """
+  _checks.check_choice(center, _CENTERS, "center")
+  _checks.check_choice(scale, _SCALES, "scale")
+  _checks.check_choice(singleton, _SINGLETONS, "singleton")
+  if isinstance(ddof, bool) or not isinstance(ddof, int) or ddof < 0:
+    raise ValueError(f"ddof must be a non-negative int, got {ddof!r}.")
+  stats = _row_stats(scores, valid, group_ids, num_groups, ddof)
+  single = stats.count == 1
+  raw_single = single if singleton == "raw" else jnp.zeros_like(single)
+  if center == "group":
+    # A group without spread is centred exactly (s − μ_g := 0), except a
+    # "raw" singleton whose mean is 0.
+    centred = jnp.where(stats.spread, scores - stats.mean, 0.0)
+    centred = jnp.where(raw_single, scores, centred)
+  elif center == "batch":
+    batch = _row_stats(scores, valid, jnp.zeros_like(group_ids), 1, ddof)
+    centred = jnp.where(batch.spread, scores - batch.mean, 0.0)
+  else:
+    centred = scores
+  if scale == "group":
+    std = jnp.where(raw_single, 1.0, stats.std)
+    centred = _safe_divide(centred, std + eps)
+  elif scale == "batch":
+    std = groups.batch_moments(scores, valid=valid, ddof=ddof).std
+    centred = _safe_divide(centred, std + eps)
+  keep = valid & ~single if singleton == "zero" else valid
+  return jnp.where(keep, centred, 0.0), stats
+
+
+def _output(row_advantages, batch: _Batch, stats: _RowStats,
+            **info) -> types.EstimatorOutput:
+  """Broadcasts `[B]` row advantages over the valid tokens."""
+  advantages = masking.broadcast_to_tokens(row_advantages, batch.mask)
+  return _token_output(advantages, batch, stats, **info)
+
+
+def _token_output(advantages, batch: _Batch, stats: _RowStats,
+                  **info) -> types.EstimatorOutput:
+  info = dict(scores=batch.scores, scorable=batch.scorable,
+              informative=stats.spread & batch.scorable, **info)
+  return types.EstimatorOutput(advantages=advantages, returns=advantages,
+                               info=info)
+
+
+def grpo(token_rewards, mask, group_ids, num_groups: int, *,
+         center: str = "group", scale: str = "group", eps: float = 1e-6,
+         ddof: int = 1, singleton: str = "raw") -> types.EstimatorOutput:
+  """Group-normalised outcome advantages (GRPO) with orthogonal switches.
+
+  A_b = (s_b − μ)/(σ + ε),  A[b, t] = A_b·m[b, t],
+
+  where μ is the group mean (center="group"), the batch mean ("batch") or 0
+  ("none"), and σ is the group std, the batch std or absent (no division)
+  for scale="group"/"batch"/"none". Statistics use scorable rows only; σ is
+  the two-pass std with `ddof`. The module docstring lists the settings
+  that reproduce verl, TRL, OpenRLHF and Tunix.
+
+  See "DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open
+  Language Models" (Shao et al., arXiv:2402.03300).
+
+  Args:
+    token_rewards: f[B, T] token rewards (bf16/f16/f32/int); s_b = Σ_t.
+      A NaN anywhere in a row makes the row unscorable (advantage 0).
+    mask: bool[B, T] valid tokens.
+    group_ids: int[B] in [0, num_groups).
+    num_groups: static number of groups G.
+    center: "group", "batch" or "none".
+    scale: "group", "batch" or "none".
+    eps: added to σ (verl 1e-6, TRL 1e-4, OpenRLHF 1e-9).
+    ddof: delta degrees of freedom of σ (1: unbiased, as every peer).
+    singleton: policy for a group with one scorable row: "raw" (verl: its
+      μ_g=0 and σ_g=1, so A = s/(1+ε) with the defaults) or "zero" (A=0).
+
+  Returns:
+    `EstimatorOutput` with f32[B, T] advantages (= returns) and info
+    `scores`, `scorable`, `informative`.
+
+  Raises:
+    ValueError: bad ranks/shapes, a non-static `num_groups` or an unknown
+      option.
+  """
+  batch = _prepare(token_rewards, mask, group_ids, num_groups)
+  row, stats = _normalise(batch.scores, batch.scorable, batch.group_ids,
+                          batch.num_groups, center=center, scale=scale,
+                          eps=eps, ddof=ddof, singleton=singleton)
+  return _output(row, batch, stats)
+
+
+def drgrpo(token_rewards, mask, group_ids, num_groups: int, *,
+           center: str = "group",
+           singleton: str = "raw") -> types.EstimatorOutput:
+  """Dr.GRPO: GRPO without the std division, A_b = s_b − μ_g.
+
+  Equal to `grpo(..., scale="none")` (verl `norm_adv_by_std_in_grpo=False`,
+  Tunix `drgrpo`, TRL `scale_rewards="none"`).
+
+  See "Understanding R1-Zero-Like Training: A Critical Perspective" (Liu et
+  al., arXiv:2503.20783).
+
+  Args:
+    token_rewards: f[B, T] token rewards; s_b = Σ_t (NaN: unscorable).
+    mask: bool[B, T] valid tokens.
+    group_ids: int[B] in [0, num_groups).
+    num_groups: static number of groups G.
+    center: "group", "batch" or "none" (see `grpo`).
+    singleton: "raw" (verl: μ_g=0, A = s) or "zero".
+
+  Returns:
+    `EstimatorOutput` as for `grpo`.
+
+  Raises:
+    ValueError: as for `grpo`.
+  """
+  return grpo(token_rewards, mask, group_ids, num_groups, center=center,
+              scale="none", singleton=singleton)
+
+
+def grpo_passk(token_rewards, mask, group_ids, num_groups: int, *,
+               normalize_by_std: bool = True, eps: float = 1e-6,
+               ddof: int = 1, singleton: str = "zero"
+               ) -> types.EstimatorOutput:
+  """Pass@k advantages: only each group's best row gets r₁ − r₂.
+
+  For each group with top-two scorable scores r₁ ≥ r₂ and r₁ at row i*
+  (the lowest row index among ties; ties give r₁ − r₂ = 0 anyway):
+
+    A_{i*} = (r₁ − r₂)/(σ_g + ε)  (or r₁ − r₂ without `normalize_by_std`),
+    A_b = 0 for every other row.
+
+  [GAP] verl raises for a group with fewer than two rows, which cannot
+  happen under jit. Here a singleton group gets A = 0 (`singleton="zero"`,
+  default: no second sample, no pass@k signal) or, with `singleton="raw"`,
+  the GRPO-style raw value s/(1+ε) (s without `normalize_by_std`), i.e.
+  r₂ := 0 and σ := 1.
+
+  See "Optimizing Language Models for Inference Time Objectives using
+  Reinforcement Learning" (Tang et al., arXiv:2503.19595).
+
+  Args:
+    token_rewards: f[B, T] token rewards; s_b = Σ_t (NaN: unscorable).
+    mask: bool[B, T] valid tokens.
+    group_ids: int[B] in [0, num_groups).
+    num_groups: static number of groups G.
+    normalize_by_std: divide by σ_g + ε (verl `norm_adv_by_std_in_grpo`,
+      default True).
+    eps: added to σ_g.
+    ddof: delta degrees of freedom of σ_g.
+    singleton: "zero" or "raw" (see above).
+
+  Returns:
+    `EstimatorOutput` as for `grpo`, with info `best` (bool[B], the row
+    holding r₁ of its group).
+
+  Raises:
+    ValueError: as for `grpo`.
+  """
+  _checks.check_choice(singleton, _SINGLETONS, "singleton")
+  batch = _prepare(token_rewards, mask, group_ids, num_groups)
+  scores, valid, ids = batch.scores, batch.scorable, batch.group_ids
+  stats = _row_stats(scores, valid, ids, batch.num_groups, ddof)
+  top = groups.group_max(scores, ids, batch.num_groups, valid=valid)
+  rows = jnp.arange(scores.shape[0], dtype=jnp.int32)
+  at_top = valid & (scores == top[ids])
+  first = jax.ops.segment_min(jnp.where(at_top, rows, scores.shape[0]), ids,
+                              num_segments=batch.num_groups)
+  best = at_top & (rows == first[ids])
+  second = groups.group_max(scores, ids, batch.num_groups,
+                            valid=valid & ~best)
+  pair = stats.count >= 2
+  gap = jnp.where(pair, top[ids] - jnp.where(pair, second[ids], 0.0), 0.0)
+  std = stats.std
+  if singleton == "raw":
+    gap = jnp.where(stats.count == 1, scores, gap)
+    std = jnp.where(stats.count == 1, 1.0, std)
+  if normalize_by_std:
+    gap = _safe_divide(gap, std + eps)
+  row = jnp.where(best, gap, 0.0)
+  return _output(row, batch, stats, best=best)
+
+
+def rloo(token_rewards, mask, group_ids, num_groups: int, *,
+         singleton: str = "raw") -> types.EstimatorOutput:
+  """REINFORCE leave-one-out: A_b = s_b − mean_{j≠b, j∈g} s_j.
+
+  Computed as (s_b − μ_g)·n_g/(n_g − 1), which equals verl's loop form
+  s_b·n/(n−1) − μ_g·n/(n−1).
+
+  Singleton groups: verl's loop estimator (`rloo`) keeps the raw score,
+  A = s (`singleton="raw"`, default); verl's `rloo_vectorized` and Tunix
+  give 0 (`singleton="zero"`).
+
+  See "Back to Basics: Revisiting REINFORCE Style Optimization for Learning
+  from Human Feedback in LLMs" (Ahmadian et al., arXiv:2402.14740).
+
+  Args:
+    token_rewards: f[B, T] token rewards; s_b = Σ_t (NaN: unscorable).
+    mask: bool[B, T] valid tokens.
+    group_ids: int[B] in [0, num_groups).
+    num_groups: static number of groups G.
+    singleton: "raw" or "zero".
+
+  Returns:
+    `EstimatorOutput` as for `grpo`.
+
+  Raises:
+    ValueError: as for `grpo`.
+  """
+  batch = _prepare(token_rewards, mask, group_ids, num_groups)
+  centred, stats = _normalise(batch.scores, batch.scorable, batch.group_ids,
+                              batch.num_groups, scale="none",
+                              singleton=singleton)
+  count = stats.count
+  factor = jnp.where(count > 1, count / jnp.where(count > 1, count - 1.0,
+                                                  1.0), 1.0)
+  return _output(centred * factor, batch, stats)
+
+
+def opo(token_rewards, mask, group_ids, num_groups: int, *,
+        singleton: str = "raw") -> types.EstimatorOutput:
+  """OPO: subtracts the length-weighted group baseline.
+
+  b_g = Σ_{j∈g} L_j s_j / Σ_{j∈g} L_j,  L_j = Σ_t m[j, t],  A_b = s_b − b_g.
+
+  A singleton group has b = 0 (verl; `singleton="raw"`) or A = 0
+  (`"zero"`). A group whose rows all have length 0 gets b = 0 (its
+  advantages sit on no token).
+
+  See "On-Policy RL with Optimal Reward Baseline" (Hao et al.,
+  arXiv:2505.23585).
+
+  Args:
+    token_rewards: f[B, T] token rewards; s_b = Σ_t (NaN: unscorable).
+    mask: bool[B, T] valid tokens.
+    group_ids: int[B] in [0, num_groups).
+    num_groups: static number of groups G.
+    singleton: "raw" or "zero".
+
+  Returns:
+    `EstimatorOutput` as for `grpo`.
+
+  Raises:
+    ValueError: as for `grpo`.
+  """
+  _checks.check_choice(singleton, _SINGLETONS, "singleton")
+  batch = _prepare(token_rewards, mask, group_ids, num_groups)
+  scores, valid, ids = batch.scores, batch.scorable, batch.group_ids
+  stats = _row_stats(scores, valid, ids, batch.num_groups)
+  lengths = masking.masked_count(batch.mask, axis=1)
+  weighted = groups.group_sum(lengths * scores, ids, batch.num_groups,
+                              valid=valid)
+  total = groups.group_sum(lengths, ids, batch.num_groups, valid=valid)
+  baseline = _safe_divide(weighted, total)[ids]
+  row = jnp.where(stats.spread, scores - baseline, 0.0)
+  single = stats.count == 1
+  row = jnp.where(single, scores if singleton == "raw" else 0.0, row)
+  return _output(jnp.where(valid, row, 0.0), batch, stats)
+
+
+def gpg(token_rewards, mask, group_ids, num_groups: int, *,
+        f_norm: float = 1.0, singleton: str = "raw") -> types.EstimatorOutput:
+  """GPG: group-centred scores rescaled by the inverse non-zero fraction.
+
+  α = B / max(#{b : s_b ≠ 0}, 1),  A_b = α·(s_b − μ_g)/f_norm.
+
+  B counts the scorable rows (verl: all rows; the same when no row is NaN).
+  A singleton group has μ = 0 (verl; `singleton="raw"`) or A = 0.
+
+  See "GPG: A Simple and Strong Reinforcement Learning Baseline for Model
+  Reasoning" (Chu et al., arXiv:2504.02546).
+
+  Args:
+    token_rewards: f[B, T] token rewards; s_b = Σ_t (NaN: unscorable).
+    mask: bool[B, T] valid tokens.
+    group_ids: int[B] in [0, num_groups).
+    num_groups: static number of groups G.
+    f_norm: constant divisor (verl 1.0).
+    singleton: "raw" or "zero".
+
+  Returns:
+    `EstimatorOutput` as for `grpo`, with info `alpha` (scalar).
+
+  Raises:
+    ValueError: as for `grpo`.
+  """
+  batch = _prepare(token_rewards, mask, group_ids, num_groups)
+  centred, stats = _normalise(batch.scores, batch.scorable, batch.group_ids,
+                              batch.num_groups, scale="none",
+                              singleton=singleton)
+  rows = jnp.sum(batch.scorable.astype(jnp.float32))
+  nonzero = jnp.sum((batch.scorable & (batch.scores != 0)).astype(
+      jnp.float32))
+  alpha = rows / jnp.maximum(nonzero, 1.0)
+  return _output(centred * (alpha / f_norm), batch, stats, alpha=alpha)
+
+
+def reinforce_plus_plus_baseline(token_rewards, mask, group_ids,
+                                 num_groups: int, *, eps: float = 1e-8,
+                                 singleton: str = "raw"
+                                 ) -> types.EstimatorOutput:
+  """REINFORCE++-baseline: group-centred scores, whitened over all tokens.
+
+  a[b, t] = (s_b − μ_g)·m[b, t],  A = whiten(a, m)·m,
+
+  where whiten is verl's token-weighted batch whitening
+  (x − MM(x))·rsqrt(Var + eps) with the unbiased variance over every valid
+  token of the batch (long responses weigh more). Unscorable rows are left
+  out of the whitening statistics and get 0. A singleton group has μ = 0
+  (verl; `singleton="raw"`) or a = 0 (`"zero"`).
+
+  See "REINFORCE++: A Simple and Efficient Approach for Aligning Large
+  Language Models" (Hu, arXiv:2501.03262).
+
+  Args:
+    token_rewards: f[B, T] token rewards; s_b = Σ_t (NaN: unscorable).
+    mask: bool[B, T] valid tokens.
+    group_ids: int[B] in [0, num_groups).
+    num_groups: static number of groups G.
+    eps: variance guard of the whitening (verl 1e-8).
+    singleton: "raw" or "zero".
+
+  Returns:
+    `EstimatorOutput` as for `grpo`.
+
+  Raises:
+    ValueError: as for `grpo`.
+  """
+  batch = _prepare(token_rewards, mask, group_ids, num_groups)
+  centred, stats = _normalise(batch.scores, batch.scorable, batch.group_ids,
+                              batch.num_groups, scale="none",
+                              singleton=singleton)
+  tokens = batch.mask & batch.scorable[:, None]
+  advantages = masking.masked_whiten(
+      jnp.broadcast_to(centred[:, None], tokens.shape), tokens, eps=eps)
+  return _token_output(advantages, batch, stats)
+
+
+def gdpo(reward_components, mask, group_ids, num_groups: int, *,
+         weights=None, variant: str = "verl",
+         normalize_by_std: bool = True, eps: float = 1e-6, ddof: int = 1,
+         singleton: str = "raw") -> types.EstimatorOutput:
+  """GDPO: per-component group normalisation, weighted sum, batch norm.
+
+  For each reward component k, Z_k = GRPO-normalised f[:, k] within groups;
+  R_b = Σ_k w_k Z_{b,k}. Then
+
+  * variant="verl" (verl `gdpo`): A = whiten(R·m, m)·m, token-weighted batch
+    whitening (unbiased variance, rsqrt(Var + 1e-8)).
+  * variant="normalize_then_sum" (TRL `multi_objective_aggregation`):
+    A_b = (R_b − mean_b R)/(std_b R + eps) over rows (unbiased), then
+    broadcast. TRL uses eps=1e-4 and singleton="zero".
+
+  Each Z_k uses `eps`, `ddof`, `singleton` as `grpo` (scale="none" when
+  `normalize_by_std` is False). A NaN component is left out of that
+  component's statistics and contributes 0 to R_b (TRL's nansum); a row
+  whose components are all NaN is unscorable (advantage 0, left out of the
+  batch normalisation).
+
+  See "GDPO: Group reward-Decoupled Normalization Policy Optimization for
+  Multi-reward RL Optimization" (Liu et al., arXiv:2601.05242).
+
+  Args:
+    reward_components: f[B, K] per-row scores of K reward functions.
+    mask: bool[B, T] valid tokens.
+    group_ids: int[B] in [0, num_groups).
+    num_groups: static number of groups G.
+    weights: f[K] component weights w_k (default all 1).
+    variant: "verl" or "normalize_then_sum".
+    normalize_by_std: divide each component by σ_g + eps.
+    eps: added to each σ (and, for "normalize_then_sum", to the batch σ).
+    ddof: delta degrees of freedom of every σ.
+    singleton: "raw" or "zero" for the per-component normalisation.
+
+  Returns:
+    `EstimatorOutput`; info `scores` is R_b (before batch normalisation),
+    `informative` marks rows whose group has spread in some component.
+
+  Raises:
+    ValueError: bad ranks/shapes or unknown options.
+  """
+  _checks.check_choice(variant, ("verl", "normalize_then_sum"), "variant")
+  mask, ids, num_groups = _check_groups(mask, group_ids, num_groups)
+  _checks.check_rank(reward_components, 2, "reward_components")
+  batch_size, components = jnp.shape(reward_components)
+  _checks.check_shape(reward_components, (mask.shape[0], None),
+                      "reward_components", like=f"mask {tuple(mask.shape)}")
+  values = _checks.as_float(reward_components, "reward_components")
+  if weights is None:
+    weights = jnp.ones((components,), jnp.float32)
+  _checks.check_shape(weights, (components,), "weights",
+                      like=f"reward_components {(batch_size, components)}")
+  weights = _checks.as_float(jnp.asarray(weights), "weights")
+  present = ~jnp.isnan(values)
+  scorable = jnp.any(present, axis=1)
+  total = jnp.zeros((batch_size,), jnp.float32)
+  spread = jnp.zeros((batch_size,), bool)
+  for k in range(components):
+    column = jnp.where(present[:, k], values[:, k], 0.0)
+    z, stats = _normalise(column, present[:, k], ids, num_groups,
+                          scale="group" if normalize_by_std else "none",
+                          eps=eps, ddof=ddof, singleton=singleton)
+    total = total + weights[k] * z
+    spread = spread | (stats.spread & present[:, k])
+  if variant == "verl":
+    tokens = mask & scorable[:, None]
+    advantages = masking.masked_whiten(
+        jnp.broadcast_to(total[:, None], tokens.shape), tokens)
+  else:
+    row, _ = _normalise(total, scorable, ids, num_groups, center="batch",
+                        scale="batch", eps=eps, ddof=ddof)
+    advantages = masking.broadcast_to_tokens(row, mask)
+  info = dict(scores=total, scorable=scorable, informative=spread)
+  return types.EstimatorOutput(advantages=advantages, returns=advantages,
+                               info=info)
+
+
+def _group_adapter(function):
+  """Adapter `(rollouts, **kw)` calling `function` on the token rewards."""
+  def adapter(rollouts: types.Rollouts, **hyperparameters):
+    return function(rollouts.token_rewards, rollouts.mask,
+                    rollouts.group_ids, rollouts.num_groups,
+                    **hyperparameters)
+  adapter.__doc__ = f"`{function.__name__}` on `Rollouts` fields."
+  return adapter
+
+
+for _function in (grpo, drgrpo, grpo_passk, rloo, opo, gpg,
+                  reinforce_plus_plus_baseline):
+  registry.register(_function.__name__,
+                    required=("token_rewards", "group_ids"))(
+                        _group_adapter(_function))
+
+
+@registry.register("gdpo", required=("reward_components", "group_ids"))
+def _gdpo_adapter(rollouts: types.Rollouts,
+                  **hyperparameters) -> types.EstimatorOutput:
+  """`gdpo` on `rollouts.reward_components`."""
+  return gdpo(rollouts.reward_components, rollouts.mask, rollouts.group_ids,
+              rollouts.num_groups, **hyperparameters)
