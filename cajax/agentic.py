@@ -1,0 +1,705 @@
+"""Credit assignment for multi-step and agentic rollouts: iStar, MatchTIR, R³L,
+SLATE, and the trajectory-DPO loss of iStar's implicit process reward model.
+
+Layout shared by every function here: one row of a `[B, T]` batch is one
+trajectory (a whole multi-turn episode). Its trainable tokens are True in
+`mask`; interior False tokens are tool or environment observations. A *turn*
+is a maximal contiguous run of True tokens (`sequences.contiguous_runs`); a
+*step* is the set of tokens sharing a `step_ids` value. Outputs are float32
+and exactly 0 at masked tokens. A row whose reward is NaN is unscorable: it
+gets advantage 0 and is left out of every group statistic.
+
+Group statistics follow the verl conventions of the peers: unbiased std
+(ddof=1) with eps added outside the square root, a singleton group passes its
+raw value through (mean 0, std 1; RLOO unchanged), and a group whose values
+are all equal gets exactly 0.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cajax import _checks
+from cajax import groups
+from cajax import masking
+from cajax import registry
+from cajax import sequences
+from cajax import types
+
+_CENTER_MODES = ("std", "rloo", "mean")
+
+
+def _group_center(values, segment_ids, num_segments: int, valid,
+                  mode: str, eps: float = 1e-6, population=None):
+  """Centres (and scales) values by statistics of their segment.
+
+  `population` (default `valid`) selects the entries the statistics are
+  computed from; the result is evaluated at every `valid` entry, which lets
+  iStar's first-row baseline apply to steps outside the population.
+
+    mode="std":  (x − μ) / (σ + eps)       (singleton: μ=0, σ=1; verl GRPO)
+    mode="rloo": n/(n−1) · (x − μ)         (singleton: x; verl RLOO)
+    mode="mean": x − μ                     (singleton: μ=0)
+
+  Population members of a segment whose population values are all equal get
+  exactly 0 (avoids the 1e6 blow-up of a rounding residue).
+
+  Args:
+    values: f32[N] values.
+    segment_ids: int[N] in [0, num_segments).
+    num_segments: static number of segments.
+    valid: bool[N] entries that receive a result (others get 0).
+    mode: one of `_CENTER_MODES`.
+    eps: added to σ in mode "std".
+    population: optional bool[N], the entries behind the statistics.
+
+  Returns:
+    f32[N].
+  """
+  _checks.check_choice(mode, _CENTER_MODES, "mode")
+  population = valid if population is None else population
+  values = jnp.where(valid | population, values, 0.0)
+  moments = groups.group_moments(values, segment_ids, num_segments,
+                                 valid=population, ddof=1)
+  high = groups.group_max(values, segment_ids, num_segments, valid=population)
+  low = -groups.group_max(-values, segment_ids, num_segments,
+                          valid=population)
+  count = moments.count[segment_ids]
+  single = count <= 1
+  centred = values - jnp.where(single, 0.0, moments.mean[segment_ids])
+  if mode == "std":
+    out = centred / (jnp.where(single, 1.0, moments.std[segment_ids]) + eps)
+  elif mode == "rloo":
+    out = jnp.where(single, values,
+                    centred * count / jnp.maximum(count - 1.0, 1.0))
+  else:
+    out = centred
+  flat = (high == low)[segment_ids] & ~single & population
+  return jnp.where(valid & ~flat, out, 0.0)
+
+
+def _check_rows(mask, group_ids, num_groups, names=("group_ids",)):
+  """Validates a `[B, T]` mask and `[B]` id arrays; returns converted ids."""
+  batch, _ = _checks.check_batch(mask)
+  _checks.check_positive_int(num_groups, "num_groups")
+  out = []
+  for ids, name in zip(group_ids, names):
+    _checks.check_shape(ids, (batch,), name, like=f"mask {tuple(mask.shape)}")
+    out.append(_checks.as_int(ids, name))
+  return _checks.as_mask(mask), out
+
+
+def _check_token_array(x, mask, name: str) -> jax.Array:
+  _checks.check_same_shape(x, mask, name, "mask")
+  return _checks.as_float(x, name)
+
+
+def _row_scores(token_rewards, mask, keep=None):
+  """Σ_t of token rewards (restricted to `keep`) and scorability per row."""
+  rewards = _check_token_array(token_rewards, mask, "token_rewards")
+  if keep is not None:
+    rewards = jnp.where(keep, rewards, 0.0)
+  return registry.sequence_scores(rewards, mask)
+
+
+# ----------------------------------------------------------------------------
+# iStar (OPRL): implicit step rewards from a trajectory-DPO process model.
+# ----------------------------------------------------------------------------
+
+_STEP_BASELINES = ("first_row", "all_steps", "same_index")
+_TRAJECTORY_SCORES = ("step_mean", "sum")
+
+
+def _implicit_step_rewards(prm_logprobs, ref_logprobs, mask, step_ids,
+                           num_steps: int, beta: float):
+  """β Σ_{t∈step} (log π_φ − log π_ref) per step, and the valid-step mask."""
+  prm = _check_token_array(prm_logprobs, mask, "prm_logprobs")
+  ref = _check_token_array(ref_logprobs, mask, "ref_logprobs")
+  _checks.check_same_shape(step_ids, mask, "step_ids", "mask")
+  mask = _checks.as_mask(mask)
+  q = jnp.where(mask, prm - ref, 0.0)
+  rewards = beta * sequences.tokens_to_steps(q, step_ids, num_steps,
+                                             mask=mask)
+  step_valid = sequences.step_token_counts(step_ids, num_steps,
+                                           mask=mask) > 0
+  return jnp.where(step_valid, rewards, 0.0), step_valid
+
+
+def istar_step_rewards(prm_logprobs, old_logprobs, mask, step_ids, *,
+                       num_steps: int, beta: float = 0.05,
+                       normalize: bool = True, norm_eps: float = 1e-6):
+  """Implicit step rewards of iStar, batch max-abs normalised.
+
+  r_{b,s} = β Σ_{t: step_ids[b,t]=s, mask[b,t]} (log π_φ(y_t) − log π_old(y_t))
+  r_{b,s} ← r_{b,s} / (max_{valid (b',s')} |r_{b',s'}| + norm_eps)
+
+  The repo (`istar_norm="batch_norm"`) divides by the batch max of
+  |reverse_cumsum(rm_scores)|; with its one-row-per-step layout that is the
+  batch max |r_step|, which is what is used here for multi-step rows. The
+  statistic is batch-global: compute it on the full batch, not per
+  micro-batch.
+
+  See "Agentic Reinforcement Learning with Implicit Step Rewards" (Liu et al.,
+  arXiv 2509.19199).
+
+  Args:
+    prm_logprobs: f[B, T] log π_φ of the sampled tokens under the implicit PRM.
+    old_logprobs: f[B, T] log π_old of the sampled tokens (the repo's π_ref
+      when `ref_path=null`).
+    mask: bool[B, T] trainable tokens.
+    step_ids: int[B, T] step of each token, −1 outside any step.
+    num_steps: static S; ids ≥ S are ignored.
+    beta: β (`beta_train`), default 0.05.
+    normalize: divide by the batch max |r| (default True, the repo default).
+    norm_eps: added to the max, default 1e-6.
+
+  Returns:
+    (step_rewards f32[B, S], step_valid bool[B, S]); steps without a valid
+    token are invalid and hold 0.
+  """
+  _checks.check_batch(mask)
+  _checks.check_positive_int(num_steps, "num_steps")
+  rewards, step_valid = _implicit_step_rewards(
+      prm_logprobs, old_logprobs, mask, step_ids, num_steps, beta)
+  if normalize:
+    scale = jnp.max(jnp.where(step_valid, jnp.abs(rewards), 0.0))
+    rewards = rewards / (scale + norm_eps)
+  return rewards, step_valid
+
+
+def istar(token_rewards, prm_logprobs, old_logprobs, mask, step_ids,
+          group_ids, num_groups: int, *, num_steps: int, beta: float = 0.05,
+          step_weight: float = 1.0, step_baseline: str = "first_row",
+          normalize: bool = True, norm_eps: float = 1e-6
+          ) -> types.EstimatorOutput:
+  """iStar advantages: RLOO on episode rewards plus RLOO on implicit steps.
+
+  A_E(b)   = n/(n−1) · (R(b) − mean_{b'∈g} R(b'))             (n rows of g)
+  A_S(b,s) = n/(n−1) · (r(b,s) − mean_{P_g} r)                (n = |P_g|)
+  A_{b,t}  = A_E(b) + w · A_S(b, step(t))   on mask; n = 1 leaves x as is.
+
+  R(b) = Σ_t token_rewards[b, t] is the episode reward; r are the normalised
+  implicit step rewards of `istar_step_rewards`. The step baseline population
+  P_g is chosen by `step_baseline`:
+    * "first_row" (repo-exact, `istar_rloo`): the first valid step of each
+      row of g. The repo dedupes by trajectory and keeps the first row seen,
+      so every step is compared with the mean *first-step* reward.
+    * "all_steps": every valid step of every row of g (the paper's "all other
+      steps in the same group"; leave-one-out over steps).
+    * "same_index": the s-th steps of the rows of g that have one.
+
+  Layout [GAP, documented choice]: the repo stores one step per batch row
+  (verl-agent); here a row is a whole trajectory and steps are the segments
+  of `step_ids`. Trainable tokens outside every step (step id −1) get A_E
+  only. Rows without a valid step are outside the step baselines.
+
+  See "Agentic Reinforcement Learning with Implicit Step Rewards" (Liu et al.,
+  arXiv 2509.19199), formerly "Online Process Reward Learning for Agentic
+  RL".
+
+  Args:
+    token_rewards: f[B, T]; the row sum is the episode reward (NaN marks an
+      unscorable row, which gets 0 and is left out of every baseline).
+    prm_logprobs: f[B, T] log π_φ of the sampled tokens under the implicit
+      PRM (the registered adapter reads `Rollouts.logprobs`).
+    old_logprobs: f[B, T] log π_old of the sampled tokens.
+    mask: bool[B, T] trainable tokens.
+    step_ids: int[B, T] step index per token, −1 outside any step.
+    group_ids: int[B] environment group of each row, in [0, num_groups).
+    num_groups: static G.
+    num_steps: static S, the size of the step axis (ids ≥ S are ignored).
+    beta: β of the implicit reward, default 0.05.
+    step_weight: w (`step_advantage_w`), default 1.0.
+    step_baseline: "first_row" (default), "all_steps" or "same_index".
+    normalize: batch max-abs normalisation of step rewards (default True).
+    norm_eps: added to the batch max, default 1e-6.
+
+  Returns:
+    `EstimatorOutput` (returns = advantages) with info `step_rewards`
+    f32[B, S], `step_valid` bool[B, S], `episode_advantages` f32[B],
+    `step_advantages` f32[B, S].
+
+  Raises:
+    ValueError: bad shapes, dtypes or options.
+  """
+  _checks.check_choice(step_baseline, _STEP_BASELINES, "step_baseline")
+  mask_b, (group_ids,) = _check_rows(mask, (group_ids,), num_groups)
+  step_rewards, step_valid = istar_step_rewards(
+      prm_logprobs, old_logprobs, mask, step_ids, num_steps=num_steps,
+      beta=beta, normalize=normalize, norm_eps=norm_eps)
+  scores, scorable = _row_scores(token_rewards, mask)
+  episode_adv = _group_center(scores, group_ids, num_groups, scorable,
+                              "rloo")
+  step_valid = step_valid & scorable[:, None]
+  step_index = jnp.arange(num_steps, dtype=jnp.int32)[None, :]
+  if step_baseline == "same_index":
+    ids = group_ids[:, None] * num_steps + step_index
+    segments = num_groups * num_steps
+  else:
+    ids = jnp.broadcast_to(group_ids[:, None], step_valid.shape)
+    segments = num_groups
+  population = None
+  if step_baseline == "first_row":
+    first = jnp.argmax(step_valid, axis=1)
+    population = step_valid & (step_index == first[:, None])
+    population = population.reshape(-1)
+  step_adv = _group_center(step_rewards.reshape(-1), ids.reshape(-1),
+                           segments, step_valid.reshape(-1), "rloo",
+                           population=population).reshape(step_valid.shape)
+  token_step_adv = sequences.steps_to_tokens(step_adv, step_ids)
+  advantages = jnp.where(mask_b & scorable[:, None],
+                         episode_adv[:, None] + step_weight * token_step_adv,
+                         0.0)
+  info = dict(step_rewards=step_rewards, step_valid=step_valid,
+              episode_advantages=episode_adv, step_advantages=step_adv)
+  return types.EstimatorOutput(advantages, advantages, info)
+
+
+def istar_prm_dpo_loss(prm_logprobs, ref_logprobs, mask, step_ids,
+                       token_rewards, group_ids, num_groups: int, *,
+                       num_steps: int, beta: float = 0.05,
+                       success_threshold: float = 0.0,
+                       trajectory_score: str = "step_mean") -> jax.Array:
+  """Trajectory-DPO loss that trains iStar's implicit process reward model.
+
+  Q(τ) = mean_{valid steps s of τ} β Σ_{t∈s} (log π_φ(y_t) − log π_ref(y_t))
+  L    = mean_{(τ⁺, τ⁻)} −log σ(Q(τ⁺) − Q(τ⁻))
+
+  over **all** (success, failure) pairs of rows in the same group (the repo's
+  `loss_type=eto`; success means episode reward > `success_threshold`). With
+  `trajectory_score="sum"` Q(τ) = β Σ_{t∈τ} (log π_φ − log π_ref), the paper's
+  form β log π_φ(τ)/π_ref(τ). A batch without any pair gives 0. Rows with no
+  valid step (or, for "sum", no valid token) and unscorable rows (NaN reward)
+  take part in no pair. Differentiable in `prm_logprobs` (and in
+  `ref_logprobs`; wrap it in `jax.lax.stop_gradient` if it is not constant).
+
+  The step rewards fed to `istar` come from the same forward pass, before the
+  PRM optimiser step (`update=after`).
+
+  See "Agentic Reinforcement Learning with Implicit Step Rewards" (Liu et al.,
+  arXiv 2509.19199).
+
+  Args:
+    prm_logprobs: f[B, T] log π_φ of the sampled tokens (trainable PRM).
+    ref_logprobs: f[B, T] log π_ref (the old policy when `ref_path=null`).
+    mask: bool[B, T] trainable tokens.
+    step_ids: int[B, T] step index per token, −1 outside any step.
+    token_rewards: f[B, T]; the row sum is the episode reward.
+    group_ids: int[B] environment group, in [0, num_groups).
+    num_groups: static G (shape check only; pairs compare ids directly).
+    num_steps: static S.
+    beta: β, default 0.05.
+    success_threshold: a row is a success when its reward is above it
+      (default 0.0, the repo's `> 0`).
+    trajectory_score: "step_mean" (repo-exact, default) or "sum" (paper).
+
+  Returns:
+    f32 scalar loss.
+
+  Raises:
+    ValueError: bad shapes, dtypes or options.
+  """
+  _checks.check_choice(trajectory_score, _TRAJECTORY_SCORES,
+                       "trajectory_score")
+  mask_b, (group_ids,) = _check_rows(mask, (group_ids,), num_groups)
+  _checks.check_positive_int(num_steps, "num_steps")
+  step_rewards, step_valid = _implicit_step_rewards(
+      prm_logprobs, ref_logprobs, mask, step_ids, num_steps, beta)
+  if trajectory_score == "step_mean":
+    num_valid = jnp.sum(step_valid, axis=1)
+    score = jnp.sum(step_rewards, axis=1) / jnp.maximum(num_valid, 1)
+    has_score = num_valid > 0
+  else:
+    prm = _checks.as_float(prm_logprobs, "prm_logprobs")
+    ref = _checks.as_float(ref_logprobs, "ref_logprobs")
+    score = beta * masking.masked_sum(prm - ref, mask_b, axis=1)
+    has_score = jnp.any(mask_b, axis=1)
+  rewards, scorable = _row_scores(token_rewards, mask)
+  usable = scorable & has_score
+  success = usable & (rewards > success_threshold)
+  failure = usable & ~(rewards > success_threshold)
+  pairs = ((group_ids[:, None] == group_ids[None, :])
+           & success[:, None] & failure[None, :])
+  margin = score[:, None] - score[None, :]
+  per_pair = jnp.where(pairs, jax.nn.softplus(-margin), 0.0)
+  num_pairs = jnp.sum(pairs.astype(jnp.float32))
+  return jnp.sum(per_pair) / jnp.maximum(num_pairs, 1.0)
+
+
+def _default_num_steps(rollouts: types.Rollouts, num_steps):
+  return rollouts.mask.shape[1] if num_steps is None else num_steps
+
+
+@registry.register("istar", required=("token_rewards", "logprobs",
+                                      "old_logprobs", "step_ids",
+                                      "group_ids"))
+def _istar_adapter(rollouts: types.Rollouts, *, prm_logprobs=None,
+                   num_steps=None, **kwargs) -> types.EstimatorOutput:
+  """`istar` on Rollouts: π_φ log-probs are `logprobs` unless given."""
+  return istar(rollouts.token_rewards,
+               rollouts.logprobs if prm_logprobs is None else prm_logprobs,
+               rollouts.old_logprobs, rollouts.mask, rollouts.step_ids,
+               rollouts.group_ids, rollouts.num_groups,
+               num_steps=_default_num_steps(rollouts, num_steps), **kwargs)
+
+
+# ----------------------------------------------------------------------------
+# MatchTIR: turn rewards from tool-call matching, dual-level advantages.
+# ----------------------------------------------------------------------------
+
+_FUSE = ("mean", "sum")
+
+
+def turn_rewards(token_rewards, mask, *, num_turns: int | None = None):
+  """Per-turn rewards read at the last token of each turn (run of `mask`).
+
+  Args:
+    token_rewards: f[B, T]; rewards elsewhere than turn ends are ignored.
+    mask: bool[B, T]; turns are its maximal runs of True.
+    num_turns: static K; default ⌈T/2⌉, the most runs T tokens can hold.
+      Turns with index ≥ K are dropped.
+
+  Returns:
+    (rewards f32[B, K], turn_valid bool[B, K], turn_ids int32[B, T]).
+  """
+  _checks.check_batch(mask)
+  rewards = _check_token_array(token_rewards, mask, "token_rewards")
+  length = mask.shape[1]
+  num_turns = (length + 1) // 2 if num_turns is None else num_turns
+  _checks.check_positive_int(num_turns, "num_turns")
+  turn_ids, count = sequences.contiguous_runs(mask)
+  ends = sequences.step_end_mask(turn_ids, mask)
+  per_turn = sequences.tokens_to_steps(jnp.where(ends, rewards, 0.0),
+                                       turn_ids, num_turns, mask=ends)
+  turn_valid = jnp.arange(num_turns)[None, :] < count[:, None]
+  return per_turn, turn_valid, turn_ids
+
+
+def matchtir(token_rewards, mask, group_ids, num_groups: int, *,
+             num_turns: int | None = None, gamma: float = 0.9,
+             fuse: str = "mean", eps: float = 1e-6) -> types.EstimatorOutput:
+  """MatchTIR dual-level (trajectory + turn) advantages.
+
+  A^g_i     = (Σ_k r_{i,k} − μ_g) / (σ_g + eps)
+  R_{i,k}   = Σ_{k'≥k} γ^{k'−k} r_{i,k'}
+  A^l_{i,k} = (R_{i,k} − μ_{g,k}) / (σ_{g,k} + eps)   over rows of g with a
+              k-th turn (one such row: μ=0, σ=1)
+  Â_{i,t}   = (A^g_i + A^l_{i,k(t)}) / 2   ("mean", repo) or the plain sum
+              ("sum", paper figure) on tokens of turn k(t); 0 elsewhere.
+
+  Turns are the maximal runs of `mask` (tool observations are masked) and
+  r_{i,k} is `token_rewards` at the last token of turn k (see `turn_rewards`;
+  `cajax.matching` computes r from tool-call matching and places it there).
+  Rows with no turn get 0 and are left out of the statistics (the repo
+  crashes on them); zero-variance groups give 0; σ is unbiased.
+
+  See "MatchTIR: Fine-Grained Supervision for Tool-Integrated Reasoning via
+  Bipartite Matching" (Qu et al., arXiv 2601.10712).
+
+  Args:
+    token_rewards: f[B, T] turn rewards at turn-end tokens (NaN in a turn
+      reward marks the row unscorable).
+    mask: bool[B, T] trainable tokens.
+    group_ids: int[B] prompt group, in [0, num_groups).
+    num_groups: static G.
+    num_turns: static K ≥ the most turns of any row; default ⌈T/2⌉.
+    gamma: turn discount γ, default 0.9 (hard-coded `lam` in the repo).
+    fuse: "mean" (default, repo) or "sum" (paper).
+    eps: added to both stds, default 1e-6.
+
+  Returns:
+    `EstimatorOutput` (returns = advantages) with info `turn_rewards`,
+    `turn_returns`, `turn_advantages` (A^l) f32[B, K], `turn_valid`
+    bool[B, K] and `trajectory_advantages` (A^g) f32[B].
+
+  Raises:
+    ValueError: bad shapes, dtypes or options.
+  """
+  _checks.check_choice(fuse, _FUSE, "fuse")
+  mask_b, (group_ids,) = _check_rows(mask, (group_ids,), num_groups)
+  rewards, turn_valid, turn_ids = turn_rewards(token_rewards, mask,
+                                               num_turns=num_turns)
+  num_turns = rewards.shape[1]
+  total = jnp.sum(jnp.where(turn_valid, rewards, 0.0), axis=1)
+  rows = jnp.any(turn_valid, axis=1) & ~jnp.isnan(total)
+  turn_valid = turn_valid & rows[:, None]
+  rewards = jnp.where(turn_valid, rewards, 0.0)
+  returns = sequences.reverse_discounted_cumsum(rewards, turn_valid, gamma)
+  trajectory_adv = _group_center(jnp.where(rows, total, 0.0), group_ids,
+                                 num_groups, rows, "std", eps)
+  ids = group_ids[:, None] * num_turns + jnp.arange(num_turns)[None, :]
+  turn_adv = _group_center(returns.reshape(-1), ids.reshape(-1),
+                           num_groups * num_turns, turn_valid.reshape(-1),
+                           "std", eps).reshape(returns.shape)
+  fused = jnp.where(turn_valid, trajectory_adv[:, None] + turn_adv, 0.0)
+  if fuse == "mean":
+    fused = 0.5 * fused
+  advantages = jnp.where(mask_b, sequences.steps_to_tokens(fused, turn_ids),
+                         0.0)
+  info = dict(turn_rewards=rewards, turn_returns=returns,
+              turn_advantages=turn_adv, turn_valid=turn_valid,
+              trajectory_advantages=trajectory_adv)
+  return types.EstimatorOutput(advantages, advantages, info)
+
+
+@registry.register("matchtir", required=("token_rewards", "group_ids"))
+def _matchtir_adapter(rollouts: types.Rollouts,
+                      **kwargs) -> types.EstimatorOutput:
+  """`matchtir` on Rollouts (turn rewards at turn ends of token_rewards)."""
+  return matchtir(rollouts.token_rewards, rollouts.mask, rollouts.group_ids,
+                  rollouts.num_groups, **kwargs)
+
+
+# ----------------------------------------------------------------------------
+# R³L: positive amplification and pivotal credit.
+# ----------------------------------------------------------------------------
+
+_R3L_BASELINES = ("mean", "logavgexp")
+
+
+def _group_logavgexp(values, group_ids, num_groups: int, valid, tau: float):
+  """τ·(logsumexp_{i∈g}(x_i/τ) − log n_g) per group, `f32[num_groups]`."""
+  scaled = values / tau
+  peak = groups.group_max(scaled, group_ids, num_groups, valid=valid)
+  peak = jnp.where(jnp.isfinite(peak), peak, 0.0)
+  weights = jnp.where(valid, jnp.exp(scaled - peak[group_ids]), 0.0)
+  total = groups.group_sum(weights, group_ids, num_groups)
+  count = groups.group_sum(valid.astype(jnp.float32), group_ids, num_groups)
+  return tau * (peak + jnp.log(jnp.maximum(total, 1e-30))
+                - jnp.log(jnp.maximum(count, 1.0)))
+
+
+def r3l(token_rewards, mask, group_ids, num_groups: int, *,
+        pivot_turns=None, alpha: float = 3.0, success_score: float = 1.0,
+        r_max: float = 1.0, baseline: str = "mean", tau: float = 1.0,
+        std_normalize: bool = False, eps: float = 1e-6
+        ) -> types.EstimatorOutput:
+  """R³L advantages: positive amplification with pivotal-credit masking.
+
+  b_g = mean_{i∈g} r_i  or  τ·(logsumexp_{i∈g}(r_i/τ) − log n_g)  (b=0 for a
+        singleton group);  s_i = r_i − b_g  (or (r_i − μ_g)/(σ_g + eps) with
+        `std_normalize`, the `grpo_reweight_adv` variant)
+  Â_i = success_score   if r_i ≥ r_max
+      = α · s_i         elif s_i ≥ 0
+      = s_i             otherwise
+  A_{i,t} = Â_i · 1[turn(t) ≥ p_i]   on mask.
+
+  Pivotal credit: the first `pivot_turns[i]` turns (maximal runs of `mask`)
+  of row i are the prefix shared with the retried attempt and get 0 on both
+  the retry and its paired first attempt; pass the same p to both rows.
+  p = 0 masks nothing; p ≥ the number of turns masks the whole row
+  (`info["fully_masked"]` flags such rows: they carry no gradient). Use
+  `info["loss_mask"]` as the loss mask so masked prefix tokens also drop out
+  of the KL term and the token-mean denominator, as in the repo.
+
+  An all-success group gives `success_score` to every member (not 0); an
+  all-fail group gives 0. `docs/index.md` writes Â = α for successes, the
+  code 1.0: `success_score` defaults to the code.
+
+  See "R³L: Reflect-then-Retry RL with Language-Guided Exploration, Pivotal
+  Credit, and Positive Amplification" (Shi et al., arXiv 2601.03715).
+
+  Args:
+    token_rewards: f[B, T]; the row sum is the trajectory reward (NaN: the row
+      is unscorable, gets 0, and is left out of the baseline).
+    mask: bool[B, T] trainable tokens (assistant segments).
+    group_ids: int[B] task group, in [0, num_groups).
+    num_groups: static G.
+    pivot_turns: optional int[B] turns to mask at the start of each row
+      (`retry_from_step`); None masks nothing.
+    alpha: α amplification of non-negative advantages, default 3.0.
+    success_score: Â of a successful row, default 1.0 (repo code).
+    r_max: reward at or above which a row counts as successful, default 1.0.
+    baseline: "mean" (default, `opmd_baseline`) or "logavgexp".
+    tau: τ of the logavgexp baseline, default 1.0.
+    std_normalize: divide by the group std (GRPO variant), default False.
+    eps: added to the std when `std_normalize`, default 1e-6.
+
+  Returns:
+    `EstimatorOutput` (returns = advantages) with info `row_advantages`
+    f32[B], `loss_mask` bool[B, T] and `fully_masked` bool[B].
+
+  Raises:
+    ValueError: bad shapes, dtypes or options.
+  """
+  _checks.check_choice(baseline, _R3L_BASELINES, "baseline")
+  mask_b, (group_ids,) = _check_rows(mask, (group_ids,), num_groups)
+  scores, scorable = _row_scores(token_rewards, mask)
+  if baseline == "mean":
+    shifted = _group_center(scores, group_ids, num_groups, scorable,
+                            "std" if std_normalize else "mean", eps)
+  else:
+    base = _group_logavgexp(scores, group_ids, num_groups, scorable, tau)
+    count = groups.group_sum(scorable.astype(jnp.float32), group_ids,
+                             num_groups)
+    base = jnp.where(count > 1, base, 0.0)[group_ids]
+    shifted = scores - base
+    if std_normalize:
+      std = groups.group_moments(scores, group_ids, num_groups,
+                                 valid=scorable).std[group_ids]
+      shifted = shifted / (jnp.where(count[group_ids] > 1, std, 1.0) + eps)
+  row_adv = jnp.where(scores >= r_max, success_score,
+                      jnp.where(shifted >= 0, alpha * shifted, shifted))
+  row_adv = jnp.where(scorable, row_adv, 0.0)
+  loss_mask = mask_b
+  if pivot_turns is not None:
+    _checks.check_shape(pivot_turns, (mask_b.shape[0],), "pivot_turns",
+                        like=f"mask {tuple(mask_b.shape)}")
+    turn_ids, _ = sequences.contiguous_runs(mask_b)
+    loss_mask = mask_b & ~sequences.step_prefix_mask(turn_ids, pivot_turns)
+  advantages = masking.broadcast_to_tokens(row_adv, loss_mask)
+  info = dict(row_advantages=row_adv, loss_mask=loss_mask,
+              fully_masked=jnp.any(mask_b, axis=1)
+              & ~jnp.any(loss_mask, axis=1))
+  return types.EstimatorOutput(advantages, advantages, info)
+
+
+def _r3l_example_inputs(rollouts: types.Rollouts, rng) -> dict:
+  """Random pivot turns in {0, 1, 2} per row."""
+  batch = rollouts.mask.shape[0]
+  return dict(pivot_turns=jnp.asarray(rng.integers(0, 3, size=batch),
+                                      jnp.int32))
+
+
+@registry.register("r3l", required=("token_rewards", "group_ids"),
+                   example_inputs=_r3l_example_inputs)
+def _r3l_adapter(rollouts: types.Rollouts, **kwargs) -> types.EstimatorOutput:
+  """`r3l` on Rollouts (`pivot_turns` as a keyword input)."""
+  return r3l(rollouts.token_rewards, rollouts.mask, rollouts.group_ids,
+             rollouts.num_groups, **kwargs)
+
+
+# ----------------------------------------------------------------------------
+# SLATE: sibling-step advantages after truncated step-level sampling.
+# ----------------------------------------------------------------------------
+
+_SLATE_NORMS = ("mean_std", "mean")
+
+
+def slate_step_reward(reasoning, query, answer, is_answer, *,
+                      weights=(1.0, 1.0, 1.0)) -> jax.Array:
+  """Combines SLATE's ternary judge dimensions into one step reward.
+
+  r = (w_r·reasoning + w_q·query + a·w_a·answer) / (w_r + w_q + a·w_a),
+  a = 1[is_answer]: the weighted mean of the dimensions that apply, in
+  [−1, 1] for ternary scores. [GAP] The paper scores reasoning, query and
+  answer quality on {−1, 0, 1} but its combination rule is not available;
+  this mean (answer only on the final-answer step) is the documented choice.
+
+  See "Truncated Step-Level Sampling with Process Rewards for
+  Retrieval-Augmented Reasoning" (Samarinas, Chang, Zamani, arXiv
+  2602.23440).
+
+  Args:
+    reasoning: f[...] reasoning-quality score.
+    query: f[...] search-query score (0 where the step makes no query).
+    answer: f[...] answer-correctness score.
+    is_answer: bool[...] the step gives the final answer.
+    weights: static (w_r, w_q, w_a), default (1, 1, 1), all > 0.
+
+  Returns:
+    f32[...] rewards.
+  """
+  if len(weights) != 3 or min(weights) <= 0:
+    raise ValueError(f"weights must be three positive numbers, got "
+                     f"{weights!r}.")
+  arrays = [_checks.as_float(x, name) for x, name in
+            ((reasoning, "reasoning"), (query, "query"), (answer, "answer"))]
+  for x, name in zip(arrays[1:], ("query", "answer")):
+    _checks.check_same_shape(x, arrays[0], name, "reasoning")
+  _checks.check_same_shape(is_answer, arrays[0], "is_answer", "reasoning")
+  use_answer = _checks.as_mask(is_answer, "is_answer").astype(jnp.float32)
+  w_r, w_q, w_a = (float(w) for w in weights)
+  total = (w_r * arrays[0] + w_q * arrays[1]
+           + use_answer * w_a * arrays[2])
+  return total / (w_r + w_q + use_answer * w_a)
+
+
+def slate(token_rewards, mask, sibling_ids, num_branches: int, *,
+          prefix_lengths=None, normalize: str = "mean_std",
+          eps: float = 1e-6) -> types.EstimatorOutput:
+  """SLATE sibling-step advantages among continuations of a shared prefix.
+
+  r_i     = Σ_{t ≥ ℓ_i} token_rewards[i, t]     (reward of the sampled step)
+  Â_i     = (r_i − μ_b) / (σ_b + eps)  ("mean_std")  or  r_i − μ_b  ("mean")
+  A_{i,t} = Â_i · 1[t ≥ ℓ_i]   on mask,
+
+  where b = sibling_ids[i] is the branch point (one shared prefix h_{<t}
+  with k sampled next steps) and ℓ_i = prefix_lengths[i] the number of
+  prefix tokens. Prefix tokens are never trained (they were trained with the
+  rollout that produced them). Statistics are per branch point: unbiased σ,
+  a singleton branch passes r through (μ=0, σ=1), equal siblings give 0 (a
+  wasted branch).
+
+  [GAP] The SLATE code is not available; from the abstract: advantages are
+  computed among the k siblings of one decision point. The choice of
+  GRPO-style "mean_std" as default (vs "mean", the baseline of the paper's
+  variance argument), the reward as the non-prefix token-reward sum, and the
+  prefix given as a token count are this implementation's.
+
+  See "Truncated Step-Level Sampling with Process Rewards for
+  Retrieval-Augmented Reasoning" (Samarinas, Chang, Zamani, arXiv
+  2602.23440).
+
+  Args:
+    token_rewards: f[B, T] rewards of the sampled step (for example
+      `slate_step_reward` at its last token); NaN marks an unscorable row.
+    mask: bool[B, T] trainable tokens.
+    sibling_ids: int[B] branch point of each row, in [0, num_branches).
+    num_branches: static number of branch points.
+    prefix_lengths: optional int[B] shared-prefix tokens at the start of each
+      row (masked out); None means rows hold only the sampled step.
+    normalize: "mean_std" (default) or "mean".
+    eps: added to σ, default 1e-6.
+
+  Returns:
+    `EstimatorOutput` (returns = advantages) with info `step_advantages`
+    f32[B] and `loss_mask` bool[B, T] (mask without the prefix).
+
+  Raises:
+    ValueError: bad shapes, dtypes or options.
+  """
+  _checks.check_choice(normalize, _SLATE_NORMS, "normalize")
+  mask_b, (sibling_ids,) = _check_rows(mask, (sibling_ids,), num_branches,
+                                       names=("sibling_ids",))
+  batch, length = mask_b.shape
+  step_tokens = jnp.ones(mask_b.shape, bool)
+  if prefix_lengths is not None:
+    _checks.check_shape(prefix_lengths, (batch,), "prefix_lengths",
+                        like=f"mask {tuple(mask_b.shape)}")
+    step_tokens = ~masking.prefix_mask(prefix_lengths, length)
+  scores, scorable = _row_scores(token_rewards, mask, keep=step_tokens)
+  step_adv = _group_center(scores, sibling_ids, num_branches, scorable,
+                           "std" if normalize == "mean_std" else "mean", eps)
+  loss_mask = mask_b & step_tokens
+  advantages = masking.broadcast_to_tokens(step_adv, loss_mask)
+  info = dict(step_advantages=step_adv, loss_mask=loss_mask)
+  return types.EstimatorOutput(advantages, advantages, info)
+
+
+def _slate_example_inputs(rollouts: types.Rollouts, rng) -> dict:
+  """Branch points = prompt groups; random prefixes of up to T/2 tokens."""
+  batch, length = rollouts.mask.shape
+  return dict(sibling_ids=rollouts.group_ids,
+              prefix_lengths=jnp.asarray(
+                  rng.integers(0, length // 2 + 1, size=batch), jnp.int32))
+
+
+@registry.register("slate", required=("token_rewards",),
+                   example_inputs=_slate_example_inputs)
+def _slate_adapter(rollouts: types.Rollouts, *, sibling_ids=None,
+                   num_branches=None, **kwargs) -> types.EstimatorOutput:
+  """`slate` on Rollouts.
+
+  `sibling_ids` default to `group_ids` (each prompt group is one branch
+  point) and `num_branches` to `num_groups` then, or to B when `sibling_ids`
+  are given without it.
+  """
+  if sibling_ids is None:
+    if rollouts.group_ids is None:
+      raise ValueError("slate needs sibling_ids or rollouts.group_ids.")
+    sibling_ids = rollouts.group_ids
+    num_branches = num_branches or rollouts.num_groups
+  num_branches = num_branches or int(np.shape(rollouts.mask)[0])
+  return slate(rollouts.token_rewards, rollouts.mask, sibling_ids,
+               num_branches, **kwargs)
