@@ -92,7 +92,7 @@ def expected_rating(rating_logprobs, rating_values=None,
                         like=f"the last axis of rating_logprobs "
                         f"{tuple(probs.shape)}")
     values = _checks.as_float(rating_values, "rating_values")
-  return jnp.sum(probs * values, axis=-1)
+  return probs @ values
 
 
 class PairwisePreference(NamedTuple):
@@ -344,7 +344,8 @@ def sign_agreement_mask(signals, valid=None, thresholds=0.0,
   if jnp.ndim(thresholds) != 0:
     _checks.check_shape(thresholds, (values.shape[1],), "thresholds",
                         like=f"signals {tuple(values.shape)}")
-  centred = values - _checks.as_float(thresholds, "thresholds")
+  centred = values - jnp.broadcast_to(
+      _checks.as_float(thresholds, "thresholds"), values.shape)
   positive = keep & (centred > margin)
   negative = keep & (centred < -margin)
   count = jnp.sum(keep, axis=1)

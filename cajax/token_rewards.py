@@ -337,7 +337,7 @@ def and_combine(rewards, reference_rewards, weights=None) -> jax.Array:
   _checks.check_shape(weights, (jnp.shape(rewards)[-1],), "weights",
                       like=f"the last axis of rewards {jnp.shape(rewards)}")
   weights = _checks.as_float(weights, "weights")
-  return jnp.sum(transformed * weights, axis=-1)
+  return transformed @ weights
 
 
 def reference_from_samples(sample_rewards, group_ids, num_groups: int,
@@ -382,7 +382,8 @@ def reference_from_samples(sample_rewards, group_ids, num_groups: int,
   if valid is not None:
     _checks.check_same_shape(valid, sample_rewards, "valid", "sample_rewards")
     keep = _checks.as_mask(valid, "valid")
-  member = (group_ids[None, :] == jnp.arange(num_groups)[:, None]) & keep
+  member = (group_ids[None, :] == jnp.arange(num_groups)[:, None]) & keep[
+      None, :]
   table = jnp.where(member, rewards[None, :], jnp.nan)
   ref = jnp.nanquantile(table, quantile, axis=1)
   return jnp.where(jnp.any(member, axis=1), ref, 0.0)
