@@ -1,0 +1,655 @@
+"""Process-reward credit assignment: PURE min-form, sum-form, process GRPO.
+
+Every estimator here turns per-step scores (a process reward model, a judge,
+a checker) into per-token advantages of a padded `[B, T]` batch:
+
+* `pure`: PURE's min-form credit assignment (softmin, strict and uniform).
+* `sum_form_prm`: the canonical γ-discounted sum of step rewards that PURE
+  argues against, with the same baselines and switches.
+* `process_grpo`: DeepSeekMath's process-supervision GRPO.
+* `tp_grpo`: thought-level, capability-adaptive process rewards on top of
+  GRPO (TP-GRPO; parametric where the paper is not available).
+
+Steps (DESIGN.md §2): `step_ids: int[B, T]` gives the step of each token (−1
+outside any step), `step_rewards: f[B, S]` and `step_mask: bool[B, S]`. A
+step is *valid* when its `step_mask` entry is True and it owns at least one
+valid token; invalid steps carry no reward. Steps must be contiguous among
+the valid tokens; a step's reward is written at its last valid token (its
+"step end"). Interior masked tokens are skipped by every return (carry
+across), and all outputs are 0 at masked tokens.
+
+Outcome rewards passed as `[B]` arrays may hold NaN for an unscorable row:
+such a row is left out of every group statistic.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from cajax import _checks
+from cajax import groups
+from cajax import masking
+from cajax import registry
+from cajax import sequences
+from cajax import types
+
+PURE_MODES = ("softmin", "strict", "uniform")
+PURE_BASELINES = ("token", "step", "none")
+TP_CREDITS = ("local", "return")
+TP_ADAPTS = ("linear", "none")
+
+# Variance floor of PURE's batch whitening (OpenRLHF `clamp(min=1e-8)`).
+_PURE_VAR_FLOOR = 1e-8
+
+
+# --------------------------------------------------------------------------
+# Shared helpers (also used by cajax.shaping).
+
+
+def _check_groups(group_ids, batch: int, num_groups: int) -> jax.Array:
+  _checks.check_shape(group_ids, (batch,), "group_ids",
+                      like=f"a batch of {batch} rows")
+  _checks.check_positive_int(num_groups, "num_groups")
+  return _checks.as_int(group_ids, "group_ids")
+
+
+def _row_outcomes(outcome_rewards, batch: int, name: str):
+  """Returns (outcome with 0 on unscorable rows, scorable bool[B])."""
+  _checks.check_shape(outcome_rewards, (batch,), name,
+                      like=f"a batch of {batch} rows")
+  outcome = _checks.as_float(outcome_rewards, name)
+  scorable = jnp.isfinite(outcome)
+  return jnp.where(scorable, outcome, 0.0), scorable
+
+
+def _group_standardize(values, valid, group_ids, num_groups: int, *,
+                       eps: float = 1e-6, ddof: int = 1, scale: bool = True,
+                       singleton: str = "keep") -> jax.Array:
+  """GRPO z-score (x − μ_g) / (σ_g + eps) of each valid entry in its group.
+
+  verl's conventions: σ with `ddof` (1 = torch.std), eps added to σ; a group
+  with a single valid entry passes its value through (`singleton="keep"`,
+  verl's μ=0, σ=1) or gets 0 (`singleton="zero"`); a group whose values are
+  all equal gives exactly 0 (never the ~1e-4/eps blow-up of a rounding
+  residue). `scale=False` only centres (Dr.GRPO). Invalid entries give 0.
+  """
+  moments = groups.group_moments(values, group_ids, num_groups, valid=valid,
+                                 ddof=ddof)
+  count = moments.count[group_ids]
+  std = moments.std[group_ids]
+  centred = values - moments.mean[group_ids]
+  out = centred / (std + eps) if scale else centred
+  out = jnp.where(std > 0, out, 0.0)
+  single = values if singleton == "keep" else jnp.zeros_like(values)
+  out = jnp.where(count > 1, out, single)
+  return jnp.where(valid, out, 0.0)
+
+
+def _leave_one_out(values, valid, group_ids, num_groups: int):
+  """(Σ over the other valid rows of the group, their number), per row."""
+  total = groups.group_sum(values, group_ids, num_groups, valid=valid)
+  count = groups.group_sum(valid.astype(jnp.float32), group_ids, num_groups)
+  own = jnp.where(valid, values, 0.0)
+  return total[group_ids] - own, count[group_ids] - valid.astype(jnp.float32)
+
+
+def _safe_div(numerator, denominator) -> jax.Array:
+  ok = denominator != 0
+  return jnp.where(ok, numerator / jnp.where(ok, denominator, 1.0), 0.0)
+
+
+class _Steps(NamedTuple):
+  rewards: jax.Array  # f32[B, S], 0 on invalid steps.
+  valid: jax.Array  # bool[B, S], step_mask and at least one valid token.
+  ids: jax.Array  # int32[B, T].
+  mask: jax.Array  # bool[B, T].
+  counts: jax.Array  # f32[B, S], valid tokens per step.
+  ends: jax.Array  # bool[B, T], last valid token of each valid step.
+
+
+def _prepare_steps(step_rewards, step_mask, step_ids, mask,
+                   rewards_name: str = "step_rewards") -> _Steps:
+  batch, _ = _checks.check_batch(mask)
+  _checks.check_rank(step_rewards, 2, rewards_name)
+  _checks.check_shape(step_rewards, (batch, None), rewards_name,
+                      like=f"mask {tuple(mask.shape)}")
+  _checks.check_same_shape(step_mask, step_rewards, "step_mask",
+                           rewards_name)
+  _checks.check_same_shape(step_ids, mask, "step_ids", "mask")
+  rewards = _checks.as_float(step_rewards, rewards_name)
+  ids = _checks.as_int(step_ids, "step_ids")
+  mask = _checks.as_mask(mask)
+  counts = sequences.step_token_counts(ids, rewards.shape[1], mask=mask)
+  valid = _checks.as_mask(step_mask, "step_mask") & (counts > 0)
+  in_valid_step = sequences.steps_to_tokens(valid, ids) > 0
+  ends = sequences.step_end_mask(ids, mask) & in_valid_step
+  return _Steps(jnp.where(valid, rewards, 0.0), valid, ids, mask, counts,
+                ends)
+
+
+def _at_step_ends(step_values, steps: _Steps) -> jax.Array:
+  """Writes `[B, S]` step values at the step-end tokens, 0 elsewhere."""
+  return jnp.where(steps.ends,
+                   sequences.steps_to_tokens(step_values, steps.ids), 0.0)
+
+
+def _check_temperature(temperature) -> float:
+  if isinstance(temperature, bool) or not isinstance(
+      temperature, (int, float)) or not temperature > 0:
+    raise ValueError(f"temperature must be a static float > 0, got "
+                     f"{temperature!r}.")
+  return float(temperature)
+
+
+# --------------------------------------------------------------------------
+# PURE and the sum-form baseline.
+
+
+def pure_step_rewards(step_rewards, step_mask, mode: str = "softmin",
+                      temperature: float = 0.1) -> jax.Array:
+  """PURE's min-form transform of step rewards, r*ₖ (zeros on invalid steps).
+
+  softmin:  wₖ = softmaxₖ(−rₖ / τ) over valid steps,  r*ₖ = wₖ·rₖ, so
+            Σₖ r*ₖ → minₖ rₖ as τ → 0 (PURE main branch, τ = 0.1).
+  uniform:  wₖ = 1 / #steps (`--disable_weighted_reward`), Σₖ r*ₖ = mean.
+  strict:   r*ₖ = Vₖ − V_next(k),  Vₖ = min_{k' ≥ k valid} r_{k'}, so the
+            γ=1 suffix sum of r* from step k is exactly Vₖ: the strict
+            min-form value, taken over valid steps only (unlike the verl
+            branch, whose token-level running min also sees the zero-filled
+            non-step tokens).
+
+  See "Stop Summation: Min-Form Credit Assignment Is All Process Reward Model
+  Needs for Reasoning" (Cheng et al., arXiv 2504.15275).
+
+  Args:
+    step_rewards: f[B, S] step rewards rₖ.
+    step_mask: bool[B, S] valid steps.
+    mode: "softmin", "strict" or "uniform".
+    temperature: softmin temperature τ > 0 (ignored by the other modes).
+
+  Returns:
+    f32[B, S] transformed step rewards r*, 0 on invalid steps.
+
+  Raises:
+    ValueError: bad ranks/shapes, unknown mode or τ ≤ 0.
+  """
+  _checks.check_choice(mode, PURE_MODES, "mode")
+  _checks.check_rank(step_rewards, 2, "step_rewards")
+  _checks.check_same_shape(step_mask, step_rewards, "step_mask",
+                           "step_rewards")
+  valid = _checks.as_mask(step_mask, "step_mask")
+  rewards = jnp.where(valid, _checks.as_float(step_rewards, "step_rewards"),
+                      0.0)
+  if mode == "strict":
+    value = sequences.suffix_min(rewards, valid)
+    later = jax.lax.cummin(jnp.where(valid, value, jnp.inf), axis=1,
+                           reverse=True)
+    later = jnp.pad(later[:, 1:], ((0, 0), (0, 1)), constant_values=jnp.inf)
+    later = jnp.where(jnp.isfinite(later), later, 0.0)
+    return jnp.where(valid, value - later, 0.0)
+  if mode == "softmin":
+    weights = masking.masked_softmax(
+        -rewards, valid, axis=1, temperature=_check_temperature(temperature))
+  else:
+    weights = masking.masked_softmax(jnp.zeros_like(rewards), valid, axis=1)
+  return weights * rewards
+
+
+def _whiten_nonzero(x, mask) -> jax.Array:
+  """PURE/OpenRLHF replay-buffer whitening that skips exact zeros.
+
+  N = #valid tokens with x ≠ 0, μ = Σ x / N, σ² = Σ_{all valid}(x − μ)² / N
+  (the numerator includes the zero tokens, the count does not: the repo's
+  quirk), out = (x − μ)·rsqrt(max(σ², 1e-8)), re-zeroed where x = 0.
+  """
+  nonzero = mask & (x != 0)
+  count = jnp.sum(nonzero.astype(jnp.float32))
+  mean = _safe_div(jnp.sum(jnp.where(mask, x, 0.0)), count)
+  centred = jnp.where(mask, x - mean, 0.0)
+  var = _safe_div(jnp.sum(centred * centred), count)
+  out = centred * jax.lax.rsqrt(jnp.maximum(var, _PURE_VAR_FLOOR))
+  return jnp.where(nonzero, out, 0.0)
+
+
+def _process_returns(step_values, steps: _Steps, group_ids, num_groups: int,
+                     verifiable_rewards, token_kl, *, baseline: str,
+                     verifiable_reward_coef: float, kl_coef: float,
+                     mask_step_end: bool, normalize: bool,
+                     discount: float) -> types.EstimatorOutput:
+  """The PURE main-branch reward → return → advantage pipeline."""
+  batch = steps.mask.shape[0]
+  group_ids = _check_groups(group_ids, batch, num_groups)
+  every_row = jnp.ones((batch,), bool)
+  outcome = jnp.sum(step_values, axis=1)
+  if baseline == "token":
+    lengths = masking.sequence_lengths(steps.mask).astype(jnp.float32)
+    others_reward, _ = _leave_one_out(outcome, every_row, group_ids,
+                                      num_groups)
+    others_length, _ = _leave_one_out(lengths, every_row, group_ids,
+                                      num_groups)
+    per_token = _safe_div(others_reward, others_length)
+    # num_tokens_per_step excludes the step-end token (repo quirk).
+    step_baseline = per_token[:, None] * (steps.counts - 1.0)
+  elif baseline == "step":
+    num_steps = jnp.sum(steps.valid.astype(jnp.float32), axis=1)
+    per_step = _safe_div(outcome, num_steps)
+    others, count = _leave_one_out(per_step, every_row, group_ids,
+                                   num_groups)
+    step_baseline = jnp.broadcast_to(_safe_div(others, count)[:, None],
+                                     step_values.shape)
+  else:
+    step_baseline = jnp.zeros_like(step_values)
+  shaped = jnp.where(steps.valid, step_values - step_baseline, 0.0)
+  rewards = _at_step_ends(shaped, steps)
+  last = masking.last_token_mask(steps.mask) & steps.mask
+  info = {"process_outcome": outcome}
+  if verifiable_rewards is not None:
+    vr, scorable = _row_outcomes(verifiable_rewards, batch,
+                                 "verifiable_rewards")
+    others, count = _leave_one_out(vr, scorable, group_ids, num_groups)
+    vr_advantage = jnp.where(scorable & (count > 0),
+                             vr - _safe_div(others, count), 0.0)
+    rewards = rewards + jnp.where(
+        last, (verifiable_reward_coef * vr_advantage)[:, None], 0.0)
+    info["verifiable_advantage"] = vr_advantage
+  if token_kl is not None:
+    _checks.check_same_shape(token_kl, steps.mask, "token_kl", "mask")
+    kl = _checks.as_float(token_kl, "token_kl")
+    rewards = rewards - kl_coef * jnp.where(steps.mask, kl, 0.0)
+  gamma = jnp.where(steps.ends, jnp.float32(discount), 1.0)
+  returns = sequences.reverse_discounted_cumsum(rewards, steps.mask, gamma)
+  if mask_step_end:
+    returns = jnp.where(steps.ends | last, 0.0, returns)
+  advantages = (_whiten_nonzero(returns, steps.mask) if normalize
+                else returns)
+  return types.EstimatorOutput(advantages=advantages, returns=returns,
+                               info=info)
+
+
+def pure(step_rewards, step_mask, step_ids, mask, group_ids, num_groups: int,
+         *, verifiable_rewards=None, token_kl=None, mode: str = "softmin",
+         temperature: float = 0.1, baseline: str = "token",
+         verifiable_reward_coef: float = 1.0, kl_coef: float = 0.001,
+         mask_step_end: bool = True,
+         normalize: bool = True) -> types.EstimatorOutput:
+  """PURE min-form credit assignment with a process reward model.
+
+  Reproduces the main (OpenRLHF) branch behind the paper's numbers:
+
+    r*ₖ = `pure_step_rewards(r, mode, τ)`,  oᵢ = Σₖ r*ᵢₖ,
+    token baseline:  r̃ᵢₖ = r*ᵢₖ − bᵢ·(nᵢₖ − 1),
+                     bᵢ = Σ_{j≠i} oⱼ / Σ_{j≠i} Lⱼ   (same group),
+    step baseline:   r̃ᵢₖ = r*ᵢₖ − mean_{j≠i}(oⱼ / #stepsⱼ),
+    VR (optional):   vᵢ − mean_{j≠i} vⱼ, times the coefficient, added at the
+                     last valid token,
+    rewardₜ = r̃ at step ends + VR at the last token − β·klₜ,
+    Gₜ = Σ_{t' ≥ t} reward_{t'} (γ = 1, interior masked tokens skipped),
+    Gₜ = 0 at the reward tokens (step ends and the last valid token),
+    Aₜ = batch whitening of G over its non-zero valid tokens.
+
+  nᵢₖ is the number of valid tokens of step k (the repo's
+  `num_tokens_per_step` leaves out the step-end token, hence the −1) and Lⱼ
+  the number of valid tokens of row j. Quirks reproduced: the token baseline
+  mixes counts with and without the end token; the whitening mean and count
+  skip exact zeros but its variance numerator does not; every other token
+  whose return is exactly 0 is also left at 0.
+
+  Choices where the repo is undefined: groups of one row get a zero baseline
+  (the repo asserts n > 1); a row with no valid step has oᵢ = 0; a group whose
+  other rows have no token gives bᵢ = 0; NaN `verifiable_rewards` mark
+  unscorable rows (VR term 0, left out of the others' mean); a batch with no
+  non-zero return gives all-zero advantages.
+
+  See "Stop Summation: Min-Form Credit Assignment Is All Process Reward Model
+  Needs for Reasoning" (Cheng et al., arXiv 2504.15275).
+
+  Args:
+    step_rewards: f[B, S] PRM step rewards rₖ (e.g. p(good) − p(bad)).
+    step_mask: bool[B, S] valid steps.
+    step_ids: int[B, T] step index of each token, −1 outside any step.
+    mask: bool[B, T] valid response tokens.
+    group_ids: int[B] prompt group of each row, in [0, num_groups).
+    num_groups: static number of groups.
+    verifiable_rewards: optional f[B] verifier outcome vᵢ (NaN =
+      unscorable). Default None: PRM only.
+    token_kl: optional f[B, T] per-token KL estimate put in the reward.
+      Default None.
+    mode: "softmin" (default), "strict" or "uniform".
+    temperature: softmin τ, default 0.1.
+    baseline: "token" (default, the published runs), "step" or "none".
+    verifiable_reward_coef: coefficient of the VR term, default 1.0.
+    kl_coef: β of the KL reward, default 0.001 (repo `init_kl_coef`).
+    mask_step_end: zero the return at step ends and the last token, default
+      True (`--nomask_separator_adv` turns it off in the repo).
+    normalize: batch-global whitening, default True.
+
+  Returns:
+    `EstimatorOutput`: f32[B, T] advantages (whitened) and returns (before
+    whitening); info["process_outcome"] f32[B] = Σₖ r*ₖ (whose sign is the
+    repo's predicted correctness) and, with VR, info["verifiable_advantage"]
+    f32[B].
+
+  Raises:
+    ValueError: bad shapes, dtypes or options.
+  """
+  _checks.check_choice(baseline, PURE_BASELINES, "baseline")
+  steps = _prepare_steps(step_rewards, step_mask, step_ids, mask)
+  step_values = pure_step_rewards(steps.rewards, steps.valid, mode=mode,
+                                  temperature=temperature)
+  out = _process_returns(
+      step_values, steps, group_ids, num_groups, verifiable_rewards,
+      token_kl, baseline=baseline,
+      verifiable_reward_coef=verifiable_reward_coef, kl_coef=kl_coef,
+      mask_step_end=mask_step_end, normalize=normalize, discount=1.0)
+  out.info["step_rewards"] = step_values
+  return out
+
+
+def sum_form_prm(step_rewards, step_mask, step_ids, mask, group_ids,
+                 num_groups: int, *, verifiable_rewards=None, token_kl=None,
+                 discount: float = 1.0, baseline: str = "token",
+                 verifiable_reward_coef: float = 1.0, kl_coef: float = 0.001,
+                 mask_step_end: bool = True,
+                 normalize: bool = True) -> types.EstimatorOutput:
+  """Canonical sum-form return of PRM step rewards (PURE's baseline).
+
+    Gₜ = Σ_{k ≥ k(t)} γ^{k − k(t)} r̃ₖ + (VR and KL terms),
+
+  i.e. `pure` with r*ₖ = rₖ (no min-form transform) and a discount γ applied
+  once per step boundary (at each step end), not per token. The baselines,
+  VR, KL, step-end masking and whitening are exactly those of `pure`, with
+  oᵢ = Σₖ rᵢₖ.
+
+  See "Stop Summation: Min-Form Credit Assignment Is All Process Reward Model
+  Needs for Reasoning" (Cheng et al., arXiv 2504.15275), whose sum-form arm
+  is this estimator with γ = 1.
+
+  Args:
+    step_rewards: f[B, S] PRM step rewards.
+    step_mask: bool[B, S] valid steps.
+    step_ids: int[B, T] step index of each token, −1 outside any step.
+    mask: bool[B, T] valid response tokens.
+    group_ids: int[B] prompt group of each row.
+    num_groups: static number of groups.
+    verifiable_rewards: optional f[B] verifier outcome (NaN = unscorable).
+    token_kl: optional f[B, T] per-token KL estimate.
+    discount: γ per step, default 1.0.
+    baseline: "token" (default), "step" or "none".
+    verifiable_reward_coef: default 1.0.
+    kl_coef: default 0.001.
+    mask_step_end: default True.
+    normalize: default True.
+
+  Returns:
+    `EstimatorOutput` as in `pure` (info["process_outcome"] = Σₖ rₖ).
+
+  Raises:
+    ValueError: bad shapes, dtypes or options.
+  """
+  _checks.check_choice(baseline, PURE_BASELINES, "baseline")
+  steps = _prepare_steps(step_rewards, step_mask, step_ids, mask)
+  return _process_returns(
+      steps.rewards, steps, group_ids, num_groups, verifiable_rewards,
+      token_kl, baseline=baseline,
+      verifiable_reward_coef=verifiable_reward_coef, kl_coef=kl_coef,
+      mask_step_end=mask_step_end, normalize=normalize, discount=discount)
+
+
+# --------------------------------------------------------------------------
+# DeepSeekMath process supervision.
+
+
+def _flat_group_ids(group_ids, shape) -> jax.Array:
+  return jnp.broadcast_to(group_ids[:, None], shape).reshape(-1)
+
+
+def process_grpo(step_rewards, step_mask, step_ids, mask, group_ids,
+                 num_groups: int, *, eps: float = 1e-6, std_ddof: int = 1,
+                 scale: bool = True) -> types.EstimatorOutput:
+  """GRPO with process supervision (DeepSeekMath §4.1.3).
+
+    r̃ᵢₖ = (rᵢₖ − mean(R_g)) / (std(R_g) + eps),
+    Aᵢₜ = Σ_{k : end(k) ≥ t} r̃ᵢₖ,
+
+  where R_g holds every valid step reward of every row of the group: a token
+  gets the sum of the normalised rewards of its own step and all later ones
+  (tokens outside any step get those of the later steps). Conventions as
+  verl's GRPO: std with `std_ddof` (torch default 1), eps added to it, a
+  group with a single valid step passes its reward through, a group of
+  equal step rewards gives 0.
+
+  See "DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open
+  Language Models" (Shao et al., arXiv 2402.03300).
+
+  Args:
+    step_rewards: f[B, S] step rewards.
+    step_mask: bool[B, S] valid steps.
+    step_ids: int[B, T] step index of each token, −1 outside any step.
+    mask: bool[B, T] valid response tokens.
+    group_ids: int[B] prompt group of each row.
+    num_groups: static number of groups.
+    eps: added to the std, default 1e-6.
+    std_ddof: 1 (default, unbiased) or 0.
+    scale: divide by the std (default True); False only centres.
+
+  Returns:
+    `EstimatorOutput` with advantages = returns f32[B, T] and
+    info["normalized_step_rewards"] f32[B, S].
+
+  Raises:
+    ValueError: bad shapes or dtypes.
+  """
+  steps = _prepare_steps(step_rewards, step_mask, step_ids, mask)
+  batch, num_steps = steps.rewards.shape
+  group_ids = _check_groups(group_ids, batch, num_groups)
+  normalized = _group_standardize(
+      steps.rewards.reshape(-1), steps.valid.reshape(-1),
+      _flat_group_ids(group_ids, steps.rewards.shape), num_groups, eps=eps,
+      ddof=std_ddof, scale=scale).reshape(batch, num_steps)
+  advantages = sequences.reverse_discounted_cumsum(
+      _at_step_ends(normalized, steps), steps.mask)
+  return types.EstimatorOutput(
+      advantages=advantages, returns=advantages,
+      info={"normalized_step_rewards": normalized})
+
+
+# --------------------------------------------------------------------------
+# TP-GRPO.
+
+
+def thought_segments(step_labels, step_mask) -> tuple[jax.Array, jax.Array]:
+  """Merges maximal runs of equally-labelled valid steps into thoughts.
+
+  Labels are sign(step_labels) ∈ {+1, −1, 0 (unknown)}. Invalid steps are
+  skipped: they neither belong to a thought nor split one.
+
+  Args:
+    step_labels: f[B, S] step scores or labels (only the sign is used).
+    step_mask: bool[B, S] valid steps.
+
+  Returns:
+    (thought_ids int32[B, S] index of each valid step's thought within its
+    row, −1 on invalid steps; num_thoughts int32[B]).
+  """
+  _checks.check_rank(step_labels, 2, "step_labels")
+  _checks.check_same_shape(step_mask, step_labels, "step_mask",
+                           "step_labels")
+  valid = _checks.as_mask(step_mask, "step_mask")
+  labels = jnp.where(valid, jnp.sign(_checks.as_float(step_labels,
+                                                      "step_labels")), 0.0)
+  positions = jnp.arange(labels.shape[1], dtype=jnp.int32)[None, :]
+  previous = jax.lax.cummax(jnp.where(valid, positions, -1), axis=1)
+  previous = jnp.pad(previous[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
+  previous_label = jnp.take_along_axis(labels, jnp.maximum(previous, 0),
+                                       axis=1)
+  starts = valid & ((previous < 0) | (previous_label != labels))
+  thought_ids = jnp.cumsum(starts, axis=1, dtype=jnp.int32) - 1
+  return (jnp.where(valid, thought_ids, -1),
+          jnp.sum(starts, axis=1, dtype=jnp.int32))
+
+
+def tp_grpo(outcome_rewards, step_labels, step_mask, step_ids, mask,
+            group_ids, num_groups: int, *, positive_scale: float = 0.5,
+            negative_scale: float = 0.5, adapt: str = "linear",
+            adapt_power: float = 1.0, credit: str = "local",
+            correct_threshold: float = 0.5, eps: float = 1e-6,
+            std_ddof: int = 1, scale: bool = True) -> types.EstimatorOutput:
+  """TP-GRPO: thought-level, capability-adaptive process rewards + GRPO.
+
+    Aᵢₜ = (sᵢ − μ_g) / (σ_g + eps) + pᵢ,ₕ₍ₜ₎,
+    p for a thought h of row i (acc_g = fraction of correct rows in i's
+    group, f = (1 − acc)^q, g = acc^q with `adapt="linear"`, f = g = 1 with
+    "none"):
+      +positive_scale·f   a correct thought (label +1) in a wrong answer,
+      −negative_scale·g   a wrong thought (label −1) in a correct answer,
+      0                   thoughts that agree with the outcome or are unknown.
+
+  [GAP] The paper's code and exact formulas are unavailable (seed_methods.md
+  §2); this is the parametric form proposed there. Choices, each a knob:
+  step labels are sign(step_labels) (the GenPRM's judgement; 0 = unknown);
+  thoughts are maximal runs of equal labels (`thought_segments`); only
+  thoughts that contradict the outcome are rewarded, so the outcome target of
+  agreeing ("key") tokens is kept; a weak model (low acc) is rewarded for its
+  correct partial reasoning and a strong one (high acc) penalised for flawed
+  steps, so all-wrong and all-right groups (zero GRPO signal) still learn.
+  `credit="local"` gives the thought's reward to each of its tokens (then the
+  merge into thoughts does not change the per-token values, only
+  info["num_thoughts"]); `credit="return"` writes one reward at the end of
+  each thought and sums them from each token onwards (γ = 1), where the merge
+  makes the credit independent of how equally-labelled text is split into
+  steps. A row is correct when sᵢ > `correct_threshold`.
+
+  See "Good Learners Think Their Thinking: Generative PRM Makes LRM a More
+  Efficient Math Learner" (He et al., arXiv 2507.23317).
+
+  Args:
+    outcome_rewards: f[B] outcome scores sᵢ (NaN = unscorable: advantage 0).
+    step_labels: f[B, S] step judgements (sign used).
+    step_mask: bool[B, S] valid steps.
+    step_ids: int[B, T] step index of each token, −1 outside any step.
+    mask: bool[B, T] valid response tokens.
+    group_ids: int[B] prompt group of each row.
+    num_groups: static number of groups.
+    positive_scale: reward of a correct thought in a wrong answer, 0.5.
+    negative_scale: penalty of a wrong thought in a correct answer, 0.5.
+    adapt: "linear" (default) or "none" capability scaling.
+    adapt_power: exponent q of the capability scaling, default 1.0.
+    credit: "local" (default) or "return".
+    correct_threshold: sᵢ above it counts as correct, default 0.5.
+    eps: GRPO std eps, default 1e-6.
+    std_ddof: GRPO std ddof, default 1.
+    scale: GRPO divides by the std (default True).
+
+  Returns:
+    `EstimatorOutput` with advantages = returns f32[B, T]; info holds
+    "outcome_advantages" f32[B], "group_accuracy" f32[B], "thought_ids"
+    int32[B, S], "num_thoughts" int32[B], "thought_rewards" f32[B, S] (the
+    reward of each step's thought).
+
+  Raises:
+    ValueError: bad shapes, dtypes or options.
+  """
+  _checks.check_choice(adapt, TP_ADAPTS, "adapt")
+  _checks.check_choice(credit, TP_CREDITS, "credit")
+  steps = _prepare_steps(step_labels, step_mask, step_ids, mask,
+                         rewards_name="step_labels")
+  batch = steps.mask.shape[0]
+  group_ids = _check_groups(group_ids, batch, num_groups)
+  outcome, scorable = _row_outcomes(outcome_rewards, batch,
+                                    "outcome_rewards")
+  outcome_adv = _group_standardize(outcome, scorable, group_ids, num_groups,
+                                   eps=eps, ddof=std_ddof, scale=scale)
+  correct = scorable & (outcome > correct_threshold)
+  moments = groups.group_moments(correct.astype(jnp.float32), group_ids,
+                                 num_groups, valid=scorable)
+  accuracy = moments.mean[group_ids]
+  if adapt == "linear":
+    pos = positive_scale * (1.0 - accuracy) ** adapt_power
+    neg = negative_scale * accuracy ** adapt_power
+  else:
+    pos = jnp.full((batch,), positive_scale, jnp.float32)
+    neg = jnp.full((batch,), negative_scale, jnp.float32)
+  labels = jnp.sign(steps.rewards)
+  thought_ids, num_thoughts = thought_segments(labels, steps.valid)
+  rewards = (jnp.where((labels > 0) & ~correct[:, None], pos[:, None], 0.0)
+             - jnp.where((labels < 0) & correct[:, None], neg[:, None], 0.0))
+  rewards = jnp.where(steps.valid & scorable[:, None], rewards, 0.0)
+  if credit == "local":
+    process = sequences.steps_to_tokens(rewards, steps.ids)
+  else:
+    following = jnp.pad(thought_ids[:, 1:], ((0, 0), (0, 1)),
+                        constant_values=-1)
+    following = jax.lax.cummax(following, axis=1, reverse=True)
+    # A step closes its thought when no later valid step shares its id.
+    closes = steps.valid & (following != thought_ids)
+    process = sequences.reverse_discounted_cumsum(
+        _at_step_ends(jnp.where(closes, rewards, 0.0), steps), steps.mask)
+  advantages = jnp.where(steps.mask & scorable[:, None],
+                         outcome_adv[:, None] + process, 0.0)
+  info = {"outcome_advantages": outcome_adv, "group_accuracy": accuracy,
+          "thought_ids": thought_ids, "num_thoughts": num_thoughts,
+          "thought_rewards": rewards}
+  return types.EstimatorOutput(advantages=advantages, returns=advantages,
+                               info=info)
+
+
+# --------------------------------------------------------------------------
+# Registry adapters.
+
+_STEP_FIELDS = ("step_rewards", "step_mask", "step_ids", "group_ids")
+
+
+def _nan_unscorable(rollouts) -> jax.Array:
+  scores, scorable = registry.sequence_scores(rollouts.token_rewards,
+                                              rollouts.mask)
+  return jnp.where(scorable, scores, jnp.nan)
+
+
+def _prm_inputs(rollouts, kl_in_reward: bool) -> dict:
+  kl = None
+  if kl_in_reward:
+    if rollouts.old_logprobs is None or rollouts.ref_logprobs is None:
+      raise ValueError("kl_in_reward=True needs rollouts.old_logprobs and "
+                       "rollouts.ref_logprobs.")
+    kl = (_checks.as_float(rollouts.old_logprobs, "old_logprobs")
+          - _checks.as_float(rollouts.ref_logprobs, "ref_logprobs"))
+  vr = None if rollouts.token_rewards is None else _nan_unscorable(rollouts)
+  return dict(step_rewards=rollouts.step_rewards,
+              step_mask=rollouts.step_mask, step_ids=rollouts.step_ids,
+              mask=rollouts.mask, group_ids=rollouts.group_ids,
+              num_groups=rollouts.num_groups, verifiable_rewards=vr,
+              token_kl=kl)
+
+
+@registry.register("pure", required=_STEP_FIELDS)
+def _pure_adapter(rollouts, *, kl_in_reward: bool = False, **kwargs):
+  """`pure` on Rollouts; VR = Σₜ token_rewards when token_rewards is set.
+
+  `kl_in_reward=True` puts the k1 estimate old_logprobs − ref_logprobs in
+  the reward (the repo's setting); the default leaves KL to
+  `cajax.losses`. Set `verifiable_reward_coef=0.0` for PRM-only training.
+  """
+  return pure(**_prm_inputs(rollouts, kl_in_reward), **kwargs)
+
+
+@registry.register("sum_form_prm", required=_STEP_FIELDS)
+def _sum_form_prm_adapter(rollouts, *, kl_in_reward: bool = False,
+                          **kwargs):
+  """`sum_form_prm` on Rollouts, with the inputs of `pure`'s adapter."""
+  return sum_form_prm(**_prm_inputs(rollouts, kl_in_reward), **kwargs)
+
+
+@registry.register("process_grpo", required=_STEP_FIELDS)
+def _process_grpo_adapter(rollouts, **kwargs):
+  return process_grpo(rollouts.step_rewards, rollouts.step_mask,
+                      rollouts.step_ids, rollouts.mask, rollouts.group_ids,
+                      rollouts.num_groups, **kwargs)
+
+
+@registry.register("tp_grpo", required=("token_rewards",) + _STEP_FIELDS)
+def _tp_grpo_adapter(rollouts, **kwargs):
+  """`tp_grpo` with sᵢ = Σₜ token_rewards and labels sign(step_rewards)."""
+  return tp_grpo(_nan_unscorable(rollouts), rollouts.step_rewards,
+                 rollouts.step_mask, rollouts.step_ids, rollouts.mask,
+                 rollouts.group_ids, rollouts.num_groups, **kwargs)
