@@ -1,0 +1,238 @@
+"""Shared math and configuration for the log-prob / entropy kernels.
+
+Every implementation (chunked XLA, Pallas-Triton, Pallas interpreter) keeps
+the same per-row online statistics over a slice of the vocabulary, with
+z = logit / T in float32 and m the running maximum:
+
+  m = max_j z_j,  s = Σ_j e^{z_j − m},  tu = Σ_j e^{z_j − m}(z_j − m),
+  q = Σ_j e^{2(z_j − m)},  sz = Σ_j z_j,  zy = raw (un-tempered) label logit.
+
+From these, lse = m + log s, log p_y = zy/T − lse, the entropy in shifted
+(cancellation-free) form H = log s − tu/s, Σ p² = q/s² and the
+self-certainty lse − sz/V. The functions here are written with plain
+`jax.numpy` so that the same code runs inside Pallas kernel bodies and in XLA.
+"""
+
+import dataclasses
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+# A finite stand-in for −inf: keeps (m_a − m_b)·s and exp() free of NaN.
+NEG = -1e30
+
+IMPLEMENTATIONS = ("xla", "pallas_triton", "interpret")
+STAT_NAMES = ("logprobs", "entropy", "self_certainty", "sum_pi_squared",
+              "label_logit")
+
+
+class Partials(NamedTuple):
+  """Per-row online statistics over a slice of the vocabulary.
+
+  Fields are f32 (f64 when the inputs are f64, for gradient checks).
+
+  `q` and `sz` are None when only log-probs and entropy are needed.
+  """
+  m: jax.Array
+  s: jax.Array
+  tu: jax.Array
+  zy: jax.Array
+  q: jax.Array | None = None
+  sz: jax.Array | None = None
+
+
+def _is_power_of_two(x: int) -> bool:
+  return x > 0 and (x & (x - 1)) == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSizes:
+  """Tile sizes of the kernels (static, hashable).
+
+  Attributes:
+    block_n: token rows per Pallas program.
+    block_v: vocabulary columns per Pallas tile.
+    block_d: hidden-dimension step of the in-kernel matmul (fused linear).
+    vocab_split: vocabulary columns reduced by one forward Pallas program
+      (the forward grid is token blocks × vocab splits, merged in XLA);
+      rounded up to a multiple of `block_v`.
+    vocab_chunk: vocabulary columns per step of the chunked XLA loops and per
+      backward dz tile: at most an [N, vocab_chunk] tile of logits (and of
+      logit gradients) exists at any time in the fused linear path.
+    num_warps: Triton warps per program.
+    num_stages: Triton software-pipelining stages.
+  """
+  block_n: int = 64
+  block_v: int = 128
+  block_d: int = 64
+  vocab_split: int = 8192
+  vocab_chunk: int = 8192
+  num_warps: int = 4
+  num_stages: int = 3
+
+  @classmethod
+  def default(cls, implementation: str) -> "BlockSizes":
+    """Returns the default block sizes for an implementation."""
+    if implementation == "xla":
+      return cls(vocab_chunk=4096)
+    return cls()
+
+  def validate(self, implementation: str) -> None:
+    """Raises ValueError for sizes the implementation cannot lower."""
+    for name in ("block_n", "block_v", "block_d", "vocab_split",
+                 "vocab_chunk", "num_warps", "num_stages"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"block_sizes.{name} must be a positive int, got {value!r}.")
+    if implementation != "xla":
+      for name in ("block_n", "block_v", "block_d"):
+        value = getattr(self, name)
+        if not _is_power_of_two(value):
+          raise ValueError(
+              f"block_sizes.{name} must be a power of two for Pallas "
+              f"(Triton lowers only power-of-two tiles), got {value}.")
+    if implementation == "pallas_triton":
+      for name in ("block_n", "block_v", "block_d"):
+        if getattr(self, name) < 16:
+          raise ValueError(
+              f"block_sizes.{name} must be >= 16 for Triton's tensor-core "
+              f"dot, got {getattr(self, name)}.")
+
+
+def acc_dtype(x):
+  """Accumulation dtype: float32, or float64 for float64 inputs."""
+  return jnp.promote_types(x.dtype, jnp.float32)
+
+
+def default_implementation() -> str:
+  """"pallas_triton" on GPU backends, "xla" everywhere else."""
+  return "pallas_triton" if jax.default_backend() == "gpu" else "xla"
+
+
+def resolve_implementation(implementation: str | None) -> str:
+  if implementation is None:
+    return default_implementation()
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(
+        f"implementation must be None or one of {IMPLEMENTATIONS}, got "
+        f"{implementation!r}.")
+  return implementation
+
+
+def tile_partials(raw, valid, labels, cols, temperature: float,
+                  extra: bool) -> Partials:
+  """Statistics of one [rows, cols] tile of raw logits.
+
+  Args:
+    raw: f32[R, C] un-tempered logits (garbage where not `valid`).
+    valid: bool[R, C] or bool[1, C]; columns that belong to the softmax.
+    labels: int[R] label ids (negative never matches).
+    cols: int[1, C] global vocabulary ids of the tile columns.
+    temperature: softmax temperature T.
+    extra: also compute `q` and `sz`.
+
+  Returns:
+    Partials with f32[R] fields.
+  """
+  z = jnp.where(valid, raw / temperature, NEG)
+  m = jnp.max(z, axis=1)
+  d = jnp.where(valid, z - m[:, None], 0.0)
+  e = jnp.where(valid, jnp.exp(d), 0.0)
+  hit = valid & (cols == labels[:, None])
+  zy = jnp.sum(jnp.where(hit, raw, 0.0), axis=1)
+  q = sz = None
+  if extra:
+    q = jnp.sum(e * e, axis=1)
+    sz = jnp.sum(jnp.where(valid, z, 0.0), axis=1)
+  return Partials(m, jnp.sum(e, axis=1), jnp.sum(e * d, axis=1), zy, q, sz)
+
+
+def _rebase(p: Partials, big_m) -> Partials:
+  """Re-expresses partials relative to a larger max: a = e^{m − M}."""
+  a = jnp.exp(p.m - big_m)
+  return Partials(big_m, a * p.s, a * (p.tu + (p.m - big_m) * p.s), p.zy,
+                  None if p.q is None else a * a * p.q, p.sz)
+
+
+def combine(p: Partials, reduce_max: Callable, reduce_sum: Callable
+            ) -> Partials:
+  """Merges partial statistics with the given reductions.
+
+  M = max m, a = e^{m − M}: s = Σ a·s, tu = Σ a·(tu + (m − M)·s),
+  q = Σ a²·q, sz = Σ sz, zy = Σ zy. The reductions run over a stacked axis
+  (vocab splits) or over devices (`lax.pmax` / `lax.psum`).
+  """
+  r = _rebase(p, reduce_max(p.m))
+  return Partials(r.m, *(None if f is None else reduce_sum(f) for f in r[1:]))
+
+
+def combine_stacked(p: Partials) -> Partials:
+  """Merges partials stacked along axis 0 ([S, N] fields -> [N])."""
+  return combine(p, lambda x: jnp.max(x, axis=0), lambda x: jnp.sum(x, axis=0))
+
+
+def merge_two(a: Partials, b: Partials) -> Partials:
+  """Merges two sets of [N] partials (elementwise; no stacking)."""
+  big_m = jnp.maximum(a.m, b.m)
+  ra, rb = _rebase(a, big_m), _rebase(b, big_m)
+  return Partials(big_m, *(None if x is None else x + y
+                           for x, y in zip(ra[1:], rb[1:])))
+
+
+def empty_partials(n: int, extra: bool, dtype=jnp.float32) -> Partials:
+  """The identity of `combine` for n rows."""
+  zeros = jnp.zeros((n,), dtype)
+  return Partials(jnp.full((n,), NEG, dtype), zeros, zeros, zeros,
+                  zeros if extra else None, zeros if extra else None)
+
+
+def label_valid(labels, num_valid: int):
+  """Rows whose label lies in [0, num_valid); other rows are ignored."""
+  return (labels >= 0) & (labels < num_valid)
+
+
+def finalize(p: Partials, row_valid, temperature: float):
+  """Returns (logprobs, entropy, lse) from merged partials.
+
+  Rows where `row_valid` is False (ignored labels) get log-prob 0; their
+  entropy is still computed.
+  """
+  log_s = jnp.log(p.s)
+  lse = p.m + log_s
+  entropy = log_s - p.tu / p.s
+  lp = jnp.where(row_valid, p.zy / temperature - lse, 0.0)
+  return lp, entropy, lse
+
+
+def dz_tile(raw, valid, labels, cols, lse, entropy, g_lp, g_h,
+            temperature: float):
+  """Gradient of Σ g_lp·log p_y + Σ g_h·H w.r.t. one tile of raw logits.
+
+  With p = softmax(z), z = raw/T:  ∂log p_y/∂z = onehot − p and
+  ∂H/∂z = −p·(log p + H), so
+
+    d raw = (g_lp·(onehot − p) − g_h·p·(z − lse + H)) / T.
+
+  Args:
+    raw: f32[R, C] un-tempered logits; valid: bool[R, C] or bool[1, C].
+    labels: int[R] (rows with ignored labels must carry g_lp = 0 or a
+      label that matches no column).
+    cols: int[1, C] global vocabulary ids.
+    lse, entropy: f32[R] forward results.
+    g_lp, g_h: f32[R] cotangents, or None for a symbolic zero.
+    temperature: T.
+
+  Returns:
+    f32[R, C], exactly 0 where not `valid`.
+  """
+  logp = jnp.where(valid, raw / temperature - lse[:, None], NEG)
+  p = jnp.where(valid, jnp.exp(logp), 0.0)
+  dz = jnp.zeros_like(p)
+  if g_lp is not None:
+    onehot = (valid & (cols == labels[:, None])).astype(p.dtype)
+    dz = g_lp[:, None] * (onehot - p)
+  if g_h is not None:
+    dz = dz - g_h[:, None] * p * jnp.where(valid, logp + entropy[:, None], 0.0)
+  return dz / temperature

@@ -1,0 +1,143 @@
+"""Chunked pure-JAX (XLA) forward and backward passes.
+
+The vocabulary is processed in chunks of C columns by `lax.fori_loop`. The
+last chunk's start is clamped to vmax − C (no padded copy of the logits or of
+the weight); the columns it re-reads are masked out of the statistics and
+get a zero logit gradient, so every column counts exactly once.
+"""
+
+import jax
+from jax import lax
+import jax.numpy as jnp
+
+from kernels import _common
+
+
+def chunk_geometry(vmax: int, chunk: int):
+  """Returns (chunk size, number of chunks) for vocabulary prefix [0, vmax)."""
+  size = min(chunk, vmax)
+  return size, -(-vmax // size)
+
+
+def chunk_columns(c, vmax: int, size: int, hi):
+  """Clamped start, global column ids int[1, C] and the counted-column mask."""
+  c0 = jnp.minimum(c * size, vmax - size)
+  cols = c0 + jnp.arange(size, dtype=jnp.int32)[None, :]
+  valid = (cols >= c * size) & (cols < hi)
+  return c0, cols, valid
+
+
+def weight_chunk(w, c0, size: int, layout: str):
+  """Columns [c0, c0 + size) of the vocabulary: [D, C] ("dv") or [C, D]."""
+  axis = 1 if layout == "dv" else 0
+  return lax.dynamic_slice_in_dim(w, c0, size, axis=axis)
+
+
+def matmul_logits(h, wc, layout: str, precision):
+  """Logits [N, C] (accumulated in acc_dtype) of hidden [N, D] and a chunk."""
+  contract = (0,) if layout == "dv" else (1,)
+  return lax.dot_general(h, wc, (((1,), contract), ((), ())),
+                         precision=precision,
+                         preferred_element_type=_common.acc_dtype(h))
+
+
+def raw_tile(x, w, c0, size: int, layout: str | None, precision):
+  """Raw logits of chunk c0: a slice of logits, or hidden @ weight."""
+  if w is None:
+    return lax.dynamic_slice_in_dim(x, c0, size, axis=1).astype(_common.acc_dtype(x))
+  return matmul_logits(x, weight_chunk(w, c0, size, layout), layout, precision)
+
+
+def partials(x, w, labels, hi, *, vmax: int, chunk: int, layout: str | None,
+             temperature: float, precision, extra: bool) -> _common.Partials:
+  """Online statistics over vocabulary columns [0, min(hi, vmax)).
+
+  Args:
+    x: logits [N, V] (w is None) or hidden [N, D].
+    w: None, or weight [D, V] ("dv") / [V, D] ("vd").
+    labels: int32[N] (vocabulary ids local to this weight).
+    hi: int32 scalar (may be traced): columns >= hi are excluded.
+    vmax: static bound on the columns visited.
+    chunk, layout, temperature, precision, extra: see the callers.
+
+  Returns:
+    Partials with f32[N] fields.
+  """
+  size, n_chunks = chunk_geometry(vmax, chunk)
+
+  def body(c, acc):
+    c0, cols, valid = chunk_columns(c, vmax, size, hi)
+    raw = raw_tile(x, w, c0, size, layout, precision)
+    tile = _common.tile_partials(raw, valid, labels, cols, temperature, extra)
+    return _common.merge_two(acc, tile)
+
+  init = _common.empty_partials(x.shape[0], extra, _common.acc_dtype(x))
+  return lax.fori_loop(0, n_chunks, body, init)
+
+
+def logits_backward(logits, labels, lse, entropy, g_lp, g_h, hi, *,
+                    temperature: float):
+  """d logits [N, V] in the logits dtype, as one fused elementwise pass."""
+  cols = jnp.arange(logits.shape[1], dtype=jnp.int32)[None, :]
+  dz = _common.dz_tile(logits.astype(_common.acc_dtype(logits)), cols < hi, labels, cols,
+                       lse, entropy, g_lp, g_h, temperature)
+  return dz.astype(logits.dtype)
+
+
+def xla_dz_fn(h, w, labels, lse, entropy, g_lp, g_h, hi, *, vmax: int,
+              size: int, layout: str, temperature: float, precision):
+  """Returns dz(c) -> [N, C] logit gradients of chunk c (XLA version)."""
+
+  def dz(c):
+    c0, cols, valid = chunk_columns(c, vmax, size, hi)
+    raw = raw_tile(h, w, c0, size, layout, precision)
+    return _common.dz_tile(raw, valid, labels, cols, lse, entropy, g_lp, g_h,
+                           temperature)
+
+  return dz
+
+
+def linear_backward(h, w, dz_fn, *, vmax: int, size: int, layout: str,
+                    precision):
+  """(dh, dw) from per-chunk logit gradients, one [N, C] tile at a time.
+
+  dh = Σ_c dz_c W_cᵀ accumulates in f32; dW_c = hᵀ dz_c is one full-N matmul
+  per chunk (f32 accumulation), added into its columns of dW (re-read
+  columns of the clamped last chunk carry dz = 0, so adding is exact).
+
+  Args:
+    h: hidden [N, D]; w: weight; dz_fn: c -> [N, C] (any float dtype).
+    vmax, size, layout, precision: chunk geometry and matmul settings.
+
+  Returns:
+    dh in h.dtype, dw in w.dtype.
+  """
+  n_chunks = -(-vmax // size)
+  mm_dtype = jnp.result_type(h, w)
+  acc = _common.acc_dtype(h)
+  axis = 1 if layout == "dv" else 0
+
+  def body(c, carry):
+    dh, dw = carry
+    c0 = jnp.minimum(c * size, vmax - size)
+    wc = weight_chunk(w, c0, size, layout)
+    dz = dz_fn(c).astype(mm_dtype)
+    w_contract = (1,) if layout == "dv" else (0,)
+    dh = dh + lax.dot_general(dz, wc, (((1,), w_contract), ((), ())),
+                              precision=precision,
+                              preferred_element_type=acc)
+    if layout == "dv":
+      dwc = lax.dot_general(h, dz, (((0,), (0,)), ((), ())),
+                            precision=precision,
+                            preferred_element_type=acc)
+    else:
+      dwc = lax.dot_general(dz, h, (((0,), (0,)), ((), ())),
+                            precision=precision,
+                            preferred_element_type=acc)
+    old = lax.dynamic_slice_in_dim(dw, c0, size, axis=axis)
+    new = (old.astype(acc) + dwc).astype(w.dtype)
+    return dh, lax.dynamic_update_slice_in_dim(dw, new, c0, axis=axis)
+
+  init = (jnp.zeros(h.shape, acc), jnp.zeros_like(w))
+  dh, dw = lax.fori_loop(0, n_chunks, body, init)
+  return dh.astype(h.dtype), dw
