@@ -210,7 +210,9 @@ def step_prefix_mask(step_ids, num_prefix_steps) -> jax.Array:
   """
   _checks.check_rank(step_ids, 2, "step_ids")
   step_ids = _checks.as_int(step_ids, "step_ids")
-  k = jnp.broadcast_to(_checks.as_int(jnp.asarray(num_prefix_steps),
-                                      "num_prefix_steps"),
-                       (step_ids.shape[0],))
+  k = _checks.as_int(num_prefix_steps, "num_prefix_steps")
+  if k.ndim:
+    _checks.check_shape(k, (step_ids.shape[0],), "num_prefix_steps",
+                        like=f"step_ids rows {tuple(step_ids.shape)}")
+  k = jnp.broadcast_to(k, (step_ids.shape[0],))
   return (step_ids >= 0) & (step_ids < k[:, None])
