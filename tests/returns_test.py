@@ -1,0 +1,759 @@
+"""Tests for cajax.returns against float64 NumPy loop transcriptions.
+
+The references below transcribe verl's `core_algos.py` loops (GAE,
+REINFORCE++, ReMax, OTB), the verl PRIME recipe and rlax's multistep and
+V-trace definitions, one trajectory at a time with explicit Python loops.
+They share no code with the implementation.
+"""
+
+import collections
+import functools
+
+import hypothesis
+from hypothesis import strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cajax import registry
+from cajax import returns
+from cajax import types
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+# ---------------------------------------------------------------------------
+# float64 references.
+
+
+def ref_whiten(x, m, ddof=1, eps_max=False):
+  """verl masked_whiten (ddof=1, var + 1e-8) / OpenRLHF (ddof=0, max)."""
+  x = np.asarray(x, np.float64)
+  w = np.asarray(m, np.float64)
+  n = w.sum()
+  mean = (x * w).sum() / (n + 1e-8)
+  var = ((x - mean) ** 2 * w).sum() / (n + 1e-8)
+  if ddof and n > ddof:
+    var *= n / (n - ddof)
+  scale = np.sqrt(max(var, 1e-8)) if eps_max else np.sqrt(var + 1e-8)
+  return (x - mean) / scale
+
+
+def ref_gae(r, v, m, gamma, lam):
+  """verl compute_gae_advantage_return, row by row (raw advantages)."""
+  batch, length = r.shape
+  adv = np.zeros((batch, length))
+  for b in range(batch):
+    nextvalue, lastgaelam = 0.0, 0.0
+    for t in reversed(range(length)):
+      delta = r[b, t] + gamma * nextvalue - v[b, t]
+      newgaelam = delta + gamma * lam * lastgaelam
+      if m[b, t]:
+        nextvalue = v[b, t]
+        lastgaelam = newgaelam
+      adv[b, t] = lastgaelam
+  return adv, adv + v
+
+
+def ref_token_returns(r, m, gamma, skip):
+  """verl REINFORCE++ returns: current (skip) and older (reset) loops."""
+  batch, length = r.shape
+  out = np.zeros((batch, length))
+  for b in range(batch):
+    running = 0.0
+    for t in reversed(range(length)):
+      if skip:
+        value = r[b, t] + gamma * running
+        out[b, t] = value * m[b, t]
+        running = value if m[b, t] else running
+      else:
+        running = r[b, t] + gamma * running
+        out[b, t] = running
+        running = running * m[b, t]
+  return out
+
+
+def ref_otb(r, m, gid, old_lp, spp, isw=None, zero_tail=True):
+  """verl compute_optimal_token_baseline_advantage."""
+  r = r * m
+  ret = np.flip(np.cumsum(np.flip(r, 1), 1), 1)
+  w = 1 - 2 * np.exp(old_lp) + spp
+  if isw is not None:
+    w = w * isw ** 2
+  wc = np.cumsum(w * m, 1)
+  base = np.zeros_like(ret)
+  members = collections.defaultdict(list)
+  for b, g in enumerate(gid):
+    members[g].append(b)
+  for rows in members.values():
+    if len(rows) == 1:
+      continue
+    for t in range(r.shape[1]):
+      num = sum(ret[j, t] * wc[j, t] * m[j, t] for j in rows)
+      den = sum(wc[j, t] * m[j, t] for j in rows) + 1e-8
+      for j in rows:
+        base[j, t] = num / den
+    if zero_tail:
+      lengths = [int(m[j].sum()) for j in rows]
+      ordered = sorted(lengths)
+      longest = [j for j, n in zip(rows, lengths) if n == ordered[-1]]
+      if len(longest) == 1 and ordered[-1] > ordered[-2]:
+        base[longest[0], ordered[-2]:] = 0.0
+  return (ret - base) * m, ret
+
+
+def ref_otb_tir(r, m, gid, old_lp, spp, zero_tail=True):
+  """verl compute_multi_turn_optimal_token_baseline_advantage."""
+  ret = np.flip(np.cumsum(np.flip(r * m, 1), 1), 1)
+  wc = np.cumsum((1 - 2 * np.exp(old_lp) + spp) * m, 1)
+  lengths = m.sum(1).astype(int)
+  width = max(int(lengths.max()), 1)
+  all_w = np.zeros((len(r), width))
+  all_r = np.zeros((len(r), width))
+  for i in range(len(r)):
+    all_w[i, :lengths[i]] = wc[i, m[i]]
+    all_r[i, :lengths[i]] = ret[i, m[i]]
+  members = collections.defaultdict(list)
+  for i, g in enumerate(gid):
+    if lengths[i]:
+      members[g].append(i)
+  base = np.zeros_like(all_r)
+  for rows in members.values():
+    if len(rows) == 1:
+      continue
+    b_star = (all_r[rows] * all_w[rows]).sum(0) / (all_w[rows].sum(0) + 1e-8)
+    base[rows] = b_star
+    if zero_tail:
+      group_lengths = lengths[rows]
+      ordered = np.sort(group_lengths)
+      at_max = np.flatnonzero(group_lengths == ordered[-1])
+      if len(at_max) == 1 and ordered[-1] > ordered[-2]:
+        base[rows[at_max[0]], ordered[-2]:] = 0.0
+  adv = np.zeros_like(ret)
+  for i in range(len(r)):
+    adv[i, m[i]] = (all_r[i] - base[i])[:lengths[i]]
+  return adv, ret
+
+
+def ref_prime(r, rm, m, gid, c_out=5.0, c_proc=5.0):
+  """verl PRIME recipe compute_rloo_advantage_return, groups by id."""
+  batch, length = r.shape
+  members = collections.defaultdict(list)
+  for b, g in enumerate(gid):
+    members[g].append(b)
+
+  def rloo(x, sm):
+    x = np.where(sm, x, 0.0)
+    out = x.copy()
+    for rows in members.values():
+      n = len(rows)
+      if n == 1:
+        continue   # cajax's documented singleton policy: raw rewards.
+      means = [x[j][sm[j]].mean() if sm[j].any() else 0.0 for j in rows]
+      base = sum(means) / (n - 1)
+      for j in rows:
+        out[j][sm[j]] = x[j][sm[j]] * n / (n - 1) - base
+    return out
+
+  score = r.sum(1)
+  last_mask = np.zeros_like(m)
+  acc = np.zeros((batch, length))
+  for b in range(batch):
+    valid = np.flatnonzero(m[b])
+    if len(valid):
+      last_mask[b, valid[-1]] = True
+      acc[b, valid[-1]] = score[b]
+  total = c_out * rloo(acc, last_mask)
+  if rm is not None:
+    total = total + c_proc * rloo(rm, m)
+  ret = np.flip(np.cumsum(np.flip(total * m, 1), 1), 1)
+  return ref_whiten(ret, m), ret
+
+
+def ref_lambda_returns(r, d, v, lam):
+  out = np.zeros_like(r)
+  for b in range(len(r)):
+    g = v[b, -1]
+    for t in reversed(range(r.shape[1])):
+      g = r[b, t] + d[b, t] * ((1 - lam[b, t]) * v[b, t] + lam[b, t] * g)
+      out[b, t] = g
+  return out
+
+
+def ref_n_step(r, d, v, n, lam):
+  batch, length = r.shape
+  out = np.zeros_like(r)
+  for b in range(batch):
+    for t in range(length):
+      end = min(t + n - 1, length - 1)
+      g = v[b, end]
+      for i in range(end, t - 1, -1):
+        g = r[b, i] + d[b, i] * ((1 - lam[b, i]) * v[b, i] + lam[b, i] * g)
+      out[b, t] = g
+  return out
+
+
+def ref_truncated_gae(r, d, lam, values):
+  out = np.zeros_like(r)
+  for b in range(len(r)):
+    a = 0.0
+    for t in reversed(range(r.shape[1])):
+      delta = r[b, t] + d[b, t] * values[b, t + 1] - values[b, t]
+      a = delta + d[b, t] * lam[b, t] * a
+      out[b, t] = a
+  return out
+
+
+def ref_vtrace(v_tm1, v_t, r, d, rho, lam, mask, rho_bar=1.0, pg_bar=1.0):
+  """rlax vtrace (+ td_error_and_advantage); masked steps carry."""
+  batch, length = r.shape
+  errors = np.zeros_like(r)
+  q = np.zeros_like(r)
+  for b in range(batch):
+    acc = 0.0
+    for t in reversed(range(length)):
+      if mask[b, t]:
+        td = min(rho_bar, rho[b, t]) * (r[b, t] + d[b, t] * v_t[b, t]
+                                        - v_tm1[b, t])
+        acc = td + d[b, t] * min(1.0, rho[b, t]) * lam[b, t] * acc
+        errors[b, t] = acc
+    for t in range(length):
+      if not mask[b, t]:
+        continue
+      later = [s for s in range(t + 1, length) if mask[b, s]]
+      if later:
+        s = later[0]
+        boot = (lam[b, t] * (errors[b, s] + v_tm1[b, s])
+                + (1 - lam[b, t]) * v_tm1[b, s])
+      else:
+        boot = v_t[b, t]
+      q[b, t] = r[b, t] + d[b, t] * boot
+  pg = np.minimum(pg_bar, rho) * (q - v_tm1) * mask
+  return errors, pg, q
+
+
+# ---------------------------------------------------------------------------
+# Fixtures and helpers.
+
+B, T = 6, 5
+MASKS = {
+    "no_padding": np.ones((B, T), bool),
+    "right_padding": np.arange(T)[None, :] < np.array([5, 3, 1, 4, 2, 5])[
+        :, None],
+    "interior": np.array([[1, 0, 0, 1, 1], [1, 1, 0, 1, 0], [0, 1, 1, 0, 1],
+                          [1, 1, 1, 1, 0], [1, 0, 1, 0, 0], [1, 1, 0, 0, 1]],
+                         bool),
+    "empty_and_single": np.array([[0, 0, 0, 0, 0], [0, 0, 1, 0, 0],
+                                  [1, 1, 1, 0, 0], [1, 1, 0, 1, 0],
+                                  [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]], bool),
+}
+GROUP_IDS = np.array([0, 1, 0, 1, 2, 0], np.int32)   # non-contiguous; 2 is
+NUM_GROUPS = 3                                         # a singleton.
+
+
+def data(seed=0, batch=B, length=T):
+  rng = np.random.default_rng(seed)
+  return dict(
+      r=rng.normal(size=(batch, length)),
+      v=rng.normal(size=(batch, length)),
+      lp=-np.abs(rng.normal(size=(batch, length))),
+      spp=rng.uniform(0.05, 1.0, size=(batch, length)),
+      rho=np.exp(rng.normal(size=(batch, length)) * 0.5),
+      lam=rng.uniform(0.0, 1.0, size=(batch, length)),
+      d=rng.uniform(0.5, 1.0, size=(batch, length)))
+
+
+def f32(x):
+  return np.asarray(x, np.float32)
+
+
+def assert_tokens(out, ref, mask, tol=None):
+  """Equal to `ref` on valid tokens and exactly 0 elsewhere."""
+  out = np.asarray(out, np.float64)
+  assert out.dtype == np.float64 and np.all(np.isfinite(out))
+  np.testing.assert_allclose(out[mask], ref[mask], **(tol or TOL))
+  assert np.all(out[~mask] == 0.0)
+
+
+def maybe_jit(fn, jit, **static):
+  bound = functools.partial(fn, **static)
+  return jax.jit(bound) if jit else bound
+
+
+# ---------------------------------------------------------------------------
+# Goldens (reference/peers.md, worked numbers).
+
+
+def test_gae_goldens():
+  out = returns.gae(np.array([[0.0, 0.0, 1.0]]), np.array([[.5, .6, .7]]),
+                    np.ones((1, 3), bool), gamma=0.99, lam=0.95)
+  np.testing.assert_allclose(out.info["raw_advantages"][0],
+                             [0.446829, 0.37515, 0.3], atol=1e-5)
+  np.testing.assert_allclose(out.returns[0], [0.946829, 0.97515, 1.0],
+                             atol=1e-5)
+  np.testing.assert_allclose(out.advantages[0], [0.992026, 0.01576,
+                                                 -1.007786], atol=1e-5)
+
+
+def test_gae_observation_tokens_golden():
+  mask = np.array([[1, 0, 0, 1, 1]], bool)
+  out = returns.gae(np.array([[0, 0, 0, 0, 1.0]]),
+                    np.array([[.1, 5, 5, .3, .4]]), mask, gamma=0.9, lam=1.0,
+                    whiten=False)
+  # verl holds the carried 0.6 at the observation tokens; cajax holds 0.
+  np.testing.assert_allclose(out.advantages[0], [0.71, 0, 0, 0.6, 0.6],
+                             atol=1e-6)
+  assert out.advantages.dtype == jnp.float32
+
+
+def test_reinforce_plus_plus_returns_goldens():
+  r, mask = np.array([[0.0, 0.0, 1.0]]), np.array([[1, 0, 1]], bool)
+  current = returns.reinforce_plus_plus(r, mask, gamma=0.5).returns
+  older = returns.reinforce_plus_plus(r, mask, gamma=0.5,
+                                      skip_masked=False).returns
+  np.testing.assert_allclose(current[0], [0.5, 0, 1])
+  # Older verl: [0, 0.5, 1]; the 0.5 sits on the masked token (0 here).
+  np.testing.assert_allclose(older[0], [0, 0, 1])
+
+
+def test_reinforce_plus_plus_pipeline_goldens():
+  mask = np.array([[1, 1, 1, 0], [1, 1, 0, 0]], bool)
+  scores = np.zeros((2, 4))
+  scores[0, 2] = 1.0
+  kl = np.array([[.1, .2, 0, .5], [.3, .1, .4, 0]])
+  rewards = returns.kl_in_reward(scores, kl, 0.1, mask)
+  out = returns.reinforce_plus_plus(rewards, mask)
+  np.testing.assert_allclose(out.returns, [[.97, .98, 1, 0],
+                                           [-.04, -.01, 0, 0]], atol=1e-6)
+  np.testing.assert_allclose(out.advantages,
+                             [[.70589, .723989, .760189, 0],
+                              [-1.122183, -1.067884, 0, 0]], atol=1e-5)
+  openrlhf = returns.masking.masked_whiten(out.returns, mask, ddof=0,
+                                           eps_mode="max")
+  np.testing.assert_allclose(np.asarray(openrlhf)[mask],
+                             [.789209, .809445, .849917, -1.254639,
+                              -1.193931], atol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# Estimators vs references, over masks, jit and non-jit.
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("mask_name", list(MASKS))
+def test_gae_matches_verl(mask_name, jit):
+  mask, x = MASKS[mask_name], data(1)
+  fn = maybe_jit(returns.gae, jit, gamma=0.9, lam=0.8)
+  out = fn(f32(x["r"]), f32(x["v"]), mask)
+  raw, ret = ref_gae(f32(x["r"]), f32(x["v"]), mask, 0.9, 0.8)
+  assert_tokens(out.info["raw_advantages"], raw, mask)
+  assert_tokens(out.returns, ret, mask)
+  assert_tokens(out.advantages, ref_whiten(raw, mask), mask,
+                dict(rtol=1e-4, atol=1e-4))
+
+
+def test_gae_per_token_gamma_and_defaults():
+  mask, x = MASKS["interior"], data(2)
+  out = returns.gae(f32(x["r"]), f32(x["v"]), mask, whiten=False)
+  raw, _ = ref_gae(x["r"], x["v"], mask, 1.0, 1.0)
+  assert_tokens(out.advantages, raw, mask)
+  gamma = np.full((B, T), 0.7, np.float32)
+  out = returns.gae(f32(x["r"]), f32(x["v"]), mask, gamma=gamma, lam=0.5,
+                    whiten=False)
+  assert_tokens(out.advantages, ref_gae(x["r"], x["v"], mask, 0.7, 0.5)[0],
+                mask)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("mask_name", list(MASKS))
+def test_reinforce_plus_plus_matches_verl(mask_name, jit):
+  mask, x = MASKS[mask_name], data(3)
+  for skip in (True, False):
+    fn = maybe_jit(returns.reinforce_plus_plus, jit, gamma=0.8,
+                   skip_masked=skip)
+    out = fn(f32(x["r"]), mask)
+    ret = ref_token_returns(x["r"], mask, 0.8, skip)
+    assert_tokens(out.returns, ret, mask)
+    assert_tokens(out.advantages, ref_whiten(ret * mask, mask), mask,
+                  dict(rtol=1e-4, atol=1e-4))
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("mask_name", list(MASKS))
+def test_remax_matches_verl(mask_name, jit):
+  mask, x = MASKS[mask_name], data(4)
+  baseline = np.linspace(-1, 1, B)
+  out = maybe_jit(returns.remax, jit)(f32(x["r"]), f32(baseline), mask)
+  ret = np.flip(np.cumsum(np.flip(x["r"] * mask, 1), 1), 1)
+  assert_tokens(out.returns, ret, mask)
+  assert_tokens(out.advantages, ret - baseline[:, None], mask)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("mask_name", list(MASKS))
+def test_optimal_token_baseline_matches_verl(mask_name, jit):
+  mask, x = MASKS[mask_name], data(5)
+  fn = maybe_jit(returns.optimal_token_baseline, jit, num_groups=NUM_GROUPS)
+  out = fn(f32(x["r"]), mask, GROUP_IDS, old_logprobs=f32(x["lp"]),
+           sum_pi_squared=f32(x["spp"]))
+  adv, ret = ref_otb(x["r"], mask, GROUP_IDS, x["lp"], x["spp"])
+  assert_tokens(out.advantages, adv, mask, dict(rtol=1e-4, atol=1e-4))
+  assert_tokens(out.returns, ret, mask)
+
+
+@pytest.mark.parametrize("mask_name", list(MASKS))
+def test_optimal_token_baseline_options(mask_name):
+  mask, x = MASKS[mask_name], data(6)
+  common = dict(num_groups=NUM_GROUPS, old_logprobs=f32(x["lp"]),
+                sum_pi_squared=f32(x["spp"]))
+  out = returns.optimal_token_baseline(
+      f32(x["r"]), mask, GROUP_IDS, rollout_is_weights=f32(x["rho"]),
+      handle_zero_tail=False, **common)
+  adv, _ = ref_otb(x["r"], mask, GROUP_IDS, x["lp"], x["spp"], x["rho"],
+                   zero_tail=False)
+  assert_tokens(out.advantages, adv, mask, dict(rtol=1e-4, atol=1e-4))
+  for tail in (True, False):
+    out = returns.optimal_token_baseline(f32(x["r"]), mask, GROUP_IDS,
+                                         multi_turn=True,
+                                         handle_zero_tail=tail, **common)
+    adv, _ = ref_otb_tir(x["r"], mask, GROUP_IDS, x["lp"], x["spp"], tail)
+    assert_tokens(out.advantages, adv, mask, dict(rtol=1e-4, atol=1e-4))
+
+
+def test_optimal_token_baseline_singleton_and_zero_tail():
+  mask = np.arange(4)[None, :] < np.array([4, 2, 3])[:, None]
+  r = np.zeros((3, 4), np.float32)
+  r[0, 3], r[1, 1], r[2, 2] = 1.0, 0.5, 2.0
+  ones = np.zeros((3, 4), np.float32)
+  out = returns.optimal_token_baseline(
+      r, mask, np.array([0, 0, 1]), 2, ones - 1.0, ones + 0.5)
+  # Singleton row 2: advantage = return.
+  np.testing.assert_allclose(out.advantages[2], [2, 2, 2, 0])
+  # Unique longest row 0: baseline 0 from position 2 (the other length).
+  np.testing.assert_allclose(out.info["baselines"][0, 2:], [0, 0])
+  assert np.all(np.asarray(out.info["baselines"])[0, :2] != 0)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("mask_name", list(MASKS))
+def test_prime_matches_recipe(mask_name, jit):
+  mask, x = MASKS[mask_name], data(7)
+  rewards = np.where(mask, x["r"], 0.0)
+  rm = np.where(mask, x["v"] * 0.1, 0.0)
+  fn = maybe_jit(returns.prime, jit, num_groups=NUM_GROUPS)
+  out = fn(f32(rewards), f32(rm), mask, GROUP_IDS)
+  adv, ret = ref_prime(f32(rewards), f32(rm), mask, GROUP_IDS)
+  assert_tokens(out.returns, ret, mask, dict(rtol=1e-4, atol=1e-4))
+  assert_tokens(out.advantages, adv, mask, dict(rtol=1e-4, atol=1e-4))
+  out = returns.prime(f32(rewards), None, mask, GROUP_IDS, NUM_GROUPS,
+                      outcome_coef=1.0, whiten=False)
+  _, ret = ref_prime(f32(rewards), None, mask, GROUP_IDS, c_out=1.0)
+  assert_tokens(out.advantages, ret, mask)
+
+
+def test_prime_outcome_is_rloo_and_singleton_policy():
+  mask = np.ones((3, 2), bool)
+  r = np.array([[0, 1.0], [0, 0.0], [0, 3.0]], np.float32)
+  out = returns.prime(r, None, mask, np.array([0, 0, 1]), 2,
+                      outcome_coef=1.0, whiten=False)
+  # Pair: s − mean of the other member; singleton keeps its raw score.
+  np.testing.assert_allclose(out.returns, [[1, 1], [-1, -1], [3, 3]])
+  out = returns.prime(r, None, mask, np.array([0, 0, 1]), 2,
+                      outcome_coef=1.0, whiten=False, singleton="zero")
+  np.testing.assert_allclose(out.returns[2], [0, 0])
+
+
+# ---------------------------------------------------------------------------
+# rlax parity.
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_lambda_and_discounted_returns(jit):
+  x = data(8)
+  fn = maybe_jit(returns.lambda_returns, jit)
+  out = fn(f32(x["r"]), f32(x["d"]), f32(x["v"]), f32(x["lam"]))
+  np.testing.assert_allclose(
+      out, ref_lambda_returns(x["r"], x["d"], x["v"], x["lam"]), **TOL)
+  out = returns.lambda_returns(f32(x["r"]), f32(x["d"]), f32(x["v"]), 0.7)
+  np.testing.assert_allclose(
+      out, ref_lambda_returns(x["r"], x["d"], x["v"], np.full((B, T), .7)),
+      **TOL)
+  boot = np.linspace(-1, 1, B)
+  expected = ref_lambda_returns(x["r"], x["d"], np.repeat(boot[:, None], T, 1),
+                                np.ones((B, T)))
+  for v in (f32(boot), f32(np.repeat(boot[:, None], T, 1))):
+    np.testing.assert_allclose(
+        returns.discounted_returns(f32(x["r"]), f32(x["d"]), v), expected,
+        **TOL)
+  scalar = returns.discounted_returns(f32(x["r"]), 0.9, 2.0)
+  np.testing.assert_allclose(
+      scalar, ref_lambda_returns(x["r"], np.full((B, T), .9),
+                                 np.full((B, T), 2.0), np.ones((B, T))),
+      **TOL)
+
+
+@pytest.mark.parametrize("n", [1, 3, 5, 7])
+def test_n_step_bootstrapped_returns(n):
+  x = data(9)
+  out = returns.n_step_bootstrapped_returns(f32(x["r"]), f32(x["d"]),
+                                            f32(x["v"]), n,
+                                            lambda_t=f32(x["lam"]))
+  np.testing.assert_allclose(
+      out, ref_n_step(x["r"], x["d"], x["v"], n, x["lam"]), **TOL)
+
+
+def test_n_step_hand_computed():
+  # Gₜ = rₜ₊₁ + γ(rₜ₊₂ + γ vₜ₊₂); the last step bootstraps from its own v.
+  r = np.array([[1.0] * 5, [2.0] * 5], np.float32)
+  d = np.array([[0.5] * 5, [0.9] * 5], np.float32)
+  v = np.array([[3.0] * 5, [4.0] * 5], np.float32)
+  out = returns.n_step_bootstrapped_returns(r, d, v, 2)
+  np.testing.assert_allclose(out[0], [2.25] * 4 + [2.5], atol=1e-6)
+  np.testing.assert_allclose(out[1], [7.04] * 4 + [5.6], atol=1e-5)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_truncated_gae(jit):
+  x = data(10)
+  values = np.concatenate([x["v"], x["r"][:, :1]], axis=1)
+  fn = maybe_jit(returns.truncated_generalized_advantage_estimation, jit)
+  out = fn(f32(x["r"]), f32(x["d"]), f32(x["lam"]), f32(values))
+  np.testing.assert_allclose(
+      out, ref_truncated_gae(x["r"], x["d"], x["lam"], values), **TOL)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("mask_name", [None] + list(MASKS))
+def test_vtrace(mask_name, jit):
+  x = data(11)
+  mask = np.ones((B, T), bool) if mask_name is None else MASKS[mask_name]
+  v_tm1, v_t = x["v"], np.roll(x["v"], -1, axis=1) + 0.1
+  fn = maybe_jit(returns.vtrace_td_error_and_advantage, jit,
+                 clip_rho_threshold=1.2, clip_pg_rho_threshold=0.9)
+  out = fn(f32(v_tm1), f32(v_t), f32(x["r"]), f32(x["d"]), f32(x["rho"]),
+           f32(x["lam"]), sample_mask=None if mask_name is None else mask)
+  errors, pg, q = ref_vtrace(v_tm1, v_t, x["r"], x["d"], x["rho"], x["lam"],
+                             mask, rho_bar=1.2, pg_bar=0.9)
+  assert_tokens(out.errors, errors, mask)
+  assert_tokens(out.q_estimate, q, mask)
+  assert_tokens(out.pg_advantage, pg, mask)
+  plain = returns.vtrace(f32(v_tm1), f32(v_t), f32(x["r"]), f32(x["d"]),
+                         f32(x["rho"]), 0.9, sample_mask=mask)
+  errors, _, _ = ref_vtrace(v_tm1, v_t, x["r"], x["d"], x["rho"],
+                            np.full((B, T), 0.9), mask)
+  assert_tokens(plain, errors, mask)
+
+
+def test_vtrace_two_episodes_equal_separate():
+  # rlax vtrace_test idea: a discount of 0 splits one trace into two.
+  x = data(12, batch=1, length=8)
+  d = f32(x["d"])
+  d[0, 3] = 0.0
+  args = [f32(x["v"]), f32(x["v"] + 0.3), f32(x["r"]), d, f32(x["rho"])]
+  whole = returns.vtrace(*args)
+  first = returns.vtrace(*(a[:, :4] for a in args))
+  np.testing.assert_allclose(whole[:, :4], first, **TOL)
+
+
+def test_stop_target_gradients():
+  x = data(13, batch=2, length=4)
+  r, d, v = f32(x["r"]), f32(x["d"]), f32(x["v"])
+
+  def total(fn, flag):
+    return jax.grad(lambda vv: jnp.sum(fn(vv, flag)))(v)
+
+  def lam_fn(vv, flag):
+    return returns.lambda_returns(r, d, vv, 0.5, stop_target_gradients=flag)
+
+  def vtrace_fn(vv, flag):
+    return returns.vtrace(vv, vv, r, d, f32(x["rho"]),
+                          stop_target_gradients=flag)
+
+  assert np.all(total(lam_fn, True) == 0) and np.any(total(lam_fn, False))
+  # sg(e + v) − v has gradient −1 with respect to v_tm1.
+  np.testing.assert_allclose(total(vtrace_fn, True), -np.ones_like(v))
+
+
+# ---------------------------------------------------------------------------
+# Edge cases.
+
+
+def test_t_equals_one_and_bf16():
+  x = data(14, batch=3, length=1)
+  mask = np.array([[True], [False], [True]])
+  out = returns.gae(f32(x["r"]), f32(x["v"]), mask)
+  raw, _ = ref_gae(f32(x["r"]), f32(x["v"]), mask, 1.0, 1.0)
+  assert_tokens(out.advantages, ref_whiten(raw, mask), mask,
+                dict(rtol=1e-4, atol=1e-4))
+  np.testing.assert_allclose(
+      returns.n_step_bootstrapped_returns(f32(x["r"]), 0.9, f32(x["v"]), 3),
+      x["r"] + 0.9 * x["v"], **TOL)
+
+  x, mask = data(15), MASKS["interior"]
+  r16 = jnp.asarray(x["r"], jnp.bfloat16)
+  v16 = jnp.asarray(x["v"], jnp.bfloat16)
+  r64, v64 = np.asarray(r16, np.float64), np.asarray(v16, np.float64)
+  out = returns.gae(r16, v16, mask, gamma=0.9, lam=0.9, whiten=False)
+  assert out.advantages.dtype == jnp.float32
+  assert_tokens(out.advantages, ref_gae(r64, v64, mask, 0.9, 0.9)[0], mask,
+                dict(rtol=1e-2, atol=1e-2))
+  out = returns.reinforce_plus_plus(r16, mask)
+  assert_tokens(out.returns, ref_token_returns(r64, mask, 1.0, True), mask,
+                dict(rtol=1e-2, atol=1e-2))
+
+
+def test_single_valid_token_and_all_masked_batch():
+  mask = np.zeros((2, 3), bool)
+  mask[1, 1] = True
+  r = np.ones((2, 3), np.float32)
+  for out in (returns.gae(r, r, mask), returns.reinforce_plus_plus(r, mask),
+              returns.prime(r, r, mask, np.array([0, 0]), 1)):
+    assert np.all(np.isfinite(out.advantages))
+    assert np.all(np.asarray(out.advantages) == 0.0)   # whitened lone token
+  empty = np.zeros((2, 3), bool)
+  out = returns.optimal_token_baseline(r, empty, np.array([0, 0]), 1,
+                                       -r, r)
+  assert np.all(np.asarray(out.advantages) == 0.0)
+  assert np.all(np.asarray(returns.gae(r, r, empty).advantages) == 0.0)
+
+
+def test_masked_inputs_may_hold_nan():
+  mask, x = MASKS["interior"], data(16)
+  r = np.where(mask, x["r"], np.nan).astype(np.float32)
+  v = np.where(mask, x["v"], np.nan).astype(np.float32)
+  out = returns.gae(r, v, mask, gamma=0.9, lam=0.8)
+  raw, _ = ref_gae(np.nan_to_num(r), np.nan_to_num(v), mask, 0.9, 0.8)
+  assert_tokens(out.info["raw_advantages"], raw, mask)
+
+
+def test_bad_inputs_raise():
+  mask = np.ones((2, 3), bool)
+  r = np.zeros((2, 3), np.float32)
+  with pytest.raises(ValueError, match="values"):
+    returns.gae(r, np.zeros((2, 4)), mask)
+  with pytest.raises(ValueError, match="gamma"):
+    returns.gae(r, r, mask, gamma=np.ones(3))
+  with pytest.raises(ValueError, match="group_ids"):
+    returns.prime(r, None, mask, np.zeros(3, np.int32), 1)
+  with pytest.raises(ValueError, match="singleton"):
+    returns.prime(r, None, mask, np.zeros(2, np.int32), 1, singleton="x")
+  with pytest.raises(ValueError, match="num_groups"):
+    returns.optimal_token_baseline(r, mask, np.zeros(2, np.int32), 0, r, r)
+  with pytest.raises(ValueError, match="values"):
+    returns.truncated_generalized_advantage_estimation(r, 0.9, 0.9, r)
+  with pytest.raises(ValueError, match="n must"):
+    returns.n_step_bootstrapped_returns(r, 0.9, r, 0)
+  with pytest.raises(ValueError, match="sample_mask"):
+    returns.vtrace(r, r, r, 0.9, r + 1, sample_mask=np.ones((2, 2), bool))
+
+
+# ---------------------------------------------------------------------------
+# Registry.
+
+
+def test_registered_estimators_match_plain_functions():
+  mask, x = MASKS["interior"], data(17)
+  rollouts = types.Rollouts(
+      mask=mask, token_rewards=f32(np.where(mask, x["r"], 0)),
+      group_ids=GROUP_IDS, num_groups=NUM_GROUPS, values=f32(x["v"]),
+      old_logprobs=f32(x["lp"]), logprobs=f32(x["lp"] + 0.1),
+      ref_logprobs=f32(x["lp"]), sum_pi_squared=f32(x["spp"]),
+      baseline_scores=f32(np.arange(B) * 0.1))
+  for name in ("gae", "reinforce_plus_plus", "remax",
+               "optimal_token_baseline", "prime"):
+    assert name in registry.estimator_names()
+  pairs = [
+      (registry.estimate("gae", rollouts, gamma=0.9),
+       returns.gae(rollouts.token_rewards, rollouts.values, mask, 0.9)),
+      (registry.estimate("reinforce_plus_plus", rollouts),
+       returns.reinforce_plus_plus(rollouts.token_rewards, mask)),
+      (registry.estimate("remax", rollouts),
+       returns.remax(rollouts.token_rewards, rollouts.baseline_scores, mask)),
+      (registry.estimate("optimal_token_baseline", rollouts),
+       returns.optimal_token_baseline(
+           rollouts.token_rewards, mask, GROUP_IDS, NUM_GROUPS,
+           rollouts.old_logprobs, rollouts.sum_pi_squared)),
+      # Implicit-PRM fallback: 0.05·(logprobs − ref_logprobs) = 0.005.
+      (registry.estimate("prime", rollouts),
+       returns.prime(rollouts.token_rewards, np.where(mask, 0.005, 0.0),
+                     mask, GROUP_IDS, NUM_GROUPS)),
+  ]
+  for got, want in pairs:
+    np.testing.assert_allclose(got.advantages, want.advantages, **TOL)
+    np.testing.assert_allclose(got.returns, want.returns, **TOL)
+  kwargs = registry.example_inputs("prime", rollouts,
+                                   np.random.default_rng(0))
+  out = jax.jit(functools.partial(registry.estimate, "prime"))(
+      rollouts, **kwargs)
+  assert np.all(np.isfinite(out.advantages))
+
+
+# ---------------------------------------------------------------------------
+# Properties.
+
+_floats = st.floats(-3, 3, allow_nan=False, width=32)
+
+
+@st.composite
+def _batches(draw):
+  batch = draw(st.integers(1, 3))
+  length = draw(st.integers(1, 5))
+  mask = np.array(draw(st.lists(st.booleans(), min_size=batch * length,
+                                max_size=batch * length))).reshape(
+                                    batch, length)
+  r = np.array(draw(st.lists(_floats, min_size=batch * length,
+                             max_size=batch * length)),
+               np.float32).reshape(batch, length)
+  v = np.array(draw(st.lists(_floats, min_size=batch * length,
+                             max_size=batch * length)),
+               np.float32).reshape(batch, length)
+  gamma = draw(st.floats(0.5, 1.0))
+  return mask, r, v, gamma
+
+
+@hypothesis.given(_batches())
+def test_gae_with_lambda_one_is_return_minus_value(batch):
+  mask, r, v, gamma = batch
+  out = returns.gae(r, v, mask, gamma=gamma, lam=1.0, whiten=False)
+  target = returns.reinforce_plus_plus(r, mask, gamma=gamma,
+                                       whiten=False).returns
+  assert_tokens(out.advantages, np.asarray(target, np.float64) - v, mask,
+                dict(rtol=1e-4, atol=1e-4))
+
+
+@hypothesis.given(_batches(), st.floats(0.0, 1.0))
+def test_n_step_with_n_equal_t_is_lambda_return(batch, lam):
+  _, r, v, gamma = batch
+  n_step = returns.n_step_bootstrapped_returns(r, gamma, v, r.shape[1],
+                                               lambda_t=lam)
+  lam_ret = returns.lambda_returns(r, gamma, v, lam)
+  np.testing.assert_allclose(n_step, lam_ret, rtol=1e-4, atol=1e-4)
+
+
+@hypothesis.given(_batches(), st.integers(1, 3))
+def test_padding_invariance(batch, pad):
+  mask, r, v, gamma = batch
+  rows = mask.shape[0]
+  garbage = np.full((rows, pad), 7.0, np.float32)
+
+  def padded(x):
+    return np.concatenate([x, garbage], axis=1)
+
+  wide = np.concatenate([mask, np.zeros((rows, pad), bool)], axis=1)
+  ids = np.arange(rows, dtype=np.int32) % 2
+  runs = [
+      lambda m, rr, vv: returns.gae(rr, vv, m, gamma=gamma, lam=0.9),
+      lambda m, rr, vv: returns.reinforce_plus_plus(rr, m, gamma=gamma),
+      lambda m, rr, vv: returns.optimal_token_baseline(
+          rr, m, ids, 2, -np.abs(vv), np.abs(vv) * 0.1 + 0.1),
+      lambda m, rr, vv: returns.prime(np.where(m, rr, 0), vv * 0.1, m, ids,
+                                      2),
+  ]
+  for run in runs:
+    narrow_out = run(mask, r, v)
+    wide_out = run(wide, padded(r), padded(v))
+    for a, b in ((narrow_out.advantages, wide_out.advantages),
+                 (narrow_out.returns, wide_out.returns)):
+      np.testing.assert_allclose(np.asarray(b)[:, :-pad], a, rtol=1e-4,
+                                 atol=1e-4)
+      assert np.all(np.asarray(b)[:, -pad:] == 0.0)
