@@ -817,8 +817,9 @@ def aggregate(per_token_loss, mask, mode: str = "token-mean", *,
 def safe_divide(total, denominator) -> jax.Array:
   """total / denominator, with 0 (not NaN) when the denominator is 0."""
   denominator = jnp.asarray(denominator, jnp.float32)
-  return jnp.asarray(total, jnp.float32) / jnp.where(denominator > 0,
-                                                     denominator, 1.0)
+  positive = denominator > 0
+  return jnp.where(positive, jnp.asarray(total, jnp.float32)
+                   / jnp.where(positive, denominator, 1.0), 0.0)
 
 
 def aggregate_mean(per_token_loss, mask, mode: str = "token-mean", *,
