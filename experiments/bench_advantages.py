@@ -1,0 +1,166 @@
+r"""Benchmarks every registered estimator against a same-bytes elementwise floor.
+
+For each estimator and shape, the jitted `cajax.estimate(name, rollouts,
+**example_inputs)` is timed (median of repeated runs, `block_until_ready`)
+next to a *floor*: a jitted function that reads the same input arrays and
+writes the same `[B, T]` outputs (advantages, returns) with trivial
+elementwise work. The ratio says how far an estimator is from a pure
+memory pass over its own inputs and outputs. Both are measured in the same
+process, interleaved, so machine noise hits them alike.
+
+  python -m experiments.bench_advantages
+  python -m experiments.bench_advantages --shapes=512x4096 --only=gae,grpo
+  python -m experiments.bench_advantages --quick --output=/tmp/table.md
+"""
+
+import importlib
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import cajax
+from experiments import synthetic_rollouts
+
+# Estimator modules that register names on import. Missing ones are skipped
+# so the benchmark picks up whatever exists in the tree.
+ESTIMATOR_MODULES = ("cajax.outcome", "cajax.returns", "cajax.process",
+                     "cajax.shaping", "cajax.agentic")
+
+_SHAPES = flags.DEFINE_list(
+    "shapes", ["512x4096", "64x32768"], "BxT shapes to benchmark.")
+_QUICK = flags.DEFINE_bool(
+    "quick", False, "Smoke test: tiny shapes and few repeats.")
+_ONLY = flags.DEFINE_list("only", [], "Estimator names (default: all).")
+_REPEATS = flags.DEFINE_integer("repeats", 7, "Timed runs per round.")
+_ROUNDS = flags.DEFINE_integer(
+    "rounds", 3, "Interleaved rounds of (estimator, floor) timings.")
+_GROUP_SIZE = flags.DEFINE_integer("group_size", 8, "Rows per prompt group.")
+_NUM_STEPS = flags.DEFINE_integer("num_steps", 16, "Step axis size S.")
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "Write the markdown table to this file.")
+
+QUICK_SHAPES = ("16x64",)
+
+
+def import_estimator_modules(modules=ESTIMATOR_MODULES) -> list[str]:
+  """Imports the estimator modules that exist; returns those imported."""
+  found = []
+  for module in modules:
+    try:
+      importlib.import_module(module)
+    except ModuleNotFoundError as err:
+      if err.name != module:  # a real import error inside the module
+        raise
+      continue
+    found.append(module)
+  return found
+
+
+def parse_shape(text: str) -> tuple[int, int]:
+  batch, length = (int(v) for v in text.lower().split("x"))
+  return batch, length
+
+
+def _is_array(value) -> bool:
+  return isinstance(value, (np.ndarray, jax.Array))
+
+
+def make_case(name: str, rollouts: cajax.Rollouts, seed: int = 0):
+  """Jitted estimator and floor for `name`, and their shared arguments."""
+  kwargs = cajax.example_inputs(name, rollouts, np.random.default_rng(seed))
+  arrays = {k: jnp.asarray(v) for k, v in kwargs.items() if _is_array(v)}
+  static = {k: v for k, v in kwargs.items() if not _is_array(v)}
+
+  def run(rollouts, arrays):
+    out = cajax.estimate(name, rollouts, **arrays, **static)
+    return out.advantages, out.returns
+
+  fields = ("mask",) + cajax.required_fields(name)
+  inputs = [getattr(rollouts, f) for f in fields] + list(arrays.values())
+  return jax.jit(run), jax.jit(floor_pass), (rollouts, arrays), (inputs,)
+
+
+def floor_pass(inputs):
+  """Reads every input once, writes two [B, T] outputs: the memory floor."""
+  batch, length = inputs[0].shape
+  total = jnp.zeros((batch, length), jnp.float32)
+  for x in inputs:
+    x = jnp.asarray(x).astype(jnp.float32)
+    if x.shape == (batch, length):
+      total = total + x
+    elif x.ndim and x.shape[0] == batch:
+      total = total + jnp.sum(x.reshape(batch, -1), axis=1, keepdims=True)
+    else:
+      total = total + jnp.sum(x)
+  return total, total * 2.0
+
+
+def time_pair(fn, args, floor, floor_args, rounds: int, repeats: int):
+  """Median ms of fn and floor, timed in interleaved rounds."""
+  jax.block_until_ready(fn(*args))
+  jax.block_until_ready(floor(*floor_args))
+  samples = ([], [])
+  for _ in range(rounds):
+    for target, call, call_args in ((samples[0], fn, args),
+                                    (samples[1], floor, floor_args)):
+      for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(call(*call_args))
+        target.append(time.perf_counter() - start)
+  return float(np.median(samples[0])) * 1e3, float(np.median(samples[1])) * 1e3
+
+
+def benchmark(names, shapes, rounds: int, repeats: int, group_size: int,
+              num_steps: int) -> list[tuple[str, str, float, float]]:
+  """Rows (estimator, shape, ms, floor ms) for every name and shape."""
+  rows = []
+  for batch, length in shapes:
+    rollouts = synthetic_rollouts.make_rollouts(
+        batch=batch, length=length, group_size=min(group_size, batch),
+        num_steps=num_steps, seed=0)
+    for name in names:
+      fn, floor, args, floor_args = make_case(name, rollouts)
+      ms, floor_ms = time_pair(fn, args, floor, floor_args, rounds, repeats)
+      rows.append((name, f"{batch}x{length}", ms, floor_ms))
+      print(f"{name:30s} {batch}x{length:<8d} {ms:9.3f} ms  floor "
+            f"{floor_ms:7.3f} ms  ratio {ms / floor_ms:6.2f}", flush=True)
+  return rows
+
+
+def markdown_table(rows) -> str:
+  lines = ["| estimator | shape (BxT) | ms | floor ms | ratio |",
+           "|---|---|---:|---:|---:|"]
+  for name, shape, ms, floor_ms in rows:
+    lines.append(f"| {name} | {shape} | {ms:.3f} | {floor_ms:.3f} | "
+                 f"{ms / floor_ms:.2f} |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv):
+  del argv
+  import_estimator_modules()
+  names = _ONLY.value or list(cajax.estimator_names())
+  unknown = sorted(set(names) - set(cajax.estimator_names()))
+  if unknown:
+    raise app.UsageError(f"unknown estimators {unknown}")
+  shapes = [parse_shape(s) for s in (QUICK_SHAPES if _QUICK.value
+                                     else _SHAPES.value)]
+  rounds, repeats = (1, 2) if _QUICK.value else (_ROUNDS.value,
+                                                 _REPEATS.value)
+  rows = benchmark(names, shapes, rounds, repeats, _GROUP_SIZE.value,
+                   _NUM_STEPS.value)
+  table = markdown_table(rows)
+  print(f"\n{jax.devices()[0].device_kind} ({jax.default_backend()}), "
+        f"jax {jax.__version__}\n")
+  print(table)
+  if _OUTPUT.value:
+    with open(_OUTPUT.value, "w") as f:
+      f.write(table)
+
+
+if __name__ == "__main__":
+  app.run(main)
