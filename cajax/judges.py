@@ -110,7 +110,9 @@ class PairwisePreference(NamedTuple):
 
 
 def bidirectional_preference(logprobs_ab, logprobs_ba, valid_ab=None,
-                             valid_ba=None) -> PairwisePreference:
+                             valid_ba=None,
+                             tie_tolerance: float = 1e-6
+                             ) -> PairwisePreference:
   """TrustJudge's likelihood-aware aggregation of both presentation orders.
 
   The judge is asked twice, with (A, B) and with (B, A), and its outcome
@@ -126,8 +128,9 @@ def bidirectional_preference(logprobs_ab, logprobs_ba, valid_ab=None,
   bias and replaces an ambiguous discrete tie by the likelihoods, which
   removes most transitivity violations. probs = m / 2.
 
-  [GAP] Ties in m (equal maxima) resolve to "tie" (0) rather than to the
-  first index; the soft score P(A ≻ B) − P(B ≻ A) is a cajax addition.
+  [GAP] Ties in m (maxima within `tie_tolerance`, which absorbs float
+  rounding) resolve to "tie" (0) rather than to the first index; the soft
+  score P(A ≻ B) − P(B ≻ A) is a cajax addition.
 
   See "TrustJudge: Inconsistencies of LLM-as-a-Judge and How to Alleviate
   Them" (Wang et al., arXiv 2509.21117).
@@ -137,6 +140,8 @@ def bidirectional_preference(logprobs_ab, logprobs_ba, valid_ab=None,
     logprobs_ba: [..., C] outcome log-probs with B shown first.
     valid_ab: optional bool[..., C] usable outcome tokens of the AB order.
     valid_ba: optional bool[..., C] of the BA order.
+    tie_tolerance: A (or B) wins only when its m exceeds every other outcome
+      by more than this.
 
   Returns:
     `PairwisePreference`.
@@ -150,11 +155,25 @@ def bidirectional_preference(logprobs_ab, logprobs_ba, valid_ab=None,
   if jnp.shape(logprobs_ab)[-1] not in (2, 3):
     raise ValueError("the outcome axis of logprobs_ab must have 2 or 3 "
                      f"entries, got shape {jnp.shape(logprobs_ab)}.")
-  p_ab = rating_distribution(logprobs_ab, valid=valid_ab)
-  p_ba = rating_distribution(logprobs_ba, valid=valid_ba)
+  if not tie_tolerance >= 0:
+    raise ValueError(f"tie_tolerance must be >= 0, got {tie_tolerance!r}.")
+  valid = None
+  if valid_ab is not None or valid_ba is not None:
+    shape = jnp.shape(logprobs_ab)
+    masks = []
+    for v, name in ((valid_ab, "valid_ab"), (valid_ba, "valid_ba")):
+      if v is not None:
+        _checks.check_same_shape(v, logprobs_ab, name, "logprobs_ab")
+      masks.append(jnp.ones(shape, bool) if v is None else
+                   _checks.as_mask(v, name))
+    valid = jnp.stack(masks)
+  # One softmax over both orders keeps their arithmetic identical.
+  p_ab, p_ba = rating_distribution(
+      jnp.stack([_checks.as_float(logprobs_ab, "logprobs_ab"),
+                 _checks.as_float(logprobs_ba, "logprobs_ba")]), valid=valid)
   m = p_ab + jnp.flip(p_ba, axis=-1)
-  a_wins = m[..., 0] > jnp.max(m[..., 1:], axis=-1)
-  b_wins = m[..., -1] > jnp.max(m[..., :-1], axis=-1)
+  a_wins = m[..., 0] > jnp.max(m[..., 1:], axis=-1) + tie_tolerance
+  b_wins = m[..., -1] > jnp.max(m[..., :-1], axis=-1) + tie_tolerance
   decision = (a_wins.astype(jnp.int32) - b_wins.astype(jnp.int32))
   return PairwisePreference(probs=0.5 * m, decision=decision,
                             score=0.5 * (m[..., 0] - m[..., -1]))
