@@ -8,3 +8,5 @@ from kernels.api import linear_token_logprobs
 from kernels.api import linear_token_stats
 from kernels.api import token_logprobs
 from kernels.api import token_stats
+from kernels.parallel import data_parallel_linear_token_logprobs
+from kernels.parallel import vocab_parallel_linear_token_logprobs

@@ -106,6 +106,32 @@ def acc_dtype(x):
   return jnp.promote_types(x.dtype, jnp.float32)
 
 
+def varying_axes(x) -> frozenset:
+  """Manual mesh axes `x` varies over inside shard_map (empty outside)."""
+  aval = jax.typeof(x)
+  vma = getattr(aval, "vma", None)  # Newer spelling.
+  if vma is None:
+    vma = getattr(getattr(aval, "manual_axis_type", None), "varying", ())
+  return frozenset(vma)
+
+
+def vary_like(tree, *refs):
+  """Marks `tree` as varying over the manual mesh axes `refs` vary over.
+
+  Inside `jax.shard_map`, a loop carry initialised with constants must have
+  the same varying axes as the values the loop body produces.
+  """
+  axes = frozenset().union(*(varying_axes(r) for r in refs))
+  if not axes:
+    return tree
+
+  def cast(x):
+    missing = tuple(sorted(axes - varying_axes(x)))
+    return jax.lax.pcast(x, missing, to="varying") if missing else x
+
+  return jax.tree.map(cast, tree)
+
+
 def default_implementation() -> str:
   """"pallas_triton" on GPU backends, "xla" everywhere else."""
   return "pallas_triton" if jax.default_backend() == "gpu" else "xla"

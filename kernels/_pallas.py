@@ -136,12 +136,20 @@ def _dz_kernel(*refs, n_rows, depth, width, bm, bv, bd, layout, acc,
 
 
 def _call(kernel, out_shape, grid, blocks: _common.BlockSizes,
-          interpret: bool, name: str):
+          interpret: bool, name: str, inputs):
+  """Runs `pallas_call` on `inputs`; under shard_map, outputs vary like them."""
   pl, pltriton = _pallas_modules()
+  inputs = _common.vary_like(list(inputs), *inputs)
+  axes = _common.varying_axes(inputs[1])
+  if axes:
+    mat = jax.typeof(inputs[1]).manual_axis_type
+    out_shape = jax.tree.map(
+        lambda o: jax.ShapeDtypeStruct(o.shape, o.dtype, manual_axis_type=mat),
+        out_shape)
   return pl.pallas_call(
       kernel, out_shape=out_shape, grid=grid, interpret=interpret, name=name,
       compiler_params=pltriton.CompilerParams(
-          num_warps=blocks.num_warps, num_stages=blocks.num_stages))
+          num_warps=blocks.num_warps, num_stages=blocks.num_stages))(*inputs)
 
 
 def make_meta(*values):
@@ -173,7 +181,8 @@ def forward_partials(x, w, labels, hi, *, vmax: int, layout: str | None,
   out_shape = [jax.ShapeDtypeStruct((n_splits, n), acc)] * n_out
   inputs = [make_meta(jnp.minimum(hi, vmax)), x] + ([] if w is None else [w])
   outs = _call(kernel, out_shape, (_cdiv(n, bm), n_splits), blocks,
-               interpret, "token_stats_fwd")(*inputs, labels.astype(jnp.int32))
+               interpret, "token_stats_fwd",
+               inputs + [labels.astype(jnp.int32)])
   return _common.combine_stacked(_common.Partials(*outs))
 
 
@@ -196,7 +205,7 @@ def dz(x, w, labels, lse, entropy, g_lp, g_h, meta, *, width: int,
   inputs = [meta, x] + ([] if w is None else [w]) + rows
   grid = (_cdiv(n, blocks.block_n), _cdiv(width, blocks.block_v))
   return _call(kernel, jax.ShapeDtypeStruct((n, width), out_dtype), grid,
-               blocks, interpret, "token_stats_dz")(*inputs)
+               blocks, interpret, "token_stats_dz", inputs)
 
 
 def pallas_dz_fn(h, w, labels, lse, entropy, g_lp, g_h, hi, *, vmax: int,

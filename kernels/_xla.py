@@ -71,7 +71,9 @@ def partials(x, w, labels, hi, *, vmax: int, chunk: int, layout: str | None,
     tile = _common.tile_partials(raw, valid, labels, cols, temperature, extra)
     return _common.merge_two(acc, tile)
 
-  init = _common.empty_partials(x.shape[0], extra, _common.acc_dtype(x))
+  init = _common.vary_like(
+      _common.empty_partials(x.shape[0], extra, _common.acc_dtype(x)), x, w,
+      labels, hi)
   return lax.fori_loop(0, n_chunks, body, init)
 
 
@@ -138,6 +140,6 @@ def linear_backward(h, w, dz_fn, *, vmax: int, size: int, layout: str,
     new = (old.astype(acc) + dwc).astype(w.dtype)
     return dh, lax.dynamic_update_slice_in_dim(dw, new, c0, axis=axis)
 
-  init = (jnp.zeros(h.shape, acc), jnp.zeros_like(w))
+  init = _common.vary_like((jnp.zeros(h.shape, acc), jnp.zeros_like(w)), h, w)
   dh, dw = lax.fori_loop(0, n_chunks, body, init)
   return dh.astype(h.dtype), dw

@@ -37,6 +37,9 @@ class _Config:
   vmax: int  # Static bound on the vocabulary columns visited.
   precision: Any = None
   axis_name: Any = None  # Vocab-parallel mesh axis, or None.
+  # Multiplies incoming cotangents: shard_map(check_vma=False) hands each
+  # shard 1/K of a replicated output's cotangent (see kernels.parallel).
+  cotangent_scale: int = 1
 
 
 def _local_partials(cfg: _Config, x, w, labels, hi, extra: bool):
@@ -102,7 +105,8 @@ def _logprobs_entropy_fwd(cfg: _Config, *primals):
 def _logprobs_entropy_bwd(cfg: _Config, residuals, cotangents):
   x, w, labels, row_valid, hi, lse, entropy = residuals
   g_lp, g_h = (None if isinstance(g, jax.custom_derivatives.SymbolicZero)
-               else g.astype(lse.dtype) for g in cotangents)
+               else g.astype(lse.dtype) * cfg.cotangent_scale
+               for g in cotangents)
   if g_lp is not None:
     g_lp = jnp.where(row_valid, g_lp, 0.0)
   if g_lp is None and g_h is None:
