@@ -61,9 +61,6 @@ def _group_center(values, segment_ids, num_segments: int, valid,
   values = jnp.where(valid | population, values, 0.0)
   moments = groups.group_moments(values, segment_ids, num_segments,
                                  valid=population, ddof=1)
-  high = groups.group_max(values, segment_ids, num_segments, valid=population)
-  low = -groups.group_max(-values, segment_ids, num_segments,
-                          valid=population)
   count = moments.count[segment_ids]
   single = count <= 1
   centred = values - jnp.where(single, 0.0, moments.mean[segment_ids])
@@ -74,8 +71,15 @@ def _group_center(values, segment_ids, num_segments: int, valid,
                     centred * count / jnp.maximum(count - 1.0, 1.0))
   else:
     out = centred
-  flat = (high == low)[segment_ids] & ~single & population
-  return jnp.where(valid & ~flat, out, 0.0)
+  flat = _flat_segments(values, segment_ids, num_segments, population)
+  return jnp.where(valid & ~(flat & ~single & population), out, 0.0)
+
+
+def _flat_segments(values, segment_ids, num_segments: int, valid):
+  """bool[N]: the segment of each entry has no two distinct valid values."""
+  high = groups.group_max(values, segment_ids, num_segments, valid=valid)
+  low = -groups.group_max(-values, segment_ids, num_segments, valid=valid)
+  return (high == low)[segment_ids]
 
 
 def _check_rows(mask, group_ids, num_groups, names=("group_ids",)):
@@ -538,6 +542,9 @@ def r3l(token_rewards, mask, group_ids, num_groups: int, *,
       std = groups.group_moments(scores, group_ids, num_groups,
                                  valid=scorable).std[group_ids]
       shifted = shifted / (jnp.where(count[group_ids] > 1, std, 1.0) + eps)
+    # Equal rewards give s = 0 exactly (logsumexp leaves a rounding residue).
+    flat = _flat_segments(scores, group_ids, num_groups, scorable)
+    shifted = jnp.where(flat & (count[group_ids] > 1), 0.0, shifted)
   row_adv = jnp.where(scores >= r_max, success_score,
                       jnp.where(shifted >= 0, alpha * shifted, shifted))
   row_adv = jnp.where(scorable, row_adv, 0.0)

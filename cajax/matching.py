@@ -216,16 +216,30 @@ def call_rewards(preds: Sequence[ToolCall], gts: Sequence[ToolCall], *,
   return rewards
 
 
-def normalize_answer(text: str) -> str:
-  """Lower-cases, strips ASCII punctuation and collapses whitespace."""
+def _normalize_answer(text: str) -> str:
+  """Lower-cases, strips ASCII punctuation and collapses whitespace.
+
+  Unlike SQuAD's normalisation (`text_rewards.normalize_answer`) articles are
+  kept, as in the MatchTIR reward.
+  """
   return " ".join(_PUNCTUATION.sub("", text.lower()).split())
 
 
 def answer_f1(prediction: str, gold: str) -> float:
-  """Token-set F1 of two answers after `normalize_answer` (0 if either is
-  empty)."""
-  pred_tokens = set(normalize_answer(prediction).split())
-  gold_tokens = set(normalize_answer(gold).split())
+  """Token-set F1 of two answers (0 if they share no token).
+
+  Both are lower-cased, stripped of punctuation and split on whitespace;
+  precision and recall are over the sets of tokens.
+
+  Args:
+    prediction: the predicted answer.
+    gold: the reference answer.
+
+  Returns:
+    F1 in [0, 1].
+  """
+  pred_tokens = set(_normalize_answer(prediction).split())
+  gold_tokens = set(_normalize_answer(gold).split())
   common = len(pred_tokens & gold_tokens)
   if common == 0:
     return 0.0
