@@ -578,10 +578,13 @@ def tp_grpo(outcome_rewards, step_labels, step_mask, step_ids, mask,
   if credit == "local":
     process = sequences.steps_to_tokens(rewards, steps.ids)
   else:
-    following = jnp.pad(thought_ids[:, 1:], ((0, 0), (0, 1)),
-                        constant_values=-1)
-    following = jax.lax.cummax(following, axis=1, reverse=True)
-    # A step closes its thought when no later valid step shares its id.
+    # A step closes its thought when the next valid step (if any) starts
+    # another one; ids grow along the valid steps, so that is the smallest
+    # later id.
+    later = jnp.where(steps.valid, thought_ids, jnp.iinfo(jnp.int32).max)
+    following = jax.lax.cummin(jnp.pad(
+        later[:, 1:], ((0, 0), (0, 1)),
+        constant_values=jnp.iinfo(jnp.int32).max), axis=1, reverse=True)
     closes = steps.valid & (following != thought_ids)
     process = sequences.reverse_discounted_cumsum(
         _at_step_ends(jnp.where(closes, rewards, 0.0), steps), steps.mask)
