@@ -1,0 +1,334 @@
+"""Tests of cajax/registry.py, cajax/validation.py, the Rollouts pytree and
+the generic contract every registered estimator must meet.
+
+The generic contract test imports every estimator module that exists
+(`ESTIMATOR_MODULES`) and runs each registered name on synthetic rollouts,
+so estimators registered later are picked up automatically.
+"""
+
+import importlib
+import importlib.util
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import cajax
+from cajax import outcome
+from cajax import registry
+from experiments import synthetic_rollouts
+
+ESTIMATOR_MODULES = ("outcome", "returns", "process", "shaping", "agentic")
+
+
+def _import_estimator_modules():
+  """Imports the estimator modules present; a broken module still fails."""
+  for module in ESTIMATOR_MODULES:
+    if importlib.util.find_spec(f"cajax.{module}") is not None:
+      importlib.import_module(f"cajax.{module}")
+
+
+_import_estimator_modules()
+NAMES = cajax.estimator_names()
+OUTCOME_NAMES = ("drgrpo", "gdpo", "gpg", "grpo", "grpo_passk", "opo",
+                 "reinforce_plus_plus_baseline", "rloo")
+
+
+@pytest.mark.parametrize("module", ESTIMATOR_MODULES)
+def test_estimator_module_imports(module):
+  pytest.importorskip(f"cajax.{module}")
+
+
+def small_rollouts(**changes):
+  rewards = np.zeros((4, 3), np.float32)
+  rewards[:, -1] = [1.0, 0.0, 0.5, 1.0]
+  fields = dict(mask=np.ones((4, 3), bool), token_rewards=rewards,
+                group_ids=np.array([0, 0, 1, 1], np.int32), num_groups=2)
+  fields.update(changes)
+  return cajax.Rollouts(**fields)
+
+
+# --------------------------------------------------------------------------
+# registry
+# --------------------------------------------------------------------------
+
+
+def test_estimator_names():
+  names = cajax.estimator_names()
+  assert isinstance(names, tuple)
+  assert list(names) == sorted(set(names))
+  assert set(OUTCOME_NAMES) <= set(names)
+  assert registry.required_fields("grpo") == ("token_rewards", "group_ids")
+  assert registry.required_fields("gdpo") == ("reward_components",
+                                              "group_ids")
+
+
+def test_unknown_name_lists_registered_names():
+  with pytest.raises(ValueError, match=r"unknown estimator 'grpoo'.*grpo"):
+    cajax.estimate("grpoo", small_rollouts())
+  with pytest.raises(ValueError, match="unknown estimator"):
+    cajax.example_inputs("grpoo", small_rollouts(), np.random.default_rng())
+  with pytest.raises(ValueError, match="unknown estimator"):
+    registry.required_fields("grpoo")
+
+
+def test_duplicate_registration_is_refused():
+  with pytest.raises(ValueError, match="already registered"):
+    registry.register("grpo")(lambda rollouts: None)
+  assert cajax.estimator_names().count("grpo") == 1
+
+
+def test_missing_required_field_is_named():
+  with pytest.raises(ValueError, match=r"'grpo'.*rollouts\.group_ids"):
+    cajax.estimate("grpo", small_rollouts(group_ids=None))
+  with pytest.raises(ValueError, match=r"rollouts\.reward_components"):
+    cajax.estimate("gdpo", small_rollouts())
+  with pytest.raises(ValueError, match=r"token_rewards, rollouts\.group_ids"
+                                       r".*are None"):
+    cajax.estimate("rloo", small_rollouts(token_rewards=None,
+                                          group_ids=None))
+
+
+def test_shape_errors_name_argument_and_shapes():
+  with pytest.raises(ValueError, match=r"rollouts\.mask.*rank 2.*\(4,\)"):
+    cajax.estimate("grpo", small_rollouts(mask=np.ones(4, bool)))
+  with pytest.raises(ValueError,
+                     match=r"token_rewards.*\(4, 3\).*got \(4, 2\)"):
+    cajax.estimate("grpo", small_rollouts(
+        token_rewards=np.zeros((4, 2), np.float32)))
+  with pytest.raises(ValueError, match=r"group_ids.*\(4,\).*got \(3,\)"):
+    cajax.estimate("opo", small_rollouts(group_ids=np.zeros(3, np.int32)))
+  with pytest.raises(ValueError,
+                     match=r"reward_components.*\(4, .*got \(3, 2\)"):
+    cajax.estimate("gdpo", small_rollouts(
+        reward_components=np.zeros((3, 2), np.float32)))
+  with pytest.raises(ValueError, match="cajax.Rollouts"):
+    cajax.estimate("grpo", {"mask": np.ones((4, 3), bool)})
+
+
+def test_estimate_forwards_hyperparameters():
+  rollouts = small_rollouts()
+  out = cajax.estimate("grpo", rollouts, scale="none")
+  direct = outcome.drgrpo(rollouts.token_rewards, rollouts.mask,
+                          rollouts.group_ids, 2)
+  np.testing.assert_array_equal(out.advantages, direct.advantages)
+  assert cajax.example_inputs("grpo", rollouts,
+                              np.random.default_rng(0)) == {}
+
+
+def test_sequence_scores():
+  rewards = np.array([[1, 2, 0], [0, np.nan, 1], [0, 0, 3]], np.float32)
+  scores, scorable = cajax.sequence_scores(rewards, np.ones((3, 3), bool))
+  np.testing.assert_array_equal(scores, [3.0, 0.0, 3.0])
+  np.testing.assert_array_equal(scorable, [True, False, True])
+  with pytest.raises(ValueError, match="token_rewards"):
+    cajax.sequence_scores(rewards[:, :2], np.ones((3, 3), bool))
+
+
+# --------------------------------------------------------------------------
+# Rollouts pytree
+# --------------------------------------------------------------------------
+
+
+def test_rollouts_is_a_pytree_with_static_num_groups():
+  rollouts = small_rollouts()
+  leaves, treedef = jax.tree_util.tree_flatten(rollouts)
+  assert len(leaves) == 3  # None fields are empty subtrees
+  rebuilt = jax.tree_util.tree_unflatten(treedef, leaves)
+  assert rebuilt.num_groups == 2
+  np.testing.assert_array_equal(rebuilt.group_ids, rollouts.group_ids)
+  doubled = jax.tree_util.tree_map(lambda x: x * 2, rollouts)
+  assert doubled.num_groups == 2
+  other = rollouts.replace(num_groups=3)
+  assert jax.tree_util.tree_structure(other) != treedef
+  assert rollouts.num_groups == 2 and other.num_groups == 3
+
+
+def test_jit_recompiles_for_each_num_groups():
+  traces = []
+
+  @jax.jit
+  def step(rollouts):
+    traces.append(rollouts.num_groups)
+    return cajax.estimate("grpo", rollouts).advantages
+
+  two = small_rollouts()
+  three = small_rollouts(group_ids=np.array([0, 0, 1, 2], np.int32),
+                         num_groups=3)
+  out_two, out_three = step(two), step(three)
+  step(two)
+  assert traces == [2, 3]
+  # Group 1 of `two` ({0.5, 1}) splits into singletons {0.5}, {1} in `three`.
+  np.testing.assert_allclose(out_two[2:, -1], [-0.707106, 0.707106],
+                             atol=1e-5)
+  np.testing.assert_allclose(out_three[2:, -1], [0.5 / (1 + 1e-6),
+                                                 1 / (1 + 1e-6)], atol=1e-6)
+  np.testing.assert_array_equal(out_two[:2], out_three[:2])
+
+
+# --------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------
+
+
+def good_numpy_rollouts():
+  return synthetic_rollouts.make_rollouts(batch=8, length=8, group_size=4,
+                                          num_steps=3, seed=2,
+                                          as_numpy=True)
+
+
+def test_validate_passes_good_batches():
+  rollouts = good_numpy_rollouts()
+  assert cajax.validate(rollouts) is rollouts
+  cajax.validate(synthetic_rollouts.make_rollouts(seed=3))
+  rewards = np.array(rollouts.token_rewards)
+  rewards[1, 0] = np.nan  # an unscorable row is allowed
+  cajax.validate(rollouts.replace(token_rewards=rewards))
+
+
+def _with(name, mutate):
+  rollouts = good_numpy_rollouts()
+  value = np.array(getattr(rollouts, name))
+  return rollouts.replace(**{name: mutate(value)})
+
+
+def _set(index, value):
+  def mutate(array):
+    array[index] = value
+    return array
+  return mutate
+
+
+PROBLEMS = [
+    ("group_id_out_of_range",
+     _with("group_ids", _set(0, 2)), r"group_ids has values \[2\] outside"),
+    ("negative_group_id",
+     _with("group_ids", _set(3, -1)), r"group_ids has values \[-1\]"),
+    ("float_group_ids",
+     _with("group_ids", lambda a: a.astype(np.float32)),
+     "group_ids has dtype float32"),
+    ("unused_group",
+     good_numpy_rollouts().replace(num_groups=3), r"groups \[2\]"),
+    ("nan_values",
+     _with("values", _set((0, 1), np.nan)), "values contains NaN"),
+    ("inf_token_rewards",
+     _with("token_rewards", _set((2, 0), np.inf)),
+     "token_rewards contains inf"),
+    ("nan_step_rewards",
+     _with("step_rewards", _set((0, 0), np.nan)),
+     "step_rewards contains NaN"),
+    ("non_binary_float_mask",
+     _with("mask", lambda a: np.where(a, 0.5, 0.0).astype(np.float32)),
+     "mask has dtype float32 with values other than 0/1"),
+    ("step_ids_beyond_steps",
+     _with("step_ids", _set((0, 0), 3)), "step_ids reaches 3"),
+    ("float_step_ids",
+     _with("step_ids", lambda a: a.astype(np.float32)),
+     "step_ids has dtype float32"),
+    ("values_shape",
+     _with("values", lambda a: a[:, :5]), r"values has shape \(8, 5\)"),
+]
+
+
+@pytest.mark.parametrize("rollouts,message", [p[1:] for p in PROBLEMS],
+                         ids=[p[0] for p in PROBLEMS])
+def test_validate_catches(rollouts, message):
+  with pytest.raises(ValueError, match=message):
+    cajax.validate(rollouts)
+
+
+def test_validate_accepts_binary_float_mask_and_lists_all_problems():
+  rollouts = _with("mask", lambda a: a.astype(np.float32))
+  cajax.validate(rollouts)
+  both = rollouts.replace(values=_with("values", _set((0, 0), np.nan)).values,
+                          group_ids=np.full(8, 5, np.int32))
+  with pytest.raises(ValueError, match=r"(?s)outside.*values contains NaN"):
+    cajax.validate(both)
+
+
+# --------------------------------------------------------------------------
+# generic contract over every registered estimator
+# --------------------------------------------------------------------------
+
+B, T, PAD = 8, 8, 3
+PAD_FILL = 0.37  # padded values of float fields other than token_rewards
+
+
+def _pad_tokens(x, fill):
+  x = np.asarray(x)
+  widths = [(0, 0)] * x.ndim
+  widths[1] = (0, PAD)
+  return np.pad(x, widths, constant_values=np.asarray(fill).astype(x.dtype))
+
+
+def _padded(rollouts):
+  """Appends PAD masked columns; only token_rewards must be 0 there."""
+  changes = {}
+  for field in ("mask", "token_rewards", "values", "old_logprobs",
+                "ref_logprobs", "logprobs", "entropy", "self_certainty",
+                "token_logits", "sum_pi_squared", "step_ids"):
+    value = getattr(rollouts, field)
+    fill = {"mask": False, "token_rewards": 0.0, "step_ids": -1}.get(
+        field, PAD_FILL)
+    changes[field] = jnp.asarray(_pad_tokens(value, fill))
+  return rollouts.replace(**changes)
+
+
+def _pad_kwargs(kwargs):
+  """Pads [B, T] example inputs with zeros (False) along T."""
+  out = {}
+  for key, value in kwargs.items():
+    if np.ndim(value) >= 2 and np.shape(value)[:2] == (B, T):
+      value = jnp.asarray(_pad_tokens(value, 0))
+    out[key] = value
+  return out
+
+
+def _bf16(rollouts):
+  return jax.tree_util.tree_map(
+      lambda x: x.astype(jnp.bfloat16)
+      if jnp.issubdtype(x.dtype, jnp.floating) else x, rollouts)
+
+
+def _check_contract(name, out, mask):
+  for field in ("advantages", "returns"):
+    value = np.asarray(getattr(out, field))
+    assert value.shape == (B, T) and value.dtype == np.float32, (
+        f"{name}.{field}: {value.shape} {value.dtype}")
+    assert np.all(np.isfinite(value)), f"{name}.{field} not finite"
+    assert np.all(value[~mask] == 0.0), f"{name}.{field} nonzero at mask"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_estimator_contract(name):
+  rollouts = synthetic_rollouts.make_rollouts(batch=B, length=T,
+                                              group_size=4, num_steps=3,
+                                              seed=1)
+  kwargs = cajax.example_inputs(name, rollouts, np.random.default_rng(0))
+  padded_kwargs = _pad_kwargs(kwargs)
+
+  @jax.jit
+  def run(base, low, wide):
+    return (cajax.estimate(name, base, **kwargs),
+            cajax.estimate(name, low, **kwargs),
+            cajax.estimate(name, wide, **padded_kwargs))
+
+  out, out_bf16, out_wide = run(rollouts, _bf16(rollouts),
+                                _padded(rollouts))
+  mask = np.asarray(rollouts.mask)
+  _check_contract(name, out, mask)
+  _check_contract(f"{name}[bf16]", out_bf16, mask)
+  for field in ("advantages", "returns"):
+    base = np.asarray(getattr(out, field))
+    scale = max(1.0, float(np.max(np.abs(base))))
+    np.testing.assert_allclose(np.asarray(getattr(out_bf16, field)), base,
+                               rtol=0, atol=5e-2 * scale,
+                               err_msg=f"{name}.{field} bf16")
+    wide = np.asarray(getattr(out_wide, field))
+    assert wide.shape == (B, T + PAD), f"{name}.{field} padded shape"
+    np.testing.assert_allclose(wide[:, :T], base, rtol=1e-5,
+                               atol=1e-5 * scale,
+                               err_msg=f"{name}.{field} padding")
+    np.testing.assert_array_equal(wide[:, T:], 0.0,
+                                  err_msg=f"{name}.{field} padding")
