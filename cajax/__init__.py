@@ -5,9 +5,20 @@ statistics, returns, outcome / value / process advantages and policy losses.
 Estimators are selectable by name through `cajax.estimate`.
 """
 
+# Importing the estimator modules registers their names with cajax.registry.
+from cajax import agentic
 from cajax import groups
+from cajax import judges
+from cajax import losses
 from cajax import masking
+from cajax import matching
+from cajax import outcome
+from cajax import process
+from cajax import returns
 from cajax import sequences
+from cajax import shaping
+from cajax import text_rewards
+from cajax import token_rewards
 from cajax.groups import batch_moments
 from cajax.groups import group_max
 from cajax.groups import group_moments
@@ -42,8 +53,5 @@ from cajax.sequences import tokens_to_steps
 from cajax.types import EstimatorOutput
 from cajax.types import Rollouts
 from cajax.validation import validate
-
-# Estimator modules register their names with `cajax.registry` on import.
-# (Each line below is added when its module lands.)
 
 __version__ = "0.1.0"
