@@ -52,6 +52,9 @@ def rating_distribution(rating_logprobs, valid=None) -> jax.Array:
 
   Returns:
     f32[..., K] probabilities summing to 1 (or 0) over the last axis.
+
+  Raises:
+    ValueError: on a rank-0 input or a `valid` of another shape.
   """
   _checks.check_rank(rating_logprobs, tuple(range(1, 8)), "rating_logprobs")
   logprobs, usable = _outcome_mask(rating_logprobs, valid, "rating_logprobs")
@@ -207,6 +210,9 @@ def perplexity_preference(decision_ab, decision_ba, output_logprobs_ab,
 
   Returns:
     int32[B] decisions in A/B terms (+1 A, −1 B, 0 tie).
+
+  Raises:
+    ValueError: on mismatched shapes or non-integer decisions.
   """
   _checks.check_batch(mask_ab, "mask_ab")
   _checks.check_batch(mask_ba, "mask_ba")
@@ -389,6 +395,9 @@ def within_group_ranks(values, group_ids, valid=None) -> jax.Array:
 
   Returns:
     f32 ranks shaped like `values`.
+
+  Raises:
+    ValueError: on a bad rank or mismatched shapes.
   """
   _checks.check_rank(values, (1, 2), "values")
   x = _checks.as_float(values, "values")

@@ -144,6 +144,9 @@ def unshuffle_answers(shuffled_answers, permutations) -> np.ndarray:
 
   Returns:
     int64[B] original option indices.
+
+  Raises:
+    ValueError: if `permutations` is not [B, K].
   """
   answers = _choice_indices(shuffled_answers, "shuffled_answers")
   perms = np.asarray(permutations)
@@ -187,6 +190,9 @@ def acre_reward_table(correct, consistent, correct_consistent: float = 1.0,
 
   Returns:
     float32[B] rewards.
+
+  Raises:
+    ValueError: if `correct` and `consistent` differ in shape.
   """
   correct = np.asarray(correct, bool)
   consistent = np.asarray(consistent, bool)
@@ -217,6 +223,9 @@ def acre_reward(first_answers, shuffled_answers, permutations, gold_answers,
 
   Returns:
     float32[B] rewards.
+
+  Raises:
+    ValueError: on answer arrays of different lengths or bad permutations.
   """
   first = _choice_indices(first_answers, "first_answers")
   gold = _choice_indices(gold_answers, "gold_answers")

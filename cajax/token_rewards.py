@@ -84,6 +84,9 @@ def implicit_sequence_reward(logprobs, ref_logprobs, mask,
 
   Returns:
     f32[B] sequence rewards (0 for an all-masked row).
+
+  Raises:
+    ValueError: if `mask` is not rank 2 or the shapes differ.
   """
   rewards = implicit_token_reward(logprobs, ref_logprobs, mask, beta=beta)
   return masking.masked_sum(rewards, mask, axis=1)
@@ -109,6 +112,9 @@ def implicit_step_reward(logprobs, ref_logprobs, mask, step_ids,
 
   Returns:
     f32[B, S] step rewards, 0 for steps without a valid token.
+
+  Raises:
+    ValueError: on mismatched shapes, float `step_ids` or a bad `num_steps`.
   """
   rewards = implicit_token_reward(logprobs, ref_logprobs, mask, beta=beta)
   return sequences.tokens_to_steps(rewards, step_ids, num_steps, mask=mask)
@@ -247,8 +253,10 @@ def t_reg_loss(chosen_rewards, chosen_mask, chosen_self_rewards,
     raise ValueError(
         f"chosen_mask {tuple(mask_w.shape)} and rejected_mask "
         f"{tuple(mask_l.shape)} must have the same number of rows (pairs).")
-  s_w = jax.lax.stop_gradient(s_w)
-  s_l = jax.lax.stop_gradient(s_l)
+  # Zero the masked entries first so NaN padding cannot leak into gradients.
+  rho_w, rho_l = jnp.where(mask_w, rho_w, 0.0), jnp.where(mask_l, rho_l, 0.0)
+  s_w = jax.lax.stop_gradient(jnp.where(mask_w, s_w, 0.0))
+  s_l = jax.lax.stop_gradient(jnp.where(mask_l, s_l, 0.0))
   margin = (masking.masked_sum(rho_w, mask_w, axis=1)
             - masking.masked_sum(rho_l, mask_l, axis=1))
   dpo = jax.nn.softplus(-margin)
@@ -476,6 +484,9 @@ def first_error_step(step_correct, step_mask=None) -> jax.Array:
 
   Returns:
     int32[B].
+
+  Raises:
+    ValueError: if `step_correct` is not rank 2 or `step_mask` differs.
   """
   _checks.check_batch(step_correct, "step_correct")
   wrong = ~_checks.as_mask(step_correct, "step_correct")

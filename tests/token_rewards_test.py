@@ -241,11 +241,19 @@ def test_t_reg_constant_self_rewards_reduce_to_dpo():
   np.testing.assert_allclose(out.loss, 2.0 * out.dpo, **TOL)
 
 
-def test_t_reg_gradient_and_errors():
+@pytest.mark.parametrize("form", ["weighted_dpo", "mse"])
+def test_t_reg_gradient_with_nan_padding(form):
   rho_w, m_w, s_w, rho_l, m_l, s_l = _pair_inputs(12)
-  grad = jax.grad(lambda r: jnp.sum(tr.t_reg_loss(
-      r, m_w, s_w, rho_l, m_l, s_l).loss))(jnp.asarray(rho_w))
+  rho_w = np.where(m_w, rho_w, np.nan).astype(np.float32)
+  s_l = np.where(m_l, s_l, np.nan).astype(np.float32)
+  grad = jax.jit(jax.grad(lambda r: jnp.sum(tr.t_reg_loss(
+      r, m_w, s_w, rho_l, m_l, s_l, reg_form=form).loss)))(rho_w)
   assert np.all(np.isfinite(grad)) and np.all(np.asarray(grad)[~m_w] == 0)
+  assert np.any(np.asarray(grad)[m_w] != 0)
+
+
+def test_t_reg_errors():
+  rho_w, m_w, s_w, rho_l, m_l, s_l = _pair_inputs(12)
   with pytest.raises(ValueError, match="reg_form"):
     tr.t_reg_loss(rho_w, m_w, s_w, rho_l, m_l, s_l, reg_form="kl")
   with pytest.raises(ValueError, match="same number of rows"):
