@@ -24,9 +24,104 @@ def _check_tokens(x, mask, name: str):
 
 def _discount_array(discount, mask) -> jax.Array:
   if jnp.ndim(discount) == 0:
-    return jnp.full(mask.shape, discount, jnp.float32)
+    return _checks.as_float(discount, "discount")
   _checks.check_same_shape(discount, mask, "discount", "mask")
   return _checks.as_float(discount, "discount")
+
+
+# Performance notes (XLA CPU, batch-major [B, T] f32, measured against a
+# fused elementwise pass that reads x and mask and writes one [B, T] output;
+# 2 shared cores, so ratios are noisy to about ±30%):
+# * A plain `lax.scan` over T on time-major arrays costs ~5x that pass: XLA
+#   CPU pays a fixed ~0.4 µs per while-loop iteration, so it is overhead-bound
+#   (64x32768 is ~30x). The [B, T] <-> [T, B] transposes around it add as
+#   much again; a *pure* transpose of a parameter is ~2x the pass, but one
+#   fused with elementwise work (`where(m, x, 0).T`) is ~15x, and two
+#   transposes in one program can lose the fast path too.
+# * Slower, tried and dropped: jnp.cumsum (lowers to associative_scan on CPU,
+#   ~25x); block matmuls [B·T/c, c] @ [c, c] for in-block suffix sums (XLA CPU
+#   dots at these shapes take 5-10x the pass for c = 8..128); in-block
+#   Hillis-Steele doubling on [B, n, c] (concat/pad shifts, 15-60x: the
+#   fusions recompute shifted operands) or on flat [B, T] with position masks
+#   (a single doubling level runs at the pass's speed, but 3-4 levels fuse
+#   into kernels that cost 15x); a two-level scan over column blocks of the
+#   batch-major array (strided slices, 30-75x).
+# * Kept: a two-level scan in time-major blocks [n, c, B] (below). Pass 1
+#   scans the c positions of all n blocks at once for each block's
+#   (return, discount product); pass 2 scans the n block summaries for the
+#   return entering each block; pass 3 rescans the c positions from those
+#   carries. 2c + n loop iterations instead of T, no division or γ^{-t}, any
+#   discount including 0. About 1.3-1.4x faster than the plain scan at
+#   512x4096 and 64x32768, and its sums are shorter chains (more accurate).
+_BLOCKED_SCAN_MIN_LENGTH = 512
+
+
+def _scan_block(length: int) -> int:
+  """Block size c (a power of two near √T) for the two-level scan."""
+  return 1 << max(4, (int(length).bit_length() + 1) // 2)
+
+
+def _to_time_blocks(a, block: int, fill) -> jax.Array:
+  """[B, T] -> [n, c, B] (time-major blocks), padding T up with `fill`."""
+  batch, length = a.shape
+  blocks = -(-length // block)
+  a = a.T
+  if blocks * block != length:
+    a = jnp.pad(a, ((0, blocks * block - length), (0, 0)),
+                constant_values=fill)
+  return a.reshape(blocks, block, batch)
+
+
+def _reverse_linear_scan(x, mask, gamma) -> jax.Array:
+  """G_t = x_t + γ_t G_{next valid} over [B, T] (see the notes above)."""
+  batch, length = mask.shape
+  if length < _BLOCKED_SCAN_MIN_LENGTH:
+    def step(carry, inputs):
+      x_t, gamma_t, m_t = inputs
+      value = x_t + gamma_t * carry
+      return jnp.where(m_t, value, carry), jnp.where(m_t, value, 0.0)
+    gamma_t = (jnp.broadcast_to(gamma, (length, batch)) if gamma.ndim == 0
+               else gamma.T)
+    _, out = jax.lax.scan(step, jnp.zeros(batch, jnp.float32),
+                          (x.T, gamma_t, mask.T), reverse=True)
+    return out.T
+
+  block = _scan_block(length)
+  xs = _to_time_blocks(x, block, 0.0)
+  ms = _to_time_blocks(mask, block, False)
+  gs = gamma if gamma.ndim == 0 else _to_time_blocks(gamma, block, 1.0)
+  blocks = xs.shape[0]
+
+  def at(i):
+    x_i, m_i = xs[:, i], ms[:, i]
+    return x_i, m_i, (gs if gs.ndim == 0 else gs[:, i])
+
+  def summarize(carry, i):  # pass 1: per-block return and discount product
+    value, product = carry
+    x_i, m_i, g_i = at(i)
+    return (jnp.where(m_i, x_i + g_i * value, value),
+            jnp.where(m_i, g_i * product, product)), None
+
+  zeros = jnp.zeros((blocks, batch), jnp.float32)
+  (value, product), _ = jax.lax.scan(
+      summarize, (zeros, jnp.ones_like(zeros)), jnp.arange(block),
+      reverse=True)
+
+  def across(carry, inputs):  # pass 2: return entering each block
+    value_j, product_j = inputs
+    return value_j + product_j * carry, carry
+
+  _, entering = jax.lax.scan(across, jnp.zeros(batch, jnp.float32),
+                             (value, product), reverse=True)
+
+  def expand(carry, i):  # pass 3: per-token returns from the carries
+    x_i, m_i, g_i = at(i)
+    value = x_i + g_i * carry
+    return jnp.where(m_i, value, carry), jnp.where(m_i, value, 0.0)
+
+  _, out = jax.lax.scan(expand, entering, jnp.arange(block), reverse=True)
+  out = out.transpose(2, 1, 0).reshape(batch, blocks * block)
+  return out[:, :length]
 
 
 def reverse_discounted_cumsum(x, mask, discount=1.0) -> jax.Array:
@@ -36,7 +131,9 @@ def reverse_discounted_cumsum(x, mask, discount=1.0) -> jax.Array:
   token after t (G = 0 past the last one). Masked tokens are skipped: their
   input is ignored, no discount is applied for them, and their output is 0.
   This is verl's current REINFORCE++ / GAE carry rule and rlax's V-trace
-  `sample_mask` rule.
+  `sample_mask` rule. Rows of 512 tokens or more run a two-level blocked
+  scan (see the performance notes in the source); results agree with the
+  sequential recurrence to float32 rounding.
 
   Args:
     x: [B, T] per-token values (rewards).
@@ -46,18 +143,12 @@ def reverse_discounted_cumsum(x, mask, discount=1.0) -> jax.Array:
 
   Returns:
     f32[B, T] discounted suffix sums, 0 at masked tokens.
+
+  Raises:
+    ValueError: `mask` not rank 2, or `x`/`discount` not shaped like it.
   """
   x, mask = _check_tokens(x, mask, "x")
-  gamma = _discount_array(discount, mask)
-
-  def step(carry, inputs):
-    x_t, gamma_t, m_t = inputs
-    value = x_t + gamma_t * carry
-    return jnp.where(m_t, value, carry), jnp.where(m_t, value, 0.0)
-
-  _, out = jax.lax.scan(step, jnp.zeros(mask.shape[0], jnp.float32),
-                        (x.T, gamma.T, mask.T), reverse=True)
-  return out.T
+  return _reverse_linear_scan(x, mask, _discount_array(discount, mask))
 
 
 def suffix_min(x, mask) -> jax.Array:

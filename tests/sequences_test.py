@@ -218,6 +218,26 @@ class ReverseDiscountedCumsumTest(parameterized.TestCase):
         out, ref_reverse_discounted_cumsum(x, mask, discount),
         rtol=1e-5, atol=0)
 
+  @parameterized.parameters(700, 1024)
+  def test_blocked_path_long_rows(self, length):
+    # Rows of >= 512 tokens take the two-level blocked scan; 700 is not a
+    # multiple of its block size, so the padded tail is exercised too.
+    rng = np.random.default_rng(length)
+    x = rng.normal(size=(4, length)).astype(np.float32)
+    mask = rng.uniform(size=(4, length)) < 0.8
+    mask[1, length // 2:] = False
+    mask[2] = False
+    mask[3, :] = False
+    mask[3, length - 1] = True
+    gamma = rng.uniform(0.0, 1.0, size=(4, length)).astype(np.float32)
+    gamma[0, ::37] = 0.0
+    fn = jax.jit(sequences.reverse_discounted_cumsum)
+    for discount in (gamma, jnp.float32(0.97), jnp.float32(1.0)):
+      np.testing.assert_allclose(
+          fn(x, mask, discount),
+          ref_reverse_discounted_cumsum(x, mask, np.asarray(discount)),
+          **F32)
+
   def test_bad_inputs(self):
     x = np.zeros((2, 3), np.float32)
     mask = np.ones((2, 3), bool)
