@@ -144,58 +144,47 @@ def ref_passk(r, m, ids, normalize_by_std=True, eps=1e-6, ddof=1,
   return ref_tokens(row, m)
 
 
-def ref_rloo(r, m, ids, singleton="raw"):
+def ref_row_loop(r, m, ids, singleton, value):
+  """Row advantages value(b, rows, s) of scorable rows, as tokens.
+
+  `rows` are the scorable rows of b's group; a singleton row gets 0 when
+  singleton == "zero" and value(...) otherwise.
+  """
   s, ok = ref_scores(r)
   members = ref_members(ids, ok)
   row = np.zeros(len(s))
   for b in range(len(s)):
-    if not ok[b]:
-      continue
     rows = members[int(ids[b])]
-    if len(rows) == 1:
-      row[b] = s[b] if singleton == "raw" else 0.0
-    else:
-      others = [s[j] for j in rows if j != b]
-      row[b] = s[b] - sum(others) / len(others)
+    if ok[b] and (len(rows) > 1 or singleton == "raw"):
+      row[b] = value(b, rows, s)
   return ref_tokens(row, m)
+
+
+def ref_rloo(r, m, ids, singleton="raw"):
+  def value(b, rows, s):
+    others = [s[j] for j in rows if j != b]
+    return s[b] - sum(others) / len(others) if others else s[b]
+  return ref_row_loop(r, m, ids, singleton, value)
 
 
 def ref_opo(r, m, ids, singleton="raw"):
-  s, ok = ref_scores(r)
-  members = ref_members(ids, ok)
   lengths = [int(sum(bool(v) for v in row)) for row in m]
-  row = np.zeros(len(s))
-  for b in range(len(s)):
-    if not ok[b]:
-      continue
-    rows = members[int(ids[b])]
-    if len(rows) == 1:
-      row[b] = s[b] if singleton == "raw" else 0.0
-      continue
+  def value(b, rows, s):
     den = sum(lengths[j] for j in rows)
-    base = sum(lengths[j] * s[j] for j in rows) / den if den else 0.0
-    row[b] = s[b] - base
-  return ref_tokens(row, m)
+    if len(rows) == 1 or not den:
+      return s[b]
+    return s[b] - sum(lengths[j] * s[j] for j in rows) / den
+  return ref_row_loop(r, m, ids, singleton, value)
 
 
 def ref_gpg(r, m, ids, f_norm=1.0, singleton="raw"):
   s, ok = ref_scores(r)
-  members = ref_members(ids, ok)
   nonzero = sum(1 for b in range(len(s)) if ok[b] and s[b] != 0)
   alpha = sum(ok) / max(nonzero, 1)
-  row = np.zeros(len(s))
-  for b in range(len(s)):
-    if not ok[b]:
-      continue
-    grp = [s[j] for j in members[int(ids[b])]]
-    if len(grp) == 1:
-      mu = 0.0
-      if singleton == "zero":
-        continue
-    else:
-      mu = ref_mean(grp)
-    row[b] = alpha * (s[b] - mu) / f_norm
-  return ref_tokens(row, m)
+  def value(b, rows, s):
+    mu = ref_mean([s[j] for j in rows]) if len(rows) > 1 else 0.0
+    return alpha * (s[b] - mu) / f_norm
+  return ref_row_loop(r, m, ids, singleton, value)
 
 
 def ref_rfpp_baseline(r, m, ids, singleton="raw"):
@@ -407,17 +396,19 @@ def test_matches_reference(name, fn, ref, kw, case):
 
 
 @functools.cache
-def jitted(index, groups):
-  _, fn, _, kw = CONFIGS[index]
-  return jax.jit(functools.partial(fn, num_groups=groups, **kw))
+def jitted_all(groups):
+  """One jit computing every config (one compile per shape, not 18)."""
+  def run(rewards, mask, ids):
+    return tuple(fn(rewards, mask, ids, groups, **kw)
+                 for _, fn, _, kw in CONFIGS)
+  return jax.jit(run)
 
 
-@pytest.mark.parametrize("index", range(len(CONFIGS)), ids=CONFIG_IDS)
-def test_jit_matches_reference(index):
-  _, _, ref, kw = CONFIGS[index]
+def test_jit_matches_reference():
   rewards, mask, ids, groups = mixed_batch()
-  out = jitted(index, groups)(rewards, mask, ids)
-  check_output(out, ref(rewards, mask, ids, **kw), mask)
+  outs = jitted_all(groups)(rewards, mask, ids)
+  for (_, _, ref, kw), out in zip(CONFIGS, outs):
+    check_output(out, ref(rewards, mask, ids, **kw), mask)
 
 
 def test_bf16_rewards():
@@ -641,32 +632,32 @@ def batches(draw):
 @hypothesis.given(batches())
 def test_row_permutation_equivariance(batch):
   rewards, mask, ids, perm, relabel = batch
-  for index in range(len(CONFIGS)):
-    fn = jitted(index, PROP_G)
-    base = np.asarray(fn(rewards, mask, ids).advantages)
-    moved = np.asarray(fn(rewards[perm], mask[perm],
-                          relabel[ids[perm]]).advantages)
-    np.testing.assert_allclose(moved, base[perm], rtol=RTOL, atol=ATOL,
-                               err_msg=CONFIG_IDS[index])
+  fn = jitted_all(PROP_G)
+  base = fn(rewards, mask, ids)
+  moved = fn(rewards[perm], mask[perm], relabel[ids[perm]])
+  for name, out, out_moved in zip(CONFIG_IDS, base, moved):
+    np.testing.assert_allclose(np.asarray(out_moved.advantages),
+                               np.asarray(out.advantages)[perm], rtol=RTOL,
+                               atol=ATOL, err_msg=name)
 
 
 @hypothesis.given(batches())
 def test_padding_invariance(batch):
   rewards, mask, ids, _, _ = batch
-  wide_rewards = np.pad(rewards, ((0, 0), (0, PAD)))
-  wide_mask = np.pad(mask, ((0, 0), (0, PAD)))
-  for index in range(len(CONFIGS)):
-    fn = jitted(index, PROP_G)
-    base = np.asarray(fn(rewards, mask, ids).advantages)
-    wide = np.asarray(fn(wide_rewards, wide_mask, ids).advantages)
-    np.testing.assert_allclose(wide[:, :PROP_T], base, rtol=RTOL, atol=ATOL,
-                               err_msg=CONFIG_IDS[index])
-    np.testing.assert_array_equal(wide[:, PROP_T:], 0.0)
+  fn = jitted_all(PROP_G)
+  base = fn(rewards, mask, ids)
+  wide = fn(np.pad(rewards, ((0, 0), (0, PAD))),
+            np.pad(mask, ((0, 0), (0, PAD))), ids)
+  for name, out, out_wide in zip(CONFIG_IDS, base, wide):
+    adv = np.asarray(out_wide.advantages)
+    np.testing.assert_allclose(adv[:, :PROP_T], np.asarray(out.advantages),
+                               rtol=RTOL, atol=ATOL, err_msg=name)
+    np.testing.assert_array_equal(adv[:, PROP_T:], 0.0)
 
 
 @hypothesis.given(batches())
 def test_random_batches_match_reference(batch):
   rewards, mask, ids, _, _ = batch
-  for index, (_, _, ref, kw) in enumerate(CONFIGS):
-    out = jitted(index, PROP_G)(rewards, mask, ids)
+  outs = jitted_all(PROP_G)(rewards, mask, ids)
+  for (_, _, ref, kw), out in zip(CONFIGS, outs):
     check_output(out, ref(rewards, mask, ids, **kw), mask)
