@@ -757,13 +757,19 @@ def aggregate(per_token_loss, mask, mode: str = "token-mean", *,
   With L the loss, m the mask, n_b = Σ_t m, S_b = Σ_t L·m and N_seq the
   number of rows with n_b > 0 (empty rows are excluded, as in verl):
 
-  | mode                    | sum            | denominator   | peer names |
-  |-------------------------|----------------|---------------|------------|
-  | token-mean              | Σ_b S_b        | Σ_b n_b       | verl token-mean; TRL bnpo, dapo (global count); Tunix token-mean; OpenRLHF token_level_loss |
-  | token-sum               | Σ_b S_b        | 1/num_micro_batches | verl token-sum |
-  | seq-mean-token-mean     | Σ_b S_b/n_b    | N_seq         | verl; TRL grpo (TRL counts empty rows); Tunix sequence-mean-token-mean |
-  | seq-mean-token-sum      | Σ_b S_b        | N_seq         | verl; Tunix seq-mean-token-sum |
-  | seq-mean-token-sum-norm | Σ_b S_b / C    | N_seq         | verl (current); TRL dr_grpo (C = max_completion_length); Tunix sequence-mean-token-scale |
+  * token-mean: sum Σ_b S_b, denominator Σ_b n_b. verl token-mean; TRL
+    bnpo (and dapo/cispo with the global count); Tunix token-mean; OpenRLHF
+    `token_level_loss=True`.
+  * token-sum: sum Σ_b S_b, denominator 1/`num_micro_batches`. verl
+    token-sum.
+  * seq-mean-token-mean: sum Σ_b S_b/n_b, denominator N_seq. verl; Tunix
+    sequence-mean-token-mean; TRL grpo and OpenRLHF `token_level_loss=False`
+    count empty rows too (equal when no row is empty).
+  * seq-mean-token-sum: sum Σ_b S_b, denominator N_seq. verl; Tunix
+    seq-mean-token-sum.
+  * seq-mean-token-sum-norm: sum Σ_b S_b / C, denominator N_seq. verl
+    (current); TRL dr_grpo (C = max_completion_length, rows counted as in
+    grpo); Tunix sequence-mean-token-scale (C = its `norm`).
 
   C is `loss_scale_factor`, or T (`mask.shape[-1]`) when None, verl's
   current semantics (older verl divided the token sum by C only, like
