@@ -19,13 +19,15 @@ import cajax
 from cajax import process
 
 ATOL = RTOL = 1e-5
+# Every batch is padded to one shape so that eager ops compile once.
+B, T, S, G = 6, 12, 4, 4
 
 # --------------------------------------------------------------------------
 # Random batches with steps, interior skips, empty rows and invalid steps.
 # --------------------------------------------------------------------------
 
 
-def make_batch(seed, batch=6, length=12, num_steps=4, group_size=3):
+def make_batch(seed, batch=B, length=T, num_steps=S, group_size=2):
   rng = np.random.default_rng(seed)
   lengths = rng.integers(0, length + 1, size=batch)
   lengths[0] = length
@@ -56,7 +58,7 @@ def make_batch(seed, batch=6, length=12, num_steps=4, group_size=3):
       step_ids=step_ids, mask=mask,
       group_ids=np.repeat(np.arange(batch // group_size),
                           group_size).astype(np.int32),
-      num_groups=batch // group_size,
+      num_groups=G,
       outcome=rng.integers(0, 2, size=batch).astype(np.float32),
       kl=rng.normal(size=(batch, length)).astype(np.float32))
 
@@ -294,9 +296,25 @@ def ref_tp_grpo(d, outcome, positive_scale=0.5, negative_scale=0.5,
   return adv, thoughts
 
 
-def as_jnp(d):
-  return {k: (jnp.asarray(v) if isinstance(v, np.ndarray) else v)
-          for k, v in d.items()}
+def embed(d):
+  """Pads a hand-made batch to [B, T] and [B, S]; the extra rows are empty
+  and sit alone in group G − 1, so they change nothing."""
+  rows, length = d["mask"].shape
+  steps = d["step_mask"].shape[1]
+  grow = lambda x, value, cols: np.pad(
+      x, ((0, B - rows), (0, cols - x.shape[1])), constant_values=value)
+  out = dict(d, num_groups=G)
+  out["mask"] = grow(d["mask"], False, T)
+  out["step_ids"] = grow(d["step_ids"], -1, T)
+  out["step_rewards"] = grow(d["step_rewards"], 0.0, S)
+  out["step_mask"] = grow(d["step_mask"], False, S)
+  out["group_ids"] = np.pad(d["group_ids"], (0, B - rows),
+                            constant_values=G - 1)
+  for key, cols in (("outcome", None), ("kl", T)):
+    if key in d:
+      out[key] = (np.pad(d[key], (0, B - rows)) if cols is None
+                  else grow(d[key], 0.0, cols))
+  return out
 
 
 def close(actual, expected, tol=ATOL):
@@ -367,13 +385,36 @@ def test_sum_form_matches_reference(discount, baseline):
 # --------------------------------------------------------------------------
 
 
+def close_crop(actual, expected):
+  """Compares the top-left corner with `expected`; the rest must be 0."""
+  expected = np.asarray(expected, np.float64)
+  actual = np.asarray(actual, np.float64)
+  rows, cols = expected.shape
+  close(actual[:rows, :cols], expected)
+  assert not np.any(actual[rows:]) and not np.any(actual[:, cols:])
+
+
 def two_rows():
   """Row 0: steps [0,0,1,1], r = (0.4, 0.8); row 1: step [0,0,0], r = −0.5."""
-  return dict(step_rewards=np.array([[0.4, 0.8], [-0.5, 0.0]], np.float32),
-              step_mask=np.array([[True, True], [True, False]]),
-              step_ids=np.array([[0, 0, 1, 1], [0, 0, 0, -1]], np.int32),
-              mask=np.array([[1, 1, 1, 1], [1, 1, 1, 0]], bool),
-              group_ids=np.array([0, 0], np.int32), num_groups=1)
+  return embed(dict(
+      step_rewards=np.array([[0.4, 0.8], [-0.5, 0.0]], np.float32),
+      step_mask=np.array([[True, True], [True, False]]),
+      step_ids=np.array([[0, 0, 1, 1], [0, 0, 0, -1]], np.int32),
+      mask=np.array([[1, 1, 1, 1], [1, 1, 1, 0]], bool),
+      group_ids=np.array([0, 0], np.int32)))
+
+
+def one_row(rewards):
+  """A single row with steps [0,0,1,1] and the given two step rewards."""
+  return embed(dict(step_rewards=np.array([rewards], np.float32),
+                    step_mask=np.ones((1, 2), bool),
+                    step_ids=np.array([[0, 0, 1, 1]], np.int32),
+                    mask=np.ones((1, 4), bool),
+                    group_ids=np.zeros(1, np.int32)))
+
+
+def row_values(values):
+  return np.pad(np.asarray(values, np.float64), (0, B - len(values)))
 
 
 def test_token_baseline_counts_exclude_step_end():
@@ -383,7 +424,8 @@ def test_token_baseline_counts_exclude_step_end():
   out = process.pure(*pure_args(two_rows()), mode="uniform",
                      mask_step_end=False, normalize=False)
   r0 = [0.2 + 1 / 6, 0.4 + 1 / 6]
-  close(out.returns, [[r0[0] + r0[1]] * 2 + [r0[1]] * 2, [-0.8] * 3 + [0]])
+  close_crop(out.returns, [[r0[0] + r0[1]] * 2 + [r0[1]] * 2,
+                           [-0.8] * 3 + [0]])
 
 
 def test_step_baseline_golden():
@@ -391,29 +433,25 @@ def test_step_baseline_golden():
   # other's at every one of its step ends.
   out = process.pure(*pure_args(two_rows()), mode="uniform",
                      baseline="step", mask_step_end=False, normalize=False)
-  close(out.returns, [[1.6, 1.6, 0.9, 0.9], [-0.8, -0.8, -0.8, 0.0]])
+  close_crop(out.returns, [[1.6, 1.6, 0.9, 0.9], [-0.8, -0.8, -0.8, 0.0]])
 
 
 def test_step_ends_and_last_token_get_zero_advantage():
   out = process.pure(*pure_args(two_rows()), mode="uniform",
                      normalize=False)
   r0 = [0.2 + 1 / 6, 0.4 + 1 / 6]
-  close(out.returns, [[r0[0] + r0[1], 0, r0[1], 0], [-0.8, -0.8, 0, 0]])
+  close_crop(out.returns, [[r0[0] + r0[1], 0, r0[1], 0], [-0.8, -0.8, 0, 0]])
 
 
 def test_whitening_skips_zeros_in_count_but_not_in_variance():
   # Returns (0.6, 0, 0.4, 0): mean over the 2 non-zeros is 0.5, but the
   # variance numerator also sums the two zeroed step ends:
   # (0.01 + 0.25 + 0.01 + 0.25) / 2 = 0.26 (a clean whitening gives ±1).
-  d = dict(step_rewards=np.array([[0.4, 0.8]], np.float32),
-           step_mask=np.ones((1, 2), bool),
-           step_ids=np.array([[0, 0, 1, 1]], np.int32),
-           mask=np.ones((1, 4), bool), group_ids=np.zeros(1, np.int32),
-           num_groups=1)
-  out = process.pure(*pure_args(d), mode="uniform", baseline="none")
-  close(out.returns, [[0.6, 0.0, 0.4, 0.0]])
+  out = process.pure(*pure_args(one_row([0.4, 0.8])), mode="uniform",
+                     baseline="none")
+  close_crop(out.returns, [[0.6, 0.0, 0.4, 0.0]])
   z = 0.1 / math.sqrt(0.26)
-  close(out.advantages, [[z, 0.0, -z, 0.0]])
+  close_crop(out.advantages, [[z, 0.0, -z, 0.0]])
 
 
 def test_verifiable_reward_is_loo_at_last_token_and_shift_invariant():
@@ -421,20 +459,19 @@ def test_verifiable_reward_is_loo_at_last_token_and_shift_invariant():
   base = process.pure(*pure_args(d), mask_step_end=False, normalize=False)
   # VR in {−1, 0} (repo: solved − 1) and in {0, 1} give the same advantage.
   for vr in ([0.0, -1.0], [1.0, 0.0]):
-    out = process.pure(*pure_args(d), verifiable_rewards=np.array(vr),
+    out = process.pure(*pure_args(d), verifiable_rewards=row_values(vr),
                        mask_step_end=False, normalize=False)
-    delta = np.asarray(out.returns - base.returns)
-    close(delta, [[1.0] * 4, [-1.0] * 3 + [0.0]])
-    close(out.info["verifiable_advantage"], [1.0, -1.0])
+    close_crop(out.returns - base.returns, [[1.0] * 4, [-1.0] * 3 + [0.0]])
+    close(out.info["verifiable_advantage"], row_values([1.0, -1.0]))
   # The last token is zeroed, but the VR still reaches the earlier tokens.
-  out = process.pure(*pure_args(d), verifiable_rewards=np.array([1.0, 0.0]),
+  out = process.pure(*pure_args(d), verifiable_rewards=row_values([1, 0]),
                      normalize=False)
   ref = process.pure(*pure_args(d), normalize=False)
-  close(out.returns - ref.returns, [[1, 0, 1, 0], [-1, -1, 0, 0]])
+  close_crop(out.returns - ref.returns, [[1, 0, 1, 0], [-1, -1, 0, 0]])
   # A prompt without ground truth (all rows equal) gets no VR term, and an
   # unscorable (NaN) row gets none either.
   for vr in ([0.0, 0.0], [1.0, np.nan]):
-    out = process.pure(*pure_args(d), verifiable_rewards=np.array(vr))
+    out = process.pure(*pure_args(d), verifiable_rewards=row_values(vr))
     close(out.advantages, np.asarray(process.pure(*pure_args(d)).advantages))
 
 
@@ -469,14 +506,9 @@ def test_softmin_tends_to_min_and_strict_gives_suffix_min():
 def test_strict_is_not_capped_by_zero_tokens():
   # The verl branch's token-level running min caps returns at 0 wherever a
   # later zero token exists; the cajax strict mode must not.
-  d = dict(step_rewards=np.array([[0.5, 0.8]], np.float32),
-           step_mask=np.ones((1, 2), bool),
-           step_ids=np.array([[0, 0, 1, 1]], np.int32),
-           mask=np.ones((1, 4), bool), group_ids=np.zeros(1, np.int32),
-           num_groups=1)
-  out = process.pure(*pure_args(d), mode="strict", baseline="none",
-                     mask_step_end=False, normalize=False)
-  close(out.returns, [[0.5, 0.5, 0.8, 0.8]])
+  out = process.pure(*pure_args(one_row([0.5, 0.8])), mode="strict",
+                     baseline="none", mask_step_end=False, normalize=False)
+  close_crop(out.returns, [[0.5, 0.5, 0.8, 0.8]])
 
 
 # --------------------------------------------------------------------------
@@ -500,17 +532,19 @@ def test_process_grpo_golden():
   pool = [0.4, 0.8, -0.5]
   mu, sd = sum(pool) / 3, ref_std(pool, 1)
   z = [(x - mu) / (sd + 1e-6) for x in pool]
-  close(out.advantages, [[z[0] + z[1]] * 2 + [z[1]] * 2, [z[2]] * 3 + [0]])
+  close_crop(out.advantages, [[z[0] + z[1]] * 2 + [z[1]] * 2,
+                              [z[2]] * 3 + [0]])
 
 
 def test_thought_segments_golden():
-  labels = np.array([[1, 1, -1, 0, -1, -1], [0.3, -2, 0.5, 0.7, 0, 0]],
-                    np.float32)
-  step_mask = np.array([[1, 1, 1, 1, 1, 1], [1, 0, 1, 1, 0, 0]], bool)
+  labels = np.zeros((B, S), np.float32)
+  step_mask = np.zeros((B, S), bool)
+  labels[:3] = [[1, 1, -1, -1], [0.3, -2, 0.5, 0], [1, 0, 0, -1]]
+  step_mask[:3] = [[1, 1, 1, 1], [1, 0, 1, 1], [1, 1, 1, 1]]
   ids, num = process.thought_segments(labels, step_mask)
-  np.testing.assert_array_equal(ids, [[0, 0, 1, 2, 3, 3],
-                                      [0, -1, 0, 0, -1, -1]])
-  np.testing.assert_array_equal(num, [4, 1])
+  np.testing.assert_array_equal(
+      ids, [[0, 0, 1, 1], [0, -1, 0, 1], [0, 1, 1, 2]] + [[-1] * S] * 3)
+  np.testing.assert_array_equal(num, [2, 2, 3, 0, 0, 0])
 
 
 @pytest.mark.parametrize("adapt,credit", [("linear", "local"),
@@ -533,21 +567,22 @@ def test_tp_grpo_matches_reference(adapt, credit):
 def test_tp_grpo_gives_signal_in_zero_variance_groups():
   # All-wrong group: correct thoughts get +0.5·(1 − 0); all-right group:
   # wrong thoughts get −0.5·1. GRPO alone gives 0 to both groups.
-  d = dict(step_rewards=np.array([[1, -1], [1, 1], [-1, 1], [1, 1]],
-                                 np.float32),
-           step_mask=np.ones((4, 2), bool),
-           step_ids=np.array([[0, 1]] * 4, np.int32),
-           mask=np.ones((4, 2), bool),
-           group_ids=np.array([0, 0, 1, 1], np.int32), num_groups=2)
-  out = process.tp_grpo(np.array([0.0, 0.0, 1.0, 1.0]), *pure_args(d))
-  close(out.advantages, [[0.5, 0], [0.5, 0.5], [-0.5, 0], [0, 0]])
+  d = embed(dict(
+      step_rewards=np.array([[1, -1], [1, 1], [-1, 1], [1, 1]], np.float32),
+      step_mask=np.ones((4, 2), bool),
+      step_ids=np.array([[0, 1]] * 4, np.int32), mask=np.ones((4, 2), bool),
+      group_ids=np.array([0, 0, 1, 1], np.int32)))
+  out = process.tp_grpo(row_values([0, 0, 1, 1]), *pure_args(d))
+  close_crop(out.advantages, [[0.5, 0], [0.5, 0.5], [-0.5, 0], [0, 0]])
   # Merging into thoughts: with return credit, two −1 steps in a row count
   # once, exactly like a single −1 step.
-  merged = process.tp_grpo(np.array([1.0, 1.0, 0.0]), np.array(
-      [[-1.0, -1.0], [-1.0, 0.0], [1.0, 1.0]], np.float32),
-      np.array([[1, 1], [1, 0], [1, 1]], bool),
-      np.array([[0, 1], [0, 0], [0, 1]], np.int32),
-      np.ones((3, 2), bool), np.zeros(3, np.int32), 1, credit="return")
+  d = embed(dict(
+      step_rewards=np.array([[-1, -1], [-1, 0], [1, 1]], np.float32),
+      step_mask=np.array([[1, 1], [1, 0], [1, 1]], bool),
+      step_ids=np.array([[0, 1], [0, 0], [0, 1]], np.int32),
+      mask=np.ones((3, 2), bool), group_ids=np.zeros(3, np.int32)))
+  merged = process.tp_grpo(row_values([1, 1, 0]), *pure_args(d),
+                           credit="return")
   row0, row1 = np.asarray(merged.advantages)[:2]
   close(row0, row1)
 
@@ -569,30 +604,32 @@ ESTIMATORS = {
 
 def edge_batch():
   """Rows: no step; empty; a singleton group; an all-equal group of two."""
-  return dict(step_rewards=np.array([[0.3, 0], [0, 0], [0.9, -0.2],
-                                     [0.5, 0.5], [0.5, 0.5]], np.float32),
-              step_mask=np.array([[0, 0], [1, 0], [1, 1], [1, 1], [1, 1]],
-                                 bool),
-              step_ids=np.array([[-1, -1, -1], [0, 0, 0], [0, 0, 1],
-                                 [0, 1, 1], [0, 1, 1]], np.int32),
-              mask=np.array([[1, 1, 0], [0, 0, 0], [1, 0, 1], [1, 1, 1],
-                             [1, 1, 1]], bool),
-              group_ids=np.array([0, 0, 1, 2, 2], np.int32), num_groups=3,
-              outcome=np.array([1, 0, 1, 1, 1], np.float32),
-              kl=np.zeros((5, 3), np.float32))
+  return embed(dict(
+      step_rewards=np.array([[0.3, 0], [0, 0], [0.9, -0.2], [0.5, 0.5],
+                             [0.5, 0.5]], np.float32),
+      step_mask=np.array([[0, 0], [1, 0], [1, 1], [1, 1], [1, 1]], bool),
+      step_ids=np.array([[-1, -1, -1], [0, 0, 0], [0, 0, 1], [0, 1, 1],
+                         [0, 1, 1]], np.int32),
+      mask=np.array([[1, 1, 0], [0, 0, 0], [1, 0, 1], [1, 1, 1], [1, 1, 1]],
+                    bool),
+      group_ids=np.array([0, 0, 1, 2, 2], np.int32),
+      outcome=np.array([1, 0, 1, 1, 1], np.float32),
+      kl=np.zeros((5, 3), np.float32)))
+
+
+def ref_advantages(name, d, kl=None):
+  if name in ("pure", "sum_form_prm"):
+    return ref_pure(d, transform=name == "pure", kl=kl)[0]
+  if name == "process_grpo":
+    return ref_process_grpo(d)[0]
+  return ref_tp_grpo(d, d["outcome"].astype(np.float64))[0]
 
 
 @pytest.mark.parametrize("name", list(ESTIMATORS))
 def test_edge_cases_match_reference(name):
   d = edge_batch()
   out = ESTIMATORS[name](d)
-  if name in ("pure", "sum_form_prm"):
-    expected, _, _ = ref_pure(d, transform=name == "pure")
-  elif name == "process_grpo":
-    expected, _ = ref_process_grpo(d)
-  else:
-    expected, _ = ref_tp_grpo(d, d["outcome"].astype(np.float64))
-  close(out.advantages, expected)
+  close(out.advantages, ref_advantages(name, d))
   adv = np.asarray(out.advantages)
   assert np.all(np.isfinite(adv)) and np.all(adv[~d["mask"]] == 0)
   assert np.all(adv[1] == 0)
@@ -600,13 +637,16 @@ def test_edge_cases_match_reference(name):
 
 @pytest.mark.parametrize("name", list(ESTIMATORS))
 def test_single_token_and_bf16(name):
-  d = make_batch(7, batch=4, length=1, num_steps=1, group_size=2)
-  d["mask"][:] = True
-  d["step_ids"][:] = 0
-  d["step_mask"][:] = True
-  out = ESTIMATORS[name](d)
-  assert out.advantages.shape == (4, 1)
-  assert np.all(np.isfinite(np.asarray(out.advantages)))
+  d = make_batch(7, length=1, num_steps=1)
+  d["mask"][:4] = True
+  d["step_ids"][:] = np.where(d["mask"], 0, -1)
+  d["step_mask"][:] = d["mask"]
+  keys = ("step_rewards", "step_mask", "step_ids", "mask", "group_ids",
+          "outcome", "kl")
+  out = jitted(name)(*(d[k] for k in keys))  # jit, unlike the other tests
+  assert out.shape == (B, 1)
+  kl = d["kl"] if name in ("pure", "sum_form_prm") else None
+  close(out, ref_advantages(name, d, kl=kl))
   d = make_batch(8)
   full = ESTIMATORS[name](d)
   d["step_rewards"] = jnp.asarray(d["step_rewards"], jnp.bfloat16)
@@ -709,7 +749,7 @@ def padded(d, extra_tokens=3, extra_steps=2, junk=5.0):
 def jitted(name):
   def run(step_rewards, step_mask, step_ids, mask, group_ids, outcome, kl):
     d = dict(step_rewards=step_rewards, step_mask=step_mask,
-             step_ids=step_ids, mask=mask, group_ids=group_ids, num_groups=2,
+             step_ids=step_ids, mask=mask, group_ids=group_ids, num_groups=G,
              outcome=outcome)
     kw = {"token_kl": kl} if name in ("pure", "sum_form_prm") else {}
     return ESTIMATORS[name](d, **kw).advantages
