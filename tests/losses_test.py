@@ -327,7 +327,7 @@ def test_policy_loss_matches_reference(name, row_constant):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_policy_loss_gradient_matches_reference(name):
   ref, kw = CASES[name]
-  lp, old, adv, m = make_batch(2)
+  lp, old, adv, m = make_batch(2, spread=0.8)
   weights = np.random.default_rng(3).uniform(0.5, 1.5, size=m.shape)
   clean = np.where(m, lp, -1.0)
 
@@ -755,6 +755,21 @@ def test_kl_gradients(kind):
                        x.astype(float))
   np.testing.assert_allclose(gx, expected, **GRAD_TOL)
   np.testing.assert_allclose(gy, -expected, **GRAD_TOL)
+
+
+def test_bf16_kl_aggregate_and_value():
+  x16, y16 = (jnp.asarray(a, jnp.bfloat16) for a in (KL_X, KL_Y))
+  got = losses.kl_penalty("k3", x16, y16)
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(got, KL_GOLDEN["k3"], rtol=1e-2, atol=1e-2)
+  loss16 = jnp.asarray(GOLDEN_L, jnp.bfloat16)
+  for mode in MODES:
+    total, denominator = losses.aggregate(loss16, GOLDEN_M, mode)
+    assert total.dtype == jnp.float32
+    np.testing.assert_allclose(total / denominator, GOLDEN[mode], **TOL)
+  z = jnp.zeros(GOLDEN_M.shape, jnp.bfloat16)
+  total, _ = losses.value_loss(z + 1, z, loss16, GOLDEN_M)
+  assert total.dtype == jnp.float32 and np.isfinite(total)
 
 
 def test_kl_mask_and_errors():
