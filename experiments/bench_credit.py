@@ -85,12 +85,19 @@ def credit_metrics(advantages: np.ndarray, batch: credit_task.Batch) -> dict:
 
 
 def method_inputs(name: str, batch: credit_task.Batch, seed: int) -> dict:
-  """Keyword inputs of `name`: the task's own where it has them."""
+  """Keyword inputs of `name`: the task's own where it has them.
+
+  The task has critiques of its steps, no retried prefix (R³L pivot turns
+  are 0) and no shared branch prefix (SLATE prefixes are empty: each prompt
+  group is one branch point); other inputs are the registry's examples.
+  """
   kwargs = cajax.example_inputs(name, batch.rollouts,
                                 np.random.default_rng(seed))
-  if "critique_flags" in kwargs:
-    kwargs["critique_flags"] = batch.critique_flags
-  return kwargs
+  batch_size = batch.good.shape[0]
+  task_inputs = dict(critique_flags=batch.critique_flags,
+                     pivot_turns=np.zeros(batch_size, np.int32),
+                     prefix_lengths=np.zeros(batch_size, np.int32))
+  return {key: task_inputs.get(key, value) for key, value in kwargs.items()}
 
 
 def evaluate(name: str, configs: list[credit_task.TaskConfig]) -> dict:
@@ -99,7 +106,8 @@ def evaluate(name: str, configs: list[credit_task.TaskConfig]) -> dict:
   for config in configs:
     batch = credit_task.make_batch(config)
     kwargs = method_inputs(name, batch, config.seed)
-    arrays = {k: v for k, v in kwargs.items() if isinstance(v, np.ndarray)}
+    arrays = {k: v for k, v in kwargs.items()
+              if isinstance(v, (np.ndarray, jax.Array))}
     static = {k: v for k, v in kwargs.items() if k not in arrays}
     fn = _jitted(name, tuple(sorted(static.items())))
     advantages = fn(batch.rollouts, arrays).advantages
