@@ -82,10 +82,11 @@ def _flat_segments(values, segment_ids, num_segments: int, valid):
   return (high == low)[segment_ids]
 
 
-def _check_rows(mask, group_ids, num_groups, names=("group_ids",)):
+def _check_rows(mask, group_ids, num_groups, names=("group_ids",),
+                count_name: str = "num_groups"):
   """Validates a `[B, T]` mask and `[B]` id arrays; returns converted ids."""
   batch, _ = _checks.check_batch(mask)
-  _checks.check_positive_int(num_groups, "num_groups")
+  _checks.check_positive_int(num_groups, count_name)
   out = []
   for ids, name in zip(group_ids, names):
     _checks.check_shape(ids, (batch,), name, like=f"mask {tuple(mask.shape)}")
@@ -668,7 +669,8 @@ def slate(token_rewards, mask, sibling_ids, num_branches: int, *,
   """
   _checks.check_choice(normalize, _SLATE_NORMS, "normalize")
   mask_b, (sibling_ids,) = _check_rows(mask, (sibling_ids,), num_branches,
-                                       names=("sibling_ids",))
+                                       names=("sibling_ids",),
+                                       count_name="num_branches")
   batch, length = mask_b.shape
   step_tokens = jnp.ones(mask_b.shape, bool)
   if prefix_lengths is not None:
