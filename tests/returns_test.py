@@ -247,6 +247,8 @@ MASKS = {
                                   [1, 1, 1, 0, 0], [1, 1, 0, 1, 0],
                                   [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]], bool),
 }
+# Every mask jitted; the eager path once (op-by-op dispatch is slow on CPU).
+MASK_CASES = [(name, True) for name in MASKS] + [("interior", False)]
 GROUP_IDS = np.array([0, 1, 0, 1, 2, 0], np.int32)   # non-contiguous; 2 is
 NUM_GROUPS = 3                                         # a singleton.
 
@@ -275,9 +277,16 @@ def assert_tokens(out, ref, mask, tol=None):
   assert np.all(out[~mask] == 0.0)
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted(fn, static):
+  return jax.jit(functools.partial(fn, **dict(static)))
+
+
 def maybe_jit(fn, jit, **static):
-  bound = functools.partial(fn, **static)
-  return jax.jit(bound) if jit else bound
+  """`fn` with static keywords bound, jitted once per configuration."""
+  if jit:
+    return _jitted(fn, tuple(sorted(static.items())))
+  return functools.partial(fn, **static)
 
 
 # ---------------------------------------------------------------------------
@@ -339,8 +348,7 @@ def test_reinforce_plus_plus_pipeline_goldens():
 # Estimators vs references, over masks, jit and non-jit.
 
 
-@pytest.mark.parametrize("jit", [False, True])
-@pytest.mark.parametrize("mask_name", list(MASKS))
+@pytest.mark.parametrize("mask_name,jit", MASK_CASES)
 def test_gae_matches_verl(mask_name, jit):
   mask, x = MASKS[mask_name], data(1)
   fn = maybe_jit(returns.gae, jit, gamma=0.9, lam=0.8)
@@ -364,8 +372,7 @@ def test_gae_per_token_gamma_and_defaults():
                 mask)
 
 
-@pytest.mark.parametrize("jit", [False, True])
-@pytest.mark.parametrize("mask_name", list(MASKS))
+@pytest.mark.parametrize("mask_name,jit", MASK_CASES)
 def test_reinforce_plus_plus_matches_verl(mask_name, jit):
   mask, x = MASKS[mask_name], data(3)
   for skip in (True, False):
@@ -378,8 +385,7 @@ def test_reinforce_plus_plus_matches_verl(mask_name, jit):
                   dict(rtol=1e-4, atol=1e-4))
 
 
-@pytest.mark.parametrize("jit", [False, True])
-@pytest.mark.parametrize("mask_name", list(MASKS))
+@pytest.mark.parametrize("mask_name,jit", MASK_CASES)
 def test_remax_matches_verl(mask_name, jit):
   mask, x = MASKS[mask_name], data(4)
   baseline = np.linspace(-1, 1, B)
@@ -389,8 +395,7 @@ def test_remax_matches_verl(mask_name, jit):
   assert_tokens(out.advantages, ret - baseline[:, None], mask)
 
 
-@pytest.mark.parametrize("jit", [False, True])
-@pytest.mark.parametrize("mask_name", list(MASKS))
+@pytest.mark.parametrize("mask_name,jit", MASK_CASES)
 def test_optimal_token_baseline_matches_verl(mask_name, jit):
   mask, x = MASKS[mask_name], data(5)
   fn = maybe_jit(returns.optimal_token_baseline, jit, num_groups=NUM_GROUPS)
@@ -404,18 +409,18 @@ def test_optimal_token_baseline_matches_verl(mask_name, jit):
 @pytest.mark.parametrize("mask_name", list(MASKS))
 def test_optimal_token_baseline_options(mask_name):
   mask, x = MASKS[mask_name], data(6)
-  common = dict(num_groups=NUM_GROUPS, old_logprobs=f32(x["lp"]),
-                sum_pi_squared=f32(x["spp"]))
-  out = returns.optimal_token_baseline(
+  common = dict(old_logprobs=f32(x["lp"]), sum_pi_squared=f32(x["spp"]))
+  otb = functools.partial(maybe_jit, returns.optimal_token_baseline, True,
+                          num_groups=NUM_GROUPS)
+  out = otb(handle_zero_tail=False)(
       f32(x["r"]), mask, GROUP_IDS, rollout_is_weights=f32(x["rho"]),
-      handle_zero_tail=False, **common)
+      **common)
   adv, _ = ref_otb(x["r"], mask, GROUP_IDS, x["lp"], x["spp"], x["rho"],
                    zero_tail=False)
   assert_tokens(out.advantages, adv, mask, dict(rtol=1e-4, atol=1e-4))
   for tail in (True, False):
-    out = returns.optimal_token_baseline(f32(x["r"]), mask, GROUP_IDS,
-                                         multi_turn=True,
-                                         handle_zero_tail=tail, **common)
+    out = otb(multi_turn=True, handle_zero_tail=tail)(
+        f32(x["r"]), mask, GROUP_IDS, **common)
     adv, _ = ref_otb_tir(x["r"], mask, GROUP_IDS, x["lp"], x["spp"], tail)
     assert_tokens(out.advantages, adv, mask, dict(rtol=1e-4, atol=1e-4))
 
@@ -425,7 +430,7 @@ def test_optimal_token_baseline_singleton_and_zero_tail():
   r = np.zeros((3, 4), np.float32)
   r[0, 3], r[1, 1], r[2, 2] = 1.0, 0.5, 2.0
   ones = np.zeros((3, 4), np.float32)
-  out = returns.optimal_token_baseline(
+  out = jax.jit(returns.optimal_token_baseline, static_argnums=3)(
       r, mask, np.array([0, 0, 1]), 2, ones - 1.0, ones + 0.5)
   # Singleton row 2: advantage = return.
   np.testing.assert_allclose(out.advantages[2], [2, 2, 2, 0])
@@ -434,8 +439,7 @@ def test_optimal_token_baseline_singleton_and_zero_tail():
   assert np.all(np.asarray(out.info["baselines"])[0, :2] != 0)
 
 
-@pytest.mark.parametrize("jit", [False, True])
-@pytest.mark.parametrize("mask_name", list(MASKS))
+@pytest.mark.parametrize("mask_name,jit", MASK_CASES)
 def test_prime_matches_recipe(mask_name, jit):
   mask, x = MASKS[mask_name], data(7)
   rewards = np.where(mask, x["r"], 0.0)
@@ -522,8 +526,7 @@ def test_truncated_gae(jit):
       out, ref_truncated_gae(x["r"], x["d"], x["lam"], values), **TOL)
 
 
-@pytest.mark.parametrize("jit", [False, True])
-@pytest.mark.parametrize("mask_name", [None] + list(MASKS))
+@pytest.mark.parametrize("mask_name,jit", MASK_CASES + [(None, True)])
 def test_vtrace(mask_name, jit):
   x = data(11)
   mask = np.ones((B, T), bool) if mask_name is None else MASKS[mask_name]
@@ -560,7 +563,7 @@ def test_stop_target_gradients():
   r, d, v = f32(x["r"]), f32(x["d"]), f32(x["v"])
 
   def total(fn, flag):
-    return jax.grad(lambda vv: jnp.sum(fn(vv, flag)))(v)
+    return jax.jit(jax.grad(lambda vv: jnp.sum(fn(vv, flag))))(v)
 
   def lam_fn(vv, flag):
     return returns.lambda_returns(r, d, vv, 0.5, stop_target_gradients=flag)
@@ -581,23 +584,25 @@ def test_stop_target_gradients():
 def test_t_equals_one_and_bf16():
   x = data(14, batch=3, length=1)
   mask = np.array([[True], [False], [True]])
-  out = returns.gae(f32(x["r"]), f32(x["v"]), mask)
+  out = maybe_jit(returns.gae, True)(f32(x["r"]), f32(x["v"]), mask)
   raw, _ = ref_gae(f32(x["r"]), f32(x["v"]), mask, 1.0, 1.0)
   assert_tokens(out.advantages, ref_whiten(raw, mask), mask,
                 dict(rtol=1e-4, atol=1e-4))
   np.testing.assert_allclose(
-      returns.n_step_bootstrapped_returns(f32(x["r"]), 0.9, f32(x["v"]), 3),
+      maybe_jit(returns.n_step_bootstrapped_returns, True, n=3)(
+          f32(x["r"]), 0.9, f32(x["v"])),
       x["r"] + 0.9 * x["v"], **TOL)
 
   x, mask = data(15), MASKS["interior"]
   r16 = jnp.asarray(x["r"], jnp.bfloat16)
   v16 = jnp.asarray(x["v"], jnp.bfloat16)
   r64, v64 = np.asarray(r16, np.float64), np.asarray(v16, np.float64)
-  out = returns.gae(r16, v16, mask, gamma=0.9, lam=0.9, whiten=False)
+  out = maybe_jit(returns.gae, True, gamma=0.9, lam=0.9, whiten=False)(
+      r16, v16, mask)
   assert out.advantages.dtype == jnp.float32
   assert_tokens(out.advantages, ref_gae(r64, v64, mask, 0.9, 0.9)[0], mask,
                 dict(rtol=1e-2, atol=1e-2))
-  out = returns.reinforce_plus_plus(r16, mask)
+  out = maybe_jit(returns.reinforce_plus_plus, True)(r16, mask)
   assert_tokens(out.returns, ref_token_returns(r64, mask, 1.0, True), mask,
                 dict(rtol=1e-2, atol=1e-2))
 
@@ -606,22 +611,25 @@ def test_single_valid_token_and_all_masked_batch():
   mask = np.zeros((2, 3), bool)
   mask[1, 1] = True
   r = np.ones((2, 3), np.float32)
-  for out in (returns.gae(r, r, mask), returns.reinforce_plus_plus(r, mask),
-              returns.prime(r, r, mask, np.array([0, 0]), 1)):
+  gae = maybe_jit(returns.gae, True)
+  ids = np.array([0, 0])
+  for out in (gae(r, r, mask),
+              maybe_jit(returns.reinforce_plus_plus, True)(r, mask),
+              maybe_jit(returns.prime, True, num_groups=1)(r, r, mask, ids)):
     assert np.all(np.isfinite(out.advantages))
     assert np.all(np.asarray(out.advantages) == 0.0)   # whitened lone token
   empty = np.zeros((2, 3), bool)
-  out = returns.optimal_token_baseline(r, empty, np.array([0, 0]), 1,
-                                       -r, r)
+  out = maybe_jit(returns.optimal_token_baseline, True, num_groups=1)(
+      r, empty, ids, old_logprobs=-r, sum_pi_squared=r)
   assert np.all(np.asarray(out.advantages) == 0.0)
-  assert np.all(np.asarray(returns.gae(r, r, empty).advantages) == 0.0)
+  assert np.all(np.asarray(gae(r, r, empty).advantages) == 0.0)
 
 
 def test_masked_inputs_may_hold_nan():
   mask, x = MASKS["interior"], data(16)
   r = np.where(mask, x["r"], np.nan).astype(np.float32)
   v = np.where(mask, x["v"], np.nan).astype(np.float32)
-  out = returns.gae(r, v, mask, gamma=0.9, lam=0.8)
+  out = maybe_jit(returns.gae, True, gamma=0.9, lam=0.8)(r, v, mask)
   raw, _ = ref_gae(np.nan_to_num(r), np.nan_to_num(v), mask, 0.9, 0.8)
   assert_tokens(out.info["raw_advantages"], raw, mask)
 
@@ -691,69 +699,74 @@ def test_registered_estimators_match_plain_functions():
 # ---------------------------------------------------------------------------
 # Properties.
 
+_PB, _PT, _PAD = 3, 5, 2   # fixed shapes: one compile per jitted function.
 _floats = st.floats(-3, 3, allow_nan=False, width=32)
 
 
 @st.composite
 def _batches(draw):
-  batch = draw(st.integers(1, 3))
-  length = draw(st.integers(1, 5))
-  mask = np.array(draw(st.lists(st.booleans(), min_size=batch * length,
-                                max_size=batch * length))).reshape(
-                                    batch, length)
-  r = np.array(draw(st.lists(_floats, min_size=batch * length,
-                             max_size=batch * length)),
-               np.float32).reshape(batch, length)
-  v = np.array(draw(st.lists(_floats, min_size=batch * length,
-                             max_size=batch * length)),
-               np.float32).reshape(batch, length)
-  gamma = draw(st.floats(0.5, 1.0))
+  size = _PB * _PT
+  mask = np.array(draw(st.lists(st.booleans(), min_size=size,
+                                max_size=size))).reshape(_PB, _PT)
+  r, v = (np.array(draw(st.lists(_floats, min_size=size, max_size=size)),
+                   np.float32).reshape(_PB, _PT) for _ in range(2))
+  gamma = np.float32(draw(st.floats(0.5, 1.0)))
   return mask, r, v, gamma
+
+
+@jax.jit
+def _gae_vs_return(r, v, mask, gamma):
+  adv = returns.gae(r, v, mask, gamma=gamma, lam=1.0, whiten=False)
+  ret = returns.reinforce_plus_plus(r, mask, gamma=gamma, whiten=False)
+  return adv.advantages, ret.returns
 
 
 @hypothesis.given(_batches())
 def test_gae_with_lambda_one_is_return_minus_value(batch):
   mask, r, v, gamma = batch
-  out = returns.gae(r, v, mask, gamma=gamma, lam=1.0, whiten=False)
-  target = returns.reinforce_plus_plus(r, mask, gamma=gamma,
-                                       whiten=False).returns
-  assert_tokens(out.advantages, np.asarray(target, np.float64) - v, mask,
+  adv, ret = _gae_vs_return(r, v, mask, gamma)
+  assert_tokens(adv, np.asarray(ret, np.float64) - v, mask,
                 dict(rtol=1e-4, atol=1e-4))
+
+
+@jax.jit
+def _n_step_and_lambda(r, v, gamma, lam):
+  return (returns.n_step_bootstrapped_returns(r, gamma, v, _PT,
+                                              lambda_t=lam),
+          returns.lambda_returns(r, gamma, v, lam))
 
 
 @hypothesis.given(_batches(), st.floats(0.0, 1.0))
 def test_n_step_with_n_equal_t_is_lambda_return(batch, lam):
   _, r, v, gamma = batch
-  n_step = returns.n_step_bootstrapped_returns(r, gamma, v, r.shape[1],
-                                               lambda_t=lam)
-  lam_ret = returns.lambda_returns(r, gamma, v, lam)
+  n_step, lam_ret = _n_step_and_lambda(r, v, gamma, np.float32(lam))
   np.testing.assert_allclose(n_step, lam_ret, rtol=1e-4, atol=1e-4)
 
 
-@hypothesis.given(_batches(), st.integers(1, 3))
-def test_padding_invariance(batch, pad):
+@jax.jit
+def _all_estimators(mask, r, v, gamma):
+  ids = jnp.arange(_PB, dtype=jnp.int32) % 2
+  outs = (
+      returns.gae(r, v, mask, gamma=gamma, lam=0.9),
+      returns.reinforce_plus_plus(r, mask, gamma=gamma),
+      returns.optimal_token_baseline(r, mask, ids, 2, -jnp.abs(v),
+                                     jnp.abs(v) * 0.1 + 0.1),
+      returns.prime(jnp.where(mask, r, 0), v * 0.1, mask, ids, 2),
+  )
+  return [(out.advantages, out.returns) for out in outs]
+
+
+@hypothesis.given(_batches())
+def test_padding_invariance(batch):
   mask, r, v, gamma = batch
-  rows = mask.shape[0]
-  garbage = np.full((rows, pad), 7.0, np.float32)
-
-  def padded(x):
-    return np.concatenate([x, garbage], axis=1)
-
-  wide = np.concatenate([mask, np.zeros((rows, pad), bool)], axis=1)
-  ids = np.arange(rows, dtype=np.int32) % 2
-  runs = [
-      lambda m, rr, vv: returns.gae(rr, vv, m, gamma=gamma, lam=0.9),
-      lambda m, rr, vv: returns.reinforce_plus_plus(rr, m, gamma=gamma),
-      lambda m, rr, vv: returns.optimal_token_baseline(
-          rr, m, ids, 2, -np.abs(vv), np.abs(vv) * 0.1 + 0.1),
-      lambda m, rr, vv: returns.prime(np.where(m, rr, 0), vv * 0.1, m, ids,
-                                      2),
-  ]
-  for run in runs:
-    narrow_out = run(mask, r, v)
-    wide_out = run(wide, padded(r), padded(v))
-    for a, b in ((narrow_out.advantages, wide_out.advantages),
-                 (narrow_out.returns, wide_out.returns)):
-      np.testing.assert_allclose(np.asarray(b)[:, :-pad], a, rtol=1e-4,
+  garbage = np.full((_PB, _PAD), 7.0, np.float32)
+  wide = _all_estimators(
+      np.concatenate([mask, np.zeros((_PB, _PAD), bool)], axis=1),
+      np.concatenate([r, garbage], axis=1),
+      np.concatenate([v, garbage], axis=1), gamma)
+  narrow = _all_estimators(mask, r, v, gamma)
+  for narrow_pair, wide_pair in zip(narrow, wide):
+    for a, b in zip(narrow_pair, wide_pair):
+      np.testing.assert_allclose(np.asarray(b)[:, :_PT], a, rtol=1e-4,
                                  atol=1e-4)
-      assert np.all(np.asarray(b)[:, -pad:] == 0.0)
+      assert np.all(np.asarray(b)[:, _PT:] == 0.0)
