@@ -1,16 +1,21 @@
 """Shared math and configuration for the log-prob / entropy kernels.
 
 Every implementation (chunked XLA, Pallas-Triton, Pallas interpreter) keeps
-the same per-row online statistics over a slice of the vocabulary, with
-z = logit / T in float32 and m the running maximum:
+the same per-row online statistics over a slice of the vocabulary. With raw
+logits x (float32 accumulation), c = 1/T, m = max_j x_j (raw units) and
+d_j = (x_j − m)·c:
 
-  m = max_j z_j,  s = Σ_j e^{z_j − m},  tu = Σ_j e^{z_j − m}(z_j − m),
-  q = Σ_j e^{2(z_j − m)},  sz = Σ_j z_j,  zy = raw (un-tempered) label logit.
+  s = Σ_j e^{d_j},  tu = Σ_j e^{d_j} d_j,  q = Σ_j e^{2 d_j},
+  sz = Σ_j x_j,  zy = x_y (raw label logit).
 
-From these, lse = m + log s, log p_y = zy/T − lse, the entropy in shifted
-(cancellation-free) form H = log s − tu/s, Σ p² = q/s² and the
-self-certainty lse − sz/V. The functions here are written with plain
-`jax.numpy` so that the same code runs inside Pallas kernel bodies and in XLA.
+Then log p_y = (zy − m)·c − log s, lse = m·c + log s, the entropy in
+shifted (cancellation-free) form H = log s − tu/s, Σ p² = q/s² and the
+self-certainty lse − c·sz/V. The shift is subtracted *before* scaling by
+1/T: for a peaked row with |x| ~ 1e4, x·c − m·c would be evaluated with a
+fused multiply-add by XLA and leave an error of one ulp of 1e4 (~1e-3) in
+log p; (x − m)·c is exact for the maximum. The functions here are written
+with plain `jax.numpy` so that the same code runs inside Pallas kernel
+bodies and in XLA.
 """
 
 import dataclasses
@@ -121,7 +126,8 @@ def vary_like(tree, *refs):
   Inside `jax.shard_map`, a loop carry initialised with constants must have
   the same varying axes as the values the loop body produces.
   """
-  axes = frozenset().union(*(varying_axes(r) for r in refs))
+  axes = frozenset().union(
+      *(varying_axes(r) for r in refs if r is not None))
   if not axes:
     return tree
 
@@ -147,6 +153,11 @@ def resolve_implementation(implementation: str | None) -> str:
   return implementation
 
 
+def _scaled_gap(x, m, temperature: float):
+  """(x − m)/T clamped to >= NEG, so that e^gap · gap is never NaN."""
+  return jnp.maximum((x - m) * (1.0 / temperature), NEG)
+
+
 def tile_partials(raw, valid, labels, cols, temperature: float,
                   extra: bool) -> Partials:
   """Statistics of one [rows, cols] tile of raw logits.
@@ -160,49 +171,51 @@ def tile_partials(raw, valid, labels, cols, temperature: float,
     extra: also compute `q` and `sz`.
 
   Returns:
-    Partials with f32[R] fields.
+    Partials with f32[R] fields (m in raw units).
   """
-  z = jnp.where(valid, raw / temperature, NEG)
-  m = jnp.max(z, axis=1)
-  d = jnp.where(valid, z - m[:, None], 0.0)
+  x = jnp.where(valid, raw, NEG)
+  m = jnp.max(x, axis=1)
+  d = jnp.where(valid, _scaled_gap(x, m[:, None], temperature), 0.0)
   e = jnp.where(valid, jnp.exp(d), 0.0)
   hit = valid & (cols == labels[:, None])
   zy = jnp.sum(jnp.where(hit, raw, 0.0), axis=1)
   q = sz = None
   if extra:
     q = jnp.sum(e * e, axis=1)
-    sz = jnp.sum(jnp.where(valid, z, 0.0), axis=1)
+    sz = jnp.sum(jnp.where(valid, raw, 0.0), axis=1)
   return Partials(m, jnp.sum(e, axis=1), jnp.sum(e * d, axis=1), zy, q, sz)
 
 
-def _rebase(p: Partials, big_m) -> Partials:
-  """Re-expresses partials relative to a larger max: a = e^{m − M}."""
-  a = jnp.exp(p.m - big_m)
-  return Partials(big_m, a * p.s, a * (p.tu + (p.m - big_m) * p.s), p.zy,
+def _rebase(p: Partials, big_m, temperature: float) -> Partials:
+  """Re-expresses partials relative to a larger max: a = e^{(m − M)/T}."""
+  gap = _scaled_gap(p.m, big_m, temperature)
+  a = jnp.exp(gap)
+  return Partials(big_m, a * p.s, a * (p.tu + gap * p.s), p.zy,
                   None if p.q is None else a * a * p.q, p.sz)
 
 
-def combine(p: Partials, reduce_max: Callable, reduce_sum: Callable
-            ) -> Partials:
+def combine(p: Partials, reduce_max: Callable, reduce_sum: Callable,
+            temperature: float) -> Partials:
   """Merges partial statistics with the given reductions.
 
-  M = max m, a = e^{m − M}: s = Σ a·s, tu = Σ a·(tu + (m − M)·s),
+  M = max m, g = (m − M)/T, a = e^g: s = Σ a·s, tu = Σ a·(tu + g·s),
   q = Σ a²·q, sz = Σ sz, zy = Σ zy. The reductions run over a stacked axis
   (vocab splits) or over devices (`lax.pmax` / `lax.psum`).
   """
-  r = _rebase(p, reduce_max(p.m))
+  r = _rebase(p, reduce_max(p.m), temperature)
   return Partials(r.m, *(None if f is None else reduce_sum(f) for f in r[1:]))
 
 
-def combine_stacked(p: Partials) -> Partials:
+def combine_stacked(p: Partials, temperature: float) -> Partials:
   """Merges partials stacked along axis 0 ([S, N] fields -> [N])."""
-  return combine(p, lambda x: jnp.max(x, axis=0), lambda x: jnp.sum(x, axis=0))
+  return combine(p, lambda x: jnp.max(x, axis=0),
+                 lambda x: jnp.sum(x, axis=0), temperature)
 
 
-def merge_two(a: Partials, b: Partials) -> Partials:
+def merge_two(a: Partials, b: Partials, temperature: float) -> Partials:
   """Merges two sets of [N] partials (elementwise; no stacking)."""
   big_m = jnp.maximum(a.m, b.m)
-  ra, rb = _rebase(a, big_m), _rebase(b, big_m)
+  ra, rb = _rebase(a, big_m, temperature), _rebase(b, big_m, temperature)
   return Partials(big_m, *(None if x is None else x + y
                            for x, y in zip(ra[1:], rb[1:])))
 
@@ -220,40 +233,42 @@ def label_valid(labels, num_valid: int):
 
 
 def finalize(p: Partials, row_valid, temperature: float):
-  """Returns (logprobs, entropy, lse) from merged partials.
+  """Returns (logprobs, entropy, log s) from merged partials.
 
   Rows where `row_valid` is False (ignored labels) get log-prob 0; their
-  entropy is still computed.
+  entropy is still computed. lse = m/T + log s.
   """
   log_s = jnp.log(p.s)
-  lse = p.m + log_s
   entropy = log_s - p.tu / p.s
-  lp = jnp.where(row_valid, p.zy / temperature - lse, 0.0)
-  return lp, entropy, lse
+  lp = jnp.where(row_valid, (p.zy - p.m) * (1.0 / temperature) - log_s, 0.0)
+  return lp, entropy, log_s
 
 
-def dz_tile(raw, valid, labels, cols, lse, entropy, g_lp, g_h,
+def dz_tile(raw, valid, labels, cols, shift, log_s, entropy, g_lp, g_h,
             temperature: float):
   """Gradient of Σ g_lp·log p_y + Σ g_h·H w.r.t. one tile of raw logits.
 
-  With p = softmax(z), z = raw/T:  ∂log p_y/∂z = onehot − p and
-  ∂H/∂z = −p·(log p + H), so
+  With p = softmax(x/T):  ∂log p_y/∂(x/T) = onehot − p and
+  ∂H/∂(x/T) = −p·(log p + H), so
 
-    d raw = (g_lp·(onehot − p) − g_h·p·(z − lse + H)) / T.
+    d x = (g_lp·(onehot − p) − g_h·p·(log p + H)) / T,
+    log p = (x − m)/T − log s.
 
   Args:
     raw: f32[R, C] un-tempered logits; valid: bool[R, C] or bool[1, C].
     labels: int[R] (rows with ignored labels must carry g_lp = 0 or a
       label that matches no column).
     cols: int[1, C] global vocabulary ids.
-    lse, entropy: f32[R] forward results.
+    shift, log_s, entropy: f32[R] forward results (m in raw units, log s,
+      H).
     g_lp, g_h: f32[R] cotangents, or None for a symbolic zero.
     temperature: T.
 
   Returns:
     f32[R, C], exactly 0 where not `valid`.
   """
-  logp = jnp.where(valid, raw / temperature - lse[:, None], NEG)
+  logp = jnp.where(valid, _scaled_gap(raw, shift[:, None], temperature)
+                   - log_s[:, None], NEG)
   p = jnp.where(valid, jnp.exp(logp), 0.0)
   dz = jnp.zeros_like(p)
   if g_lp is not None:
@@ -261,4 +276,4 @@ def dz_tile(raw, valid, labels, cols, lse, entropy, g_lp, g_h,
     dz = g_lp[:, None] * (onehot - p)
   if g_h is not None:
     dz = dz - g_h[:, None] * p * jnp.where(valid, logp + entropy[:, None], 0.0)
-  return dz / temperature
+  return dz * (1.0 / temperature)

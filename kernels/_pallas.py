@@ -98,7 +98,7 @@ def _forward_kernel(*refs, n_rows, depth, bm, bv, bd, tiles_per_split,
                      depth=depth, layout=layout, acc=acc, precision=precision)
     tile = _common.tile_partials(raw, cmask[None, :], labels, cols[None, :],
                                  temperature, extra)
-    return _common.merge_two(total, tile)
+    return _common.merge_two(total, tile, temperature)
 
   total = lax.fori_loop(0, tiles_per_split, v_step,
                         _common.empty_partials(bm, extra, acc))
@@ -110,7 +110,7 @@ def _forward_kernel(*refs, n_rows, depth, bm, bv, bd, tiles_per_split,
 def _dz_kernel(*refs, n_rows, depth, width, bm, bv, bd, layout, acc,
                precision, temperature, has_lp, has_h):
   pl, pltriton = _pallas_modules()
-  n_in = 3 + int(has_lp) + int(has_h)
+  n_in = 4 + int(has_lp) + int(has_h)
   meta_ref, x_ref, w_ref, row_refs, (out_ref,) = _split_refs(
       refs, layout is not None, n_in)
   c0, lo, hi = meta_ref[0], meta_ref[1], meta_ref[2]
@@ -125,11 +125,11 @@ def _dz_kernel(*refs, n_rows, depth, width, bm, bv, bd, layout, acc,
                    acc=acc, precision=precision)
   rows = [pltriton.load(ref.at[pl.ds(r0, bm)], mask=rmask, other=0)
           for ref in row_refs]
-  labels, lse, entropy = rows[:3]
-  g_lp = rows[3] if has_lp else None
+  labels, shift, log_s, entropy = rows[:4]
+  g_lp = rows[4] if has_lp else None
   g_h = rows[-1] if has_h else None
-  dz = _common.dz_tile(raw, valid[None, :], labels, cols[None, :], lse,
-                       entropy, g_lp, g_h, temperature)
+  dz = _common.dz_tile(raw, valid[None, :], labels, cols[None, :], shift,
+                       log_s, entropy, g_lp, g_h, temperature)
   pltriton.store(out_ref.at[pl.ds(r0, bm), pl.ds(pl.program_id(1) * bv, bv)],
                  dz.astype(out_ref.dtype),
                  mask=rmask[:, None] & inside[None, :])
@@ -183,10 +183,10 @@ def forward_partials(x, w, labels, hi, *, vmax: int, layout: str | None,
   outs = _call(kernel, out_shape, (_cdiv(n, bm), n_splits), blocks,
                interpret, "token_stats_fwd",
                inputs + [labels.astype(jnp.int32)])
-  return _common.combine_stacked(_common.Partials(*outs))
+  return _common.combine_stacked(_common.Partials(*outs), temperature)
 
 
-def dz(x, w, labels, lse, entropy, g_lp, g_h, meta, *, width: int,
+def dz(x, w, labels, shift, log_s, entropy, g_lp, g_h, meta, *, width: int,
        layout: str | None, temperature: float, precision, out_dtype,
        blocks: _common.BlockSizes, interpret: bool):
   """Logit gradients of columns [c0, c0 + width) as [N, width] `out_dtype`.
@@ -200,7 +200,7 @@ def dz(x, w, labels, lse, entropy, g_lp, g_h, meta, *, width: int,
       bv=blocks.block_v, bd=blocks.block_d, layout=layout, acc=acc,
       precision=precision, temperature=temperature,
       has_lp=g_lp is not None, has_h=g_h is not None)
-  rows = [labels.astype(jnp.int32), lse, entropy] + [
+  rows = [labels.astype(jnp.int32), shift, log_s, entropy] + [
       g for g in (g_lp, g_h) if g is not None]
   inputs = [meta, x] + ([] if w is None else [w]) + rows
   grid = (_cdiv(n, blocks.block_n), _cdiv(width, blocks.block_v))
@@ -208,13 +208,14 @@ def dz(x, w, labels, lse, entropy, g_lp, g_h, meta, *, width: int,
                blocks, interpret, "token_stats_dz", inputs)
 
 
-def pallas_dz_fn(h, w, labels, lse, entropy, g_lp, g_h, hi, *, vmax: int,
+def pallas_dz_fn(h, w, labels, shift, log_s, entropy, g_lp, g_h, hi, *,
+                 vmax: int,
                  size: int, **kwargs):
   """Returns dz(c) -> [N, size] for chunk c of the fused-linear backward."""
 
   def chunk_dz(c):
     c0 = jnp.minimum(c * size, vmax - size)
-    return dz(h, w, labels, lse, entropy, g_lp, g_h, make_meta(c0, c * size, hi),
-              width=size, out_dtype=jnp.result_type(h, w), **kwargs)
+    return dz(h, w, labels, shift, log_s, entropy, g_lp, g_h,
+              make_meta(c0, c * size, hi), width=size, out_dtype=jnp.result_type(h, w), **kwargs)
 
   return chunk_dz

@@ -44,7 +44,8 @@ def matmul_logits(h, wc, layout: str, precision):
 def raw_tile(x, w, c0, size: int, layout: str | None, precision):
   """Raw logits of chunk c0: a slice of logits, or hidden @ weight."""
   if w is None:
-    return lax.dynamic_slice_in_dim(x, c0, size, axis=1).astype(_common.acc_dtype(x))
+    tile = lax.dynamic_slice_in_dim(x, c0, size, axis=1)
+    return tile.astype(_common.acc_dtype(x))
   return matmul_logits(x, weight_chunk(w, c0, size, layout), layout, precision)
 
 
@@ -69,7 +70,7 @@ def partials(x, w, labels, hi, *, vmax: int, chunk: int, layout: str | None,
     c0, cols, valid = chunk_columns(c, vmax, size, hi)
     raw = raw_tile(x, w, c0, size, layout, precision)
     tile = _common.tile_partials(raw, valid, labels, cols, temperature, extra)
-    return _common.merge_two(acc, tile)
+    return _common.merge_two(acc, tile, temperature)
 
   init = _common.vary_like(
       _common.empty_partials(x.shape[0], extra, _common.acc_dtype(x)), x, w,
@@ -77,24 +78,26 @@ def partials(x, w, labels, hi, *, vmax: int, chunk: int, layout: str | None,
   return lax.fori_loop(0, n_chunks, body, init)
 
 
-def logits_backward(logits, labels, lse, entropy, g_lp, g_h, hi, *,
+def logits_backward(logits, labels, shift, log_s, entropy, g_lp, g_h, hi, *,
                     temperature: float):
   """d logits [N, V] in the logits dtype, as one fused elementwise pass."""
   cols = jnp.arange(logits.shape[1], dtype=jnp.int32)[None, :]
-  dz = _common.dz_tile(logits.astype(_common.acc_dtype(logits)), cols < hi, labels, cols,
-                       lse, entropy, g_lp, g_h, temperature)
+  dz = _common.dz_tile(logits.astype(_common.acc_dtype(logits)), cols < hi,
+                       labels, cols, shift, log_s, entropy, g_lp, g_h,
+                       temperature)
   return dz.astype(logits.dtype)
 
 
-def xla_dz_fn(h, w, labels, lse, entropy, g_lp, g_h, hi, *, vmax: int,
+def xla_dz_fn(h, w, labels, shift, log_s, entropy, g_lp, g_h, hi, *,
+              vmax: int,
               size: int, layout: str, temperature: float, precision):
   """Returns dz(c) -> [N, C] logit gradients of chunk c (XLA version)."""
 
   def dz(c):
     c0, cols, valid = chunk_columns(c, vmax, size, hi)
     raw = raw_tile(h, w, c0, size, layout, precision)
-    return _common.dz_tile(raw, valid, labels, cols, lse, entropy, g_lp, g_h,
-                           temperature)
+    return _common.dz_tile(raw, valid, labels, cols, shift, log_s, entropy,
+                           g_lp, g_h, temperature)
 
   return dz
 

@@ -58,25 +58,28 @@ def _partials(cfg: _Config, x, w, labels, hi, extra: bool):
   """Partials over this call's vocabulary, merged across vocab shards."""
   p = _local_partials(cfg, x, w, labels, hi, extra)
   if cfg.axis_name is not None:
-    p = _common.combine(p, functools.partial(lax.pmax, axis_name=cfg.axis_name),
-                        functools.partial(lax.psum, axis_name=cfg.axis_name))
+    p = _common.combine(
+        p, functools.partial(lax.pmax, axis_name=cfg.axis_name),
+        functools.partial(lax.psum, axis_name=cfg.axis_name), cfg.temperature)
   return p
 
 
-def _backward(cfg: _Config, x, w, labels, lse, entropy, g_lp, g_h, hi):
+def _backward(cfg: _Config, x, w, labels, shift, log_s, entropy, g_lp, g_h,
+              hi):
   """(dx, dw) of Σ g_lp·log p + Σ g_h·H (dw is None for logits)."""
   interpret = cfg.implementation == "interpret"
   t, prec = cfg.temperature, cfg.precision
   if cfg.layout is None:
     if cfg.implementation == "xla":
-      return _xla.logits_backward(x, labels, lse, entropy, g_lp, g_h, hi,
-                                  temperature=t), None
+      return _xla.logits_backward(x, labels, shift, log_s, entropy, g_lp, g_h,
+                                  hi, temperature=t), None
     return _pallas.dz(
-        x, None, labels, lse, entropy, g_lp, g_h, _pallas.make_meta(0, 0, hi),
+        x, None, labels, shift, log_s, entropy, g_lp, g_h,
+        _pallas.make_meta(0, 0, hi),
         width=x.shape[1], layout=None, temperature=t, precision=prec,
         out_dtype=x.dtype, blocks=cfg.blocks, interpret=interpret), None
   size, _ = _xla.chunk_geometry(cfg.vmax, cfg.blocks.vocab_chunk)
-  args = (x, w, labels, lse, entropy, g_lp, g_h, hi)
+  args = (x, w, labels, shift, log_s, entropy, g_lp, g_h, hi)
   kw = dict(vmax=cfg.vmax, size=size, layout=cfg.layout, temperature=t,
             precision=prec)
   if cfg.implementation == "xla":
@@ -98,21 +101,22 @@ def _logprobs_entropy(cfg: _Config, x, w, labels, row_valid, hi):
 def _logprobs_entropy_fwd(cfg: _Config, *primals):
   x, w, labels, row_valid, hi = jax.tree.map(lambda a: a.value, primals)
   p = _partials(cfg, x, w, labels, hi, extra=False)
-  lp, entropy, lse = _common.finalize(p, row_valid, cfg.temperature)
-  return (lp, entropy), (x, w, labels, row_valid, hi, lse, entropy)
+  lp, entropy, log_s = _common.finalize(p, row_valid, cfg.temperature)
+  return (lp, entropy), (x, w, labels, row_valid, hi, p.m, log_s, entropy)
 
 
 def _logprobs_entropy_bwd(cfg: _Config, residuals, cotangents):
-  x, w, labels, row_valid, hi, lse, entropy = residuals
+  x, w, labels, row_valid, hi, shift, log_s, entropy = residuals
   g_lp, g_h = (None if isinstance(g, jax.custom_derivatives.SymbolicZero)
-               else g.astype(lse.dtype) * cfg.cotangent_scale
+               else g.astype(log_s.dtype) * cfg.cotangent_scale
                for g in cotangents)
   if g_lp is not None:
     g_lp = jnp.where(row_valid, g_lp, 0.0)
   if g_lp is None and g_h is None:
     dx, dw = jnp.zeros_like(x), None if w is None else jnp.zeros_like(w)
   else:
-    dx, dw = _backward(cfg, x, w, labels, lse, entropy, g_lp, g_h, hi)
+    dx, dw = _backward(cfg, x, w, labels, shift, log_s, entropy, g_lp,
+                       g_h, hi)
   return dx, dw, None, None, None
 
 
@@ -124,9 +128,10 @@ def _stats(cfg: _Config, x, w, labels, row_valid, hi, names, num_valid):
   extra = bool({"self_certainty", "sum_pi_squared"} & set(names))
   p = _partials(cfg, lax.stop_gradient(x),
                 None if w is None else lax.stop_gradient(w), labels, hi, extra)
-  lp, entropy, lse = _common.finalize(p, row_valid, cfg.temperature)
+  lp, entropy, log_s = _common.finalize(p, row_valid, cfg.temperature)
+  inv_t = 1.0 / cfg.temperature
   values = {"logprobs": lambda: lp, "entropy": lambda: entropy,
-            "self_certainty": lambda: lse - p.sz / num_valid,
+            "self_certainty": lambda: (p.m - p.sz / num_valid) * inv_t + log_s,
             "sum_pi_squared": lambda: p.q / (p.s * p.s),
             "label_logit": lambda: jnp.where(row_valid, p.zy, 0.0)}
   return {name: values[name]() for name in names}
