@@ -13,6 +13,8 @@ Outputs are float32 and exactly 0 at masked tokens and on unscorable rows
 (NaN outcome).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -34,6 +36,15 @@ CAPO_NORMALIZATIONS = ("token", "outcome")
 # ~20,000 rows or for mean-centred (unscaled) certainties, where it keeps m
 # finite.
 _UCAS_MAX_LOG_MULTIPLIER = 50.0
+
+# Package-private helpers shared with cajax.process.
+# pylint: disable=protected-access
+_check_groups = process._check_groups
+_flat_group_ids = process._flat_group_ids
+_group_standardize = process._group_standardize
+_nan_unscorable = process._nan_unscorable
+_row_outcomes = process._row_outcomes
+# pylint: enable=protected-access
 
 
 def ucas(token_rewards, self_certainty, token_logits, mask, group_ids,
@@ -98,11 +109,12 @@ def ucas(token_rewards, self_certainty, token_logits, mask, group_ids,
   batch, _ = _checks.check_batch(mask)
   _checks.check_same_shape(self_certainty, mask, "self_certainty", "mask")
   _checks.check_same_shape(token_logits, mask, "token_logits", "mask")
-  group_ids = process._check_groups(group_ids, batch, num_groups)  # pylint: disable=protected-access
+  group_ids = _check_groups(group_ids, batch, num_groups)
   mask = _checks.as_mask(mask)
   scores, scorable = registry.sequence_scores(token_rewards, mask)
-  standardize = lambda values, **kw: process._group_standardize(  # pylint: disable=protected-access
-      values, scorable, group_ids, num_groups, eps=eps, scale=scale, **kw)
+  standardize = functools.partial(
+      _group_standardize, valid=scorable, group_ids=group_ids,
+      num_groups=num_groups, eps=eps, scale=scale)
   advantage = standardize(scores)
   if certainty_reduce == "sum":
     certainty = masking.masked_sum(self_certainty, mask, axis=1)
@@ -245,9 +257,9 @@ def capo(critique_flags, outcome_rewards, step_ids, step_mask, mask,
                       "critique_flags",
                       like=f"step_mask {tuple(step_mask.shape)}")
   _checks.check_same_shape(step_ids, mask, "step_ids", "mask")
-  group_ids = process._check_groups(group_ids, batch, num_groups)  # pylint: disable=protected-access
-  outcome, scorable = process._row_outcomes(outcome_rewards, batch,  # pylint: disable=protected-access
-                                            "outcome_rewards")
+  group_ids = _check_groups(group_ids, batch, num_groups)
+  outcome, scorable = _row_outcomes(outcome_rewards, batch,
+                                    "outcome_rewards")
   mask = _checks.as_mask(mask)
   wrong = capo_vote(critique_flags, critique_valid, mode=vote,
                     threshold=threshold) & _checks.as_mask(step_mask,
@@ -260,13 +272,13 @@ def capo(critique_flags, outcome_rewards, step_ids, step_mask, mask,
   penalty = jnp.where(in_wrong, process_weight, 0.0)
   rewards = jnp.where(valid, whole_weight * outcome[:, None] - penalty, 0.0)
   if normalization == "token":
-    advantages = process._group_standardize(  # pylint: disable=protected-access
+    advantages = _group_standardize(
         rewards.reshape(-1), valid.reshape(-1),
-        process._flat_group_ids(group_ids, mask.shape), num_groups,  # pylint: disable=protected-access
-        eps=eps, ddof=std_ddof).reshape(mask.shape)
+        _flat_group_ids(group_ids, mask.shape), num_groups, eps=eps,
+        ddof=std_ddof).reshape(mask.shape)
   else:
-    outcome_adv = process._group_standardize(  # pylint: disable=protected-access
-        outcome, scorable, group_ids, num_groups, eps=eps, ddof=std_ddof)
+    outcome_adv = _group_standardize(outcome, scorable, group_ids,
+                                     num_groups, eps=eps, ddof=std_ddof)
     advantages = jnp.where(valid, whole_weight * outcome_adv[:, None]
                            - penalty, 0.0)
   return types.EstimatorOutput(advantages=advantages, returns=rewards,
@@ -312,6 +324,6 @@ def _capo_example_inputs(rollouts, rng) -> dict:
                    example_inputs=_capo_example_inputs)
 def _capo_adapter(rollouts, *, critique_flags, **kwargs):
   """`capo` on Rollouts with r_v = Σₜ token_rewards (NaN = unscorable)."""
-  return capo(critique_flags, process._nan_unscorable(rollouts),  # pylint: disable=protected-access
+  return capo(critique_flags, _nan_unscorable(rollouts),
               rollouts.step_ids, rollouts.step_mask, rollouts.mask,
               rollouts.group_ids, rollouts.num_groups, **kwargs)

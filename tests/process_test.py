@@ -120,13 +120,18 @@ def ref_others(b, group_ids, ok=None):
 
 
 def ref_returns(rewards, mask, gamma_t):
+  """Gₜ = Σ_{u ≥ t valid} reward_u · Π_{valid v in [t, u)} γ_v."""
+  batch, length = rewards.shape
   out = np.zeros(rewards.shape)
-  for b in range(rewards.shape[0]):
-    carry = 0.0
-    for t in reversed(range(rewards.shape[1])):
-      if mask[b, t]:
-        carry = rewards[b, t] + gamma_t[b, t] * carry
-        out[b, t] = carry
+  for b in range(batch):
+    for t in range(length):
+      if not mask[b, t]:
+        continue
+      factor = 1.0
+      for u in range(t, length):
+        if mask[b, u]:
+          out[b, t] += factor * rewards[b, u]
+          factor *= gamma_t[b, u]
   return out
 
 

@@ -17,6 +17,7 @@ import pytest
 
 import cajax
 from cajax import shaping
+from experiments import synthetic_rollouts
 
 ATOL = RTOL = 1e-5
 # One shape for every batch, so that eager ops compile once.
@@ -24,39 +25,21 @@ B, T, S, N, G = 6, 10, 4, 4, 3
 
 
 def make_batch(seed, length=T):
-  """Groups {0,1,2}, {3,4} and the singleton {5}; interior skips, an empty
-  row is possible, outcome rewards at the last valid token."""
-  rng = np.random.default_rng(seed)
-  lengths = rng.integers(0, length + 1, size=B)
-  lengths[0] = length
-  mask = np.arange(length)[None, :] < lengths[:, None]
-  step_ids = np.full((B, length), -1, np.int32)
-  step_mask = np.zeros((B, S), bool)
-  outcome = rng.integers(0, 2, size=B).astype(np.float32)
-  token_rewards = np.zeros((B, length), np.float32)
-  for b in range(B):
-    if lengths[b] >= 5:
-      start = rng.integers(1, lengths[b] - 2)
-      mask[b, start:start + 2] = False
-    valid = np.flatnonzero(mask[b])
-    if len(valid):
-      token_rewards[b, valid[-1]] = outcome[b]
-      pieces = min(S, len(valid))
-      cuts = np.sort(rng.choice(np.arange(1, len(valid)), size=pieces - 1,
-                                replace=False)) if pieces > 1 else []
-      for s, chunk in enumerate(np.split(valid, cuts)):
-        step_ids[b, chunk[0]:chunk[-1] + 1] = s
-        step_mask[b, s] = True
-  return dict(
-      token_rewards=token_rewards, mask=mask, step_ids=step_ids,
-      step_mask=step_mask,
-      self_certainty=rng.uniform(0, 3, size=(B, length)).astype(np.float32),
-      token_logits=(2 * rng.normal(size=(B, length))).astype(np.float32),
-      entropy=rng.uniform(0, 2, size=(B, length)).astype(np.float32),
-      group_ids=np.array([0, 0, 0, 1, 1, 2], np.int32),
-      flags=rng.random((B, N, S)) < 0.4,
-      critique_valid=rng.random((B, N)) < 0.8,
-      outcome=outcome)
+  """Groups {0,1,2}, {3,4} and the singleton {5}; interior skips, outcome
+  rewards at the last valid token; row 4 is emptied (no valid token)."""
+  r = synthetic_rollouts.make_rollouts(batch=B, length=length, group_size=3,
+                                       num_steps=S, seed=seed, as_numpy=True)
+  rng = np.random.default_rng(seed + 1)
+  d = {k: np.array(getattr(r, k)) for k in (
+      "mask", "token_rewards", "step_ids", "step_mask", "self_certainty",
+      "token_logits", "entropy")}
+  d["mask"][4] = False
+  d["token_rewards"][4] = 0.0
+  d["outcome"] = d["token_rewards"].sum(1)
+  d["group_ids"] = np.array([0, 0, 0, 1, 1, 2], np.int32)
+  d["flags"] = rng.random((B, N, S)) < 0.4
+  d["critique_valid"] = rng.random((B, N)) < 0.8
+  return d
 
 
 # --------------------------------------------------------------------------
