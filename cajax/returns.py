@@ -803,16 +803,16 @@ def vtrace_td_error_and_advantage(
   Actor-Learner Architectures" (Espeholt et al., arXiv:1802.01561).
 
   Args:
-    v_tm1: f[B, T] values at times [0, T − 1].
-    v_t: f[B, T] values at times [1, T].
-    r_t: f[B, T] rewards at times [1, T].
-    discount_t: f[B, T] (or scalar) discounts at times [1, T].
-    rho_tm1: f[B, T] importance ratios at times [0, T − 1].
-    lambda_: scalar or f[B, T] mixing parameter.
+    v_tm1: as in `vtrace`.
+    v_t: as in `vtrace`.
+    r_t: as in `vtrace`.
+    discount_t: as in `vtrace`.
+    rho_tm1: as in `vtrace`; also weights the advantages.
+    lambda_: as in `vtrace`; also mixes the Q bootstrap.
     clip_rho_threshold: ρ̄ for the TD errors.
     clip_pg_rho_threshold: ρ̄_pg for the policy-gradient advantages.
     stop_target_gradients: as in `vtrace`.
-    sample_mask: optional bool[B, T]; False steps are skipped.
+    sample_mask: as in `vtrace`.
 
   Returns:
     VTraceOutput(errors, pg_advantage, q_estimate), f32[B, T] each.
