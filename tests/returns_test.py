@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cajax import masking
 from cajax import registry
 from cajax import returns
 from cajax import types
@@ -337,8 +338,8 @@ def test_reinforce_plus_plus_pipeline_goldens():
   np.testing.assert_allclose(out.advantages,
                              [[.70589, .723989, .760189, 0],
                               [-1.122183, -1.067884, 0, 0]], atol=1e-5)
-  openrlhf = returns.masking.masked_whiten(out.returns, mask, ddof=0,
-                                           eps_mode="max")
+  openrlhf = masking.masked_whiten(out.returns, mask, ddof=0,
+                                   eps_mode="max")
   np.testing.assert_allclose(np.asarray(openrlhf)[mask],
                              [.789209, .809445, .849917, -1.254639,
                               -1.193931], atol=1e-5)
