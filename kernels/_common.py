@@ -208,8 +208,9 @@ def combine(p: Partials, reduce_max: Callable, reduce_sum: Callable,
 
 def combine_stacked(p: Partials, temperature: float) -> Partials:
   """Merges partials stacked along axis 0 ([S, N] fields -> [N])."""
-  return combine(p, lambda x: jnp.max(x, axis=0),
-                 lambda x: jnp.sum(x, axis=0), temperature)
+  merged = combine(p, lambda x: jnp.max(x, axis=0, keepdims=True),
+                   lambda x: jnp.sum(x, axis=0, keepdims=True), temperature)
+  return jax.tree.map(lambda x: x[0], merged)
 
 
 def merge_two(a: Partials, b: Partials, temperature: float) -> Partials:
