@@ -35,6 +35,7 @@ from cajax import groups
 from cajax import masking
 from cajax import registry
 from cajax import sequences
+from cajax import token_rewards
 from cajax import types
 
 
@@ -359,8 +360,9 @@ def implicit_process_rewards(prm_logprobs, ref_logprobs, mask,
                              beta: float = 0.05) -> jax.Array:
   """PRIME implicit-PRM token rewards β·(log π_φ(yₜ) − log π_ref(yₜ)).
 
-  See "Process Reinforcement through Implicit Rewards" (Cui et al.,
-  arXiv:2502.01456); β = 0.05 is the recipe's `beta_train`.
+  `token_rewards.implicit_token_reward` with PRIME's β = 0.05 (the recipe's
+  `beta_train`). See "Process Reinforcement through Implicit Rewards" (Cui et
+  al., arXiv:2502.01456).
 
   Args:
     prm_logprobs: f[B, T] log-probs of the implicit PRM π_φ.
@@ -371,10 +373,8 @@ def implicit_process_rewards(prm_logprobs, ref_logprobs, mask,
   Returns:
     f32[B, T], 0 at masked tokens.
   """
-  _checks.check_batch(mask)
-  prm = _tokens(prm_logprobs, mask, "prm_logprobs")
-  ref = _tokens(ref_logprobs, mask, "ref_logprobs")
-  return jnp.where(_checks.as_mask(mask), beta * (prm - ref), 0.0)
+  return token_rewards.implicit_token_reward(prm_logprobs, ref_logprobs, mask,
+                                             beta=beta)
 
 
 def _leave_one_out(rewards, source_mask, group_ids, num_groups: int,
