@@ -415,6 +415,8 @@ def test_bf16_rewards():
   rewards, mask, ids, groups = no_padding_batch()
   low = jnp.asarray(rewards, jnp.bfloat16)
   for _, fn, ref, kw in CONFIGS:
+    if kw:
+      continue  # one setting per estimator keeps the eager bf16 pass short
     check_output(fn(low, mask, ids, groups, **kw),
                  ref(rewards, mask, ids, **kw), mask, atol=1e-2, rtol=1e-2)
 
