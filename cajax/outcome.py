@@ -97,6 +97,8 @@ def _prepare(token_rewards, mask, group_ids, num_groups) -> _Batch:
 
 
 def _row_stats(scores, valid, group_ids, num_groups, ddof=1) -> _RowStats:
+  if isinstance(ddof, bool) or not isinstance(ddof, int) or ddof < 0:
+    raise ValueError(f"ddof must be a non-negative int, got {ddof!r}.")
   moments = groups.group_moments(scores, group_ids, num_groups, valid=valid,
                                  ddof=ddof)
   high = groups.group_max(scores, group_ids, num_groups, valid=valid)
@@ -133,8 +135,6 @@ def _normalise(scores, valid, group_ids, num_groups, center="group",
   _checks.check_choice(center, _CENTERS, "center")
   _checks.check_choice(scale, _SCALES, "scale")
   _checks.check_choice(singleton, _SINGLETONS, "singleton")
-  if isinstance(ddof, bool) or not isinstance(ddof, int) or ddof < 0:
-    raise ValueError(f"ddof must be a non-negative int, got {ddof!r}.")
   stats = _row_stats(scores, valid, group_ids, num_groups, ddof)
   single = stats.count == 1
   raw_single = single if singleton == "raw" else jnp.zeros_like(single)

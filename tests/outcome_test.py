@@ -595,6 +595,8 @@ def test_errors_name_arguments_and_shapes():
     outcome.grpo_passk(rewards, mask, ids, groups, singleton="raise")
   with pytest.raises(ValueError, match="ddof"):
     outcome.grpo(rewards, mask, ids, groups, ddof=-1)
+  with pytest.raises(ValueError, match="ddof"):
+    outcome.grpo_passk(rewards, mask, ids, groups, ddof=0.5)
   comps = np.zeros((8, 2), np.float32)
   with pytest.raises(ValueError, match=r"reward_components.*\(7, 2\)"):
     outcome.gdpo(comps[:7], mask, ids, groups)
