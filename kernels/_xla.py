@@ -27,10 +27,34 @@ def chunk_columns(c, vmax: int, size: int, hi):
   return c0, cols, valid
 
 
+def _is_half(dtype) -> bool:
+  return jnp.dtype(dtype).itemsize == 2 and jnp.issubdtype(dtype, jnp.floating)
+
+
+def _bits_to(x, dtype):
+  """Same-width bitcast (uint16 <-> bf16/f16); identity when dtypes match."""
+  return x if x.dtype == dtype else lax.bitcast_convert_type(x, dtype)
+
+
+def slice_vocab(x, c0, size: int, axis: int):
+  """`lax.dynamic_slice_in_dim` that keeps 16-bit float slices cheap.
+
+  XLA:CPU slices a bf16 array inside a loop by upcasting the *whole* array
+  to f32 first (hoisted out of the loop: a [D, V] or [N, V] f32 temporary).
+  Slicing a same-width uint16 bitcast avoids that; tying the array to the
+  loop-variant start with an optimization barrier keeps the bitcast inside
+  the loop, where it is free (otherwise it is hoisted and copied).
+  """
+  if not _is_half(x.dtype):
+    return lax.dynamic_slice_in_dim(x, c0, size, axis=axis)
+  x, c0 = lax.optimization_barrier((x, c0))
+  bits = lax.bitcast_convert_type(x, jnp.uint16)
+  return _bits_to(lax.dynamic_slice_in_dim(bits, c0, size, axis=axis), x.dtype)
+
+
 def weight_chunk(w, c0, size: int, layout: str):
   """Columns [c0, c0 + size) of the vocabulary: [D, C] ("dv") or [C, D]."""
-  axis = 1 if layout == "dv" else 0
-  return lax.dynamic_slice_in_dim(w, c0, size, axis=axis)
+  return slice_vocab(w, c0, size, 1 if layout == "dv" else 0)
 
 
 def matmul_logits(h, wc, layout: str, precision):
@@ -44,8 +68,7 @@ def matmul_logits(h, wc, layout: str, precision):
 def raw_tile(x, w, c0, size: int, layout: str | None, precision):
   """Raw logits of chunk c0: a slice of logits, or hidden @ weight."""
   if w is None:
-    tile = lax.dynamic_slice_in_dim(x, c0, size, axis=1)
-    return tile.astype(_common.acc_dtype(x))
+    return slice_vocab(x, c0, size, 1).astype(_common.acc_dtype(x))
   return matmul_logits(x, weight_chunk(w, c0, size, layout), layout, precision)
 
 
@@ -139,7 +162,7 @@ def linear_backward(h, w, dz_fn, *, vmax: int, size: int, layout: str,
       dwc = lax.dot_general(dz, h, (((0,), (0,)), ((), ())),
                             precision=precision,
                             preferred_element_type=acc)
-    old = lax.dynamic_slice_in_dim(dw, c0, size, axis=axis)
+    old = slice_vocab(dw, c0, size, axis)
     new = (old.astype(acc) + dwc).astype(w.dtype)
     return dh, lax.dynamic_update_slice_in_dim(dw, new, c0, axis=axis)
 

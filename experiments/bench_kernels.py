@@ -1,0 +1,149 @@
+r"""Memory and CPU-time benchmark of the fused log-prob / entropy kernels.
+
+For the gradient of  Σ log p + 0.01·Σ H  w.r.t. (hidden, weight), reports
+XLA's compiled temporary bytes (`memory_analysis().temp_size_in_bytes`,
+compiled from `jax.ShapeDtypeStruct`s, so nothing is allocated) for the
+naive log_softmax path and for each implementation that compiles on this
+backend, as a fraction of one float32 [N, V] logits tensor. Then times
+forward+backward at a small shape (median of repeats, side by side).
+
+  python -m experiments.bench_kernels
+  python -m experiments.bench_kernels --shapes=16384x3584x152064 --repeats=3
+"""
+
+import statistics
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import kernels
+
+_SHAPES = flags.DEFINE_list(
+    "shapes", ["16384x3584x152064", "2048x1024x32768"],
+    "NxDxV shapes for the memory table (Qwen2.5-7B head first).")
+_TIME_SHAPE = flags.DEFINE_string("time_shape", "512x256x8192",
+                                  "NxDxV shape for the CPU timing.")
+_DTYPE = flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"],
+                           "dtype of hidden and weight.")
+_IMPLS = flags.DEFINE_list("implementations", ["xla", "interpret"],
+                           "kernel implementations to measure.")
+_TIME_IMPLS = flags.DEFINE_list("time_implementations", ["xla"],
+                                "implementations to time (interpret is slow).")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "timing repeats.")
+_VOCAB_CHUNK = flags.DEFINE_integer(
+    "vocab_chunk", 0, "override BlockSizes.vocab_chunk (0: default).")
+_OUT = flags.DEFINE_string("out", "", "also write the markdown here.")
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+  n, d, v = (int(x) for x in text.lower().split("x"))
+  return n, d, v
+
+
+def naive_logprobs(hidden, weight, labels):
+  """Materialised float32 logits, log_softmax, gather and entropy."""
+  logits = jnp.dot(hidden, weight, preferred_element_type=jnp.float32)
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  lp = jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
+  return lp, -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+
+def loss_fn(implementation: str | None):
+  """Σ log p + 0.01·Σ H for one path (None: naive)."""
+
+  def loss(hidden, weight, labels):
+    if implementation is None:
+      lp, ent = naive_logprobs(hidden, weight, labels)
+    else:
+      blocks = None
+      if _VOCAB_CHUNK.value:
+        blocks = kernels.BlockSizes.default(implementation)
+        blocks = type(blocks)(**{**blocks.__dict__,
+                                 "vocab_chunk": _VOCAB_CHUNK.value})
+      lp, ent = kernels.linear_token_logprobs(
+          hidden, weight, labels, implementation=implementation,
+          block_sizes=blocks)
+    return jnp.sum(lp) + 0.01 * jnp.sum(ent)
+
+  return jax.value_and_grad(loss, argnums=(0, 1))
+
+
+def specs(n: int, d: int, v: int, dtype):
+  return (jax.ShapeDtypeStruct((n, d), dtype),
+          jax.ShapeDtypeStruct((d, v), dtype),
+          jax.ShapeDtypeStruct((n,), jnp.int32))
+
+
+def temp_bytes(implementation, shape, dtype) -> int | str:
+  try:
+    compiled = jax.jit(loss_fn(implementation)).lower(
+        *specs(*shape, dtype)).compile()
+  except Exception as e:  # pylint: disable=broad-except
+    return f"does not compile ({type(e).__name__})"
+  return compiled.memory_analysis().temp_size_in_bytes
+
+
+def paths(impls):
+  return [("naive log_softmax", None)] + [(i, i) for i in impls]
+
+
+def memory_table(dtype) -> list[str]:
+  rows = ["| shape N×D×V | path | temp bytes | / fp32 [N,V] logits |",
+          "|---|---|---|---|"]
+  for text in _SHAPES.value:
+    shape = parse_shape(text)
+    logits_bytes = shape[0] * shape[2] * 4
+    for name, impl in paths(_IMPLS.value):
+      got = temp_bytes(impl, shape, dtype)
+      if isinstance(got, str):
+        rows.append(f"| {text} | {name} | {got} | |")
+      else:
+        rows.append(f"| {text} | {name} | {got / 2**20:,.1f} MiB | "
+                    f"{100 * got / logits_bytes:.2f}% |")
+      print(rows[-1], flush=True)
+  return rows
+
+
+def time_table(dtype) -> list[str]:
+  n, d, v = parse_shape(_TIME_SHAPE.value)
+  rng = np.random.default_rng(0)
+  hidden = jnp.asarray(rng.normal(size=(n, d)), dtype)
+  weight = jnp.asarray(rng.normal(size=(d, v)) / np.sqrt(d), dtype)
+  labels = jnp.asarray(rng.integers(0, v, n), jnp.int32)
+  rows = [f"| path ({_TIME_SHAPE.value}, fwd+bwd) | median ms | vs naive |",
+          "|---|---|---|"]
+  base = None
+  for name, impl in paths(_TIME_IMPLS.value):
+    f = jax.jit(loss_fn(impl))
+    jax.block_until_ready(f(hidden, weight, labels))
+    times = []
+    for _ in range(_REPEATS.value):
+      start = time.perf_counter()
+      jax.block_until_ready(f(hidden, weight, labels))
+      times.append(time.perf_counter() - start)
+    ms = 1e3 * statistics.median(times)
+    base = ms if base is None else base
+    rows.append(f"| {name} | {ms:.1f} | {ms / base:.2f}× |")
+    print(rows[-1], flush=True)
+  return rows
+
+
+def main(argv):
+  del argv
+  dtype = jnp.dtype(_DTYPE.value)
+  print(f"backend: {jax.default_backend()}, dtype {dtype.name}, "
+        f"loss = sum(logp) + 0.01*sum(entropy), grad w.r.t. hidden and "
+        f"weight")
+  text = "\n".join(memory_table(dtype) + [""] + time_table(dtype)) + "\n"
+  print("\n" + text)
+  if _OUT.value:
+    with open(_OUT.value, "w") as f:
+      f.write(text)
+
+
+if __name__ == "__main__":
+  app.run(main)
