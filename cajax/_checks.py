@@ -32,7 +32,8 @@ def check_shape(x, shape: Sequence[int | None], name: str,
   ok = len(actual) == len(shape) and all(
       want is None or want == got for want, got in zip(shape, actual))
   if not ok:
-    expected = tuple("?" if s is None else s for s in shape)
+    expected = "(" + ", ".join("?" if s is None else str(s) for s in shape)
+    expected += ",)" if len(shape) == 1 else ")"
     detail = f" (to match {like})" if like else ""
     raise ValueError(
         f"{name} must have shape {expected}{detail}, got {actual}.")
