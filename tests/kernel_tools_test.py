@@ -1,0 +1,44 @@
+"""Smoke tests of experiments.bench_kernels and experiments.gpu_check on CPU."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run(*args):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300,
+                        check=False)
+
+
+def test_gpu_check_without_gpu_exits_zero_with_message():
+  result = _run("experiments.gpu_check")
+  assert result.returncode == 0, result.stderr
+  assert "No GPU found" in result.stdout
+
+
+def test_gpu_check_cpu_dry_run_with_interpreted_kernels():
+  result = _run("experiments.gpu_check", "--force_platform=cpu",
+                "--check_impl=interpret", "--check_shape=12x16x40",
+                "--shape=32x16x64", "--repeats=1",
+                "--time_implementations=xla,naive,interpret")
+  assert result.returncode == 0, result.stdout + result.stderr
+  assert "all correctness checks passed" in result.stdout
+  assert "FAIL" not in result.stdout
+  assert result.stdout.count("| fwd+bwd |") == 3
+
+
+def test_bench_kernels_reports_memory_fractions(tmp_path):
+  out = tmp_path / "bench.md"
+  result = _run("experiments.bench_kernels", "--shapes=64x32x512",
+                "--implementations=xla,interpret", "--time_shape=32x16x128",
+                "--repeats=1", f"--out={out}")
+  assert result.returncode == 0, result.stdout + result.stderr
+  text = out.read_text()
+  for path in ("naive log_softmax", "| xla |", "| interpret |"):
+    assert path in text
+  assert "%" in text and "median ms" in text
