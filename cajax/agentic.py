@@ -26,55 +26,6 @@ from cajax import registry
 from cajax import sequences
 from cajax import types
 
-_CENTER_MODES = ("std", "rloo", "mean")
-
-
-def _group_center(values, segment_ids, num_segments: int, valid,
-                  mode: str, eps: float = 1e-6, population=None):
-  """Centres (and scales) values by statistics of their segment.
-
-  `population` (default `valid`) selects the entries the statistics are
-  computed from; the result is evaluated at every `valid` entry, which lets
-  iStar's first-row baseline apply to steps outside the population.
-
-    mode="std":  (x − μ) / (σ + eps)       (singleton: μ=0, σ=1; verl GRPO)
-    mode="rloo": n/(n−1) · (x − μ)         (singleton: x; verl RLOO)
-    mode="mean": x − μ                     (singleton: μ=0)
-
-  Population members of a segment whose population values are all equal get
-  exactly 0 (avoids the 1e6 blow-up of a rounding residue).
-
-  Args:
-    values: f32[N] values.
-    segment_ids: int[N] in [0, num_segments).
-    num_segments: static number of segments.
-    valid: bool[N] entries that receive a result (others get 0).
-    mode: one of `_CENTER_MODES`.
-    eps: added to σ in mode "std".
-    population: optional bool[N], the entries behind the statistics.
-
-  Returns:
-    f32[N].
-  """
-  _checks.check_choice(mode, _CENTER_MODES, "mode")
-  population = valid if population is None else population
-  values = jnp.where(valid | population, values, 0.0)
-  moments = groups.group_moments(values, segment_ids, num_segments,
-                                 valid=population, ddof=1)
-  count = moments.count[segment_ids]
-  single = count <= 1
-  centred = values - jnp.where(single, 0.0, moments.mean[segment_ids])
-  if mode == "std":
-    out = centred / (jnp.where(single, 1.0, moments.std[segment_ids]) + eps)
-  elif mode == "rloo":
-    out = jnp.where(single, values,
-                    centred * count / jnp.maximum(count - 1.0, 1.0))
-  else:
-    out = centred
-  flat = _flat_segments(values, segment_ids, num_segments, population)
-  return jnp.where(valid & ~(flat & ~single & population), out, 0.0)
-
-
 def _flat_segments(values, segment_ids, num_segments: int, valid):
   """bool[N]: the segment of each entry has no two distinct valid values."""
   high = groups.group_max(values, segment_ids, num_segments, valid=valid)
@@ -233,24 +184,21 @@ def istar(token_rewards, prm_logprobs, old_logprobs, mask, step_ids,
       prm_logprobs, old_logprobs, mask, step_ids, num_steps=num_steps,
       beta=beta, normalize=normalize, norm_eps=norm_eps)
   scores, scorable = _row_scores(token_rewards, mask)
-  episode_adv = _group_center(scores, group_ids, num_groups, scorable,
-                              "rloo")
+  episode_adv = groups.group_normalize(scores, group_ids, num_groups,
+                                       scorable, mode="rloo")
   step_valid = step_valid & scorable[:, None]
   step_index = jnp.arange(num_steps, dtype=jnp.int32)[None, :]
   if step_baseline == "same_index":
     ids = group_ids[:, None] * num_steps + step_index
     segments = num_groups * num_steps
   else:
-    ids = jnp.broadcast_to(group_ids[:, None], step_valid.shape)
-    segments = num_groups
+    ids, segments = group_ids, num_groups
   population = None
   if step_baseline == "first_row":
     first = jnp.argmax(step_valid, axis=1)
     population = step_valid & (step_index == first[:, None])
-    population = population.reshape(-1)
-  step_adv = _group_center(step_rewards.reshape(-1), ids.reshape(-1),
-                           segments, step_valid.reshape(-1), "rloo",
-                           population=population).reshape(step_valid.shape)
+  step_adv = groups.group_normalize(step_rewards, ids, segments, step_valid,
+                                    mode="rloo", population=population)
   token_step_adv = sequences.steps_to_tokens(step_adv, step_ids)
   advantages = jnp.where(mask_b & scorable[:, None],
                          episode_adv[:, None] + step_weight * token_step_adv,
@@ -430,12 +378,12 @@ def matchtir(token_rewards, mask, group_ids, num_groups: int, *,
   turn_valid = turn_valid & rows[:, None]
   rewards = jnp.where(turn_valid, rewards, 0.0)
   returns = sequences.reverse_discounted_cumsum(rewards, turn_valid, gamma)
-  trajectory_adv = _group_center(jnp.where(rows, total, 0.0), group_ids,
-                                 num_groups, rows, "std", eps)
+  trajectory_adv = groups.group_normalize(jnp.where(rows, total, 0.0),
+                                          group_ids, num_groups, rows,
+                                          eps=eps)
   ids = group_ids[:, None] * num_turns + jnp.arange(num_turns)[None, :]
-  turn_adv = _group_center(returns.reshape(-1), ids.reshape(-1),
-                           num_groups * num_turns, turn_valid.reshape(-1),
-                           "std", eps).reshape(returns.shape)
+  turn_adv = groups.group_normalize(returns, ids, num_groups * num_turns,
+                                    turn_valid, eps=eps)
   fused = jnp.where(turn_valid, trajectory_adv[:, None] + turn_adv, 0.0)
   if fuse == "mean":
     fused = 0.5 * fused
@@ -531,8 +479,9 @@ def r3l(token_rewards, mask, group_ids, num_groups: int, *,
   mask_b, (group_ids,) = _check_rows(mask, (group_ids,), num_groups)
   scores, scorable = _row_scores(token_rewards, mask)
   if baseline == "mean":
-    shifted = _group_center(scores, group_ids, num_groups, scorable,
-                            "std" if std_normalize else "mean", eps)
+    shifted = groups.group_normalize(
+        scores, group_ids, num_groups, scorable,
+        mode="std" if std_normalize else "mean", eps=eps)
   else:
     base = _group_logavgexp(scores, group_ids, num_groups, scorable, tau)
     count = groups.group_sum(scorable.astype(jnp.float32), group_ids,
@@ -678,8 +627,9 @@ def slate(token_rewards, mask, sibling_ids, num_branches: int, *,
                         like=f"mask {tuple(mask_b.shape)}")
     step_tokens = ~masking.prefix_mask(prefix_lengths, length)
   scores, scorable = _row_scores(token_rewards, mask, keep=step_tokens)
-  step_adv = _group_center(scores, sibling_ids, num_branches, scorable,
-                           "std" if normalize == "mean_std" else "mean", eps)
+  step_adv = groups.group_normalize(
+      scores, sibling_ids, num_branches, scorable,
+      mode="std" if normalize == "mean_std" else "mean", eps=eps)
   loss_mask = mask_b & step_tokens
   advantages = masking.broadcast_to_tokens(step_adv, loss_mask)
   info = dict(step_advantages=step_adv, loss_mask=loss_mask)

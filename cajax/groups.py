@@ -76,6 +76,12 @@ def group_moments(values, group_ids, num_groups: int, valid=None,
   """
   values, group_ids, num_groups, valid = _check_groups(
       values, group_ids, num_groups, valid)
+  moments, _ = _moments(values, group_ids, num_groups, valid, ddof)
+  return moments
+
+
+def _moments(values, group_ids, num_groups, valid, ddof):
+  """`GroupMoments` and the per-group Σ(s − μ)² of checked inputs."""
   count = jax.ops.segment_sum(valid.astype(jnp.float32), group_ids,
                               num_segments=num_groups)
   # Shift by a member of the group (its max) before both passes: equal scores
@@ -94,7 +100,7 @@ def group_moments(values, group_ids, num_groups: int, valid=None,
   mean = pivot + shifted_mean
   dof = count - ddof
   var = jnp.where(dof > 0, sq / jnp.where(dof > 0, dof, 1.0), 0.0)
-  return GroupMoments(count=count, mean=mean, std=jnp.sqrt(var))
+  return GroupMoments(count=count, mean=mean, std=jnp.sqrt(var)), sq
 
 
 def batch_moments(values, valid=None, ddof: int = 1) -> GroupMoments:
@@ -110,3 +116,108 @@ def group_max(values, group_ids, num_groups: int, valid=None) -> jax.Array:
       values, group_ids, num_groups, valid)
   return jax.ops.segment_max(jnp.where(valid, values, -jnp.inf), group_ids,
                              num_segments=num_groups)
+
+
+NORMALIZE_MODES = ("std", "mean", "rloo")
+SINGLETONS = ("raw", "keep", "zero")
+
+
+def group_normalize(values, group_ids, num_groups: int, valid=None, *,
+                    mode: str = "std", eps: float = 1e-6, ddof: int = 1,
+                    singleton: str = "raw", population=None) -> jax.Array:
+  """Normalises every entry by the statistics of its group (GRPO family).
+
+    mode="std":   Â_i = (x_i − μ_g)/(σ_g + ε)              (GRPO)
+    mode="mean":  Â_i = x_i − μ_g                          (Dr.GRPO)
+    mode="rloo":  Â_i = (x_i − μ_g)·n_g/(n_g − 1)
+                      = x_i − mean_{j∈g, j≠i} x_j           (RLOO)
+
+  μ_g, σ_g (two-pass, `ddof`) and n_g are taken over the *population*
+  entries of group g (default: the valid ones). The result is evaluated at
+  every valid entry; invalid entries (e.g. unscorable rows) get exactly 0.
+
+  Edge cases:
+    * a group with n_g ≤ 1 is a singleton: `singleton="raw"` uses verl's
+      μ_g := 0, σ_g := 1 (so Â = x/(1+ε) in "std", x otherwise),
+      `"keep"` passes x through unchanged in every mode, `"zero"` gives 0;
+    * a group with n_g ≥ 2 whose population values are all equal gives
+      exactly 0 at its population entries (never the rounding residue of
+      Σx/n divided by ε).
+
+  `values` may have trailing axes beyond those of `group_ids`: an entry
+  `values[b, ...]` belongs to group `group_ids[b]` (e.g. every step of row
+  b). Give `group_ids` the full shape of `values` for finer segments.
+
+  See "DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open
+  Language Models" (Shao et al., arXiv:2402.03300) and "Back to Basics:
+  Revisiting REINFORCE Style Optimization for Learning from Human Feedback
+  in LLMs" (Ahmadian et al., arXiv:2402.14740).
+
+  Args:
+    values: f[B, ...] values (bf16/f16/f32/int, computed in f32).
+    group_ids: int[B, ...] in [0, num_groups), a leading-axes prefix of the
+      shape of `values`.
+    num_groups: static number of groups.
+    valid: optional bool like `values`, entries that receive a result.
+    mode: one of `NORMALIZE_MODES`.
+    eps: added to σ_g in mode "std".
+    ddof: delta degrees of freedom of σ_g (1: torch/verl, 0: biased).
+    singleton: one of `SINGLETONS`.
+    population: optional bool like `values`, the entries behind the
+      statistics (default `valid`); e.g. a first-row baseline.
+
+  Returns:
+    f32 array shaped like `values`.
+
+  Raises:
+    ValueError: bad shapes or dtypes, a non-static `num_groups`, a negative
+      or non-int `ddof`, or an unknown option.
+  """
+  _checks.check_choice(mode, NORMALIZE_MODES, "mode")
+  _checks.check_choice(singleton, SINGLETONS, "singleton")
+  if isinstance(ddof, bool) or not isinstance(ddof, int) or ddof < 0:
+    raise ValueError(f"ddof must be a non-negative int, got {ddof!r}.")
+  shape = tuple(jnp.shape(values))
+  ids_shape = tuple(jnp.shape(group_ids))
+  if not ids_shape or ids_shape != shape[:len(ids_shape)]:
+    raise ValueError(f"group_ids must have a leading prefix of the shape of "
+                     f"values {shape}, got {ids_shape}.")
+  ids = _checks.as_int(group_ids, "group_ids")
+  ids = jnp.broadcast_to(
+      ids.reshape(ids_shape + (1,) * (len(shape) - len(ids_shape))), shape)
+  masks = []
+  for name, m in (("valid", valid), ("population", population)):
+    if m is not None:
+      _checks.check_shape(m, shape, name, like=f"values {shape}")
+      m = _checks.as_mask(m, name).reshape(-1)
+    masks.append(m)
+  flat_valid, flat_population = masks
+  if flat_valid is None:
+    flat_valid = jnp.ones(shape, bool).reshape(-1)
+  if flat_population is None:
+    flat_population = flat_valid
+  x, ids, num_groups, flat_population = _check_groups(
+      jnp.reshape(values, (-1,)), ids.reshape(-1), num_groups,
+      flat_population)
+  x = jnp.where(flat_valid | flat_population, x, 0.0)
+  moments, sq = _moments(x, ids, num_groups, flat_population, ddof)
+  count = moments.count[ids]
+  single = count <= 1
+  centred = x - moments.mean[ids]
+  if mode == "std":
+    out = centred / (moments.std[ids] + eps)
+    raw = x / (1.0 + eps)
+  elif mode == "rloo":
+    out = centred * (count / jnp.where(single, 1.0, count - 1.0))
+    raw = x
+  else:
+    out = centred
+    raw = x
+  out = jnp.where(flat_population & (sq[ids] == 0), 0.0, out)
+  if singleton == "raw":
+    out = jnp.where(single, raw, out)
+  elif singleton == "keep":
+    out = jnp.where(single, x, out)
+  else:
+    out = jnp.where(single, 0.0, out)
+  return jnp.where(flat_valid, out, 0.0).reshape(shape)
