@@ -222,6 +222,14 @@ def _check_stat_names(stats: Sequence[str]) -> tuple[str, ...]:
   return names
 
 
+def _logprobs_public(x, x_name: str, labels, weight, **settings):
+  """Validates, flattens, runs the custom-VJP core and restores the shape."""
+  cfg, x2d, y, row_valid, hi = _prepare(x, x_name, labels, weight, **settings)
+  lp, entropy = _logprobs_entropy(cfg, x2d, weight, y, row_valid, hi)
+  shape = jnp.shape(labels)
+  return lp.reshape(shape), entropy.reshape(shape)
+
+
 # ----------------------------------------------------------------- public ---
 
 
@@ -257,14 +265,11 @@ def token_logprobs(logits, labels, temperature: float = 1.0,
   Raises:
     ValueError: on bad shapes, dtypes, temperature or settings.
   """
-  cfg, x, y, row_valid, hi = _prepare(
+  return _logprobs_public(
       logits, "logits", labels, None, temperature=temperature,
       implementation=implementation, weight_layout=None,
       valid_vocab_size=valid_vocab_size, block_sizes=block_sizes,
       precision=None)
-  lp, entropy = _logprobs_entropy(cfg, x, None, y, row_valid, hi)
-  shape = jnp.shape(labels)
-  return lp.reshape(shape), entropy.reshape(shape)
 
 
 def linear_token_logprobs(hidden, weight, labels, temperature: float = 1.0,
@@ -307,14 +312,11 @@ def linear_token_logprobs(hidden, weight, labels, temperature: float = 1.0,
   Raises:
     ValueError: on bad shapes, dtypes, temperature or settings.
   """
-  cfg, x, y, row_valid, hi = _prepare(
+  return _logprobs_public(
       hidden, "hidden", labels, weight, temperature=temperature,
       implementation=implementation, weight_layout=weight_layout,
       valid_vocab_size=valid_vocab_size, block_sizes=block_sizes,
       precision=precision)
-  lp, entropy = _logprobs_entropy(cfg, x, weight, y, row_valid, hi)
-  shape = jnp.shape(labels)
-  return lp.reshape(shape), entropy.reshape(shape)
 
 
 def linear_token_stats(hidden, weight, labels,
