@@ -216,6 +216,7 @@ def pallas_dz_fn(h, w, labels, shift, log_s, entropy, g_lp, g_h, hi, *,
   def chunk_dz(c):
     c0 = jnp.minimum(c * size, vmax - size)
     return dz(h, w, labels, shift, log_s, entropy, g_lp, g_h,
-              make_meta(c0, c * size, hi), width=size, out_dtype=jnp.result_type(h, w), **kwargs)
+              make_meta(c0, c * size, hi), width=size,
+              out_dtype=jnp.result_type(h, w), **kwargs)
 
   return chunk_dz

@@ -129,8 +129,8 @@ def linear_backward(h, w, dz_fn, *, vmax: int, size: int, layout: str,
                     precision):
   """(dh, dw) from per-chunk logit gradients, one [N, C] tile at a time.
 
-  dh = Σ_c dz_c W_cᵀ accumulates in f32; dW_c = hᵀ dz_c is one full-N matmul
-  per chunk (f32 accumulation), added into its columns of dW (re-read
+  dh = Σ_c dz_c W_cᵀ accumulates in f32; dW_c = hᵀ dz_c is one full-N
+  matmul per chunk (f32 accumulation), added into its columns of dW (re-read
   columns of the clamped last chunk carry dz = 0, so adding is exact).
 
   Args:

@@ -202,9 +202,9 @@ def _prepare(x, x_name: str, labels, weight, *, temperature, implementation,
     vocab = jnp.shape(weight)[1 if layout == "dv" else 0]
   valid = vocab if valid_vocab_size is None else int(valid_vocab_size)
   if not 1 <= valid <= vocab:
+    owner = x_name if weight is None else "weight"
     raise ValueError(f"valid_vocab_size must be in [1, {vocab}] (the "
-                     f"vocabulary size of {x_name if weight is None else 'weight'}"
-                     f"), got {valid_vocab_size}.")
+                     f"vocabulary size of {owner}), got {valid_vocab_size}.")
   cfg = _Config(implementation, float(temperature), blocks, layout, valid,
                 precision)
   x2d = jnp.reshape(x, (-1, jnp.shape(x)[-1]))
@@ -241,8 +241,8 @@ def token_logprobs(logits, labels, temperature: float = 1.0,
 
   With z = logits / T (float32 accumulation for bf16/f16/f32 logits),
   log p_y = z_y − logsumexp(z) and H = logsumexp(z) − Σ_j p_j z_j, computed
-  from online (max, Σe^{z−m}, Σe^{z−m}(z−m)) in the shifted, cancellation-free
-  form H = log s − tu/s. The custom VJP's backward is one more streaming pass
+  from online (max, Σe^{z−m}, Σe^{z−m}(z−m)) in the shifted,
+  cancellation-free form H = log s − tu/s. The custom VJP's backward is one more streaming pass
   producing d logits in the logits dtype:
   d z = g_lp·(onehot − p) − g_H·p·(log p + H), divided by T.
   See "Cut Your Losses in Large-Vocabulary Language Models" (Wijmans et al.,

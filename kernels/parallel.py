@@ -7,8 +7,8 @@ per shard inside `jax.shard_map`:
   weight is replicated; the weight gradient is summed over the axis by the
   transpose of `lax.pcast(..., to="varying")`.
 * vocab-parallel: the weight's vocabulary dimension is split over
-  `axis_name`. Each shard computes partial (max, Σe^{z−m}, Σe^{z−m}(z−m),
-  label logit) over its columns; one `pmax` and `psum`s merge them into the
+  `axis_name`. Each shard computes partial (max, Σe^{z−m},
+  Σe^{z−m}(z−m), label logit) over its columns; one `pmax` and `psum`s merge them into the
   global lse and entropy. The backward is local (each shard's dz tile uses
   the global lse and H), and the hidden-state gradient is summed over the
   axis by the transpose of `pcast`.
@@ -21,6 +21,7 @@ from jax import lax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from kernels import _common
 from kernels import api
 
 
@@ -55,7 +56,7 @@ def data_parallel_linear_token_logprobs(hidden, weight, labels, *, mesh,
     return api.linear_token_logprobs(h, w, y, **kwargs)
 
   check_vma = _check_vma(
-      api._common.resolve_implementation(kwargs.get("implementation")))  # pylint: disable=protected-access
+      _common.resolve_implementation(kwargs.get("implementation")))
   return jax.shard_map(body, mesh=mesh,
                        in_specs=(P(axis_name), P(), P(axis_name)),
                        out_specs=(P(axis_name), P(axis_name)),
