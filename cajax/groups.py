@@ -45,6 +45,19 @@ def _check_groups(values, group_ids, num_groups, valid):
   return values, group_ids, num_groups, valid
 
 
+def check_group_ids(group_ids, batch: int, num_groups: int) -> jax.Array:
+  """Checks `int[B]` row group ids for a batch of B rows; returns int32.
+
+  Raises:
+    ValueError: `group_ids` is not an integer `[batch]` array or
+      `num_groups` is not a static positive int.
+  """
+  _checks.check_shape(group_ids, (batch,), "group_ids",
+                      like=f"a batch of {batch} rows")
+  _checks.check_positive_int(num_groups, "num_groups")
+  return _checks.as_int(group_ids, "group_ids")
+
+
 def group_sum(values, group_ids, num_groups: int, valid=None) -> jax.Array:
   """Σ of valid `values[B]` within each group, `f32[num_groups]`."""
   values, group_ids, num_groups, valid = _check_groups(

@@ -44,14 +44,10 @@ _PURE_VAR_FLOOR = 1e-8
 
 
 # --------------------------------------------------------------------------
-# Shared helpers (also used by cajax.shaping).
+# Shared helpers.
 
 
-def _check_groups(group_ids, batch: int, num_groups: int) -> jax.Array:
-  _checks.check_shape(group_ids, (batch,), "group_ids",
-                      like=f"a batch of {batch} rows")
-  _checks.check_positive_int(num_groups, "num_groups")
-  return _checks.as_int(group_ids, "group_ids")
+_check_groups = groups.check_group_ids
 
 
 def _row_outcomes(outcome_rewards, batch: int, name: str):
@@ -61,37 +57,6 @@ def _row_outcomes(outcome_rewards, batch: int, name: str):
   outcome = _checks.as_float(outcome_rewards, name)
   scorable = jnp.isfinite(outcome)
   return jnp.where(scorable, outcome, 0.0), scorable
-
-
-def _group_standardize(values, valid, group_ids, num_groups: int, *,
-                       eps: float = 1e-6, ddof: int = 1, scale: bool = True,
-                       singleton: str = "keep") -> jax.Array:
-  """GRPO z-score (x − μ_g) / (σ_g + eps) of each valid entry in its group.
-
-  verl's conventions: σ with `ddof` (1 = torch.std), eps added to σ; a group
-  with a single valid entry passes its value through (`singleton="keep"`,
-  verl's μ=0, σ=1) or gets 0 (`singleton="zero"`); a group whose values are
-  all equal gives exactly 0 (never the ~1e-4/eps blow-up of a rounding
-  residue). `scale=False` only centres (Dr.GRPO). Invalid entries give 0.
-  """
-  moments = groups.group_moments(values, group_ids, num_groups, valid=valid,
-                                 ddof=ddof)
-  count = moments.count[group_ids]
-  std = moments.std[group_ids]
-  centred = values - moments.mean[group_ids]
-  out = centred / (std + eps) if scale else centred
-  out = jnp.where(std > 0, out, 0.0)
-  single = values if singleton == "keep" else jnp.zeros_like(values)
-  out = jnp.where(count > 1, out, single)
-  return jnp.where(valid, out, 0.0)
-
-
-def _leave_one_out(values, valid, group_ids, num_groups: int):
-  """(Σ over the other valid rows of the group, their number), per row."""
-  total = groups.group_sum(values, group_ids, num_groups, valid=valid)
-  count = groups.group_sum(valid.astype(jnp.float32), group_ids, num_groups)
-  own = jnp.where(valid, values, 0.0)
-  return total[group_ids] - own, count[group_ids] - valid.astype(jnp.float32)
 
 
 def _safe_div(numerator, denominator) -> jax.Array:
@@ -220,24 +185,24 @@ def _process_returns(step_values, steps: _Steps, group_ids, num_groups: int,
   """The PURE main-branch reward → return → advantage pipeline."""
   batch = steps.mask.shape[0]
   group_ids = _check_groups(group_ids, batch, num_groups)
-  every_row = jnp.ones((batch,), bool)
   outcome = jnp.sum(step_values, axis=1)
   if baseline == "token":
     lengths = masking.sequence_lengths(steps.mask).astype(jnp.float32)
-    others_reward, _ = _leave_one_out(outcome, every_row, group_ids,
-                                      num_groups)
-    others_length, _ = _leave_one_out(lengths, every_row, group_ids,
-                                      num_groups)
+    # Σ over the other rows of the group of rewards and of lengths.
+    others_reward = groups.group_sum(outcome, group_ids,
+                                     num_groups)[group_ids] - outcome
+    others_length = groups.group_sum(lengths, group_ids,
+                                     num_groups)[group_ids] - lengths
     per_token = _safe_div(others_reward, others_length)
     # num_tokens_per_step excludes the step-end token (repo quirk).
     step_baseline = per_token[:, None] * (steps.counts - 1.0)
   elif baseline == "step":
     num_steps = jnp.sum(steps.valid.astype(jnp.float32), axis=1)
     per_step = _safe_div(outcome, num_steps)
-    others, count = _leave_one_out(per_step, every_row, group_ids,
-                                   num_groups)
-    step_baseline = jnp.broadcast_to(_safe_div(others, count)[:, None],
-                                     step_values.shape)
+    # mean_{j≠b} x_j = x_b − RLOO(x)_b; 0 for a row alone in its group.
+    others_mean = per_step - groups.group_normalize(
+        per_step, group_ids, num_groups, mode="rloo")
+    step_baseline = jnp.broadcast_to(others_mean[:, None], step_values.shape)
   else:
     step_baseline = jnp.zeros_like(step_values)
   shaped = jnp.where(steps.valid, step_values - step_baseline, 0.0)
@@ -247,9 +212,9 @@ def _process_returns(step_values, steps: _Steps, group_ids, num_groups: int,
   if verifiable_rewards is not None:
     vr, scorable = _row_outcomes(verifiable_rewards, batch,
                                  "verifiable_rewards")
-    others, count = _leave_one_out(vr, scorable, group_ids, num_groups)
-    vr_advantage = jnp.where(scorable & (count > 0),
-                             vr - _safe_div(others, count), 0.0)
+    vr_advantage = groups.group_normalize(vr, group_ids, num_groups,
+                                          scorable, mode="rloo",
+                                          singleton="zero")
     rewards = rewards + jnp.where(
         last, (verifiable_reward_coef * vr_advantage)[:, None], 0.0)
     info["verifiable_advantage"] = vr_advantage
@@ -400,10 +365,6 @@ def sum_form_prm(step_rewards, step_mask, step_ids, mask, group_ids,
 # DeepSeekMath process supervision.
 
 
-def _flat_group_ids(group_ids, shape) -> jax.Array:
-  return jnp.broadcast_to(group_ids[:, None], shape).reshape(-1)
-
-
 def process_grpo(step_rewards, step_mask, step_ids, mask, group_ids,
                  num_groups: int, *, eps: float = 1e-6, std_ddof: int = 1,
                  scale: bool = True) -> types.EstimatorOutput:
@@ -441,12 +402,11 @@ def process_grpo(step_rewards, step_mask, step_ids, mask, group_ids,
     ValueError: bad shapes or dtypes.
   """
   steps = _prepare_steps(step_rewards, step_mask, step_ids, mask)
-  batch, num_steps = steps.rewards.shape
-  group_ids = _check_groups(group_ids, batch, num_groups)
-  normalized = _group_standardize(
-      steps.rewards.reshape(-1), steps.valid.reshape(-1),
-      _flat_group_ids(group_ids, steps.rewards.shape), num_groups, eps=eps,
-      ddof=std_ddof, scale=scale).reshape(batch, num_steps)
+  group_ids = _check_groups(group_ids, steps.rewards.shape[0], num_groups)
+  normalized = groups.group_normalize(
+      steps.rewards, group_ids, num_groups, steps.valid,
+      mode="std" if scale else "mean", eps=eps, ddof=std_ddof,
+      singleton="keep")
   advantages = sequences.reverse_discounted_cumsum(
       _at_step_ends(normalized, steps), steps.mask)
   return types.EstimatorOutput(
@@ -558,8 +518,10 @@ def tp_grpo(outcome_rewards, step_labels, step_mask, step_ids, mask,
   group_ids = _check_groups(group_ids, batch, num_groups)
   outcome, scorable = _row_outcomes(outcome_rewards, batch,
                                     "outcome_rewards")
-  outcome_adv = _group_standardize(outcome, scorable, group_ids, num_groups,
-                                   eps=eps, ddof=std_ddof, scale=scale)
+  outcome_adv = groups.group_normalize(outcome, group_ids, num_groups,
+                                       scorable, mode="std" if scale
+                                       else "mean", eps=eps, ddof=std_ddof,
+                                       singleton="keep")
   correct = scorable & (outcome > correct_threshold)
   moments = groups.group_moments(correct.astype(jnp.float32), group_ids,
                                  num_groups, valid=scorable)

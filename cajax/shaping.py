@@ -21,7 +21,6 @@ import jax.numpy as jnp
 from cajax import _checks
 from cajax import groups
 from cajax import masking
-from cajax import process
 from cajax import registry
 from cajax import sequences
 from cajax import types
@@ -37,14 +36,6 @@ CAPO_NORMALIZATIONS = ("token", "outcome")
 # finite.
 _UCAS_MAX_LOG_MULTIPLIER = 50.0
 
-# Package-private helpers shared with cajax.process.
-# pylint: disable=protected-access
-_check_groups = process._check_groups
-_flat_group_ids = process._flat_group_ids
-_group_standardize = process._group_standardize
-_nan_unscorable = process._nan_unscorable
-_row_outcomes = process._row_outcomes
-# pylint: enable=protected-access
 
 
 def ucas(token_rewards, self_certainty, token_logits, mask, group_ids,
@@ -109,13 +100,13 @@ def ucas(token_rewards, self_certainty, token_logits, mask, group_ids,
   batch, _ = _checks.check_batch(mask)
   _checks.check_same_shape(self_certainty, mask, "self_certainty", "mask")
   _checks.check_same_shape(token_logits, mask, "token_logits", "mask")
-  group_ids = _check_groups(group_ids, batch, num_groups)
+  group_ids = groups.check_group_ids(group_ids, batch, num_groups)
   mask = _checks.as_mask(mask)
   scores, scorable = registry.sequence_scores(token_rewards, mask)
   standardize = functools.partial(
-      _group_standardize, valid=scorable, group_ids=group_ids,
-      num_groups=num_groups, eps=eps, scale=scale)
-  advantage = standardize(scores)
+      groups.group_normalize, group_ids=group_ids, num_groups=num_groups,
+      valid=scorable, mode="std" if scale else "mean", eps=eps)
+  advantage = standardize(scores, singleton="keep")
   if certainty_reduce == "sum":
     certainty = masking.masked_sum(self_certainty, mask, axis=1)
   else:
@@ -257,9 +248,12 @@ def capo(critique_flags, outcome_rewards, step_ids, step_mask, mask,
                       "critique_flags",
                       like=f"step_mask {tuple(step_mask.shape)}")
   _checks.check_same_shape(step_ids, mask, "step_ids", "mask")
-  group_ids = _check_groups(group_ids, batch, num_groups)
-  outcome, scorable = _row_outcomes(outcome_rewards, batch,
-                                    "outcome_rewards")
+  group_ids = groups.check_group_ids(group_ids, batch, num_groups)
+  _checks.check_shape(outcome_rewards, (batch,), "outcome_rewards",
+                      like=f"mask {tuple(mask.shape)}")
+  outcome = _checks.as_float(outcome_rewards, "outcome_rewards")
+  scorable = jnp.isfinite(outcome)
+  outcome = jnp.where(scorable, outcome, 0.0)
   mask = _checks.as_mask(mask)
   wrong = capo_vote(critique_flags, critique_valid, mode=vote,
                     threshold=threshold) & _checks.as_mask(step_mask,
@@ -272,13 +266,13 @@ def capo(critique_flags, outcome_rewards, step_ids, step_mask, mask,
   penalty = jnp.where(in_wrong, process_weight, 0.0)
   rewards = jnp.where(valid, whole_weight * outcome[:, None] - penalty, 0.0)
   if normalization == "token":
-    advantages = _group_standardize(
-        rewards.reshape(-1), valid.reshape(-1),
-        _flat_group_ids(group_ids, mask.shape), num_groups, eps=eps,
-        ddof=std_ddof).reshape(mask.shape)
+    advantages = groups.group_normalize(rewards, group_ids, num_groups,
+                                        valid, eps=eps, ddof=std_ddof,
+                                        singleton="keep")
   else:
-    outcome_adv = _group_standardize(outcome, scorable, group_ids,
-                                     num_groups, eps=eps, ddof=std_ddof)
+    outcome_adv = groups.group_normalize(outcome, group_ids, num_groups,
+                                         scorable, eps=eps, ddof=std_ddof,
+                                         singleton="keep")
     advantages = jnp.where(valid, whole_weight * outcome_adv[:, None]
                            - penalty, 0.0)
   return types.EstimatorOutput(advantages=advantages, returns=rewards,
@@ -324,6 +318,8 @@ def _capo_example_inputs(rollouts, rng) -> dict:
                    example_inputs=_capo_example_inputs)
 def _capo_adapter(rollouts, *, critique_flags, **kwargs):
   """`capo` on Rollouts with r_v = Σₜ token_rewards (NaN = unscorable)."""
-  return capo(critique_flags, _nan_unscorable(rollouts),
+  scores, scorable = registry.sequence_scores(rollouts.token_rewards,
+                                              rollouts.mask)
+  return capo(critique_flags, jnp.where(scorable, scores, jnp.nan),
               rollouts.step_ids, rollouts.step_mask, rollouts.mask,
               rollouts.group_ids, rollouts.num_groups, **kwargs)
