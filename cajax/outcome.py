@@ -136,16 +136,21 @@ def _normalise(scores, valid, group_ids, num_groups, center="group",
   _checks.check_choice(scale, _SCALES, "scale")
   _checks.check_choice(singleton, _SINGLETONS, "singleton")
   stats = _row_stats(scores, valid, group_ids, num_groups, ddof)
+  if center == "group" and scale != "batch":
+    row = groups.group_normalize(
+        scores, group_ids, num_groups, valid,
+        mode="std" if scale == "group" else "mean", eps=eps, ddof=ddof,
+        singleton=singleton)
+    return row, stats
   single = stats.count == 1
   raw_single = single if singleton == "raw" else jnp.zeros_like(single)
   if center == "group":
-    # A group without spread is centred exactly (s − μ_g := 0), except a
-    # "raw" singleton whose mean is 0.
-    centred = jnp.where(stats.spread, scores - stats.mean, 0.0)
-    centred = jnp.where(raw_single, scores, centred)
+    centred = groups.group_normalize(scores, group_ids, num_groups, valid,
+                                     mode="mean", singleton=singleton)
   elif center == "batch":
-    batch = _row_stats(scores, valid, jnp.zeros_like(group_ids), 1, ddof)
-    centred = jnp.where(batch.spread, scores - batch.mean, 0.0)
+    # A batch without spread (or of one row) is centred to exactly 0.
+    centred = groups.group_normalize(scores, jnp.zeros_like(group_ids), 1,
+                                     valid, mode="mean", singleton="zero")
   else:
     centred = scores
   if scale == "group":
@@ -156,6 +161,15 @@ def _normalise(scores, valid, group_ids, num_groups, center="group",
     centred = _safe_divide(centred, std + eps)
   keep = valid & ~single if singleton == "zero" else valid
   return jnp.where(keep, centred, 0.0), stats
+
+
+def _prepare_centred(token_rewards, mask, group_ids, num_groups, singleton):
+  """Checked `_Batch`, group-centred scores s − μ_g and their `_RowStats`."""
+  batch = _prepare(token_rewards, mask, group_ids, num_groups)
+  centred, stats = _normalise(batch.scores, batch.scorable, batch.group_ids,
+                              batch.num_groups, scale="none",
+                              singleton=singleton)
+  return batch, centred, stats
 
 
 def _output(row_advantages, batch: _Batch, stats: _RowStats,
@@ -328,7 +342,7 @@ def rloo(token_rewards, mask, group_ids, num_groups: int, *,
     mask: bool[B, T] valid tokens.
     group_ids: int[B] in [0, num_groups).
     num_groups: static number of groups G.
-    singleton: "raw" or "zero".
+    singleton: "raw" (A = s) or "zero" for a group of one scorable row.
 
   Returns:
     `EstimatorOutput` as for `grpo`.
@@ -337,13 +351,13 @@ def rloo(token_rewards, mask, group_ids, num_groups: int, *,
     ValueError: as for `grpo`.
   """
   batch = _prepare(token_rewards, mask, group_ids, num_groups)
-  centred, stats = _normalise(batch.scores, batch.scorable, batch.group_ids,
-                              batch.num_groups, scale="none",
-                              singleton=singleton)
-  count = stats.count
-  factor = jnp.where(count > 1, count / jnp.where(count > 1, count - 1.0,
-                                                  1.0), 1.0)
-  return _output(centred * factor, batch, stats)
+  _checks.check_choice(singleton, _SINGLETONS, "singleton")
+  stats = _row_stats(batch.scores, batch.scorable, batch.group_ids,
+                     batch.num_groups)
+  row = groups.group_normalize(batch.scores, batch.group_ids,
+                               batch.num_groups, batch.scorable, mode="rloo",
+                               singleton=singleton)
+  return _output(row, batch, stats)
 
 
 def opo(token_rewards, mask, group_ids, num_groups: int, *,
@@ -364,7 +378,7 @@ def opo(token_rewards, mask, group_ids, num_groups: int, *,
     mask: bool[B, T] valid tokens.
     group_ids: int[B] in [0, num_groups).
     num_groups: static number of groups G.
-    singleton: "raw" or "zero".
+    singleton: "raw" (b = 0) or "zero" (A = 0) for a lone scorable row.
 
   Returns:
     `EstimatorOutput` as for `grpo`.
@@ -413,10 +427,8 @@ def gpg(token_rewards, mask, group_ids, num_groups: int, *,
   Raises:
     ValueError: as for `grpo`.
   """
-  batch = _prepare(token_rewards, mask, group_ids, num_groups)
-  centred, stats = _normalise(batch.scores, batch.scorable, batch.group_ids,
-                              batch.num_groups, scale="none",
-                              singleton=singleton)
+  batch, centred, stats = _prepare_centred(token_rewards, mask, group_ids,
+                                          num_groups, singleton)
   rows = jnp.sum(batch.scorable.astype(jnp.float32))
   nonzero = jnp.sum((batch.scorable & (batch.scores != 0)).astype(
       jnp.float32))
@@ -455,10 +467,8 @@ def reinforce_plus_plus_baseline(token_rewards, mask, group_ids,
   Raises:
     ValueError: as for `grpo`.
   """
-  batch = _prepare(token_rewards, mask, group_ids, num_groups)
-  centred, stats = _normalise(batch.scores, batch.scorable, batch.group_ids,
-                              batch.num_groups, scale="none",
-                              singleton=singleton)
+  batch, centred, stats = _prepare_centred(token_rewards, mask, group_ids,
+                                          num_groups, singleton)
   tokens = batch.mask & batch.scorable[:, None]
   advantages = masking.masked_whiten(
       jnp.broadcast_to(centred[:, None], tokens.shape), tokens, eps=eps)
