@@ -634,7 +634,7 @@ def dro_policy_loss(logprobs, old_logprobs, advantages, mask, *,
     advantages: [B, T] (or [B]) advantages.
     mask: [B, T] bool, True on trainable tokens.
     beta: β > 0, weight of the quadratic penalty.
-    return_metrics: also return the metrics dict.
+    return_metrics: also return the metrics dict (see module docstring).
 
   Returns:
     f32[B, T] per-token loss, 0 at masked tokens (and metrics if asked).
@@ -642,8 +642,8 @@ def dro_policy_loss(logprobs, old_logprobs, advantages, mask, *,
   Raises:
     ValueError: on shape mismatches or β ≤ 0.
   """
-  _check_positive(beta, "beta")
   x = _Inputs(logprobs, old_logprobs, advantages, mask)
+  _check_positive(beta, "beta")
   loss = -(x.logprobs * x.advantages - 0.5 * beta * jnp.square(x.log_ratio))
   return _finish(x, loss, return_metrics)
 

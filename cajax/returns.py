@@ -625,12 +625,12 @@ def n_step_bootstrapped_returns(r_t, discount_t, v_t, n: int, lambda_t=1.0,
   Costs n vectorised passes over [B, T] (n is static).
 
   See "Reinforcement Learning: An Introduction" (Sutton and Barto, 2018),
-  §7.1.
+  §7.1 (n-step bootstrapping).
 
   Args:
-    r_t: f[B, T] rewards at times [1, T].
-    discount_t: f[B, T] (or scalar) discounts at times [1, T].
-    v_t: f[B, T] bootstrap values at times [1, T].
+    r_t: f[B, T]; position t holds the reward rₜ₊₁.
+    discount_t: f[B, T] (or scalar); position t holds γₜ₊₁.
+    v_t: f[B, T]; position t holds the bootstrap value vₜ₊₁.
     n: static number of steps, ≥ 1.
     lambda_t: scalar or f[B, T] mixing parameter.
     stop_target_gradients: stop gradients through the targets.
