@@ -1,5 +1,7 @@
 """Tests of cajax.masking and cajax.groups against float64 loop references."""
 
+import math
+
 import hypothesis
 from hypothesis import strategies as st
 import jax
@@ -268,3 +270,141 @@ def test_group_moments_permutation_equivariant(batch, num_groups, seed):
   b = groups.group_moments(values[perm], ids[perm], num_groups)
   for field_a, field_b in zip(a, b):
     np.testing.assert_allclose(field_a, field_b, 1e-5, 1e-5)
+
+
+# ---------------------------------------------------------------- group_normalize
+
+
+def ref_group_normalize(values, ids, valid, mode="std", eps=1e-6, ddof=1,
+                        singleton="raw", population=None):
+  """float64 loop reference; `ids` has the same shape as `values`."""
+  values = np.asarray(values, np.float64)
+  population = valid if population is None else population
+  out = np.zeros(values.shape)
+  for index in np.ndindex(values.shape):
+    if not valid[index]:
+      continue
+    x = float(values[index])
+    members = [float(values[j]) for j in np.ndindex(values.shape)
+               if ids[j] == ids[index] and population[j]]
+    n = len(members)
+    if n <= 1:
+      if singleton == "zero":
+        out[index] = 0.0
+      elif singleton == "raw" and mode == "std":
+        out[index] = x / (1.0 + eps)
+      else:
+        out[index] = x
+      continue
+    if population[index] and max(members) == min(members):
+      out[index] = 0.0
+      continue
+    mu = sum(members) / n
+    if mode == "std":
+      sd = (math.sqrt(sum((v - mu) ** 2 for v in members) / (n - ddof))
+            if n > ddof else 0.0)
+      out[index] = (x - mu) / (sd + eps)
+    elif mode == "rloo":
+      out[index] = x - (sum(members) - x) / (n - 1)
+    else:
+      out[index] = x - mu
+  return out
+
+
+@pytest.mark.parametrize("mode", ["std", "mean", "rloo"])
+@pytest.mark.parametrize("singleton", ["raw", "keep", "zero"])
+def test_group_normalize_matches_reference(mode, singleton):
+  # Groups: 0 mixed, 1 all equal, 2 singleton, 3 empty, 4 mixed with an
+  # invalid row; rows 8 and 9 are invalid.
+  values = np.array([1.0, 2.0, 4.5, 3.0, 3.0, 3.0, 7.0, -1.0, 9.0, 0.5],
+                    np.float32)
+  ids = np.array([0, 0, 0, 1, 1, 1, 2, 4, 4, 4], np.int32)
+  valid = np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 1], bool)
+  for ddof, eps in ((1, 1e-6), (0, 0.1)):
+    got = groups.group_normalize(values, ids, 5, valid, mode=mode, eps=eps,
+                                 ddof=ddof, singleton=singleton)
+    want = ref_group_normalize(values, ids, valid, mode, eps, ddof,
+                               singleton)
+    np.testing.assert_allclose(got, want, RTOL, ATOL)
+    assert got.dtype == jnp.float32
+    assert np.all(np.asarray(got)[3:6] == 0.0)  # all-equal: exactly 0
+    assert np.asarray(got)[8] == 0.0  # invalid row: exactly 0
+
+
+def test_group_normalize_golden_and_defaults():
+  # Group {1, 2, 3}: μ = 2, σ = 1 → (−1, 0, 1)/(1 + 1e-6); singleton 5 → 5/(1+ε).
+  got = groups.group_normalize(np.array([1, 2, 3, 5]),
+                               np.array([0, 0, 0, 1]), 2)
+  np.testing.assert_allclose(got, np.array([-1, 0, 1, 5]) / (1 + 1e-6),
+                             1e-6, 1e-6)
+  # RLOO: x − mean of the others.
+  got = groups.group_normalize(np.array([1.0, 2.0, 6.0]), np.zeros(3, int),
+                               1, mode="rloo")
+  np.testing.assert_allclose(got, [1 - 4, 2 - 3.5, 6 - 1.5], 1e-6, 1e-6)
+  # Equal scores far from 0 stay exactly 0 even with a tiny eps.
+  got = groups.group_normalize(np.full(8, 0.1, np.float32), np.zeros(8, int),
+                               1, eps=1e-9)
+  assert np.all(np.asarray(got) == 0.0)
+
+
+def test_group_normalize_trailing_axes_population_and_jit():
+  rng = np.random.default_rng(3)
+  values = rng.normal(size=(6, 4)).astype(np.float32)
+  row_ids = np.array([0, 1, 0, 1, 2, 2], np.int32)
+  valid = rng.random((6, 4)) < 0.7
+  population = valid & (np.arange(4)[None, :] == 0)
+  full_ids = np.broadcast_to(row_ids[:, None], (6, 4))
+  fn = jax.jit(groups.group_normalize,
+               static_argnames=("num_groups", "mode", "singleton"))
+  for mode in ("std", "rloo"):
+    got = fn(values, row_ids, num_groups=3, valid=valid, mode=mode,
+             population=population)
+    want = ref_group_normalize(values, full_ids, valid, mode,
+                               population=population)
+    np.testing.assert_allclose(got, want, RTOL, ATOL)
+  # Per-entry ids (segments finer than rows) give the same as the reference.
+  seg_ids = row_ids[:, None] * 4 + np.arange(4)[None, :]
+  got = groups.group_normalize(values, seg_ids, 12, valid)
+  np.testing.assert_allclose(
+      got, ref_group_normalize(values, seg_ids, valid), RTOL, ATOL)
+
+
+def test_group_normalize_bf16_and_bad_inputs():
+  values = np.array([0.5, 1.5, 2.0, 2.0], np.float32)
+  ids = np.array([0, 0, 1, 1], np.int32)
+  got = groups.group_normalize(jnp.asarray(values, jnp.bfloat16), ids, 2)
+  np.testing.assert_allclose(
+      got, ref_group_normalize(values, ids, np.ones(4, bool)), 1e-2, 1e-2)
+  with pytest.raises(ValueError, match="group_ids"):
+    groups.group_normalize(values, np.zeros(3, np.int32), 2)
+  with pytest.raises(ValueError, match="group_ids"):
+    groups.group_normalize(values, np.zeros(4), 2)
+  with pytest.raises(ValueError, match="mode"):
+    groups.group_normalize(values, ids, 2, mode="median")
+  with pytest.raises(ValueError, match="singleton"):
+    groups.group_normalize(values, ids, 2, singleton="drop")
+  with pytest.raises(ValueError, match="ddof"):
+    groups.group_normalize(values, ids, 2, ddof=-1)
+  with pytest.raises(ValueError, match="valid"):
+    groups.group_normalize(values, ids, 2, valid=np.ones(3, bool))
+  with pytest.raises(ValueError, match="num_groups"):
+    groups.group_normalize(values, ids, 0)
+
+
+@hypothesis.given(st.integers(1, 12), st.integers(1, 4),
+                  st.sampled_from(["std", "mean", "rloo"]),
+                  st.integers(0, 10_000))
+def test_group_normalize_permutation_equivariant(batch, num_groups, mode,
+                                                 seed):
+  rng = np.random.default_rng(seed)
+  # Few distinct values so that all-equal groups occur.
+  values = rng.integers(0, 3, size=batch).astype(np.float32)
+  ids = rng.integers(0, num_groups, size=batch).astype(np.int32)
+  valid = rng.random(batch) < 0.8
+  perm = rng.permutation(batch)
+  a = groups.group_normalize(values, ids, num_groups, valid, mode=mode)
+  b = groups.group_normalize(values[perm], ids[perm], num_groups,
+                             valid[perm], mode=mode)
+  np.testing.assert_allclose(np.asarray(a)[perm], b, 1e-5, 1e-5)
+  np.testing.assert_allclose(
+      a, ref_group_normalize(values, ids, valid, mode), RTOL, ATOL)
