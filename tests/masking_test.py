@@ -272,7 +272,7 @@ def test_group_moments_permutation_equivariant(batch, num_groups, seed):
     np.testing.assert_allclose(field_a, field_b, 1e-5, 1e-5)
 
 
-# ---------------------------------------------------------------- group_normalize
+# ------------------------------------------------------- group_normalize
 
 
 def ref_group_normalize(values, ids, valid, mode="std", eps=1e-6, ddof=1,
@@ -332,7 +332,7 @@ def test_group_normalize_matches_reference(mode, singleton):
 
 
 def test_group_normalize_golden_and_defaults():
-  # Group {1, 2, 3}: μ = 2, σ = 1 → (−1, 0, 1)/(1 + 1e-6); singleton 5 → 5/(1+ε).
+  # Group {1, 2, 3}: μ = 2, σ = 1 → (−1, 0, 1)/(1 + ε); singleton → 5/(1 + ε).
   got = groups.group_normalize(np.array([1, 2, 3, 5]),
                                np.array([0, 0, 0, 1]), 2)
   np.testing.assert_allclose(got, np.array([-1, 0, 1, 5]) / (1 + 1e-6),
