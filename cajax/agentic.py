@@ -321,9 +321,16 @@ def turn_rewards(token_rewards, mask, *, num_turns: int | None = None):
   num_turns = (length + 1) // 2 if num_turns is None else num_turns
   _checks.check_positive_int(num_turns, "num_turns")
   turn_ids, count = sequences.contiguous_runs(mask)
-  ends = sequences.step_end_mask(turn_ids, mask)
-  per_turn = sequences.tokens_to_steps(jnp.where(ends, rewards, 0.0),
-                                       turn_ids, num_turns, mask=ends)
+  mask = _checks.as_mask(mask)
+  # A turn (maximal run of mask) ends where the next token is masked; each
+  # turn has exactly one end, so one scatter-set (no segment sums over B·K
+  # segments) moves its reward to [B, K]. Turns ≥ K index out of bounds and
+  # are dropped.
+  ends = mask & ~jnp.pad(mask[:, 1:], ((0, 0), (0, 1)))
+  rows = jnp.arange(mask.shape[0])[:, None]
+  per_turn = jnp.zeros((mask.shape[0], num_turns), jnp.float32).at[
+      rows, jnp.where(ends, turn_ids, num_turns)].set(
+          jnp.where(ends, rewards, 0.0), mode="drop")
   turn_valid = jnp.arange(num_turns)[None, :] < count[:, None]
   return per_turn, turn_valid, turn_ids
 
