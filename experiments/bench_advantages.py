@@ -13,7 +13,6 @@ process, interleaved, so machine noise hits them alike.
   python -m experiments.bench_advantages --quick --output=/tmp/table.md
 """
 
-import importlib
 import time
 
 from absl import app
@@ -24,11 +23,6 @@ import numpy as np
 
 import cajax
 from experiments import synthetic_rollouts
-
-# Estimator modules that register names on import. Missing ones are skipped
-# so the benchmark picks up whatever exists in the tree.
-ESTIMATOR_MODULES = ("cajax.outcome", "cajax.returns", "cajax.process",
-                     "cajax.shaping", "cajax.agentic")
 
 _SHAPES = flags.DEFINE_list(
     "shapes", ["512x4096", "64x32768"], "BxT shapes to benchmark.")
@@ -44,20 +38,6 @@ _OUTPUT = flags.DEFINE_string(
     "output", None, "Write the markdown table to this file.")
 
 QUICK_SHAPES = ("16x64",)
-
-
-def import_estimator_modules(modules=ESTIMATOR_MODULES) -> list[str]:
-  """Imports the estimator modules that exist; returns those imported."""
-  found = []
-  for module in modules:
-    try:
-      importlib.import_module(module)
-    except ModuleNotFoundError as err:
-      if err.name != module:  # a real import error inside the module
-        raise
-      continue
-    found.append(module)
-  return found
 
 
 def parse_shape(text: str) -> tuple[int, int]:
@@ -142,7 +122,6 @@ def markdown_table(rows) -> str:
 
 def main(argv):
   del argv
-  import_estimator_modules()
   names = _ONLY.value or list(cajax.estimator_names())
   unknown = sorted(set(names) - set(cajax.estimator_names()))
   if unknown:

@@ -49,69 +49,18 @@ _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", "results/credit",
     "Where credit.md and credit.png are written ('' to skip).")
 
-ESTIMATOR_MODULES = ("outcome", "returns", "process", "shaping", "agentic")
-
-
-def load_estimators() -> tuple[str, ...]:
-  """Imports every estimator module that exists; returns registered names."""
-  for module in ESTIMATOR_MODULES:
-    try:
-      __import__(f"cajax.{module}")
-    except ModuleNotFoundError:
-      pass
-  return cajax.estimator_names()
-
-
-def credit_metrics(advantages: np.ndarray, batch: credit_task.Batch) -> dict:
-  """Localisation, Spearman ρ, sign accuracy and distractor variance."""
-  from scipy import stats  # pylint: disable=g-import-not-at-top
-  mask = np.asarray(batch.rollouts.mask)
-  adv = np.where(mask, np.asarray(advantages, np.float64), 0.0)
-  decisive = batch.decisive
-  distractor = mask & ~decisive
-  total = np.abs(adv).sum()
-  localisation = np.abs(adv[decisive]).sum() / total if total > 0 else 0.0
-  rho = stats.spearmanr(adv[mask], batch.true_advantage[mask]).statistic
-  decision_mean = (adv * decisive).sum(1) / np.maximum(decisive.sum(1), 1)
-  wanted = np.where(batch.good, 1.0, -1.0)
-  sign_accuracy = np.mean(np.sign(decision_mean) == wanted)
-  decisive_power = np.mean(adv[decisive] ** 2)
-  distractor_var = (np.var(adv[distractor]) / decisive_power
-                    if decisive_power > 0 else np.nan)
-  return {"localisation": localisation,
-          "spearman": 0.0 if np.isnan(rho) else rho,
-          "sign_accuracy": sign_accuracy,
-          "distractor_var": distractor_var}
-
-
-def method_inputs(name: str, batch: credit_task.Batch, seed: int) -> dict:
-  """Keyword inputs of `name`: the task's own where it has them.
-
-  The task has critiques of its steps, no retried prefix (R³L pivot turns
-  are 0) and no shared branch prefix (SLATE prefixes are empty: each prompt
-  group is one branch point); other inputs are the registry's examples.
-  """
-  kwargs = cajax.example_inputs(name, batch.rollouts,
-                                np.random.default_rng(seed))
-  batch_size = batch.good.shape[0]
-  task_inputs = dict(critique_flags=batch.critique_flags,
-                     pivot_turns=np.zeros(batch_size, np.int32),
-                     prefix_lengths=np.zeros(batch_size, np.int32))
-  return {key: task_inputs.get(key, value) for key, value in kwargs.items()}
-
-
 def evaluate(name: str, configs: list[credit_task.TaskConfig]) -> dict:
   """Mean metrics of `name` over the given batch configurations."""
   rows = []
   for config in configs:
     batch = credit_task.make_batch(config)
-    kwargs = method_inputs(name, batch, config.seed)
+    kwargs = credit_task.method_inputs(name, batch, config.seed)
     arrays = {k: v for k, v in kwargs.items()
               if isinstance(v, (np.ndarray, jax.Array))}
     static = {k: v for k, v in kwargs.items() if k not in arrays}
     fn = _jitted(name, tuple(sorted(static.items())))
     advantages = fn(batch.rollouts, arrays).advantages
-    rows.append(credit_metrics(np.asarray(advantages), batch))
+    rows.append(credit_task.credit_metrics(np.asarray(advantages), batch))
   return {key: float(np.nanmean([row[key] for row in rows]))
           for key in rows[0]}
 
@@ -194,7 +143,7 @@ def plot(summary: dict, by_group: dict, group_sizes: list[int], path: str):
 def main(argv):
   del argv
   start = time.perf_counter()
-  names = load_estimators()
+  names = cajax.estimator_names()
   if _ESTIMATORS.value:
     names = tuple(n for n in names if n in _ESTIMATORS.value)
   group_sizes = [int(g) for g in _GROUP_SIZES.value]

@@ -19,6 +19,9 @@ Process signals (step rewards, critic values, critique flags) come with a
 `signal_quality` q ∈ [0, 1]: a step reward is q · ideal + (1 − q) · noise,
 where ideal is +1 for a correct step and −1 for the bad decisive step.
 Outcome rewards can be flipped with probability `reward_noise`.
+
+`credit_metrics` scores an advantage array against the ground truth, and
+`method_inputs` supplies the method-specific inputs of an estimator.
 """
 
 import dataclasses
@@ -155,3 +158,41 @@ def make_batch(config: TaskConfig) -> Batch:
   return Batch(rollouts=rollouts, decisive=decisive,
                true_advantage=true_advantage, good=good,
                critique_flags=critique_flags)
+
+
+def credit_metrics(advantages: np.ndarray, batch: Batch) -> dict:
+  """Localisation, Spearman ρ, sign accuracy and distractor variance."""
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  mask = np.asarray(batch.rollouts.mask)
+  adv = np.where(mask, np.asarray(advantages, np.float64), 0.0)
+  decisive = batch.decisive
+  distractor = mask & ~decisive
+  total = np.abs(adv).sum()
+  localisation = np.abs(adv[decisive]).sum() / total if total > 0 else 0.0
+  rho = stats.spearmanr(adv[mask], batch.true_advantage[mask]).statistic
+  decision_mean = (adv * decisive).sum(1) / np.maximum(decisive.sum(1), 1)
+  wanted = np.where(batch.good, 1.0, -1.0)
+  sign_accuracy = np.mean(np.sign(decision_mean) == wanted)
+  decisive_power = np.mean(adv[decisive] ** 2)
+  distractor_var = (np.var(adv[distractor]) / decisive_power
+                    if decisive_power > 0 else np.nan)
+  return {"localisation": localisation,
+          "spearman": 0.0 if np.isnan(rho) else rho,
+          "sign_accuracy": sign_accuracy,
+          "distractor_var": distractor_var}
+
+
+def method_inputs(name: str, batch: Batch, seed: int) -> dict:
+  """Keyword inputs of `name`: the task's own where it has them.
+
+  The task has critiques of its steps, no retried prefix (R³L pivot turns
+  are 0) and no shared branch prefix (SLATE prefixes are empty: each prompt
+  group is one branch point); other inputs are the registry's examples.
+  """
+  kwargs = cajax.example_inputs(name, batch.rollouts,
+                                np.random.default_rng(seed))
+  batch_size = batch.good.shape[0]
+  task_inputs = dict(critique_flags=batch.critique_flags,
+                     pivot_turns=np.zeros(batch_size, np.int32),
+                     prefix_lengths=np.zeros(batch_size, np.int32))
+  return {key: task_inputs.get(key, value) for key, value in kwargs.items()}

@@ -10,11 +10,8 @@ from experiments import bench_advantages
 class BenchAdvantagesSmokeTest(absltest.TestCase):
 
   def test_tiny_benchmark_and_table(self):
-    found = bench_advantages.import_estimator_modules()
-    self.assertNotEmpty(found)
-    names = [n for n in ("reinforce_plus_plus", "grpo", "gae")
-             if n in cajax.estimator_names()] or list(
-                 cajax.estimator_names()[:2])
+    names = ["reinforce_plus_plus", "grpo", "gae"]
+    self.assertContainsSubset(names, cajax.estimator_names())
     rows = bench_advantages.benchmark(names, [(8, 16)], rounds=1, repeats=1,
                                       group_size=4, num_steps=3)
     self.assertLen(rows, len(names))
@@ -27,11 +24,6 @@ class BenchAdvantagesSmokeTest(absltest.TestCase):
     self.assertEqual(table[0], "| estimator | shape (BxT) | ms | floor ms | "
                      "ratio |")
     self.assertLen(table, 2 + len(names))
-
-  def test_missing_modules_are_skipped(self):
-    found = bench_advantages.import_estimator_modules(
-        ("cajax.masking", "cajax.no_such_estimator_module"))
-    self.assertEqual(found, ["cajax.masking"])
 
   def test_floor_reads_every_input(self):
     adv, ret = bench_advantages.floor_pass(

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import cajax
-from experiments import bench_credit
 from experiments import credit_task
 
 
@@ -41,21 +40,21 @@ def test_batch_ground_truth(granularity, position):
 def test_metrics_of_perfect_and_uniform_credit():
   config = credit_task.TaskConfig(num_prompts=8, group_size=4, seed=3)
   batch = credit_task.make_batch(config)
-  perfect = bench_credit.credit_metrics(batch.true_advantage, batch)
+  perfect = credit_task.credit_metrics(batch.true_advantage, batch)
   assert perfect["localisation"] == pytest.approx(1.0)
   assert perfect["spearman"] == pytest.approx(1.0)
   assert perfect["sign_accuracy"] == 1.0
   assert perfect["distractor_var"] == 0.0
   mask = np.asarray(batch.rollouts.mask)
   row_sign = np.where(batch.good, 1.0, -1.0)[:, None]
-  uniform = bench_credit.credit_metrics(mask * row_sign, batch)
+  uniform = credit_task.credit_metrics(mask * row_sign, batch)
   assert uniform["localisation"] == pytest.approx(1 / config.num_steps)
   assert uniform["sign_accuracy"] == 1.0
   assert uniform["distractor_var"] > 0.5
 
 
 def test_benchmark_runs_every_estimator(tmp_path):
-  names = bench_credit.load_estimators()
+  names = cajax.estimator_names()
   env = dict(os.environ, PYTHONPATH=os.getcwd())
   result = subprocess.run(
       [sys.executable, "-m", "experiments.bench_credit", "--batch=32",
