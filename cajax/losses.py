@@ -22,6 +22,9 @@ Shared conventions:
   are still returned per token; `PEER_AGGREGATION` names the aggregation mode
   with which `aggregate` reproduces the peer's scalar loss (verl forces
   seq-mean-token-mean for gspo and sapo).
+* Every policy loss returns `f32[B, T]`, exactly 0 at masked tokens, and
+  raises ValueError (naming the argument and shapes) on shape mismatches or
+  out-of-range hyperparameters.
 * Every loss accepts `return_metrics=True` and then returns
   `(per_token_loss, metrics)` with float32 scalars `ppo_kl` (masked mean of
   −logr, verl's `ppo_kl`), `clipfrac` and `clipfrac_lower` (0 where the
@@ -206,10 +209,8 @@ def vanilla_policy_loss(logprobs, old_logprobs, advantages, mask, *,
   arXiv 2503.14476).
 
   Args:
-    logprobs: [B, T] current-policy token log-probabilities.
-    old_logprobs: [B, T] behaviour-policy log-probabilities.
-    advantages: [B, T] (or [B]) advantages.
-    mask: [B, T] bool, True on trainable tokens.
+    logprobs, old_logprobs, advantages, mask: the shared policy-loss inputs
+      ([B, T]; see the module docstring).
     clip_low: εl, the ratio is clipped below at 1 − εl.
     clip_high: εh, the ratio is clipped above at 1 + εh.
     clip_ratio_c: dual-clip constant c > 1, or None to disable.
@@ -218,10 +219,7 @@ def vanilla_policy_loss(logprobs, old_logprobs, advantages, mask, *,
       `clipfrac_lower` is verl's dual-clip fraction.
 
   Returns:
-    f32[B, T] per-token loss, 0 at masked tokens (and metrics if asked).
-
-  Raises:
-    ValueError: on shape mismatches or out-of-range hyperparameters.
+    The per-token loss (and metrics), as in the module docstring.
   """
   x = _Inputs(logprobs, old_logprobs, advantages, mask)
   log_ratio, ratio = x.clamped_ratio(log_ratio_clip)
@@ -274,20 +272,15 @@ def gspo_policy_loss(logprobs, old_logprobs, advantages, mask, *,
   See "Group Sequence Policy Optimization" (Zheng et al., arXiv 2507.18071).
 
   Args:
-    logprobs: [B, T] current-policy token log-probabilities.
-    old_logprobs: [B, T] behaviour-policy log-probabilities.
-    advantages: [B, T] (or [B]) advantages.
-    mask: [B, T] bool, True on trainable tokens.
+    logprobs, old_logprobs, advantages, mask: the shared policy-loss inputs
+      ([B, T]; see the module docstring).
     clip_low: εl (the GSPO paper uses much smaller ranges, e.g. 3e-4).
     clip_high: εh (GSPO paper: 4e-4).
     log_ratio_max: upper clamp of the sequence log-ratio.
     return_metrics: also return the metrics dict.
 
   Returns:
-    f32[B, T] per-token loss, 0 at masked tokens (and metrics if asked).
-
-  Raises:
-    ValueError: on shape mismatches or out-of-range hyperparameters.
+    The per-token loss (and metrics), as in the module docstring.
   """
   x = _Inputs(logprobs, old_logprobs, advantages, mask)
   seq = jnp.broadcast_to(_sequence_log_ratio(x), x.mask.shape)
@@ -313,20 +306,15 @@ def gspo_token_policy_loss(logprobs, old_logprobs, advantages, mask, *,
   GSPO-token variant.
 
   Args:
-    logprobs: [B, T] current-policy token log-probabilities.
-    old_logprobs: [B, T] behaviour-policy log-probabilities.
-    advantages: [B, T] (or [B]) advantages.
-    mask: [B, T] bool, True on trainable tokens.
+    logprobs, old_logprobs, advantages, mask: the shared policy-loss inputs
+      ([B, T]; see the module docstring).
     clip_low: εl.
     clip_high: εh.
     log_ratio_max: upper clamp of the combined log-ratio (verl: 10).
     return_metrics: also return the metrics dict.
 
   Returns:
-    f32[B, T] per-token loss, 0 at masked tokens (and metrics if asked).
-
-  Raises:
-    ValueError: on shape mismatches or out-of-range hyperparameters.
+    The per-token loss (and metrics), as in the module docstring.
   """
   x = _Inputs(logprobs, old_logprobs, advantages, mask)
   combined = x.logprobs - _sg(x.logprobs) + _sg(_sequence_log_ratio(x))
@@ -350,10 +338,8 @@ def cispo_policy_loss(logprobs, old_logprobs, advantages, mask, *,
   Lightning Attention" (MiniMax, arXiv 2506.13585).
 
   Args:
-    logprobs: [B, T] current-policy token log-probabilities.
-    old_logprobs: [B, T] behaviour-policy log-probabilities.
-    advantages: [B, T] (or [B]) advantages.
-    mask: [B, T] bool, True on trainable tokens.
+    logprobs, old_logprobs, advantages, mask: the shared policy-loss inputs
+      ([B, T]; see the module docstring).
     clip_low: εl (verl form).
     clip_high: εh (verl form).
     ratio_cap: if set, TRL's absolute upper cap with no lower clip (then
@@ -363,10 +349,7 @@ def cispo_policy_loss(logprobs, old_logprobs, advantages, mask, *,
       weight was clipped).
 
   Returns:
-    f32[B, T] per-token loss, 0 at masked tokens (and metrics if asked).
-
-  Raises:
-    ValueError: on shape mismatches or out-of-range hyperparameters.
+    The per-token loss (and metrics), as in the module docstring.
   """
   x = _Inputs(logprobs, old_logprobs, advantages, mask)
   log_ratio, ratio = x.clamped_ratio(log_ratio_clip)
@@ -395,17 +378,15 @@ def sapo_policy_loss(logprobs, old_logprobs, advantages, mask, *,
   `compute_policy_loss_sapo`.
 
   Args:
-    logprobs: [B, T] current-policy token log-probabilities.
-    old_logprobs: [B, T] behaviour-policy log-probabilities.
-    advantages: [B, T] (or [B]) advantages.
-    mask: [B, T] bool, True on trainable tokens.
+    logprobs, old_logprobs, advantages, mask: the shared policy-loss inputs
+      ([B, T]; see the module docstring).
     tau_pos: gate temperature for positive advantages.
     tau_neg: gate temperature for non-positive advantages.
     log_ratio_clip: symmetric clamp of the log-ratio before exp.
     return_metrics: also return the metrics dict.
 
   Returns:
-    f32[B, T] per-token loss, 0 at masked tokens (and metrics if asked).
+    The per-token loss (and metrics), as in the module docstring.
 
   Raises:
     ValueError: on shape mismatches or non-positive temperatures.
@@ -437,7 +418,7 @@ def gpg_policy_loss(logprobs, old_logprobs, advantages, mask, *,
     return_metrics: also return the metrics dict.
 
   Returns:
-    f32[B, T] per-token loss, 0 at masked tokens (and metrics if asked).
+    The per-token loss (and metrics), as in the module docstring.
 
   Raises:
     ValueError: on shape mismatches.
@@ -466,10 +447,8 @@ def geo_mean_policy_loss(logprobs, old_logprobs, advantages, mask, *,
   verl `compute_policy_loss_geo_mean`.
 
   Args:
-    logprobs: [B, T] current-policy token log-probabilities.
-    old_logprobs: [B, T] behaviour-policy log-probabilities.
-    advantages: [B, T] (or [B]) advantages.
-    mask: [B, T] bool, True on trainable tokens.
+    logprobs, old_logprobs, advantages, mask: the shared policy-loss inputs
+      ([B, T]; see the module docstring).
     clip_low: εl of the log-ratio clip.
     clip_high: εh of the log-ratio clip.
     log_ratio_clip: symmetric clamp of the log-ratio.
@@ -526,10 +505,8 @@ def clip_cov_policy_loss(logprobs, old_logprobs, advantages, mask, *,
   `compute_policy_loss_clip_cov`.
 
   Args:
-    logprobs: [B, T] current-policy token log-probabilities.
-    old_logprobs: [B, T] behaviour-policy log-probabilities.
-    advantages: [B, T] (or [B]) advantages.
-    mask: [B, T] bool, True on trainable tokens.
+    logprobs, old_logprobs, advantages, mask: the shared policy-loss inputs
+      ([B, T]; see the module docstring).
     clip_low: εl.
     clip_high: εh.
     clip_cov_ratio: ρ, fraction of valid tokens to detach.
@@ -542,7 +519,7 @@ def clip_cov_policy_loss(logprobs, old_logprobs, advantages, mask, *,
       detached tokens, verl's `pg_clipfrac` for this loss).
 
   Returns:
-    f32[B, T] per-token loss, 0 at masked tokens (and metrics if asked).
+    The per-token loss (and metrics), as in the module docstring.
 
   Raises:
     ValueError: on shape mismatches, bad hyperparameters or a missing rng.
@@ -588,10 +565,8 @@ def kl_cov_policy_loss(logprobs, old_logprobs, advantages, mask, *,
   Models" (Cui et al., arXiv 2505.22617); verl `compute_policy_loss_kl_cov`.
 
   Args:
-    logprobs: [B, T] current-policy token log-probabilities.
-    old_logprobs: [B, T] behaviour-policy log-probabilities.
-    advantages: [B, T] (or [B]) advantages.
-    mask: [B, T] bool, True on trainable tokens.
+    logprobs, old_logprobs, advantages, mask: the shared policy-loss inputs
+      ([B, T]; see the module docstring).
     kl_cov_ratio: ρ, fraction of valid tokens penalised.
     ppo_kl_coef: β, weight of |logr| on the selected tokens.
     log_ratio_clip: symmetric clamp of the log-ratio.
@@ -599,10 +574,7 @@ def kl_cov_policy_loss(logprobs, old_logprobs, advantages, mask, *,
       penalised tokens).
 
   Returns:
-    f32[B, T] per-token loss, 0 at masked tokens (and metrics if asked).
-
-  Raises:
-    ValueError: on shape mismatches or out-of-range hyperparameters.
+    The per-token loss (and metrics), as in the module docstring.
   """
   x = _Inputs(logprobs, old_logprobs, advantages, mask)
   log_ratio, ratio = x.clamped_ratio(log_ratio_clip)
@@ -629,15 +601,13 @@ def dro_policy_loss(logprobs, old_logprobs, advantages, mask, *,
   `compute_policy_loss_dro`.
 
   Args:
-    logprobs: [B, T] current-policy token log-probabilities.
-    old_logprobs: [B, T] behaviour-policy log-probabilities.
-    advantages: [B, T] (or [B]) advantages.
-    mask: [B, T] bool, True on trainable tokens.
+    logprobs, old_logprobs, advantages, mask: the shared policy-loss inputs
+      ([B, T]; see the module docstring).
     beta: β > 0, weight of the quadratic penalty.
     return_metrics: also return the metrics dict (see module docstring).
 
   Returns:
-    f32[B, T] per-token loss, 0 at masked tokens (and metrics if asked).
+    The per-token loss (and metrics), as in the module docstring.
 
   Raises:
     ValueError: on shape mismatches or β ≤ 0.
@@ -678,7 +648,7 @@ def opmd_policy_loss(logprobs, old_logprobs, advantages, mask, *,
     return_metrics: also return the metrics dict.
 
   Returns:
-    f32[B, T] per-token loss, 0 at masked tokens (and metrics if asked).
+    The per-token loss (and metrics), as in the module docstring.
 
   Raises:
     ValueError: on shape mismatches or τ ≤ 0.
@@ -722,15 +692,13 @@ def policy_loss(name: str, logprobs, old_logprobs, advantages, mask, *,
 
   Args:
     name: one of `policy_loss_names()`.
-    logprobs: [B, T] current-policy token log-probabilities.
-    old_logprobs: [B, T] behaviour-policy log-probabilities.
-    advantages: [B, T] (or [B]) advantages.
-    mask: [B, T] bool, True on trainable tokens.
+    logprobs, old_logprobs, advantages, mask: the shared policy-loss inputs
+      ([B, T]; see the module docstring).
     return_metrics: also return the metrics dict.
     **kwargs: the chosen loss's hyperparameters.
 
   Returns:
-    f32[B, T] per-token loss, 0 at masked tokens (and metrics if asked).
+    The per-token loss (and metrics), as in the module docstring.
 
   Raises:
     ValueError: on an unknown name, an unknown keyword, shape mismatches or
