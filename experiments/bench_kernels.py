@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import kernels
+from experiments.kernel_baselines import naive_logprobs
+from experiments.kernel_baselines import parse_shape
 
 _SHAPES = flags.DEFINE_list(
     "shapes", ["16384x3584x152064", "2048x1024x32768"],
@@ -37,19 +39,6 @@ _REPEATS = flags.DEFINE_integer("repeats", 5, "timing repeats.")
 _VOCAB_CHUNK = flags.DEFINE_integer(
     "vocab_chunk", 0, "override BlockSizes.vocab_chunk (0: default).")
 _OUT = flags.DEFINE_string("out", "", "also write the markdown here.")
-
-
-def parse_shape(text: str) -> tuple[int, int, int]:
-  n, d, v = (int(x) for x in text.lower().split("x"))
-  return n, d, v
-
-
-def naive_logprobs(hidden, weight, labels):
-  """Materialised float32 logits, log_softmax, gather and entropy."""
-  logits = jnp.dot(hidden, weight, preferred_element_type=jnp.float32)
-  logp = jax.nn.log_softmax(logits, axis=-1)
-  lp = jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
-  return lp, -jnp.sum(jnp.exp(logp) * logp, axis=-1)
 
 
 def loss_fn(implementation: str | None):

@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import kernels
+from experiments.kernel_baselines import naive_logprobs
+from experiments.kernel_baselines import parse_shape
 
 _SHAPE = flags.DEFINE_string("shape", "16384x3584x152064",
                              "NxDxV of the timing run.")
@@ -46,18 +48,6 @@ _CHECK_SHAPE = flags.DEFINE_string("check_shape", "300x136x5000",
 _SKIP_TIMING = flags.DEFINE_bool("skip_timing", False, "only run checks.")
 
 HIGHEST = jax.lax.Precision.HIGHEST
-
-
-def parse_shape(text: str) -> tuple[int, int, int]:
-  n, d, v = (int(x) for x in text.lower().split("x"))
-  return n, d, v
-
-
-def naive_logprobs(hidden, weight, labels):
-  logits = jnp.dot(hidden, weight, preferred_element_type=jnp.float32)
-  logp = jax.nn.log_softmax(logits, axis=-1)
-  lp = jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
-  return lp, -jnp.sum(jnp.exp(logp) * logp, axis=-1)
 
 
 def logprob_fn(path: str, **kwargs):

@@ -6,7 +6,6 @@ the weight); the columns it re-reads are masked out of the statistics and
 get a zero logit gradient, so every column counts exactly once.
 """
 
-import jax
 from jax import lax
 import jax.numpy as jnp
 
