@@ -26,8 +26,10 @@ from cajax.agentic import r3l
 from cajax.agentic import slate
 from cajax.agentic import turn_rewards
 from cajax.groups import batch_moments
+from cajax.groups import check_group_ids
 from cajax.groups import group_max
 from cajax.groups import group_moments
+from cajax.groups import group_normalize
 from cajax.groups import group_sum
 from cajax.groups import GroupMoments
 from cajax.masking import broadcast_to_tokens
