@@ -10,8 +10,11 @@ Steps: `step_ids: int32[B, T]` gives the step index of each token (−1 outside
 any step); step-level arrays are `[B, S]`.
 """
 
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cajax import _checks
 
@@ -124,6 +127,76 @@ def _reverse_linear_scan(x, mask, gamma) -> jax.Array:
   return out[:, :length]
 
 
+# Static scalar γ (the common case: a Python float hyperparameter) takes a
+# chunked matmul path instead. With k_t the number of valid tokens before t
+# in its chunk of c tokens, the in-chunk return is
+#   L_t = γ^{-k_t} Σ_{s ≥ t} m_s γ^{k_s} x_s,
+# a product with a constant triangular [c, c] matrix, as is k itself. Only
+# integer powers γ^{±k}, k < c, occur (exp(k·ln γ), a few ulp; no γ^{-t}
+# blow-up across the row); the chunks are chained by a scan over the T/c
+# chunk summaries. XLA CPU runs the two
+# [B·T/c, c] @ [c, c] dots at about the speed of an elementwise pass, so the
+# whole is 5 unfused passes: 2.8 ms against 5.2 ms for the blocked scan at
+# 512x4096, γ = 0.99 (γ = 1 skips the count dot and the powers: 1.3-1.7 ms).
+# Tried: the powers as products over the bits of k (3x slower than exp on
+# XLA CPU), and k from popcounts of per-chunk bitmasks (integer reductions
+# and popcount fusions run unvectorised: 2x slower overall).
+# Traced or per-token γ, and γ too small for γ^{c-1} to stay far from
+# underflow, keep the blocked scan.
+_MATMUL_CHUNKS = (64, 32, 16)
+_MIN_CHUNK_DECAY = 1e-20
+
+
+def _matmul_chunk(gamma: float):
+  """Chunk size for the matmul path at static γ, or None (use the scan)."""
+  if not 0.0 < gamma <= 1.0:
+    return None
+  for chunk in _MATMUL_CHUNKS:
+    if gamma ** chunk >= _MIN_CHUNK_DECAY:
+      return chunk
+  return None
+
+
+def _chunked_matmul_scan(x, mask, gamma: float, chunk: int) -> jax.Array:
+  """Reverse discounted cumsum for static scalar γ (see the notes above)."""
+  batch, length = mask.shape
+  blocks = -(-length // chunk)
+  if blocks * chunk != length:
+    pad = ((0, 0), (0, blocks * chunk - length))
+    x, mask = jnp.pad(x, pad), jnp.pad(mask, pad)
+  m = mask.reshape(batch * blocks, chunk)
+  x = x.reshape(batch * blocks, chunk)
+  # suffix[s, t] = 1 if s >= t: (y @ suffix)_t = Σ_{s ≥ t} y_s.
+  suffix = jnp.asarray(np.tril(np.ones((chunk, chunk), np.float32)))
+  if gamma == 1.0:
+    sums = jnp.where(m, x, 0.0) @ suffix
+    scale = decay = None
+  else:
+    log_gamma = jnp.float32(math.log(gamma))
+    # before[s, t] = 1 if s < t: k_t = valid tokens before t in the chunk.
+    before = jnp.asarray(np.triu(np.ones((chunk, chunk), np.float32), 1))
+    counts = m.astype(jnp.float32) @ before  # exact small integers
+    sums = jnp.where(m, x * jnp.exp(counts * log_gamma), 0.0) @ suffix
+    scale = jnp.exp(-counts * log_gamma)
+    total = counts[:, -1] + m[:, -1]
+    decay = jnp.exp(total * log_gamma).reshape(batch, blocks)
+  first = sums[:, 0].reshape(batch, blocks)  # k = 0 there: no rescaling
+
+  def across(carry, inputs):  # the return carried into each chunk
+    if decay is None:
+      return inputs + carry, carry
+    first_j, decay_j = inputs
+    return first_j + decay_j * carry, decay_j * carry
+
+  _, after = jax.lax.scan(
+      across, jnp.zeros(batch, jnp.float32),
+      first.T if decay is None else (first.T, decay.T), reverse=True)
+  after = after.T.reshape(batch * blocks, 1)
+  out = sums + after if scale is None else scale * (sums + after)
+  out = jnp.where(m, out, 0.0).reshape(batch, blocks * chunk)
+  return out[:, :length]
+
+
 def reverse_discounted_cumsum(x, mask, discount=1.0) -> jax.Array:
   """Reward-to-go with skip semantics: Gₜ = xₜ + γₜ·G_{next valid}.
 
@@ -131,9 +204,9 @@ def reverse_discounted_cumsum(x, mask, discount=1.0) -> jax.Array:
   token after t (G = 0 past the last one). Masked tokens are skipped: their
   input is ignored, no discount is applied for them, and their output is 0.
   This is verl's current REINFORCE++ / GAE carry rule and rlax's V-trace
-  `sample_mask` rule. Rows of 512 tokens or more run a two-level blocked
-  scan (see the performance notes in the source); results agree with the
-  sequential recurrence to float32 rounding.
+  `sample_mask` rule. A static Python-number γ runs chunked matmuls, other
+  discounts a (blocked) scan (see the performance notes in the source);
+  results agree with the sequential recurrence to float32 rounding.
 
   Args:
     x: [B, T] per-token values (rewards).
@@ -148,6 +221,11 @@ def reverse_discounted_cumsum(x, mask, discount=1.0) -> jax.Array:
     ValueError: `mask` not rank 2, or `x`/`discount` not shaped like it.
   """
   x, mask = _check_tokens(x, mask, "x")
+  if (isinstance(discount, (int, float, np.integer, np.floating))
+      and not isinstance(discount, bool)):
+    chunk = _matmul_chunk(float(discount))
+    if chunk is not None:
+      return _chunked_matmul_scan(x, mask, float(discount), chunk)
   return _reverse_linear_scan(x, mask, _discount_array(discount, mask))
 
 

@@ -238,6 +238,23 @@ class ReverseDiscountedCumsumTest(parameterized.TestCase):
           ref_reverse_discounted_cumsum(x, mask, np.asarray(discount)),
           **F32)
 
+  @parameterized.parameters(1.0, 0.97, 0.3, 0.2, 0.01)
+  def test_static_discount_long_rows(self, discount):
+    # A Python-number γ takes the chunked matmul path (chunk 64, 32 or 16 by
+    # γ; 0.01 falls back to the scan); 700 is no multiple of any chunk.
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(4, 700)).astype(np.float32)
+    mask = rng.uniform(size=(4, 700)) < 0.8
+    mask[1, 350:] = False
+    mask[2] = False
+    mask[3, :] = False
+    mask[3, 699] = True
+    out = jax.jit(functools.partial(sequences.reverse_discounted_cumsum,
+                                    discount=discount))(x, mask)
+    np.testing.assert_allclose(
+        out, ref_reverse_discounted_cumsum(x, mask, discount), **F32)
+    self.assertTrue(np.all(np.asarray(out)[~mask] == 0.0))
+
   def test_bad_inputs(self):
     x = np.zeros((2, 3), np.float32)
     mask = np.ones((2, 3), bool)
