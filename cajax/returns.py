@@ -29,6 +29,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cajax import _checks
 from cajax import groups
@@ -55,6 +56,20 @@ def _coefficient(x, like, name: str, like_name: str = "r_t") -> jax.Array:
     return _checks.as_float(x, name)
   _checks.check_same_shape(x, like, name, like_name)
   return _checks.as_float(x, name)
+
+
+def _static_or_coefficient(x, like, name: str, like_name: str = "r_t"):
+  """A Python-number coefficient stays a Python float (static: it selects
+  the fast matmul path of `sequences.reverse_discounted_cumsum`); anything
+  else goes through `_coefficient`."""
+  if isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(
+      x, bool):
+    return float(x)
+  return _coefficient(x, like, name, like_name)
+
+
+# GAE with a static λ ≥ this telescopes into one recurrence (see `gae`).
+_GAE_TELESCOPE_MIN_LAMBDA = 0.5
 
 
 def _next_valid(x, mask) -> tuple[jax.Array, jax.Array]:
@@ -132,12 +147,21 @@ def gae(token_rewards, values, mask, gamma=1.0, lam=1.0,
   rewards = _tokens(token_rewards, mask, "token_rewards")
   values = _tokens(values, mask, "values")
   mask = _checks.as_mask(mask)
-  gamma = _coefficient(gamma, mask, "gamma", "mask")
-  lam = _coefficient(lam, mask, "lam", "mask")
+  gamma = _static_or_coefficient(gamma, mask, "gamma", "mask")
+  lam = _static_or_coefficient(lam, mask, "lam", "mask")
   values = jnp.where(mask, values, 0.0)
-  next_value, _ = _next_valid(values, mask)
-  delta = jnp.where(mask, rewards + gamma * next_value - values, 0.0)
-  raw = sequences.reverse_discounted_cumsum(delta, mask, gamma * lam)
+  if (isinstance(lam, float) and lam >= _GAE_TELESCOPE_MIN_LAMBDA
+      and jnp.ndim(gamma) == 0):
+    # Telescoped: with V = Σ (γλ)^n v the discounted values, the γ·v_{t'}
+    # terms sum to (V − v)/λ, so Â = G(r + (1/λ − 1)·v) − v/λ: one
+    # recurrence and no next-valid gather (1/λ ≤ 2 keeps it accurate).
+    raw = sequences.reverse_discounted_cumsum(
+        rewards + (1.0 / lam - 1.0) * values, mask, gamma * lam)
+    raw = jnp.where(mask, raw - values / lam, 0.0)
+  else:
+    next_value, _ = _next_valid(values, mask)
+    delta = jnp.where(mask, rewards + gamma * next_value - values, 0.0)
+    raw = sequences.reverse_discounted_cumsum(delta, mask, gamma * lam)
   returns = jnp.where(mask, raw + values, 0.0)
   return types.EstimatorOutput(
       advantages=_maybe_whiten(raw, mask, whiten), returns=returns,
@@ -204,7 +228,7 @@ def reinforce_plus_plus(token_rewards, mask, gamma=1.0,
   _checks.check_batch(mask)
   rewards = _tokens(token_rewards, mask, "token_rewards")
   mask = _checks.as_mask(mask)
-  gamma = _coefficient(gamma, mask, "gamma", "mask")
+  gamma = _static_or_coefficient(gamma, mask, "gamma", "mask")
   if not skip_masked:
     next_valid = jnp.pad(mask[:, 1:], ((0, 0), (0, 1)))
     gamma = jnp.where(next_valid, gamma, 0.0)

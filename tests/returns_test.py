@@ -373,6 +373,19 @@ def test_gae_per_token_gamma_and_defaults():
                 mask)
 
 
+@pytest.mark.parametrize("gamma,lam", [(0.99, 0.3), (0.99, 0.5),
+                                       (jnp.float32(0.9), 0.97)])
+def test_gae_static_and_traced_coefficients(gamma, lam):
+  # λ ≥ 0.5 as a Python number telescopes into one recurrence; λ < 0.5
+  # gathers the next valid value; a traced γ runs the scan.
+  mask, x = MASKS["interior"], data(4)
+  out = returns.gae(f32(x["r"]), f32(x["v"]), mask, gamma=gamma, lam=lam,
+                    whiten=False)
+  raw, ret = ref_gae(x["r"], x["v"], mask, float(gamma), lam)
+  assert_tokens(out.advantages, raw, mask)
+  assert_tokens(out.returns, ret, mask)
+
+
 @pytest.mark.parametrize("mask_name,jit", MASK_CASES)
 def test_reinforce_plus_plus_matches_verl(mask_name, jit):
   mask, x = MASKS[mask_name], data(3)
