@@ -322,13 +322,20 @@ def tokens_to_steps(token_values, step_ids, num_steps: int, mask=None,
   flat_size = batch * num_steps
   flat_ids = jnp.where(keep, jnp.arange(batch)[:, None] * num_steps + step_ids,
                        flat_size).reshape(-1)
-  count = jax.ops.segment_sum(keep.reshape(-1).astype(jnp.float32), flat_ids,
-                              num_segments=flat_size + 1)[:-1]
-  if reduce in ("sum", "mean"):
-    total = jax.ops.segment_sum(jnp.where(keep, values, 0.0).reshape(-1),
-                                flat_ids, num_segments=flat_size + 1)[:-1]
-    out = total / jnp.maximum(count, 1.0) if reduce == "mean" else total
+  # XLA CPU scatters are serial per update: one scatter for "sum" and
+  # "mean" (its sum and count travel together as [N, 2] updates).
+  if reduce == "sum":
+    out = jax.ops.segment_sum(jnp.where(keep, values, 0.0).reshape(-1),
+                              flat_ids, num_segments=flat_size + 1)[:-1]
+  elif reduce == "mean":
+    both = jnp.stack([jnp.where(keep, values, 0.0), keep.astype(jnp.float32)],
+                     axis=-1).reshape(-1, 2)
+    both = jax.ops.segment_sum(both, flat_ids,
+                               num_segments=flat_size + 1)[:-1]
+    out = both[:, 0] / jnp.maximum(both[:, 1], 1.0)
   else:
+    count = jax.ops.segment_sum(keep.reshape(-1).astype(jnp.float32),
+                                flat_ids, num_segments=flat_size + 1)[:-1]
     op = jax.ops.segment_max if reduce == "max" else jax.ops.segment_min
     out = op(values.reshape(-1), flat_ids, num_segments=flat_size + 1)[:-1]
     out = jnp.where(count > 0, out, 0.0)
