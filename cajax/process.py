@@ -222,7 +222,9 @@ def _process_returns(step_values, steps: _Steps, group_ids, num_groups: int,
     _checks.check_same_shape(token_kl, steps.mask, "token_kl", "mask")
     kl = _checks.as_float(token_kl, "token_kl")
     rewards = rewards - kl_coef * jnp.where(steps.mask, kl, 0.0)
-  gamma = jnp.where(steps.ends, jnp.float32(discount), 1.0)
+  # γ = 1 stays a Python number: the fast static-γ path of the recurrence.
+  gamma = (1.0 if discount == 1.0
+           else jnp.where(steps.ends, jnp.float32(discount), 1.0))
   returns = sequences.reverse_discounted_cumsum(rewards, steps.mask, gamma)
   if mask_step_end:
     returns = jnp.where(steps.ends | last, 0.0, returns)
