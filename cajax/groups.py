@@ -94,22 +94,32 @@ def group_moments(values, group_ids, num_groups: int, valid=None,
 
 
 def _moments(values, group_ids, num_groups, valid, ddof):
-  """`GroupMoments` and the per-group Σ(s − μ)² of checked inputs."""
-  count = jax.ops.segment_sum(valid.astype(jnp.float32), group_ids,
-                              num_segments=num_groups)
+  """`GroupMoments` and the per-group Σ(s − μ)² of checked inputs.
+
+  `values` and `valid` are `[N]`, or `[N, R]` with `group_ids[N]`: each row
+  is reduced first, so the segment ops run over N rows, not N·R entries
+  (XLA CPU scatters are serial per update).
+  """
+  def total(x):
+    return jax.ops.segment_sum(x if x.ndim == 1 else jnp.sum(x, axis=1),
+                               group_ids, num_segments=num_groups)
+
+  def per_entry(g):
+    g = g[group_ids]
+    return g if values.ndim == 1 else g[:, None]
+
+  count = total(valid.astype(jnp.float32))
   # Shift by a member of the group (its max) before both passes: equal scores
   # then give exactly zero deviations, so an all-equal group has std 0.0
   # exactly, not the rounding residue of Σs/n.
-  pivot = jax.ops.segment_max(jnp.where(valid, values, -jnp.inf), group_ids,
-                              num_segments=num_groups)
+  high = jnp.where(valid, values, -jnp.inf)
+  pivot = jax.ops.segment_max(high if high.ndim == 1 else jnp.max(high, 1),
+                              group_ids, num_segments=num_groups)
   pivot = jnp.where(count > 0, pivot, 0.0)
-  shifted = jnp.where(valid, values - pivot[group_ids], 0.0)
-  shifted_mean = jax.ops.segment_sum(shifted, group_ids,
-                                     num_segments=num_groups) / jnp.maximum(
-                                         count, 1.0)
-  centred = jnp.where(valid, shifted - shifted_mean[group_ids], 0.0)
-  sq = jax.ops.segment_sum(centred * centred, group_ids,
-                           num_segments=num_groups)
+  shifted = jnp.where(valid, values - per_entry(pivot), 0.0)
+  shifted_mean = total(shifted) / jnp.maximum(count, 1.0)
+  centred = jnp.where(valid, shifted - per_entry(shifted_mean), 0.0)
+  sq = total(centred * centred)
   mean = pivot + shifted_mean
   dof = count - ddof
   var = jnp.where(dof > 0, sq / jnp.where(dof > 0, dof, 1.0), 0.0)
@@ -195,25 +205,25 @@ def group_normalize(values, group_ids, num_groups: int, valid=None, *,
   if not ids_shape or ids_shape != shape[:len(ids_shape)]:
     raise ValueError(f"group_ids must have a leading prefix of the shape of "
                      f"values {shape}, got {ids_shape}.")
-  ids = _checks.as_int(group_ids, "group_ids")
-  ids = jnp.broadcast_to(
-      ids.reshape(ids_shape + (1,) * (len(shape) - len(ids_shape))), shape)
+  ids = _checks.as_int(group_ids, "group_ids").reshape(-1)
+  # [N, R]: N = entries of group_ids, R = trailing entries sharing a group.
+  rows = (ids.shape[0], -1)
   masks = []
   for name, m in (("valid", valid), ("population", population)):
     if m is not None:
       _checks.check_shape(m, shape, name, like=f"values {shape}")
-      m = _checks.as_mask(m, name).reshape(-1)
+      m = _checks.as_mask(m, name).reshape(rows)
     masks.append(m)
   flat_valid, flat_population = masks
   if flat_valid is None:
-    flat_valid = jnp.ones(shape, bool).reshape(-1)
+    flat_valid = jnp.ones(shape, bool).reshape(rows)
   if flat_population is None:
     flat_population = flat_valid
-  x, ids, num_groups, flat_population = _check_groups(
-      jnp.reshape(values, (-1,)), ids.reshape(-1), num_groups,
-      flat_population)
+  num_groups = _checks.check_positive_int(num_groups, "num_groups")
+  x = _checks.as_float(values, "values").reshape(rows)
   x = jnp.where(flat_valid | flat_population, x, 0.0)
   moments, sq = _moments(x, ids, num_groups, flat_population, ddof)
+  ids = ids[:, None]
   count = moments.count[ids]
   single = count <= 1
   centred = x - moments.mean[ids]
