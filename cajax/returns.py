@@ -273,10 +273,18 @@ def _group_token_mean(numerator, denominator, mask, group_ids,
   """Per (group, index) ratio Σ numerator / (Σ denominator + eps), gathered.
 
   Sums run over the valid tokens of each group that share the same `index`
-  (a token position, or a rank among valid tokens); the ratio is read back
-  at every valid token.
+  (a token position when `index` is None, or a rank among valid tokens);
+  the ratio is read back at every valid token.
   """
   length = mask.shape[1]
+  if index is None:  # index = token position: segments are (group, column)
+    # Whole rows are the scatter updates: B of them, not B·T entries.
+    def row_total(x):
+      return jax.ops.segment_sum(jnp.where(mask, x, 0.0), group_ids,
+                                 num_segments=num_groups)
+
+    ratio = row_total(numerator) / (row_total(denominator) + eps)
+    return ratio[group_ids]
   segments = num_groups * length
   ids = jnp.where(mask, group_ids[:, None] * length + index, segments)
   flat_ids = ids.reshape(-1)
@@ -349,15 +357,17 @@ def optimal_token_baseline(token_rewards, mask, group_ids, num_groups: int,
   if rollout_is_weights is not None:
     rho = _tokens(rollout_is_weights, mask, "rollout_is_weights")
     weight = weight * rho * rho
-  cumulative = jnp.cumsum(jnp.where(mask, weight, 0.0), axis=1)
+  # Wₜ at valid t, as a suffix sum of the reversed row (jnp.cumsum is an
+  # associative scan on XLA CPU, several times slower).
+  cumulative = sequences.reverse_discounted_cumsum(
+      weight[:, ::-1], mask[:, ::-1])[:, ::-1]
 
   lengths = masking.sequence_lengths(mask).astype(jnp.float32)
   if multi_turn:
     index = jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1
     member = lengths > 0
   else:
-    index = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32),
-                             (batch, length))
+    index = None  # the token position
     member = jnp.ones((batch,), bool)
   baseline = _group_token_mean(returns * cumulative, cumulative, mask,
                                group_ids, num_groups, index, eps)
@@ -372,7 +382,9 @@ def optimal_token_baseline(token_rewards, mask, group_ids, num_groups: int,
     second = groups.group_max(lengths, group_ids, num_groups,
                               valid=member & ~at_longest)
     unique = at_longest & (ties[group_ids] == 1) & (size[group_ids] > 1)
-    tail = unique[:, None] & (index >= second[group_ids][:, None])
+    position = (jnp.arange(length, dtype=jnp.int32)[None, :] if index is None
+                else index)
+    tail = unique[:, None] & (position >= second[group_ids][:, None])
     keep = keep & ~tail
   baseline = jnp.where(keep, baseline, 0.0)
   return types.EstimatorOutput(advantages=jnp.where(mask, returns - baseline,
