@@ -187,18 +187,14 @@ def istar(token_rewards, prm_logprobs, old_logprobs, mask, step_ids,
   episode_adv = groups.group_normalize(scores, group_ids, num_groups,
                                        scorable, mode="rloo")
   step_valid = step_valid & scorable[:, None]
-  step_index = jnp.arange(num_steps, dtype=jnp.int32)[None, :]
-  if step_baseline == "same_index":
-    ids = group_ids[:, None] * num_steps + step_index
-    segments = num_groups * num_steps
-  else:
-    ids, segments = group_ids, num_groups
   population = None
   if step_baseline == "first_row":
     first = jnp.argmax(step_valid, axis=1)
-    population = step_valid & (step_index == first[:, None])
-  step_adv = groups.group_normalize(step_rewards, ids, segments, step_valid,
-                                    mode="rloo", population=population)
+    population = step_valid & (
+        jnp.arange(num_steps, dtype=jnp.int32)[None, :] == first[:, None])
+  step_adv = groups.group_normalize(
+      step_rewards, group_ids, num_groups, step_valid, mode="rloo",
+      population=population, by_position=step_baseline == "same_index")
   token_step_adv = sequences.steps_to_tokens(step_adv, step_ids)
   advantages = jnp.where(mask_b & scorable[:, None],
                          episode_adv[:, None] + step_weight * token_step_adv,
@@ -388,9 +384,8 @@ def matchtir(token_rewards, mask, group_ids, num_groups: int, *,
   trajectory_adv = groups.group_normalize(jnp.where(rows, total, 0.0),
                                           group_ids, num_groups, rows,
                                           eps=eps)
-  ids = group_ids[:, None] * num_turns + jnp.arange(num_turns)[None, :]
-  turn_adv = groups.group_normalize(returns, ids, num_groups * num_turns,
-                                    turn_valid, eps=eps)
+  turn_adv = groups.group_normalize(returns, group_ids, num_groups,
+                                    turn_valid, eps=eps, by_position=True)
   fused = jnp.where(turn_valid, trajectory_adv[:, None] + turn_adv, 0.0)
   if fuse == "mean":
     fused = 0.5 * fused

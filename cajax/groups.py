@@ -93,27 +93,32 @@ def group_moments(values, group_ids, num_groups: int, valid=None,
   return moments
 
 
-def _moments(values, group_ids, num_groups, valid, ddof):
+def _moments(values, group_ids, num_groups, valid, ddof,
+             by_position: bool = False):
   """`GroupMoments` and the per-group Σ(s − μ)² of checked inputs.
 
   `values` and `valid` are `[N]`, or `[N, R]` with `group_ids[N]`: each row
   is reduced first, so the segment ops run over N rows, not N·R entries
-  (XLA CPU scatters are serial per update).
+  (XLA CPU scatters are serial per update). With `by_position` the R
+  columns keep separate statistics (fields `[num_groups, R]`), summed over
+  the rows of each group by whole-row scatters.
   """
+  rowwise = values.ndim == 2 and not by_position
+
   def total(x):
-    return jax.ops.segment_sum(x if x.ndim == 1 else jnp.sum(x, axis=1),
+    return jax.ops.segment_sum(jnp.sum(x, axis=1) if rowwise else x,
                                group_ids, num_segments=num_groups)
 
   def per_entry(g):
     g = g[group_ids]
-    return g if values.ndim == 1 else g[:, None]
+    return g[:, None] if rowwise else g
 
   count = total(valid.astype(jnp.float32))
   # Shift by a member of the group (its max) before both passes: equal scores
   # then give exactly zero deviations, so an all-equal group has std 0.0
   # exactly, not the rounding residue of Σs/n.
   high = jnp.where(valid, values, -jnp.inf)
-  pivot = jax.ops.segment_max(high if high.ndim == 1 else jnp.max(high, 1),
+  pivot = jax.ops.segment_max(jnp.max(high, axis=1) if rowwise else high,
                               group_ids, num_segments=num_groups)
   pivot = jnp.where(count > 0, pivot, 0.0)
   shifted = jnp.where(valid, values - per_entry(pivot), 0.0)
@@ -147,7 +152,8 @@ SINGLETONS = ("raw", "keep", "zero")
 
 def group_normalize(values, group_ids, num_groups: int, valid=None, *,
                     mode: str = "std", eps: float = 1e-6, ddof: int = 1,
-                    singleton: str = "raw", population=None) -> jax.Array:
+                    singleton: str = "raw", population=None,
+                    by_position: bool = False) -> jax.Array:
   """Normalises every entry by the statistics of its group (GRPO family).
 
     mode="std":   Â_i = (x_i − μ_g)/(σ_g + ε)              (GRPO)
@@ -169,7 +175,11 @@ def group_normalize(values, group_ids, num_groups: int, valid=None, *,
 
   `values` may have trailing axes beyond those of `group_ids`: an entry
   `values[b, ...]` belongs to group `group_ids[b]` (e.g. every step of row
-  b). Give `group_ids` the full shape of `values` for finer segments.
+  b). Give `group_ids` the full shape of `values` for finer segments, or
+  set `by_position` to key the statistics by (group, trailing index): entry
+  `values[b, k]` is then normalised among the entries `values[b', k]` of
+  the rows b' of its group (per-turn or per-step-index baselines), which is
+  `group_ids[b]·K + k` as full-shape ids, computed without B·K segments.
 
   See "DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open
   Language Models" (Shao et al., arXiv:2402.03300) and "Back to Basics:
@@ -188,6 +198,8 @@ def group_normalize(values, group_ids, num_groups: int, valid=None, *,
     singleton: one of `SINGLETONS`.
     population: optional bool like `values`, the entries behind the
       statistics (default `valid`); e.g. a first-row baseline.
+    by_position: separate statistics for each trailing index (see above);
+      needs `group_ids` of fewer dimensions than `values`.
 
   Returns:
     f32 array shaped like `values`.
@@ -205,6 +217,9 @@ def group_normalize(values, group_ids, num_groups: int, valid=None, *,
   if not ids_shape or ids_shape != shape[:len(ids_shape)]:
     raise ValueError(f"group_ids must have a leading prefix of the shape of "
                      f"values {shape}, got {ids_shape}.")
+  if by_position and len(ids_shape) == len(shape):
+    raise ValueError(f"by_position needs trailing axes: group_ids shape "
+                     f"{ids_shape} is the shape of values.")
   ids = _checks.as_int(group_ids, "group_ids").reshape(-1)
   # [N, R]: N = entries of group_ids, R = trailing entries sharing a group.
   rows = (ids.shape[0], -1)
@@ -222,8 +237,10 @@ def group_normalize(values, group_ids, num_groups: int, valid=None, *,
   num_groups = _checks.check_positive_int(num_groups, "num_groups")
   x = _checks.as_float(values, "values").reshape(rows)
   x = jnp.where(flat_valid | flat_population, x, 0.0)
-  moments, sq = _moments(x, ids, num_groups, flat_population, ddof)
-  ids = ids[:, None]
+  moments, sq = _moments(x, ids, num_groups, flat_population, ddof,
+                         by_position)
+  if not by_position:
+    ids = ids[:, None]
   count = moments.count[ids]
   single = count <= 1
   centred = x - moments.mean[ids]

@@ -1,5 +1,6 @@
 """Tests of cajax.masking and cajax.groups against float64 loop references."""
 
+import functools
 import math
 
 import hypothesis
@@ -367,6 +368,31 @@ def test_group_normalize_trailing_axes_population_and_jit():
   got = groups.group_normalize(values, seg_ids, 12, valid)
   np.testing.assert_allclose(
       got, ref_group_normalize(values, seg_ids, valid), RTOL, ATOL)
+
+
+@pytest.mark.parametrize("mode", ["std", "rloo"])
+@pytest.mark.parametrize("singleton", ["raw", "zero"])
+def test_group_normalize_by_position(mode, singleton):
+  # Statistics keyed by (group, column): the reference with full-shape ids
+  # group·K + k. Column 3 has one valid row per group (singletons), column 2
+  # all-equal values in group 0.
+  rng = np.random.default_rng(4)
+  values = rng.normal(size=(6, 4)).astype(np.float32)
+  values[[0, 2], 2] = 1.5
+  row_ids = np.array([0, 1, 0, 1, 2, 2], np.int32)
+  valid = rng.random((6, 4)) < 0.8
+  valid[:, 3] = [1, 1, 0, 0, 1, 0]
+  valid[[0, 2], 2] = True
+  full_ids = row_ids[:, None] * 4 + np.arange(4)[None, :]
+  got = jax.jit(functools.partial(
+      groups.group_normalize, num_groups=3, mode=mode, singleton=singleton,
+      by_position=True))(values, row_ids, valid=valid)
+  want = ref_group_normalize(values, full_ids, valid, mode,
+                             singleton=singleton)
+  np.testing.assert_allclose(got, want, RTOL, ATOL)
+  assert np.all(np.asarray(got)[[0, 2], 2] == 0.0)
+  with pytest.raises(ValueError, match="by_position"):
+    groups.group_normalize(values, full_ids, 12, by_position=True)
 
 
 def test_group_normalize_bf16_and_bad_inputs():
