@@ -86,9 +86,13 @@ def _prepare_steps(step_rewards, step_mask, step_ids, mask,
   ids = _checks.as_int(step_ids, "step_ids")
   mask = _checks.as_mask(mask)
   counts = sequences.step_token_counts(ids, rewards.shape[1], mask=mask)
-  valid = _checks.as_mask(step_mask, "step_mask") & (counts > 0)
-  in_valid_step = sequences.steps_to_tokens(valid, ids) > 0
-  ends = sequences.step_end_mask(ids, mask) & in_valid_step
+  flagged = _checks.as_mask(step_mask, "step_mask")
+  valid = flagged & (counts > 0)
+  # A step end is a valid token of its step, so that step has counts > 0:
+  # reading `step_mask` instead of `valid` there keeps the gather off the
+  # count scatter (XLA CPU fuses the two badly: 17 -> 9 ms at 512x4096).
+  ends = sequences.step_end_mask(ids, mask) & (
+      sequences.steps_to_tokens(flagged, ids) > 0)
   return _Steps(jnp.where(valid, rewards, 0.0), valid, ids, mask, counts,
                 ends)
 
