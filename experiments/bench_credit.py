@@ -128,13 +128,18 @@ def plot(summary: dict, by_group: dict, group_sizes: list[int], path: str):
   left.invert_yaxis()
   left.legend()
   left.set_title("Credit on the decisive tokens")
-  for name in names:
+  colours = plt.get_cmap("tab20").colors
+  for index, name in enumerate(names):
     right.plot(group_sizes, [by_group[name][g]["spearman"]
-                             for g in group_sizes], marker="o", label=name)
+                             for g in group_sizes],
+               color=colours[index % len(colours)],
+               linestyle=("-", "--", ":")[index // len(colours) % 3],
+               marker="o", label=name)
   right.set_xscale("log", base=2)
   right.set_xlabel("group size")
   right.set_ylabel("Spearman ρ with A*")
-  right.legend(fontsize=6, ncol=2)
+  right.legend(fontsize=6, ncol=2, loc="upper center",
+               bbox_to_anchor=(0.5, 0.52))
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
