@@ -85,14 +85,32 @@ def _prepare_steps(step_rewards, step_mask, step_ids, mask,
   rewards = _checks.as_float(step_rewards, rewards_name)
   ids = _checks.as_int(step_ids, "step_ids")
   mask = _checks.as_mask(mask)
-  counts = sequences.step_token_counts(ids, rewards.shape[1], mask=mask)
-  flagged = _checks.as_mask(step_mask, "step_mask")
-  valid = flagged & (counts > 0)
-  # A step end is a valid token of its step, so that step has counts > 0:
-  # reading `step_mask` instead of `valid` there keeps the gather off the
-  # count scatter (XLA CPU fuses the two badly: 17 -> 9 ms at 512x4096).
-  ends = sequences.step_end_mask(ids, mask) & (
-      sequences.steps_to_tokens(flagged, ids) > 0)
+  num_steps = rewards.shape[1]
+  inside = mask & (ids >= 0) & (ids < num_steps)
+  # Steps are contiguous among the valid tokens, so the valid tokens of step
+  # k hold the consecutive ranks F..L of the `inside` tokens (1-based prefix
+  # counts): a scatter-max and a scatter-min of the rank give L and F, hence
+  # the count L − F + 1 and the end (the token of rank L), with no cummin.
+  # (On XLA CPU an add scatter of ones or a max scatter of −rank, or the two
+  # bounds stacked into one scatter, all run 2-3x slower than these.)
+  rank = sequences._prefix_count(inside)  # pylint: disable=protected-access
+  batch = rank.shape[0]
+  flat = jnp.where(inside, jnp.arange(batch)[:, None] * num_steps + ids,
+                   batch * num_steps).reshape(-1)
+
+  def bound(op, init):
+    start = jnp.full((batch * num_steps,), init, jnp.int32)
+    return getattr(start.at[flat], op)(rank.reshape(-1), mode="drop").reshape(
+        batch, num_steps)
+
+  last = bound("max", 0)
+  first = bound("min", jnp.iinfo(jnp.int32).max)
+  owned = last > 0
+  counts = jnp.where(owned, last - first + 1, 0).astype(jnp.float32)
+  valid = _checks.as_mask(step_mask, "step_mask") & owned
+  token_step = jnp.where(inside, ids, 0)
+  ends = inside & (rank == jnp.take_along_axis(last, token_step, axis=1)) & (
+      jnp.take_along_axis(valid, token_step, axis=1))
   return _Steps(jnp.where(valid, rewards, 0.0), valid, ids, mask, counts,
                 ends)
 

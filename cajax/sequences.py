@@ -260,15 +260,21 @@ def contiguous_runs(mask) -> tuple[jax.Array, jax.Array]:
   _checks.check_batch(mask)
   mask = _checks.as_mask(mask)
   previous = jnp.pad(mask[:, :-1], ((0, 0), (1, 0)))
-  starts = mask & ~previous
-  # Prefix counts as γ = 1 suffix sums of the reversed row (chunked matmuls;
-  # exact in float32 below 2^24 tokens); jnp.cumsum is an associative scan
-  # on XLA CPU, ~3x slower.
-  everything = jnp.ones(mask.shape, bool)
-  counts = _chunked_matmul_scan(starts[:, ::-1].astype(jnp.float32),
-                                everything, 1.0, _MATMUL_CHUNKS[0])
-  counts = counts[:, ::-1].astype(jnp.int32)
+  counts = _prefix_count(mask & ~previous)
   return jnp.where(mask, counts - 1, -1), counts[:, -1]
+
+
+def _prefix_count(flags) -> jax.Array:
+  """int32[B, T] inclusive prefix counts of the True entries of each row.
+
+  γ = 1 suffix sums of the reversed row (chunked matmuls; exact in float32
+  below 2^24 tokens); jnp.cumsum is an associative scan on XLA CPU, ~3x
+  slower.
+  """
+  everything = jnp.ones(flags.shape, bool)
+  counts = _chunked_matmul_scan(flags[:, ::-1].astype(jnp.float32),
+                                everything, 1.0, _MATMUL_CHUNKS[0])
+  return counts[:, ::-1].astype(jnp.int32)
 
 
 def _check_steps(step_ids, num_steps: int, batch: int):
