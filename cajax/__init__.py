@@ -76,6 +76,7 @@ from cajax.returns import vtrace
 from cajax.returns import vtrace_td_error_and_advantage
 from cajax.returns import VTraceOutput
 from cajax.sequences import contiguous_runs
+from cajax.sequences import prefix_count
 from cajax.sequences import reverse_discounted_cumsum
 from cajax.sequences import step_end_mask
 from cajax.sequences import step_prefix_mask

@@ -93,7 +93,7 @@ def _prepare_steps(step_rewards, step_mask, step_ids, mask,
   # the count L − F + 1 and the end (the token of rank L), with no cummin.
   # (On XLA CPU an add scatter of ones or a max scatter of −rank, or the two
   # bounds stacked into one scatter, all run 2-3x slower than these.)
-  rank = sequences._prefix_count(inside)  # pylint: disable=protected-access
+  rank = sequences.prefix_count(inside)
   batch = rank.shape[0]
   flat = jnp.where(inside, jnp.arange(batch)[:, None] * num_steps + ids,
                    batch * num_steps).reshape(-1)

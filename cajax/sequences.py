@@ -260,17 +260,25 @@ def contiguous_runs(mask) -> tuple[jax.Array, jax.Array]:
   _checks.check_batch(mask)
   mask = _checks.as_mask(mask)
   previous = jnp.pad(mask[:, :-1], ((0, 0), (1, 0)))
-  counts = _prefix_count(mask & ~previous)
+  counts = prefix_count(mask & ~previous)
   return jnp.where(mask, counts - 1, -1), counts[:, -1]
 
 
-def _prefix_count(flags) -> jax.Array:
-  """int32[B, T] inclusive prefix counts of the True entries of each row.
+def prefix_count(flags) -> jax.Array:
+  """int32[B, T] inclusive prefix counts cₜ = Σ_{s ≤ t} flags[b, s].
 
-  γ = 1 suffix sums of the reversed row (chunked matmuls; exact in float32
-  below 2^24 tokens); jnp.cumsum is an associative scan on XLA CPU, ~3x
-  slower.
+  Args:
+    flags: [B, T] bool (numbers are taken as True where non-zero).
+
+  Returns:
+    int32[B, T] counts of True entries up to and including t.
+
+  Computed as γ = 1 suffix sums of the reversed row (chunked matmuls; exact
+  in float32 below 2^24 tokens); jnp.cumsum is an associative scan on XLA
+  CPU, ~3x slower.
   """
+  _checks.check_batch(flags, "flags")
+  flags = _checks.as_mask(flags, "flags")
   everything = jnp.ones(flags.shape, bool)
   counts = _chunked_matmul_scan(flags[:, ::-1].astype(jnp.float32),
                                 everything, 1.0, _MATMUL_CHUNKS[0])

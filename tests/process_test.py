@@ -305,7 +305,6 @@ def embed(d):
   """Pads a hand-made batch to [B, T] and [B, S]; the extra rows are empty
   and sit alone in group G − 1, so they change nothing."""
   rows, length = d["mask"].shape
-  steps = d["step_mask"].shape[1]
   grow = lambda x, value, cols: np.pad(
       x, ((0, B - rows), (0, cols - x.shape[1])), constant_values=value)
   out = dict(d, num_groups=G)

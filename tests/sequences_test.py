@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from cajax import sequences
 
@@ -515,6 +516,23 @@ def test_right_padding_keeps_runs(batch):
                                 np.asarray(base_ids)[:, :length])
   np.testing.assert_array_equal(num_runs, base_runs)
   np.testing.assert_array_equal(base_ids, ref_contiguous_runs(base_mask)[0])
+
+
+
+@pytest.mark.parametrize("shape", [(3, 1), (4, 37), (2, 700)])
+def test_prefix_count_matches_loop(shape):
+  flags = np.random.default_rng(shape[1]).random(shape) < 0.6
+  expected = np.zeros(shape, np.int64)
+  for b in range(shape[0]):
+    running = 0
+    for t in range(shape[1]):
+      running += int(flags[b, t])
+      expected[b, t] = running
+  got = jax.jit(sequences.prefix_count)(flags)
+  assert got.dtype == jnp.int32
+  np.testing.assert_array_equal(got, expected)
+  with pytest.raises(ValueError, match="flags must have rank 2"):
+    sequences.prefix_count(flags[0])
 
 
 if __name__ == "__main__":
