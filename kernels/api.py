@@ -351,14 +351,11 @@ def linear_token_stats(hidden, weight, labels,
   Raises:
     ValueError: on unknown stat names or bad inputs.
   """
-  names = _check_stat_names(stats)
-  cfg, x, y, row_valid, hi = _prepare(
-      hidden, "hidden", labels, weight, temperature=temperature,
+  return _forward_stats(
+      hidden, "hidden", labels, weight, stats, temperature=temperature,
       implementation=implementation, weight_layout=weight_layout,
       valid_vocab_size=valid_vocab_size, block_sizes=block_sizes,
       precision=precision)
-  out = _stats(cfg, x, weight, y, row_valid, hi, names, cfg.vmax)
-  return {k: v.reshape(jnp.shape(labels)) for k, v in out.items()}
 
 
 def token_stats(logits, labels, stats: Sequence[str] = _common.STAT_NAMES,
@@ -379,11 +376,18 @@ def token_stats(logits, labels, stats: Sequence[str] = _common.STAT_NAMES,
   Raises:
     ValueError: on unknown stat names or bad inputs.
   """
-  names = _check_stat_names(stats)
-  cfg, x, y, row_valid, hi = _prepare(
-      logits, "logits", labels, None, temperature=temperature,
+  return _forward_stats(
+      logits, "logits", labels, None, stats, temperature=temperature,
       implementation=implementation, weight_layout=None,
       valid_vocab_size=valid_vocab_size, block_sizes=block_sizes,
       precision=None)
-  out = _stats(cfg, x, None, y, row_valid, hi, names, cfg.vmax)
+
+
+def _forward_stats(source, source_name: str, labels, weight, stats,
+                   **prepare_kwargs) -> dict[str, jax.Array]:
+  """Shared body of the two stats entry points (weight None: logits)."""
+  names = _check_stat_names(stats)
+  cfg, x, y, row_valid, hi = _prepare(source, source_name, labels, weight,
+                                      **prepare_kwargs)
+  out = _stats(cfg, x, weight, y, row_valid, hi, names, cfg.vmax)
   return {k: v.reshape(jnp.shape(labels)) for k, v in out.items()}
