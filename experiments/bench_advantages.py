@@ -31,7 +31,7 @@ _QUICK = flags.DEFINE_bool(
 _ONLY = flags.DEFINE_list("only", [], "Estimator names (default: all).")
 _REPEATS = flags.DEFINE_integer("repeats", 7, "Timed runs per round.")
 _ROUNDS = flags.DEFINE_integer(
-    "rounds", 5, "Interleaved rounds of (estimator, floor) timings.")
+    "rounds", 9, "Interleaved rounds of (estimator, floor) timings.")
 _GROUP_SIZE = flags.DEFINE_integer("group_size", 8, "Rows per prompt group.")
 _NUM_STEPS = flags.DEFINE_integer("num_steps", 16, "Step axis size S.")
 _OUTPUT = flags.DEFINE_string(
