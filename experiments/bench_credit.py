@@ -43,6 +43,11 @@ _REWARD_NOISE = flags.DEFINE_float("reward_noise", 0.0,
                                    "Probability of flipping the outcome.")
 _SIGNAL_QUALITY = flags.DEFINE_float(
     "signal_quality", 0.8, "Quality q of step rewards, critic and critiques.")
+_HACK_RATE = flags.DEFINE_float(
+    "hack_rate", 0.0, "Probability that the PRM over-rewards a distractor "
+    "step (by --hack_bonus) regardless of the outcome.")
+_HACK_BONUS = flags.DEFINE_float("hack_bonus", 2.0,
+                                 "Step reward added to a hacked step.")
 _ESTIMATORS = flags.DEFINE_list("estimators", [],
                                 "Estimators to run (default: all).")
 _OUTPUT_DIR = flags.DEFINE_string(
@@ -76,7 +81,8 @@ def settings(group_size: int, sweep: bool) -> list[credit_task.TaskConfig]:
   base = dict(num_prompts=_BATCH.value // group_size, group_size=group_size,
               num_steps=_NUM_STEPS.value, step_length=_STEP_LENGTH.value,
               reward_noise=_REWARD_NOISE.value,
-              signal_quality=_SIGNAL_QUALITY.value)
+              signal_quality=_SIGNAL_QUALITY.value,
+              hack_rate=_HACK_RATE.value, hack_bonus=_HACK_BONUS.value)
   pairs = ([(g, p) for g in credit_task.GRANULARITIES
             for p in credit_task.POSITIONS] if sweep
            else [("step", "middle")])
@@ -90,7 +96,8 @@ def markdown(summary: dict, by_group: dict, group_sizes: list[int],
   lines = [f"Averaged over token/step/turn decisions at early/middle/late "
            f"positions, group size {reference_group}, {_BATCH.value} rows, "
            f"{_NUM_STEPS.value} steps, signal quality "
-           f"{_SIGNAL_QUALITY.value}, reward noise {_REWARD_NOISE.value}.",
+           f"{_SIGNAL_QUALITY.value}, reward noise {_REWARD_NOISE.value}, PRM "
+           f"hack rate {_HACK_RATE.value}.",
            "",
            "| estimator | localisation | Spearman ρ | sign acc. | "
            "distractor var |",

@@ -20,6 +20,11 @@ Process signals (step rewards, critic values, critique flags) come with a
 where ideal is +1 for a correct step and −1 for the bad decisive step.
 Outcome rewards can be flipped with probability `reward_noise`.
 
+A hackable PRM (`hack_rate` > 0) adds `hack_bonus` to the reward of each
+distractor step with probability `hack_rate`, whatever the outcome: the
+exploitable over-rewarding that PURE (Cheng et al., arXiv 2504.15275) argues
+sum-form credit accumulates and min-form credit ignores.
+
 `credit_metrics` scores an advantage array against the ground truth, and
 `method_inputs` supplies the method-specific inputs of an estimator.
 """
@@ -49,6 +54,8 @@ class TaskConfig:
   p_success_bad: float = 0.1
   reward_noise: float = 0.0
   signal_quality: float = 0.8
+  hack_rate: float = 0.0
+  hack_bonus: float = 2.0
   seed: int = 0
 
 
@@ -115,8 +122,14 @@ def make_batch(config: TaskConfig) -> Batch:
   q = config.signal_quality
   ideal_steps = np.ones((batch, steps))
   ideal_steps[:, decision] = np.where(good, 1.0, -1.0)
-  step_rewards = (q * ideal_steps + (1 - q) * rng.uniform(
-      -1, 1, size=(batch, steps))).astype(np.float32)
+  step_rewards = q * ideal_steps + (1 - q) * rng.uniform(
+      -1, 1, size=(batch, steps))
+  hacked = np.zeros((batch, steps), bool)
+  if config.hack_rate > 0:  # no draw otherwise: default batches unchanged
+    hacked = rng.random((batch, steps)) < config.hack_rate
+    hacked[:, decision] = False
+  step_rewards = (step_rewards + config.hack_bonus * hacked).astype(
+      np.float32)
   wrong_prob = np.clip(0.5 - 0.5 * q * ideal_steps, 0.0, 1.0)
   critique_flags = rng.random((batch, 3, steps)) < wrong_prob[:, None, :]
 

@@ -66,3 +66,20 @@ def test_benchmark_runs_every_estimator(tmp_path):
   for name in names:
     assert f"| {name} |" in table
   assert (tmp_path / "credit.png").stat().st_size > 1000
+
+
+def test_hackable_prm_over_rewards_distractor_steps_only():
+  config = credit_task.TaskConfig(num_prompts=8, group_size=4, num_steps=6,
+                                  signal_quality=1.0, hack_rate=0.5,
+                                  hack_bonus=2.0, seed=5)
+  batch = credit_task.make_batch(config)
+  rewards = np.asarray(batch.rollouts.step_rewards)
+  decision = credit_task.decisive_step(config)
+  hacked = rewards > 1.5
+  assert 0.3 < hacked.mean() < 0.6
+  assert not hacked[:, decision].any()
+  np.testing.assert_allclose(rewards[hacked], 3.0)
+  clean = credit_task.make_batch(
+      credit_task.TaskConfig(num_prompts=8, group_size=4, num_steps=6,
+                             signal_quality=1.0, seed=5))
+  assert np.asarray(clean.rollouts.step_rewards).max() <= 1.0
