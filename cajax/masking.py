@@ -87,16 +87,22 @@ def masked_var(x, mask, axis: Axis = None, ddof: int = 1,
     float32 variances with `axis` removed.
   """
   x, mask = _prepare(x, mask, "x")
-  mean = masked_mean(x, mask, axis=axis, eps=eps)
+  return _mean_var(x, mask, axis, ddof, eps)[1]
+
+
+def _mean_var(x, mask, axis: Axis, ddof: int, eps: float):
+  """(mean, var) of prepared inputs (x already 0 where masked), one count."""
+  count = jnp.sum(mask.astype(jnp.float32), axis=axis)
+  denom = count + eps if eps > 0 else jnp.maximum(count, 1.0)
+  mean = jnp.sum(x, axis=axis) / denom
   mean_b = jnp.expand_dims(mean, axis) if axis is not None else mean
   centred = jnp.where(mask, x - mean_b, 0.0)
-  var = masked_mean(centred * centred, mask, axis=axis, eps=eps)
+  var = jnp.sum(centred * centred, axis=axis) / denom
   if ddof:
-    count = jnp.sum(mask.astype(jnp.float32), axis=axis)
     safe = count > ddof
     var = var * jnp.where(safe, count / jnp.where(safe, count - ddof, 1.0),
                           1.0)
-  return var
+  return mean, var
 
 
 def masked_whiten(x, mask, axis: Axis = None, shift_mean: bool = True,
@@ -123,8 +129,7 @@ def masked_whiten(x, mask, axis: Axis = None, shift_mean: bool = True,
   """
   _checks.check_choice(eps_mode, ("add", "max"), "eps_mode")
   x, mask = _prepare(x, mask, "x")
-  mean = masked_mean(x, mask, axis=axis)
-  var = masked_var(x, mask, axis=axis, ddof=ddof)
+  mean, var = _mean_var(x, mask, axis, ddof, 1e-8)
   if axis is not None:
     mean, var = jnp.expand_dims(mean, axis), jnp.expand_dims(var, axis)
   inv_std = jax.lax.rsqrt(var + eps if eps_mode == "add"

@@ -364,7 +364,7 @@ def optimal_token_baseline(token_rewards, mask, group_ids, num_groups: int,
 
   lengths = masking.sequence_lengths(mask).astype(jnp.float32)
   if multi_turn:
-    index = jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1
+    index = sequences.prefix_count(mask) - 1
     member = lengths > 0
   else:
     index = None  # the token position
