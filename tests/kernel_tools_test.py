@@ -42,3 +42,4 @@ def test_bench_kernels_reports_memory_fractions(tmp_path):
   for path in ("naive log_softmax", "| xla |", "| interpret |"):
     assert path in text
   assert "%" in text and "median ms" in text
+  assert "does not compile" not in text
