@@ -25,6 +25,8 @@ from cajax import masking
 from cajax import registry
 from cajax import sequences
 from cajax import types
+from cajax.token_rewards import implicit_sequence_reward
+from cajax.token_rewards import implicit_step_reward
 
 def _flat_segments(values, segment_ids, num_segments: int, valid):
   """bool[N]: the segment of each entry has no two distinct valid values."""
@@ -73,9 +75,8 @@ def _implicit_step_rewards(prm_logprobs, ref_logprobs, mask, step_ids,
   ref = _check_token_array(ref_logprobs, mask, "ref_logprobs")
   _checks.check_same_shape(step_ids, mask, "step_ids", "mask")
   mask = _checks.as_mask(mask)
-  q = jnp.where(mask, prm - ref, 0.0)
-  rewards = beta * sequences.tokens_to_steps(q, step_ids, num_steps,
-                                             mask=mask)
+  rewards = implicit_step_reward(prm, ref, mask, step_ids, num_steps,
+                                 beta=beta)
   step_valid = sequences.step_token_counts(step_ids, num_steps,
                                            mask=mask) > 0
   return jnp.where(step_valid, rewards, 0.0), step_valid
@@ -255,13 +256,11 @@ def istar_prm_dpo_loss(prm_logprobs, ref_logprobs, mask, step_ids,
   step_rewards, step_valid = _implicit_step_rewards(
       prm_logprobs, ref_logprobs, mask, step_ids, num_steps, beta)
   if trajectory_score == "step_mean":
-    num_valid = jnp.sum(step_valid, axis=1)
-    score = jnp.sum(step_rewards, axis=1) / jnp.maximum(num_valid, 1)
-    has_score = num_valid > 0
+    score = masking.masked_mean(step_rewards, step_valid, axis=1, eps=0.0)
+    has_score = jnp.any(step_valid, axis=1)
   else:
-    prm = _checks.as_float(prm_logprobs, "prm_logprobs")
-    ref = _checks.as_float(ref_logprobs, "ref_logprobs")
-    score = beta * masking.masked_sum(prm - ref, mask_b, axis=1)
+    score = implicit_sequence_reward(
+        prm_logprobs, ref_logprobs, mask_b, beta=beta)
     has_score = jnp.any(mask_b, axis=1)
   rewards, scorable = _row_scores(token_rewards, mask)
   usable = scorable & has_score

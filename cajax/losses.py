@@ -791,12 +791,8 @@ def aggregate(per_token_loss, mask, mode: str = "token-mean", *,
   return total, num_seqs
 
 
-def safe_divide(total, denominator) -> jax.Array:
-  """total / denominator, with 0 (not NaN) when the denominator is 0."""
-  denominator = jnp.asarray(denominator, jnp.float32)
-  positive = denominator > 0
-  return jnp.where(positive, jnp.asarray(total, jnp.float32)
-                   / jnp.where(positive, denominator, 1.0), 0.0)
+# Pairs from `aggregate` combine as safe_divide(Σ sums, Σ denominators).
+safe_divide = masking.safe_divide
 
 
 def aggregate_mean(per_token_loss, mask, mode: str = "token-mean", *,

@@ -140,6 +140,16 @@ def masked_whiten(x, mask, axis: Axis = None, shift_mean: bool = True,
   return jnp.where(mask, out, 0.0)
 
 
+def safe_divide(numerator, denominator) -> jax.Array:
+  """numerator / denominator in float32, with 0 (not NaN/inf) where the
+  denominator is 0."""
+  numerator = jnp.asarray(numerator, jnp.float32)
+  denominator = jnp.asarray(denominator, jnp.float32)
+  nonzero = denominator != 0
+  return jnp.where(nonzero, numerator / jnp.where(nonzero, denominator, 1.0),
+                   0.0)
+
+
 def masked_min_max(x, mask, axis: Axis = None) -> tuple[jax.Array,
                                                         jax.Array]:
   """Min and max of the valid entries (0 and 0 when nothing is valid)."""

@@ -108,12 +108,6 @@ def _row_stats(scores, valid, group_ids, num_groups, ddof=1) -> _RowStats:
                    spread=(high > low)[group_ids])
 
 
-def _safe_divide(numerator, denominator):
-  """numerator / denominator, with 0 where the denominator is 0."""
-  ok = denominator != 0
-  return jnp.where(ok, numerator / jnp.where(ok, denominator, 1.0), 0.0)
-
-
 def _normalise(scores, valid, group_ids, num_groups, center="group",
                scale="group", eps=1e-6, ddof=1, singleton="raw"):
   """Row advantages (s − μ)/(σ + ε) and the per-row group statistics.
@@ -155,10 +149,10 @@ def _normalise(scores, valid, group_ids, num_groups, center="group",
     centred = scores
   if scale == "group":
     std = jnp.where(raw_single, 1.0, stats.std)
-    centred = _safe_divide(centred, std + eps)
+    centred = masking.safe_divide(centred, std + eps)
   elif scale == "batch":
     std = groups.batch_moments(scores, valid=valid, ddof=ddof).std
-    centred = _safe_divide(centred, std + eps)
+    centred = masking.safe_divide(centred, std + eps)
   keep = valid & ~single if singleton == "zero" else valid
   return jnp.where(keep, centred, 0.0), stats
 
@@ -318,7 +312,7 @@ def grpo_passk(token_rewards, mask, group_ids, num_groups: int, *,
     gap = jnp.where(stats.count == 1, scores, gap)
     std = jnp.where(stats.count == 1, 1.0, std)
   if normalize_by_std:
-    gap = _safe_divide(gap, std + eps)
+    gap = masking.safe_divide(gap, std + eps)
   row = jnp.where(best, gap, 0.0)
   return _output(row, batch, stats, best=best)
 
@@ -394,7 +388,7 @@ def opo(token_rewards, mask, group_ids, num_groups: int, *,
   weighted = groups.group_sum(lengths * scores, ids, batch.num_groups,
                               valid=valid)
   total = groups.group_sum(lengths, ids, batch.num_groups, valid=valid)
-  baseline = _safe_divide(weighted, total)[ids]
+  baseline = masking.safe_divide(weighted, total)[ids]
   row = jnp.where(stats.spread, scores - baseline, 0.0)
   single = stats.count == 1
   row = jnp.where(single, scores if singleton == "raw" else 0.0, row)

@@ -59,11 +59,6 @@ def _row_outcomes(outcome_rewards, batch: int, name: str):
   return jnp.where(scorable, outcome, 0.0), scorable
 
 
-def _safe_div(numerator, denominator) -> jax.Array:
-  ok = denominator != 0
-  return jnp.where(ok, numerator / jnp.where(ok, denominator, 1.0), 0.0)
-
-
 class _Steps(NamedTuple):
   rewards: jax.Array  # f32[B, S], 0 on invalid steps.
   valid: jax.Array  # bool[B, S], step_mask and at least one valid token.
@@ -192,9 +187,9 @@ def _whiten_nonzero(x, mask) -> jax.Array:
   """
   nonzero = mask & (x != 0)
   count = jnp.sum(nonzero.astype(jnp.float32))
-  mean = _safe_div(jnp.sum(jnp.where(mask, x, 0.0)), count)
+  mean = masking.safe_divide(jnp.sum(jnp.where(mask, x, 0.0)), count)
   centred = jnp.where(mask, x - mean, 0.0)
-  var = _safe_div(jnp.sum(centred * centred), count)
+  var = masking.safe_divide(jnp.sum(centred * centred), count)
   out = centred * jax.lax.rsqrt(jnp.maximum(var, _PURE_VAR_FLOOR))
   return jnp.where(nonzero, out, 0.0)
 
@@ -215,12 +210,12 @@ def _process_returns(step_values, steps: _Steps, group_ids, num_groups: int,
                                      num_groups)[group_ids] - outcome
     others_length = groups.group_sum(lengths, group_ids,
                                      num_groups)[group_ids] - lengths
-    per_token = _safe_div(others_reward, others_length)
+    per_token = masking.safe_divide(others_reward, others_length)
     # num_tokens_per_step excludes the step-end token (repo quirk).
     step_baseline = per_token[:, None] * (steps.counts - 1.0)
   elif baseline == "step":
     num_steps = jnp.sum(steps.valid.astype(jnp.float32), axis=1)
-    per_step = _safe_div(outcome, num_steps)
+    per_step = masking.safe_divide(outcome, num_steps)
     # mean_{j≠b} x_j = x_b − RLOO(x)_b; 0 for a row alone in its group.
     others_mean = per_step - groups.group_normalize(
         per_step, group_ids, num_groups, mode="rloo")
