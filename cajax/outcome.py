@@ -82,12 +82,9 @@ class _RowStats(NamedTuple):
 
 def _check_groups(mask, group_ids, num_groups):
   """Checks `mask`, `group_ids` and `num_groups`; returns them converted."""
-  batch, length = _checks.check_batch(mask)
-  _checks.check_shape(group_ids, (batch,), "group_ids",
-                      like=f"mask {(batch, length)}")
-  num_groups = _checks.check_positive_int(num_groups, "num_groups")
-  return (_checks.as_mask(mask), _checks.as_int(group_ids, "group_ids"),
-          num_groups)
+  batch, _ = _checks.check_batch(mask)
+  group_ids = groups.check_group_ids(group_ids, batch, num_groups)
+  return _checks.as_mask(mask), group_ids, int(num_groups)
 
 
 def _prepare(token_rewards, mask, group_ids, num_groups) -> _Batch:

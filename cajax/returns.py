@@ -346,10 +346,7 @@ def optimal_token_baseline(token_rewards, mask, group_ids, num_groups: int,
   rewards = _tokens(token_rewards, mask, "token_rewards")
   old_logprobs = _tokens(old_logprobs, mask, "old_logprobs")
   sum_pi_squared = _tokens(sum_pi_squared, mask, "sum_pi_squared")
-  _checks.check_shape(group_ids, (batch,), "group_ids",
-                      like=f"mask {(batch, length)}")
-  num_groups = _checks.check_positive_int(num_groups, "num_groups")
-  group_ids = _checks.as_int(group_ids, "group_ids")
+  group_ids = groups.check_group_ids(group_ids, batch, num_groups)
   mask = _checks.as_mask(mask)
 
   returns = sequences.reverse_discounted_cumsum(rewards, mask)
@@ -481,12 +478,9 @@ def prime(token_rewards, rm_scores, mask, group_ids, num_groups: int,
   Raises:
     ValueError: wrong ranks, shapes, `num_groups` or `singleton`.
   """
-  batch, length = _checks.check_batch(mask)
+  batch, _ = _checks.check_batch(mask)
   _checks.check_choice(singleton, ("raw", "zero"), "singleton")
-  _checks.check_shape(group_ids, (batch,), "group_ids",
-                      like=f"mask {(batch, length)}")
-  num_groups = _checks.check_positive_int(num_groups, "num_groups")
-  group_ids = _checks.as_int(group_ids, "group_ids")
+  group_ids = groups.check_group_ids(group_ids, batch, num_groups)
   scores, _ = registry.sequence_scores(token_rewards, mask)
   mask = _checks.as_mask(mask)
   last = masking.last_token_mask(mask)
