@@ -97,3 +97,16 @@ def check_choice(value: str, choices: Sequence[str], name: str) -> str:
   if value not in choices:
     raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}.")
   return value
+
+
+def is_static_number(value) -> bool:
+  """True for a Python or NumPy real scalar (not bool): a static setting."""
+  return isinstance(value, (int, float, np.integer, np.floating)) and (
+      not isinstance(value, (bool, np.bool_)))
+
+
+def scalar_or_like(x, like, name: str, like_name: str) -> jax.Array:
+  """A scalar or an array shaped like `like` (e.g. γ or γₜ), as float32."""
+  if np.ndim(x):
+    check_same_shape(x, like, name, like_name)
+  return as_float(x, name)

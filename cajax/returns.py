@@ -29,7 +29,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from cajax import _checks
 from cajax import groups
@@ -52,18 +51,14 @@ def _tokens(x, mask, name: str) -> jax.Array:
 
 def _coefficient(x, like, name: str, like_name: str = "r_t") -> jax.Array:
   """A scalar or a per-token `[B, T]` coefficient (γ, λ), as float32."""
-  if jnp.ndim(x) == 0:
-    return _checks.as_float(x, name)
-  _checks.check_same_shape(x, like, name, like_name)
-  return _checks.as_float(x, name)
+  return _checks.scalar_or_like(x, like, name, like_name)
 
 
 def _static_or_coefficient(x, like, name: str, like_name: str = "r_t"):
   """A Python-number coefficient stays a Python float (static: it selects
   the fast matmul path of `sequences.reverse_discounted_cumsum`); anything
   else goes through `_coefficient`."""
-  if isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(
-      x, bool):
+  if _checks.is_static_number(x):
     return float(x)
   return _coefficient(x, like, name, like_name)
 

@@ -25,13 +25,6 @@ def _check_tokens(x, mask, name: str):
   return _checks.as_float(x, name), _checks.as_mask(mask)
 
 
-def _discount_array(discount, mask) -> jax.Array:
-  if jnp.ndim(discount) == 0:
-    return _checks.as_float(discount, "discount")
-  _checks.check_same_shape(discount, mask, "discount", "mask")
-  return _checks.as_float(discount, "discount")
-
-
 # Performance notes (XLA CPU, batch-major [B, T] f32, measured against a
 # fused elementwise pass that reads x and mask and writes one [B, T] output;
 # 2 shared cores, so ratios are noisy to about ±30%):
@@ -221,12 +214,11 @@ def reverse_discounted_cumsum(x, mask, discount=1.0) -> jax.Array:
     ValueError: `mask` not rank 2, or `x`/`discount` not shaped like it.
   """
   x, mask = _check_tokens(x, mask, "x")
-  if (isinstance(discount, (int, float, np.integer, np.floating))
-      and not isinstance(discount, bool)):
+  if _checks.is_static_number(discount):
     chunk = _matmul_chunk(float(discount))
     if chunk is not None:
       return _chunked_matmul_scan(x, mask, float(discount), chunk)
-  return _reverse_linear_scan(x, mask, _discount_array(discount, mask))
+  return _reverse_linear_scan(x, mask, _checks.scalar_or_like(discount, mask, "discount", "mask"))
 
 
 def suffix_min(x, mask) -> jax.Array:
