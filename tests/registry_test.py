@@ -315,6 +315,8 @@ def test_estimator_contract(name):
   out, out_bf16, out_wide = compiled(*inputs)
   mask = np.asarray(rollouts.mask)
   _check_contract(name, out, mask)
+  # A stub returning zeros would pass every check above.
+  assert np.any(np.asarray(out.advantages)[mask] != 0), name
   _check_contract(f"{name}[bf16]", out_bf16, mask)
   for field in ("advantages", "returns"):
     base = np.asarray(getattr(out, field))
