@@ -1,4 +1,9 @@
-"""Installs cajax (the core) and kernels; experiments/ runs from the repo root."""
+"""Installs cajax (the core) and cajax_kernels (the folder kernels/).
+
+The kernels are installed as `cajax_kernels`, never as a bare `kernels`, which
+a widely used PyPI distribution already owns. experiments/ is not installed:
+its modules run from the repository root (`python -m experiments.train`).
+"""
 
 import setuptools
 
@@ -10,8 +15,9 @@ setuptools.setup(
         "fused log-prob kernels."
     ),
     python_requires=">=3.11",
-    packages=setuptools.find_packages(include=["cajax", "cajax.*", "kernels",
-                                               "kernels.*"]),
+    packages=setuptools.find_packages(include=["cajax", "cajax.*"])
+    + ["cajax_kernels"],
+    package_dir={"cajax_kernels": "kernels"},
     install_requires=["jax>=0.10,<0.12", "numpy>=1.26"],
     extras_require={
         "test": [

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import kernels
+import cajax_kernels as kernels
 from experiments.kernel_baselines import naive_logprobs
 from experiments.kernel_baselines import parse_shape
 

@@ -3,10 +3,10 @@
 Imports only jax (and numpy); copy the folder into any JAX project.
 """
 
-from kernels.api import BlockSizes
-from kernels.api import linear_token_logprobs
-from kernels.api import linear_token_stats
-from kernels.api import token_logprobs
-from kernels.api import token_stats
-from kernels.parallel import data_parallel_linear_token_logprobs
-from kernels.parallel import vocab_parallel_linear_token_logprobs
+from .api import BlockSizes
+from .api import linear_token_logprobs
+from .api import linear_token_stats
+from .api import token_logprobs
+from .api import token_stats
+from .parallel import data_parallel_linear_token_logprobs
+from .parallel import vocab_parallel_linear_token_logprobs

@@ -25,7 +25,7 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
-from kernels import _common
+from . import _common
 
 
 def _pallas_modules():

@@ -9,7 +9,7 @@ get a zero logit gradient, so every column counts exactly once.
 from jax import lax
 import jax.numpy as jnp
 
-from kernels import _common
+from . import _common
 
 
 def chunk_geometry(vmax: int, chunk: int):

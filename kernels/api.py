@@ -20,9 +20,9 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
-from kernels import _common
-from kernels import _pallas
-from kernels import _xla
+from . import _common
+from . import _pallas
+from . import _xla
 
 BlockSizes = _common.BlockSizes
 

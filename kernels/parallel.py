@@ -21,8 +21,8 @@ from jax import lax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from kernels import _common
-from kernels import api
+from . import _common
+from . import api
 
 
 def _check_vma(implementation: str) -> bool:

@@ -1,9 +1,21 @@
 """pytest configuration: strict numerics and a fixed hypothesis profile."""
 
+import importlib.util
 import os
+import pathlib
+import sys
 
 import hypothesis
 import jax
+
+# Test the kernels/ folder of this checkout under its installed name, even when
+# the editable install points at another checkout (a git worktree).
+_KERNELS = pathlib.Path(__file__).resolve().parents[1] / "kernels"
+_spec = importlib.util.spec_from_file_location(
+    "cajax_kernels", _KERNELS / "__init__.py",
+    submodule_search_locations=[str(_KERNELS)])
+sys.modules["cajax_kernels"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sys.modules["cajax_kernels"])
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_enable_x64", False)

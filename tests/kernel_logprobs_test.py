@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import kernels
+import cajax_kernels as kernels
 
 SMALL = kernels.BlockSizes(vocab_chunk=128)
 

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import kernels
-from kernels import _pallas
+import cajax_kernels as kernels
+from cajax_kernels import _pallas
 from kernel_logprobs_test import _data, _f64, ref_linear, ref_logits  # pylint: disable=g-bad-import-order
 
 TINY = kernels.BlockSizes(block_n=8, block_v=16, block_d=8, vocab_split=32,

@@ -8,7 +8,7 @@ import textwrap
 
 SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
-    import kernels
+    import cajax_kernels as kernels
     from kernel_logprobs_test import _data, _f64, ref_linear
 
     assert jax.device_count() == 4
