@@ -26,6 +26,9 @@ setuptools.setup(
             "hypothesis>=6.100",
             "absl-py>=2",
             "scipy>=1.11",
+            # The reference model for checkpoint-parity tests (CPU build).
+            "torch==2.13.0",
+            "transformers>=4.50,<6",
         ],
         "experiments": [
             "absl-py>=2",
@@ -36,6 +39,10 @@ setuptools.setup(
             "tensorboardX>=2.6",
             "matplotlib>=3.8",
             "scipy>=1.11",
+            "tqdm>=4.66",
+            "safetensors>=0.4",
+            "tokenizers>=0.19",
+            "jinja2>=3.1",
         ],
         "gpu": ["jax[cuda12]>=0.10,<0.12"],
     },
