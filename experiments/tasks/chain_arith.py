@@ -1,0 +1,169 @@
+"""Chain arithmetic: solve a chain of k modular operations step by step.
+
+Layout (m = 10, k = 3; `^` is BOS, `$` EOS):
+
+  prompt    ^3+4*2-1?                   operations applied left to right
+  response  3+4=7;7*2=4;4-1=3;>3$
+  steps     000000111111222222222       step_ids: the answer ">3" and EOS
+                                        belong to the last step
+
+Each step is `x op y = z` ended by the step separator ";"; ">" marks the
+final answer, then EOS. The prompt-only "?" is banned from responses. Rules
+for responses that do not follow the layout:
+
+* The text after the first ">" (up to EOS) is the answer; everything before
+  it is split after each ";", and an unterminated trailing piece is a step
+  too. The answer tokens and EOS join the last step, so every response token
+  has a step id (never −1). A response without any step before the answer
+  (or an empty one) is a single step.
+* The step checker (`arith.StepChecker`) labels every step CORRECT, WRONG or
+  FILLER. The last step is also WRONG when the answer does not follow from
+  the steps (`arith.check_answer`: no answer, not a number, no EOS, an
+  operation left undone, or not the chain's value).
+* Outcome reward: 1.0 when the response ends with EOS and its answer equals
+  the chain's value, else 0.0 (a missing answer, a malformed answer or a
+  response cut at the length limit without EOS all score 0). Every response
+  is scorable: the outcome is never NaN.
+
+Process rewards: `prm.py` ("oracle", "noisy", "hackable"; +1 / −1 / 0 by
+default).
+"""
+
+import numpy as np
+
+from experiments.tasks import arith
+from experiments.tasks import base
+from experiments.tasks import prm
+from experiments.tasks import scoring
+
+SYMBOLS = "0123456789+-*=;>?"
+STEP_END = ";"
+ANSWER = ">"
+PROMPT_END = "?"
+
+
+class ChainArithTask:
+  """The chain-arithmetic task (see the module docstring).
+
+  Attributes:
+    config: the `arith.ChainConfig`.
+    tokenizer: a `base.CharVocab`.
+  """
+
+  name = "chain_arith"
+
+  def __init__(self, config=None):
+    """Builds the task from a mapping of `arith.ChainConfig` fields."""
+    self.config = base.build_config(arith.ChainConfig, config or {},
+                                    self.name)
+    prm.check_kind(self.config.prm)
+    self.tokenizer = base.CharVocab(SYMBOLS, banned_symbols=PROMPT_END)
+    self.banned_tokens = self.tokenizer.banned_tokens
+    self.stop_tokens = (self.tokenizer.eos_id,)
+    d = self.config.digits
+    self.max_prompt_len = 1 + d + self.config.max_ops * (1 + d) + 1
+    step_len = 3 * d + 3  # x op y = z ;
+    self.max_response_len = self.config.max_response_len or (
+        2 * self.config.max_ops * step_len + 1 + d + 1)
+    # Every step holds at least one token.
+    self.max_steps = self.max_response_len
+    self._step_end = self.tokenizer.id(STEP_END)
+    self._answer = self.tokenizer.id(ANSWER)
+
+  def sample_problems(self, rng: np.random.Generator,
+                      n: int) -> list[base.Problem]:
+    """n problems, k uniform in [min_ops, max_ops]; deterministic in rng."""
+    return [self._problem(*self.config.sample_chain(rng)) for _ in range(n)]
+
+  def _problem(self, start: int, operations) -> base.Problem:
+    text = self.config.prompt_text(start, operations)
+    prompt = [self.tokenizer.bos_id] + self.tokenizer.encode(
+        text + PROMPT_END)
+    return base.Problem(
+        prompt_ids=prompt,
+        answer=str(self.config.final_value(start, operations)),
+        uid=arith.stable_hash(self.name, text) >> 1, text=text, start=start,
+        operations=tuple(operations))
+
+  def problem_from_text(self, text: str) -> base.Problem:
+    """The problem of a chain written as text, e.g. "3+4*2-1".
+
+    Raises:
+      ValueError: the text is not a chain of the task's numbers and
+        operators.
+    """
+    return self._problem(*self.config.parse_chain(text))
+
+  def score(self, problem: base.Problem, response_ids,
+            observation_mask=None) -> base.Score:
+    """Checks every step and the answer; see the module docstring."""
+    ids = base.check_response(response_ids, self.tokenizer)
+    if observation_mask is not None and np.any(observation_mask):
+      raise ValueError("chain_arith has no observations; observation_mask "
+                       "must be None or all False.")
+    has_eos = bool(ids.size) and ids[-1] == self.tokenizer.eos_id
+    body = ids.size - 1 if has_eos else ids.size
+    marks = np.flatnonzero(ids[:body] == self._answer)
+    steps_end = int(marks[0]) if marks.size else body
+    answer_text = (self.tokenizer.decode(ids[steps_end + 1:body])
+                   if marks.size else None)
+    ends = np.flatnonzero(ids[:steps_end] == self._step_end) + 1
+    starts = np.concatenate([[0], ends])
+    stops = np.concatenate([ends, [steps_end]])
+    spans = [[int(a), int(b)] for a, b in zip(starts, stops) if b > a]
+    checker = arith.StepChecker(self.config, problem.start,
+                                problem.operations)
+    labels, reasons, vacuous = [], [], []
+    for start, stop in spans:
+      text = self.tokenizer.decode(ids[start:stop]).removesuffix(STEP_END)
+      match = arith.STEP_PATTERN.match(text)
+      step = None
+      if match:
+        x, op, y, z = match.groups()
+        step = (int(x), op, int(y), int(z))
+      label, reason = checker.check(step)
+      labels.append(label)
+      reasons.append(reason)
+      vacuous.append(step is not None and arith.is_identity(*step))
+    if not spans:  # the answer (or nothing) alone: one step
+      spans = [[0, ids.size]]
+      labels, reasons, vacuous = [base.WRONG], [""], [False]
+    spans[-1][1] = ids.size  # the answer and EOS join the last step
+    answer_reason = arith.check_answer(checker, answer_text, has_eos)
+    if answer_reason:
+      # The hackable PRM still checks the answer.
+      vacuous[-1] = False
+      if not reasons[-1]:
+        labels[-1], reasons[-1] = base.WRONG, answer_reason
+    outcome = arith.answer_outcome(problem, answer_text, has_eos)
+    return scoring.make_score(self.config, problem, ids, spans, labels,
+                              reasons, vacuous, outcome, answer_text)
+
+  def demonstration(self, problem: base.Problem, rng: np.random.Generator,
+                    wrong_rate: float = 0.0,
+                    filler_rate: float = 0.0) -> list[int]:
+    """A worked response; wrong steps write a wrong result (see
+    `arith.demo_steps`), and the answer is the last value written."""
+    steps = arith.demo_steps(self.config, problem.start, problem.operations,
+                             rng, wrong_rate, filler_rate,
+                             wrong_kind="result")
+    text = "".join(f"{s.x}{s.op}{s.y}={s.z}{STEP_END}" for s in steps)
+    final = steps[-1].z if steps else problem.start
+    return self.tokenizer.encode(f"{text}{ANSWER}{final}") + [
+        self.tokenizer.eos_id]
+
+  def observation(self, problem: base.Problem, response_ids) -> None:
+    """No environment: always None."""
+    del problem, response_ids
+
+  def observation_mask(self, problem: base.Problem,
+                       response_ids) -> np.ndarray:
+    """All False: there are no observation tokens."""
+    del problem
+    return np.zeros(len(response_ids), bool)
+
+  def retry_prefix(self, problem: base.Problem, response_ids,
+                   score: base.Score) -> list[int] | None:
+    """The response before its first wrong step (R3L), None without one."""
+    del problem
+    return scoring.retry_prefix(response_ids, score)
