@@ -30,10 +30,10 @@ from experiments.tasks import base
 
 OPERATORS = "+-*"
 IDENTITY = {"+": 0, "-": 0, "*": 1}
-_NUMBER = r"(0|[1-9][0-9]*)"
-STEP_PATTERN = re.compile(rf"^{_NUMBER}([-+*]){_NUMBER}={_NUMBER}$")
-NUMBER_PATTERN = re.compile(rf"^{_NUMBER}$")
-CHAIN_PATTERN = re.compile(rf"^{_NUMBER}(?:[-+*]{_NUMBER})+$")
+NUMBER = r"(0|[1-9][0-9]*)"
+STEP_PATTERN = re.compile(rf"^{NUMBER}([-+*]){NUMBER}={NUMBER}$")
+NUMBER_PATTERN = re.compile(rf"^{NUMBER}$")
+CHAIN_PATTERN = re.compile(rf"^{NUMBER}(?:[-+*]{NUMBER})+$")
 
 
 def apply(x: int, op: str, y: int, modulus: int) -> int:

@@ -11,6 +11,7 @@ def make_score(config: arith.ChainConfig, problem: base.Problem,
                ids: np.ndarray, spans, labels, reasons, vacuous,
                outcome: float, answer_text: str | None,
                observation_mask: np.ndarray | None = None,
+               rewards: np.ndarray | None = None,
                metrics: dict | None = None,
                extra: dict | None = None) -> base.Score:
   """Assembles a `Score` from the checked steps of one response.
@@ -28,6 +29,7 @@ def make_score(config: arith.ChainConfig, problem: base.Problem,
     answer_text: the parsed answer text, None when absent.
     observation_mask: optional bool[T_resp]; observation tokens get step
       id −1 and are left out of the PRM's view of a step.
+    rewards: optional float32[S] step rewards that replace the PRM's.
     metrics: task-specific metrics to add.
     extra: task-specific extras to add.
 
@@ -44,8 +46,9 @@ def make_score(config: arith.ChainConfig, problem: base.Problem,
     step_ids[observation_mask] = -1
   step_tokens = [ids[start:stop][step_ids[start:stop] == k]
                  for k, (start, stop) in enumerate(spans)]
-  rewards = prm.step_rewards(config, labels, np.asarray(vacuous, bool),
-                             problem.prompt_ids, step_tokens)
+  if rewards is None:
+    rewards = prm.step_rewards(config, labels, np.asarray(vacuous, bool),
+                               problem.prompt_ids, step_tokens)
   wrong = np.flatnonzero(labels == base.WRONG)
   first_wrong = int(wrong[0]) if wrong.size else -1
   all_metrics = {

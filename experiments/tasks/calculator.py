@@ -1,0 +1,321 @@
+"""Calculator tool use: the chain-arithmetic problems, solved by tool calls.
+
+Layout (m = 10, k = 3; `^` is BOS, `$` EOS, `|` marks turn boundaries and
+is not a token; `=...` are observation tokens the environment inserts):
+
+  prompt     ^3+4*2-1?
+  response   [3+4] | =7 | [7*2] | =4 | [4-1] | =3 | >3$
+  mask       11111   00   11111   00   11111   00   111
+  step_ids   00000   --   11111   --   22222   --   333    (-- is −1)
+
+The policy writes a call `[x op y]`; sampling stops at "]" (a stop token),
+and `observation` returns the tokens "=z" with z = (x op y) mod m (or "=!"
+for a call it cannot parse), which the loop appends with observation_mask
+True (loss mask False, skipped by returns). After the last call the policy
+writes ">" and the answer, then EOS. "?", "=" and "!" never come from the
+policy (banned), so it cannot forge an observation.
+
+Turns are the maximal runs of policy tokens; every turn is one step, so step
+k is turn k and `batching.scores_to_arrays`'s `step_token_rewards` puts each
+step reward at its turn's last token, where `cajax.agentic.matchtir` reads
+turn rewards. Observation tokens are the only ones with step id −1.
+
+Step labels: a call is checked as the step `x op y = z` with z the tool's
+result (`arith.StepChecker`: correct next operation, filler identity such as
+`[7+0]`, or wrong); the answer turn is CORRECT when the answer follows from
+the calls (`arith.check_answer`), else WRONG. A response without an answer
+turn has the answer check applied to its last call. Outcome reward: 1.0 for
+the right answer ended by EOS, else 0.0 (never NaN).
+
+Process rewards (`prm`): "oracle", "noisy", "hackable" as in `prm.py`, or
+"matching": MatchTIR turn rewards (Qu et al., arXiv 2601.10712) from
+`cajax.matching.trajectory_turn_rewards`: the calls of the response are
+matched against the ground-truth calls of the true chain
+(`extra["gt_calls"]`, name "calc", arguments x, op, y) by `assignment`
+("greedy", "hungarian" or "sinkhorn"), a call turn earns its call's reward
+and the answer turn the F1 of its answer. `extra["turns"]` holds the
+predicted trace per turn in the format `cajax.matching` reads, so the loop
+can also recompute the rewards. iStar needs only the step layout and the
+outcome.
+"""
+
+import dataclasses
+import re
+
+import numpy as np
+
+from cajax import matching
+from experiments.tasks import arith
+from experiments.tasks import base
+from experiments.tasks import prm
+from experiments.tasks import scoring
+
+SYMBOLS = "0123456789+-*[]=!>?"
+CALL_OPEN, CALL_CLOSE = "[", "]"
+RESULT, ERROR = "=", "!"
+ANSWER = ">"
+PROMPT_END = "?"
+TOOL_NAME = "calc"
+CALL_PATTERN = re.compile(
+    rf"^\[{arith.NUMBER}([-+*]){arith.NUMBER}\]$")
+ASSIGNMENTS = ("greedy", "hungarian", "sinkhorn")
+
+
+@dataclasses.dataclass(frozen=True)
+class CalculatorConfig(arith.ChainConfig):
+  """`arith.ChainConfig` plus the tool budget and the matching reward.
+
+  Attributes:
+    prm: also "matching" (MatchTIR turn rewards).
+    max_tool_calls: calls answered per response; after that `observation`
+      returns None (the episode ends without an answer). None: two per
+      operation.
+    assignment: "greedy", "hungarian" or "sinkhorn" (prm="matching").
+    unmatched_penalty: reward of an unmatched call (prm="matching").
+  """
+  max_tool_calls: int | None = None
+  assignment: str = "greedy"
+  unmatched_penalty: float = 0.0
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.assignment not in ASSIGNMENTS:
+      raise ValueError(f"assignment must be one of {ASSIGNMENTS}, got "
+                       f"{self.assignment!r}.")
+    if self.max_tool_calls is not None and (
+        isinstance(self.max_tool_calls, bool)
+        or not isinstance(self.max_tool_calls, int)
+        or self.max_tool_calls < 1):
+      raise ValueError(f"max_tool_calls must be a positive int or None, got "
+                       f"{self.max_tool_calls!r}.")
+
+
+def tool_call(x: int, op: str, y: int) -> dict:
+  """A call in the format of `cajax.matching`."""
+  return {"name": TOOL_NAME, "arguments": {"x": x, "op": op, "y": y}}
+
+
+class CalculatorTask:
+  """The calculator tool-use task (see the module docstring)."""
+
+  name = "calculator"
+
+  def __init__(self, config=None):
+    """Builds the task from a mapping of `CalculatorConfig` fields."""
+    self.config = base.build_config(CalculatorConfig, config or {},
+                                    self.name)
+    if self.config.prm != "matching":
+      prm.check_kind(self.config.prm)
+    self.tokenizer = base.CharVocab(
+        SYMBOLS, banned_symbols=PROMPT_END + RESULT + ERROR)
+    self.banned_tokens = self.tokenizer.banned_tokens
+    self._close = self.tokenizer.id(CALL_CLOSE)
+    self.stop_tokens = (self.tokenizer.eos_id, self._close)
+    d = self.config.digits
+    self.max_prompt_len = 1 + d + self.config.max_ops * (1 + d) + 1
+    self.max_tool_calls = (self.config.max_tool_calls
+                           or 2 * self.config.max_ops)
+    call_len = (2 * d + 3) + (1 + d)  # [x op y] then =z
+    self.max_response_len = self.config.max_response_len or (
+        2 * self.config.max_ops * call_len + 1 + d + 1)
+    self.max_steps = self.max_response_len
+
+  # -- problems --------------------------------------------------------------
+
+  def sample_problems(self, rng: np.random.Generator,
+                      n: int) -> list[base.Problem]:
+    """n problems, k uniform in [min_ops, max_ops]; deterministic in rng."""
+    return [self._problem(*self.config.sample_chain(rng)) for _ in range(n)]
+
+  def problem_from_text(self, text: str) -> base.Problem:
+    """The problem of a chain written as text, e.g. "3+4*2-1"."""
+    return self._problem(*self.config.parse_chain(text))
+
+  def _problem(self, start: int, operations) -> base.Problem:
+    text = self.config.prompt_text(start, operations)
+    return base.Problem(
+        prompt_ids=[self.tokenizer.bos_id] + self.tokenizer.encode(
+            text + PROMPT_END),
+        answer=str(self.config.final_value(start, operations)),
+        uid=arith.stable_hash(self.name, text) >> 1, text=text, start=start,
+        operations=tuple(operations))
+
+  def gt_calls(self, problem: base.Problem) -> list[dict]:
+    """The calls of the true chain, in order."""
+    calls, value = [], problem.start
+    for op, y in problem.operations:
+      calls.append(tool_call(value, op, y))
+      value = arith.apply(value, op, y, self.config.modulus)
+    return calls
+
+  # -- environment -----------------------------------------------------------
+
+  def _parse_call(self, ids) -> tuple[int, str, int] | None:
+    match = CALL_PATTERN.match(self.tokenizer.decode(ids))
+    if not match:
+      return None
+    x, op, y = match.groups()
+    return int(x), op, int(y)
+
+  def _result(self, ids) -> list[int]:
+    call = self._parse_call(ids)
+    text = ERROR if call is None else str(
+        arith.apply(*call, self.config.modulus))
+    return self.tokenizer.encode(RESULT + text)
+
+  def _turns(self, ids) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """Replays the environment: policy turns and the observation mask.
+
+    Raises:
+      ValueError: the tokens after a call are not the tool's result.
+    """
+    observed = np.zeros(len(ids), bool)
+    turns, start = [], 0
+    while start < len(ids):
+      stop = start
+      while stop < len(ids) and ids[stop] != self._close:
+        stop += 1
+      stop = min(stop + 1, len(ids))  # past the "]" (or at the end)
+      turns.append((start, stop))
+      start = stop
+      if ids[stop - 1] != self._close or len(turns) > self.max_tool_calls:
+        continue
+      result = self._result(ids[turns[-1][0]:stop])
+      got = [int(t) for t in ids[stop:stop + len(result)]]
+      if got != result[:len(got)]:
+        raise ValueError(
+            f"response_ids[{stop}:{stop + len(result)}] = {got} must be the "
+            f"tool's result {result} after the call at "
+            f"[{turns[-1][0]}, {stop}).")
+      observed[stop:stop + len(got)] = True
+      start = stop + len(got)
+    return turns, observed
+
+  def observation(self, problem: base.Problem,
+                  response_ids) -> list[int] | None:
+    """"=z" after a call (response ends with "]"), "=!" for a malformed
+    call; None when the response does not end with a call or the call
+    budget `max_tool_calls` is spent (the episode then ends)."""
+    del problem
+    ids = [int(t) for t in response_ids]
+    if not ids or ids[-1] != self._close:
+      return None
+    turns, _ = self._turns(ids)
+    if len(turns) > self.max_tool_calls:
+      return None
+    start, stop = turns[-1]
+    return self._result(ids[start:stop])
+
+  def observation_mask(self, problem: base.Problem,
+                       response_ids) -> np.ndarray:
+    """bool[T_resp], True on the tool results (replays the environment)."""
+    del problem
+    return self._turns([int(t) for t in response_ids])[1]
+
+  # -- scoring ---------------------------------------------------------------
+
+  def score(self, problem: base.Problem, response_ids,
+            observation_mask=None) -> base.Score:
+    """Checks every call and the answer; see the module docstring.
+
+    Args:
+      problem: the problem.
+      response_ids: the response with the observations, up to EOS.
+      observation_mask: bool[T_resp] True on observations; None replays
+        the environment to find them.
+
+    Returns:
+      The score; extra also holds "turns", "gt_calls" and "gold_answer".
+    """
+    ids = base.check_response(response_ids, self.tokenizer)
+    if observation_mask is None:
+      observed = self._turns(ids.tolist())[1]
+    else:
+      observed = np.asarray(observation_mask, bool)
+      if observed.shape != ids.shape:
+        raise ValueError(f"observation_mask must have shape {ids.shape}, "
+                         f"got {observed.shape}.")
+    has_eos = bool(ids.size) and ids[-1] == self.tokenizer.eos_id
+    runs = _runs(~observed)
+    checker = arith.StepChecker(self.config, problem.start,
+                                problem.operations)
+    spans, labels, reasons, vacuous, turns = [], [], [], [], []
+    answer_text, calls = None, 0
+    for start, stop in runs:
+      spans.append([start, stop])
+      is_call = ids[stop - 1] == self._close
+      if is_call or stop < ids.size:
+        call = self._parse_call(ids[start:stop]) if is_call else None
+        calls += 1
+        step = None if call is None else call + (
+            arith.apply(*call, self.config.modulus),)
+        label, reason = checker.check(step)
+        labels.append(label)
+        reasons.append(reason)
+        vacuous.append(step is not None and arith.is_identity(*step))
+        turns.append({"tool_calls": [] if call is None
+                      else [tool_call(*call)], "answer": None})
+      else:  # the final turn: the answer
+        text = self.tokenizer.decode(ids[start:stop])
+        answer_text = text[1:] if text.startswith(ANSWER) else None
+        reason = arith.check_answer(checker, answer_text, has_eos)
+        labels.append(base.WRONG if reason else base.CORRECT)
+        reasons.append(reason)
+        vacuous.append(False)
+        turns.append({"tool_calls": [], "answer": answer_text or ""})
+    if turns and turns[-1]["answer"] is None:  # no answer turn
+      reason = arith.check_answer(checker, None, has_eos)
+      vacuous[-1] = False
+      if not reasons[-1]:
+        labels[-1], reasons[-1] = base.WRONG, reason
+    if not spans:
+      spans, labels, reasons, vacuous = [[0, ids.size]], [base.WRONG], [
+          "no_answer"], [False]
+    rewards = None
+    gt = self.gt_calls(problem)
+    if self.config.prm == "matching":
+      rewards = np.zeros(len(spans), np.float32)
+      if turns:
+        rewards[:] = matching.trajectory_turn_rewards(
+            turns, gt, problem.answer, assignment=self.config.assignment,
+            unmatched_penalty=self.config.unmatched_penalty)
+    return scoring.make_score(
+        self.config, problem, ids, spans, labels, reasons, vacuous,
+        arith.answer_outcome(problem, answer_text, has_eos), answer_text,
+        observation_mask=observed, rewards=rewards,
+        metrics={"tool_calls": float(calls)},
+        extra={"turns": turns, "gt_calls": gt,
+               "gold_answer": problem.answer})
+
+  # -- demonstrations and retries ---------------------------------------------
+
+  def demonstration(self, problem: base.Problem, rng: np.random.Generator,
+                    wrong_rate: float = 0.0,
+                    filler_rate: float = 0.0) -> list[int]:
+    """A worked response with the tool's results in it.
+
+    Wrong calls use a wrong operand x (the tool computes correctly), see
+    `arith.demo_steps`; later calls continue from the tool's result. Use
+    `observation_mask` to find the result tokens.
+    """
+    steps = arith.demo_steps(self.config, problem.start, problem.operations,
+                             rng, wrong_rate, filler_rate,
+                             wrong_kind="operand")
+    text = "".join(f"{CALL_OPEN}{s.x}{s.op}{s.y}{CALL_CLOSE}{RESULT}{s.z}"
+                   for s in steps)
+    final = steps[-1].z if steps else problem.start
+    return self.tokenizer.encode(f"{text}{ANSWER}{final}") + [
+        self.tokenizer.eos_id]
+
+  def retry_prefix(self, problem: base.Problem, response_ids,
+                   score: base.Score) -> list[int] | None:
+    """The response (results included) before its first wrong turn."""
+    del problem
+    return scoring.retry_prefix(response_ids, score)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+  """[start, stop) of each maximal run of True."""
+  padded = np.concatenate([[False], mask, [False]]).astype(np.int8)
+  edges = np.flatnonzero(np.diff(padded))
+  return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
