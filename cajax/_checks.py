@@ -1,10 +1,12 @@
 """Trace-time argument checks shared by every public cajax function.
 
-All checks look only at static information (ranks, shapes, dtypes), so they
-run once when a function is traced and cost nothing inside `jax.jit`. Each
-error names the offending argument and shows the shapes involved.
+All checks look only at static information (ranks, shapes, dtypes and the
+values of static hyperparameters), so they run once when a function is
+traced and cost nothing inside `jax.jit`. Each error names the offending
+argument and shows the shapes, or the domain and the value, involved.
 """
 
+import math
 from typing import Sequence
 
 import jax
@@ -84,18 +86,127 @@ def check_batch(mask, name: str = "mask") -> tuple[int, int]:
   return batch, length
 
 
+def is_traced(x) -> bool:
+  """True for a JAX tracer (a value that is only known inside jit/vmap)."""
+  return isinstance(x, jax.core.Tracer)
+
+
+def _describe(value) -> str:
+  if is_traced(value):
+    return (f"a traced {jnp.result_type(value)}{list(np.shape(value))} "
+            f"(pass it as a static Python value: functools.partial or "
+            f"static_argnames)")
+  return repr(value)
+
+
 def check_positive_int(value, name: str) -> int:
   """Checks a static positive integer (e.g. `num_groups`)."""
-  if isinstance(value, jax.core.Tracer) or not isinstance(
-      value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-    raise ValueError(f"{name} must be a static positive int, got {value!r}.")
+  return check_int(value, name, low=1)
+
+
+def check_int(value, name: str, low: int | None = 0) -> int:
+  """Checks a static integer ≥ `low` (no bound when `low` is None).
+
+  Raises:
+    ValueError: naming `name`, the domain and the value, for a bool, a
+      float, a string, a traced array or a value below `low`.
+  """
+  domain = "a static int" + ("" if low is None else f" >= {low}")
+  if is_traced(value) or isinstance(value, (bool, np.bool_)) or (
+      not isinstance(value, (int, np.integer))) or (
+          low is not None and value < low):
+    raise ValueError(f"{name} must be {domain}, got {_describe(value)}.")
   return int(value)
+
+
+def check_bool(value, name: str) -> bool:
+  """Checks a static bool switch (True or False; not 0/1, not a string)."""
+  if is_traced(value) or not isinstance(value, (bool, np.bool_)):
+    raise ValueError(f"{name} must be a static bool (True or False), got "
+                     f"{_describe(value)}.")
+  return bool(value)
+
+
+def _domain_text(low, high, low_open, high_open) -> str:
+  if low is not None and high is not None:
+    return (f"in {'(' if low_open else '['}{low:g}, {high:g}"
+            f"{')' if high_open else ']'}")
+  if low is not None:
+    return f"{'>' if low_open else '>='} {low:g}"
+  if high is not None:
+    return f"{'<' if high_open else '<='} {high:g}"
+  return "finite"
+
+
+def _out_of_domain(x: float, low, high, low_open, high_open) -> bool:
+  return ((low is not None and (x <= low if low_open else x < low))
+          or (high is not None and (x >= high if high_open else x > high)))
+
+
+def check_number(value, name: str, *, low: float | None = None,
+                 high: float | None = None, low_open: bool = False,
+                 high_open: bool = False, allow_inf: bool = False) -> float:
+  """Checks a static real hyperparameter against its domain; returns float.
+
+  Accepts Python and NumPy real scalars (and concrete 0-d arrays); rejects
+  bools, strings, traced arrays, NaN, ±inf (unless `allow_inf`) and values
+  outside [low, high] (open ends with `low_open` / `high_open`).
+
+  Raises:
+    ValueError: naming `name`, the domain and the value.
+  """
+  domain = _domain_text(low, high, low_open, high_open)
+  kind = "a static " + ("real" if allow_inf else "finite") + " number"
+  if is_traced(value) or isinstance(value, (bool, np.bool_, str, bytes)):
+    raise ValueError(f"{name} must be {kind} {domain}, got "
+                     f"{_describe(value)}.")
+  if not is_static_number(value):
+    if np.ndim(value) != 0 or not np.issubdtype(
+        np.result_type(value), np.number) or np.iscomplexobj(value):
+      raise ValueError(f"{name} must be {kind} {domain}, got "
+                       f"{_describe(value)}.")
+  x = float(value)
+  if math.isnan(x) or (math.isinf(x) and not allow_inf) or _out_of_domain(
+      x, low, high, low_open, high_open):
+    raise ValueError(f"{name} must be {kind} {domain}, got {value!r}.")
+  return x
+
+
+def check_coefficient(value, like, name: str, like_name: str, *,
+                      low: float | None = 0.0, high: float | None = 1.0):
+  """A coefficient (γ, λ) given as a static number or an array like `like`.
+
+  A static number is checked against [low, high] and returned as a Python
+  float (static: it selects fast paths). A concrete array is checked
+  elementwise; a traced array cannot be checked and is only shape-checked.
+
+  Returns:
+    A float, or a float32 array shaped like `like`.
+
+  Raises:
+    ValueError: naming `name`, the domain and the offending value.
+  """
+  if is_static_number(value) or isinstance(value, (bool, np.bool_, str)):
+    return check_number(value, name, low=low, high=high)
+  array = scalar_or_like(value, like, name, like_name)
+  if not is_traced(value):
+    concrete = np.asarray(array)
+    bad = ~np.isfinite(concrete) | (
+        (concrete < low) if low is not None else False) | (
+            (concrete > high) if high is not None else False)
+    if np.any(bad):
+      domain = _domain_text(low, high, False, False)
+      raise ValueError(f"{name} must be finite and {domain}, got "
+                       f"{concrete[bad].reshape(-1)[:4].tolist()} among its "
+                       f"values.")
+  return array
 
 
 def check_choice(value: str, choices: Sequence[str], name: str) -> str:
   """Checks that a static string option is one of `choices`."""
-  if value not in choices:
-    raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}.")
+  if not isinstance(value, str) or value not in choices:
+    raise ValueError(f"{name} must be one of {tuple(choices)}, got "
+                     f"{_describe(value)}.")
   return value
 
 

@@ -3,10 +3,10 @@
 Building blocks that turn the raw outputs of LLM judges and reward models
 into rewards, weights and masks:
 
-* TrustJudge's distribution-sensitive score (the expected rating under the
-  judge's renormalised rating-token probabilities) and its likelihood-aware
-  pairwise aggregation (bidirectional preference probabilities, or the
-  lower-perplexity order);
+* TrustJudge's distribution-sensitive score (a softmax-weighted rating over
+  the judge's rating-token probabilities, as in the official code) and its
+  likelihood-aware pairwise aggregation (summed bidirectional outcome
+  probabilities, or the lower-perplexity order);
 * Ctrl-U-style uncertainty weights: rewards whose repeated evaluations
   disagree get less weight;
 * SCIR-style agreement masks: keep only the samples on which several
@@ -15,6 +15,7 @@ into rewards, weights and masks:
 Everything is jit-able JAX; static knobs are keyword arguments.
 """
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -61,41 +62,77 @@ def rating_distribution(rating_logprobs, valid=None) -> jax.Array:
   return masking.masked_softmax(logprobs, usable, axis=-1)
 
 
-def expected_rating(rating_logprobs, rating_values=None,
-                    valid=None) -> jax.Array:
-  """TrustJudge's distribution-sensitive score: E[rating] = Σ_k p_k·v_k.
+RATING_METHODS = ("softmax_weighted", "geval", "renormalized")
 
-  The continuous expectation of the discrete rating under the judge's
-  renormalised rating probabilities (`rating_distribution`) keeps the
-  information a single sampled or greedy rating throws away: two responses
-  with the same mode rating but different distributions get different
-  scores. TrustJudge pairs this with a finer rating scale (e.g. 100 points
-  instead of 5); pass that scale as `rating_values`.
+# TrustJudge's guard inside log((p + ε) / (1 − p + ε)).
+_LOGIT_EPS = 1e-8
+
+
+def expected_rating(rating_logprobs, rating_values=None, valid=None, *,
+                    method: str = "softmax_weighted",
+                    temperature: float = 0.2) -> jax.Array:
+  """TrustJudge's distribution-sensitive score of a judge's rating.
+
+  With pₖ = exp(ℓₖ) the judge's raw probabilities of the K rating tokens
+  (the mass on other tokens is not redistributed) and vₖ their values:
+
+    "softmax_weighted" (default, the official code's TrustJudge score):
+        zₖ = log((pₖ + ε) / (1 − pₖ + ε)),  wₖ = softmaxₖ(zₖ / τ),
+        score = Σₖ wₖ·vₖ   over the tokens with 0 < pₖ < 1 (ε = 1e-8,
+        τ = `temperature`, 0.2 in the official code);
+    "geval": score = Σₖ pₖ·vₖ, the raw probability-weighted sum of G-Eval
+        (not renormalised, so missing mass lowers the score);
+    "renormalized": score = Σₖ pₖ·vₖ / Σⱼ pⱼ, the expectation under the
+        renormalised rating distribution (`rating_distribution`); this was
+        cajax's form before it followed the official code.
+
+  For probabilities {1: .02, 2: .08, 3: .30, 4: .45, 5: .05} the three
+  methods give 3.962, 3.130 and 3.478. The continuous score keeps the
+  information a single greedy rating throws away: two responses with the
+  same mode rating but different distributions score differently. A slice
+  with no usable rating token scores 0 (as in the official code).
 
   See "TrustJudge: Inconsistencies of LLM-as-a-Judge and How to Alleviate
   Them" (Wang et al., arXiv 2509.21117).
 
   Args:
-    rating_logprobs: [..., K] log-probs of the K rating tokens.
+    rating_logprobs: [..., K] log-probs of the K rating tokens (for
+      "renormalized", unnormalised logits work too).
     rating_values: optional [K] value of each rating token (default 1..K).
     valid: optional bool[..., K] of usable rating tokens.
+    method: "softmax_weighted" (default), "geval" or "renormalized".
+    temperature: τ > 0 of "softmax_weighted" (ignored otherwise).
 
   Returns:
-    f32[...] expected ratings (0 where no rating token is valid).
+    f32[...] scores.
 
   Raises:
-    ValueError: on a rank-0 input or a `rating_values` of the wrong shape.
+    ValueError: on a rank-0 input, a `rating_values` of the wrong shape, an
+      unknown method or a temperature that is not > 0.
   """
-  probs = rating_distribution(rating_logprobs, valid=valid)
-  num_ratings = probs.shape[-1]
+  _checks.check_choice(method, RATING_METHODS, "method")
+  temperature = _checks.check_number(temperature, "temperature", low=0.0,
+                                     low_open=True)
+  _checks.check_rank(rating_logprobs, tuple(range(1, 8)), "rating_logprobs")
+  num_ratings = jnp.shape(rating_logprobs)[-1]
   if rating_values is None:
     values = jnp.arange(1, num_ratings + 1, dtype=jnp.float32)
   else:
     _checks.check_shape(rating_values, (num_ratings,), "rating_values",
                         like=f"the last axis of rating_logprobs "
-                        f"{tuple(probs.shape)}")
+                        f"{tuple(jnp.shape(rating_logprobs))}")
     values = _checks.as_float(rating_values, "rating_values")
-  return probs @ values
+  if method == "renormalized":
+    return rating_distribution(rating_logprobs, valid=valid) @ values
+  logprobs, usable = _outcome_mask(rating_logprobs, valid, "rating_logprobs")
+  probs = jnp.where(usable, jnp.exp(logprobs), 0.0)
+  if method == "geval":
+    return probs @ values
+  inside = usable & (probs > 0.0) & (probs < 1.0)
+  logits = jnp.log((probs + _LOGIT_EPS) / (1.0 - probs + _LOGIT_EPS))
+  weights = masking.masked_softmax(jnp.where(inside, logits, 0.0), inside,
+                                   axis=-1, temperature=temperature)
+  return weights @ values
 
 
 class PairwisePreference(NamedTuple):
@@ -112,28 +149,41 @@ class PairwisePreference(NamedTuple):
   score: jax.Array
 
 
+AGGREGATIONS = ("raw", "renormalized")
+PERPLEXITY_TIES = ("tie", "keep_ab")
+
+
 def bidirectional_preference(logprobs_ab, logprobs_ba, valid_ab=None,
-                             valid_ba=None,
-                             tie_tolerance: float = 1e-6
+                             valid_ba=None, *, aggregation: str = "raw",
+                             tie_tolerance: float = 0.0
                              ) -> PairwisePreference:
   """TrustJudge's likelihood-aware aggregation of both presentation orders.
 
   The judge is asked twice, with (A, B) and with (B, A), and its outcome
   tokens are read in the order (first ≻ second, tie, second ≻ first) (or
-  without the tie). After renormalising each order over its outcome tokens,
-  the outcomes are mapped to A/B terms and summed:
+  without the tie). The probabilities of the two orders are mapped to A/B
+  terms and summed:
 
     m[A ≻ B] = P_AB(first) + P_BA(second)
     m[tie]   = P_AB(tie)   + P_BA(tie)
     m[B ≻ A] = P_AB(second) + P_BA(first)
 
-  and the decision is argmax_k m[k]. Summing both orders cancels position
-  bias and replaces an ambiguous discrete tie by the likelihoods, which
-  removes most transitivity violations. probs = m / 2.
+  With `aggregation="raw"` (default, the official code) P are the judge's
+  raw outcome-token probabilities exp(ℓ); with "renormalized" (cajax's form
+  before it followed the official code) each order is first renormalised
+  over its outcome tokens. The decision is the outcome of largest m, except
+  that it is a tie when the two largest m differ by less than
+  2·`tie_tolerance` (the official |first − second|/2 < tolerance, default 0).
+  Summing both orders cancels position bias, which removes most
+  transitivity violations. probs = m / 2.
 
-  [GAP] Ties in m (maxima within `tie_tolerance`, which absorbs float
-  rounding) resolve to "tie" (0) rather than to the first index; the soft
-  score P(A ≻ B) − P(B ≻ A) is a cajax addition.
+  Example (the official decision): P_AB = (.20, .01, .05) and P_BA = (.70,
+  .01, .28) give m = (.48, .02, .75): B wins. Renormalising each order first
+  would give A.
+
+  [GAP] Exactly equal largest m resolve to a tie (the official code picks
+  whichever outcome its set iteration meets first); the soft score
+  P(A ≻ B) − P(B ≻ A) is a cajax addition.
 
   See "TrustJudge: Inconsistencies of LLM-as-a-Judge and How to Alleviate
   Them" (Wang et al., arXiv 2509.21117).
@@ -143,59 +193,67 @@ def bidirectional_preference(logprobs_ab, logprobs_ba, valid_ab=None,
     logprobs_ba: [..., C] outcome log-probs with B shown first.
     valid_ab: optional bool[..., C] usable outcome tokens of the AB order.
     valid_ba: optional bool[..., C] of the BA order.
-    tie_tolerance: A (or B) wins only when its m exceeds every other outcome
-      by more than this.
+    aggregation: "raw" (default) or "renormalized".
+    tie_tolerance: ≥ 0; a tie when (largest m − second m)/2 is below it.
 
   Returns:
     `PairwisePreference`.
 
   Raises:
-    ValueError: if the shapes differ or C is not 2 or 3.
+    ValueError: if the shapes differ, C is not 2 or 3, or an option is out
+      of its domain.
   """
+  _checks.check_choice(aggregation, AGGREGATIONS, "aggregation")
+  tie_tolerance = _checks.check_number(tie_tolerance, "tie_tolerance",
+                                       low=0.0)
   _checks.check_rank(logprobs_ab, tuple(range(1, 8)), "logprobs_ab")
   _checks.check_same_shape(logprobs_ba, logprobs_ab, "logprobs_ba",
                            "logprobs_ab")
   if jnp.shape(logprobs_ab)[-1] not in (2, 3):
     raise ValueError("the outcome axis of logprobs_ab must have 2 or 3 "
                      f"entries, got shape {jnp.shape(logprobs_ab)}.")
-  if not tie_tolerance >= 0:
-    raise ValueError(f"tie_tolerance must be >= 0, got {tie_tolerance!r}.")
-  valid = None
-  if valid_ab is not None or valid_ba is not None:
-    shape = jnp.shape(logprobs_ab)
-    masks = []
-    for v, name in ((valid_ab, "valid_ab"), (valid_ba, "valid_ba")):
-      if v is not None:
-        _checks.check_same_shape(v, logprobs_ab, name, "logprobs_ab")
-      masks.append(jnp.ones(shape, bool) if v is None else
-                   _checks.as_mask(v, name))
-    valid = jnp.stack(masks)
-  # One softmax over both orders keeps their arithmetic identical.
-  p_ab, p_ba = rating_distribution(
-      jnp.stack([_checks.as_float(logprobs_ab, "logprobs_ab"),
-                 _checks.as_float(logprobs_ba, "logprobs_ba")]), valid=valid)
+  orders = []
+  for logprobs, v, name in ((logprobs_ab, valid_ab, "logprobs_ab"),
+                            (logprobs_ba, valid_ba, "logprobs_ba")):
+    if v is not None:
+      _checks.check_same_shape(v, logprobs_ab, f"valid_{name[-2:]}",
+                               "logprobs_ab")
+    if aggregation == "renormalized":
+      orders.append(rating_distribution(logprobs, valid=v))
+    else:
+      logprobs, usable = _outcome_mask(logprobs, v, name)
+      orders.append(jnp.where(usable, jnp.exp(logprobs), 0.0))
+  p_ab, p_ba = orders
   m = p_ab + jnp.flip(p_ba, axis=-1)
-  a_wins = m[..., 0] > jnp.max(m[..., 1:], axis=-1) + tie_tolerance
-  b_wins = m[..., -1] > jnp.max(m[..., :-1], axis=-1) + tie_tolerance
-  decision = (a_wins.astype(jnp.int32) - b_wins.astype(jnp.int32))
+  best = jnp.argmax(m, axis=-1)
+  ordered = jnp.sort(m, axis=-1)
+  gap = ordered[..., -1] - ordered[..., -2]
+  tie = (gap == 0.0) | (0.5 * gap < tie_tolerance)
+  outcomes = m.shape[-1]
+  decision = jnp.where(best == 0, 1, jnp.where(best == outcomes - 1, -1, 0))
+  decision = jnp.where(tie, 0, decision).astype(jnp.int32)
   return PairwisePreference(probs=0.5 * m, decision=decision,
                             score=0.5 * (m[..., 0] - m[..., -1]))
 
 
 def perplexity_preference(decision_ab, decision_ba, output_logprobs_ab,
-                          mask_ab, output_logprobs_ba,
-                          mask_ba) -> jax.Array:
+                          mask_ab, output_logprobs_ba, mask_ba, *,
+                          tie_tolerance: float = 0.0,
+                          on_equal: str = "tie") -> jax.Array:
   """TrustJudge's perplexity variant: keep the more confident order's verdict.
 
   With the judge's verdict in each order, d_AB (A first) and d_BA (B first),
   each +1 when the first response wins, −1 when the second does and 0 for a
   tie, and the judge's output perplexity PPL = exp(−mean_t log p(oₜ)):
 
-    decision = d_AB     if PPL_AB ≤ PPL_BA
-               −d_BA    otherwise            (mapped to A/B terms)
+    decision = d_AB     if PPL_AB < PPL_BA − tolerance
+               −d_BA    if PPL_BA < PPL_AB − tolerance   (mapped to A/B terms)
+               0        otherwise (a tie, as in the official code)
 
-  Perplexities are compared in log space (no overflow); equal perplexities
-  (including two empty outputs) keep the AB order.
+  `on_equal="keep_ab"` instead keeps d_AB when neither order is more
+  confident (cajax's rule before it followed the official code).
+  Perplexities are compared without forming exp(·) when they are equal or
+  far apart (no overflow); an order with no output token has PPL 1.
 
   See "TrustJudge: Inconsistencies of LLM-as-a-Judge and How to Alleviate
   Them" (Wang et al., arXiv 2509.21117).
@@ -207,13 +265,20 @@ def perplexity_preference(decision_ab, decision_ba, output_logprobs_ab,
     mask_ab: [B, T] bool valid output tokens (AB).
     output_logprobs_ba: [B, T'] log-probs of the judge's output tokens (BA).
     mask_ba: [B, T'] bool (BA).
+    tie_tolerance: ≥ 0, the perplexity difference below which the orders
+      are equally confident (official `tolerance_gap`, default 0).
+    on_equal: "tie" (default, official) or "keep_ab".
 
   Returns:
     int32[B] decisions in A/B terms (+1 A, −1 B, 0 tie).
 
   Raises:
-    ValueError: on mismatched shapes or non-integer decisions.
+    ValueError: on mismatched shapes, non-integer decisions or options out
+      of their domain.
   """
+  _checks.check_choice(on_equal, PERPLEXITY_TIES, "on_equal")
+  tie_tolerance = _checks.check_number(tie_tolerance, "tie_tolerance",
+                                       low=0.0)
   _checks.check_batch(mask_ab, "mask_ab")
   _checks.check_batch(mask_ba, "mask_ba")
   batch = mask_ab.shape[0]
@@ -223,11 +288,24 @@ def perplexity_preference(decision_ab, decision_ba, output_logprobs_ab,
                       like=f"mask_ab {tuple(mask_ab.shape)}")
   _checks.check_shape(mask_ba, (batch, None), "mask_ba",
                       like=f"mask_ab {tuple(mask_ab.shape)}")
+  _checks.check_same_shape(output_logprobs_ab, mask_ab, "output_logprobs_ab",
+                           "mask_ab")
+  _checks.check_same_shape(output_logprobs_ba, mask_ba, "output_logprobs_ba",
+                           "mask_ba")
   nll_ab = -masking.masked_mean(output_logprobs_ab, mask_ab, axis=1, eps=0.0)
   nll_ba = -masking.masked_mean(output_logprobs_ba, mask_ba, axis=1, eps=0.0)
   d_ab = _checks.as_int(decision_ab, "decision_ab")
   d_ba = _checks.as_int(decision_ba, "decision_ba")
-  return jnp.where(nll_ab <= nll_ba, d_ab, -d_ba)
+  # log|PPL_AB − PPL_BA| = hi + log(1 − exp(lo − hi)), −inf when equal.
+  hi, lo = jnp.maximum(nll_ab, nll_ba), jnp.minimum(nll_ab, nll_ba)
+  log_gap = hi + jnp.log(-jnp.expm1(lo - hi))
+  if tie_tolerance > 0.0:
+    distinct = log_gap > math.log(tie_tolerance)
+  else:
+    distinct = nll_ab != nll_ba
+  verdict = jnp.where(nll_ab < nll_ba, d_ab, -d_ba)
+  fallback = d_ab if on_equal == "keep_ab" else jnp.zeros_like(d_ab)
+  return jnp.where(distinct, verdict, fallback)
 
 
 # ----------------------------------------------------------------- Ctrl-U ---

@@ -54,11 +54,13 @@ def _key_jaccard(gt_keys: Sequence[str], pred_keys: Sequence[str]) -> float:
 def tool_similarity(pred: ToolCall, gt: ToolCall) -> float:
   """Similarity in [0, 1] of a predicted tool call to a ground-truth call.
 
-  sim(p, g) = 1[name_p = name_g] · (1 + J(keys_g, keys_p) + #{k ∈ g: p[k] =
-  g[k]}) / (1 + 1[name_p = name_g] · (1 + |params_g|)),
+  sim(p, g) = 1[name_p ≅ name_g] · (1 + J(keys_g, keys_p) + #{k ∈ g: p[k] =
+  g[k]}) / (1 + 1[name_p ≅ name_g] · (1 + |params_g|)),
 
-  J the multiset Jaccard of the parameter names. A name mismatch gives 0; an
-  identical call gives 1.
+  J the multiset Jaccard of the parameter names and ≅ equality of the tool
+  names ignoring case ("weather" matches "Weather"), as in the authors' code;
+  parameter names and values are compared exactly. A name mismatch gives 0;
+  an identical call gives 1.
 
   Args:
     pred: predicted call.
@@ -72,7 +74,7 @@ def tool_similarity(pred: ToolCall, gt: ToolCall) -> float:
   """
   pred_name, pred_params = _call_parts(pred, "pred")
   gt_name, gt_params = _call_parts(gt, "gt")
-  if pred_name != gt_name:
+  if str(pred_name).lower() != str(gt_name).lower():
     return 0.0
   jaccard = _key_jaccard(list(gt_params), list(pred_params))
   equal = sum(1 for key, value in gt_params.items()
@@ -217,19 +219,23 @@ def call_rewards(preds: Sequence[ToolCall], gts: Sequence[ToolCall], *,
 
 
 def _normalize_answer(text: str) -> str:
-  """Lower-cases, strips ASCII punctuation and collapses whitespace.
+  """Lower-cases, turns ASCII punctuation into spaces, collapses whitespace.
 
-  Unlike SQuAD's normalisation (`text_rewards.normalize_answer`) articles are
-  kept, as in the MatchTIR reward.
+  As in the MatchTIR authors' reward, a punctuation character is *replaced*
+  by a space, not deleted: "New-York" becomes "new york" and "U.S.A." becomes
+  "u s a". Unlike SQuAD's normalisation (`text_rewards.normalize_answer`,
+  which deletes punctuation) articles are kept.
   """
-  return " ".join(_PUNCTUATION.sub("", text.lower()).split())
+  return " ".join(_PUNCTUATION.sub(" ", str(text).lower()).split())
 
 
 def answer_f1(prediction: str, gold: str) -> float:
   """Token-set F1 of two answers (0 if they share no token).
 
-  Both are lower-cased, stripped of punctuation and split on whitespace;
-  precision and recall are over the sets of tokens.
+  Both are lower-cased, have every punctuation character replaced by a space
+  (the authors' normalisation: "New-York City" and "new york city" score 1)
+  and are split on whitespace; precision and recall are over the sets of
+  tokens.
 
   Args:
     prediction: the predicted answer.

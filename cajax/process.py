@@ -345,9 +345,15 @@ def sum_form_prm(step_rewards, step_mask, step_ids, mask, group_ids,
   VR, KL, step-end masking and whitening are exactly those of `pure`, with
   oᵢ = Σₖ rᵢₖ.
 
+  [GAP] The PURE paper compares min-form with "sum-form" credit assignment
+  (the canonical return of PRM rewards), but its repository ships only the
+  min-form pipeline. Building the sum-form arm from that same pipeline (the
+  same baselines, VR and KL terms, step-end masking and whitening, with
+  r*ₖ = rₖ and γ = 1) is cajax's choice, so that the two arms differ only in
+  the transform; it is not the paper's code.
+
   See "Stop Summation: Min-Form Credit Assignment Is All Process Reward Model
-  Needs for Reasoning" (Cheng et al., arXiv 2504.15275), whose sum-form arm
-  is this estimator with γ = 1.
+  Needs for Reasoning" (Cheng et al., arXiv 2504.15275).
 
   Args:
     step_rewards: f[B, S] PRM step rewards.

@@ -35,6 +35,9 @@ CAPO_NORMALIZATIONS = ("token", "outcome")
 # ~20,000 rows or for mean-centred (unscaled) certainties, where it keeps m
 # finite.
 _UCAS_MAX_LOG_MULTIPLIER = 50.0
+# torch.isclose defaults, the repo's test for a constant logit range.
+_ISCLOSE_RTOL = 1e-5
+_ISCLOSE_ATOL = 1e-8
 
 
 
@@ -49,7 +52,8 @@ def ucas(token_rewards, self_certainty, token_logits, mask, group_ids,
     Cᵢ = Σₜ SCᵢₜ  (or the mean),  Ĉᵢ = (Cᵢ − μ_g(C)) / (σ_g(C) + eps),
     mᵢ = exp(−β₊·Ĉᵢ) if Aᵢ > 0 else exp(+β₋·Ĉᵢ),
     ℓ̂ₜ = (ℓₜ − min ℓ) / (max ℓ − min ℓ + eps)  over every valid token of the
-         batch (0.5 when max − min ≤ eps),
+         batch (0.5 when max ℓ and min ℓ are close: |max − min| ≤ 1e-8 +
+         1e-5·|min|, torch's `isclose`, as in the repo),
     rawᵢₜ = Aᵢ·mᵢ − γ·ℓ̂ᵢₜ,
     Âᵢₜ = max(rawᵢₜ, 0) if Aᵢ·mᵢ > 0 else rawᵢₜ.
 
@@ -62,9 +66,11 @@ def ucas(token_rewards, self_certainty, token_logits, mask, group_ids,
   micro-batch. `scale=False` mean-centres both z-scores (the repo's
   `norm_adv_by_std_in_grpo=False`).
 
-  Choices where the repo is undefined: a group with one scorable row gets
-  Ĉ = 0 (m = 1); |log m| is capped at 50 so mᵢ stays finite; unscorable rows
-  (NaN score) get 0 and are left out of the group statistics.
+  A group with one scorable row uses μ = 0, σ = 1 for both z-scores, as the
+  repo does: Aᵢ = sᵢ/(1 + eps) and Ĉᵢ = Cᵢ/(1 + eps), so a correct answer
+  alone in its group gets m = exp(−β₊·Ĉᵢ) (its summed certainty, not 1).
+  Choices of cajax: |log m| is capped at 50 so mᵢ stays finite; unscorable
+  rows (non-finite score) get 0 and are left out of the group statistics.
 
   See "Unlocking Exploration in RLVR: Uncertainty-aware Advantage Shaping for
   Deeper Reasoning" (Xie et al., arXiv 2510.10649).
@@ -106,12 +112,12 @@ def ucas(token_rewards, self_certainty, token_logits, mask, group_ids,
   standardize = functools.partial(
       groups.group_normalize, group_ids=group_ids, num_groups=num_groups,
       valid=scorable, mode="std" if scale else "mean", eps=eps)
-  advantage = standardize(scores, singleton="keep")
+  advantage = standardize(scores, singleton="raw")
   if certainty_reduce == "sum":
     certainty = masking.masked_sum(self_certainty, mask, axis=1)
   else:
     certainty = masking.masked_mean(self_certainty, mask, axis=1, eps=0.0)
-  certainty_z = standardize(certainty, singleton="zero")
+  certainty_z = standardize(certainty, singleton="raw")
   log_multiplier = jnp.where(advantage > 0, -beta_pos * certainty_z,
                              beta_neg * certainty_z)
   multiplier = jnp.exp(jnp.clip(log_multiplier, -_UCAS_MAX_LOG_MULTIPLIER,
@@ -120,7 +126,9 @@ def ucas(token_rewards, self_certainty, token_logits, mask, group_ids,
   lo, hi = masking.masked_min_max(token_logits, mask)
   span = hi - lo
   logits = _checks.as_float(token_logits, "token_logits")
-  normalized = jnp.where(span > eps, (logits - lo) / (span + eps), 0.5)
+  # torch.isclose(max, min) with its default tolerances, as in the repo.
+  close = jnp.abs(span) <= _ISCLOSE_ATOL + _ISCLOSE_RTOL * jnp.abs(lo)
+  normalized = jnp.where(close, 0.5, (logits - lo) / (span + eps))
   raw = shaped[:, None] - token_coef * normalized
   out = jnp.where(shaped[:, None] > 0, jnp.maximum(raw, 0.0), raw)
   keep = scorable

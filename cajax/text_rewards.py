@@ -173,9 +173,11 @@ def acre_reward_table(correct, consistent, correct_consistent: float = 1.0,
   for the same reasoning with shuffled options (mapped back). The reward is
   high only when the answer is right and follows from the reasoning.
 
-  [GAP] The paper's values are not recoverable here; defaults 1.0 / 0.5 /
-  0 / 0 follow seed_methods.md §12.2 (r_a = 0.5 for a correct but
-  inconsistent answer).
+  [GAP] The paper states only that the reward is high when the answer is
+  both correct and consistent and lower otherwise; its values are not
+  available. The defaults 1.0 / 0.5 / 0 / 0 are cajax's choice, in
+  particular the partial reward 0.5 for a correct but inconsistent answer
+  (anything in [0, 1) keeps the ordering the paper describes).
 
   See "Answer-Consistent Chain-of-thought Reinforcement Learning for
   Multi-modal Large Language Models" (Huang et al., arXiv 2510.10104).

@@ -56,7 +56,7 @@ def test_expected_rating(use_jit):
   valid[2, 3, 4] = False
   values = np.array([0.0, 25.0, 50.0, 75.0, 100.0], np.float32)
   fn = functools.partial(judges.expected_rating, rating_values=values,
-                         valid=valid)
+                         valid=valid, method="renormalized")
   if use_jit:
     fn = jax.jit(fn)
   got = fn(logprobs)
@@ -68,18 +68,79 @@ def test_expected_rating(use_jit):
                              probs, **TOL)
 
 
-def test_expected_rating_default_scale_bf16_and_single_rating():
+def ref_softmax_weighted(probs, values, temperature=0.2, eps=1e-8):
+  """The official TrustJudge score, a float64 loop over rating tokens."""
+  usable = [(v, p) for v, p in zip(values, probs) if 0.0 < p < 1.0]
+  if not usable:
+    return 0.0
+  logits = [math.log((p + eps) / (1.0 - p + eps)) / temperature
+            for _, p in usable]
+  peak = max(logits)
+  weights = [math.exp(z - peak) for z in logits]
+  return sum(v * w for (v, _), w in zip(usable, weights)) / sum(weights)
+
+
+def test_expected_rating_official_methods_golden():
+  # The issue's numbers from the official code: softmax-weighted 3.962,
+  # G-Eval 3.130; the renormalised expectation (cajax's old form) 3.478.
+  lp = np.log(np.array([0.02, 0.08, 0.30, 0.45, 0.05], np.float32))
+  assert float(_expected(lp)) == pytest.approx(3.962, abs=5e-4)
+  assert float(judges.expected_rating(lp, method="geval")) == pytest.approx(
+      3.130, abs=5e-4)
+  assert float(judges.expected_rating(
+      lp, method="renormalized")) == pytest.approx(3.478, abs=5e-4)
+
+
+@pytest.mark.parametrize("temperature", [0.2, 1.0, 3.0])
+def test_expected_rating_softmax_weighted_and_geval(temperature):
+  rng = np.random.default_rng(1)
+  probs = rng.dirichlet(np.ones(6), size=(4, 3)) * 0.9  # 10% off-scale mass
+  probs[0, 0] = [0.0, 0.0, 1.0, 0.0, 0.0, 0.0]  # p = 1 and 0: no usable token
+  values = np.array([0.0, 20.0, 40.0, 60.0, 80.0, 100.0])
+  with np.errstate(divide="ignore"):
+    lp = np.log(probs).astype(np.float32)
+  got = judges.expected_rating(lp, values, method="softmax_weighted",
+                               temperature=temperature)
+  want = [[ref_softmax_weighted(np.exp(lp[i, j].astype(np.float64)), values,
+                                temperature)
+           for j in range(3)] for i in range(4)]
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+  assert float(got[0, 0]) == 0.0
+  geval = judges.expected_rating(lp, values, method="geval")
+  np.testing.assert_allclose(geval, np.exp(lp.astype(np.float64)) @ values,
+                             rtol=1e-5, atol=1e-3)
+  # A masked token counts as absent in every method.
+  valid = np.ones(lp.shape, bool)
+  valid[1, 2, 3] = False
+  dropped = lp.copy()
+  dropped[1, 2, 3] = -np.inf
+  for method in judges.RATING_METHODS:
+    np.testing.assert_allclose(
+        judges.expected_rating(lp, values, valid, method=method),
+        judges.expected_rating(dropped, values, method=method), **TOL)
+
+
+def test_expected_rating_renormalized_scale_bf16_and_single_rating():
   probs = np.array([[0.1, 0.2, 0.7], [0.0, 1.0, 0.0]])
   with np.errstate(divide="ignore"):
     lp = np.log(probs).astype(np.float32)
-  np.testing.assert_allclose(_expected(lp), [2.6, 2.0], **TOL)
-  got = _expected(jnp.asarray(lp, jnp.bfloat16))
+  renormalized = jax.jit(functools.partial(judges.expected_rating,
+                                           method="renormalized"))
+  np.testing.assert_allclose(renormalized(lp), [2.6, 2.0], **TOL)
+  got = renormalized(jnp.asarray(lp, jnp.bfloat16))
   assert got.dtype == jnp.float32
   np.testing.assert_allclose(got, [2.6, 2.0], **BF16_TOL)
-  np.testing.assert_allclose(_expected(np.array([[-7.0]])),
+  np.testing.assert_allclose(renormalized(np.array([[-7.0]])),
                              [1.0], **TOL)
+  # The official scores skip p = 1 (and p = 0) tokens: no usable token → 0.
+  np.testing.assert_allclose(_expected(lp)[1], 0.0)
+  assert _expected(jnp.asarray(lp, jnp.bfloat16)).dtype == jnp.float32
   with pytest.raises(ValueError, match="rating_values"):
     judges.expected_rating(lp, rating_values=np.ones(4))
+  for bad in (dict(method="mean"), dict(temperature=0.0),
+              dict(temperature="0.2"), dict(temperature=float("nan"))):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+      judges.expected_rating(lp, **bad)
 
 
 def test_distribution_sensitive_score_separates_equal_modes():
@@ -93,20 +154,23 @@ def test_distribution_sensitive_score_separates_equal_modes():
 # ------------------------------------------------------ pairwise judgement ---
 
 
-def ref_bidirectional(lp_ab, lp_ba):
-  p_ab, p_ba = ref_distribution(lp_ab), ref_distribution(lp_ba)
+def ref_bidirectional(lp_ab, lp_ba, aggregation="raw", tolerance=0.0):
+  """The official likelihood aggregation (raw sums, |top − second|/2 rule)."""
+  if aggregation == "raw":
+    p_ab = np.exp(lp_ab.astype(np.float64))
+    p_ba = np.exp(lp_ba.astype(np.float64))
+  else:
+    p_ab, p_ba = ref_distribution(lp_ab), ref_distribution(lp_ba)
   probs, decisions, scores = [], [], []
   for i in range(lp_ab.shape[0]):
     c = lp_ab.shape[1]
     m = [p_ab[i, k] + p_ba[i, c - 1 - k] for k in range(c)]
-    best = max(m)
-    winners = [k for k in range(c) if m[k] == best]
-    if winners == [0]:
-      d = 1
-    elif winners == [c - 1]:
-      d = -1
-    else:
+    first, second = sorted(m, reverse=True)[:2]
+    choice = m.index(first)
+    if first == second or abs(first - second) / 2 < tolerance:
       d = 0
+    else:
+      d = {0: 1, c - 1: -1}.get(choice, 0)
     probs.append([v / 2 for v in m])
     decisions.append(d)
     scores.append((m[0] - m[-1]) / 2)
@@ -114,16 +178,50 @@ def ref_bidirectional(lp_ab, lp_ba):
 
 
 @pytest.mark.parametrize("num_outcomes", [2, 3])
-def test_bidirectional_preference(num_outcomes):
+@pytest.mark.parametrize("aggregation,tolerance", [("raw", 0.0),
+                                                   ("raw", 0.05),
+                                                   ("renormalized", 0.0)])
+def test_bidirectional_preference(num_outcomes, aggregation, tolerance):
   rng = np.random.default_rng(num_outcomes)
-  lp_ab = rng.normal(size=(16, num_outcomes)).astype(np.float32)
-  lp_ba = rng.normal(size=(16, num_outcomes)).astype(np.float32)
-  got = _bidir(lp_ab, lp_ba)
-  probs, decisions, scores = ref_bidirectional(lp_ab, lp_ba)
+  # Log-probs of the outcome tokens: some mass sits on other tokens.
+  lp_ab = np.log(rng.dirichlet(np.ones(num_outcomes + 1),
+                               size=16)[:, :num_outcomes]).astype(np.float32)
+  lp_ba = np.log(rng.dirichlet(np.ones(num_outcomes + 1),
+                               size=16)[:, :num_outcomes]).astype(np.float32)
+  got = judges.bidirectional_preference(lp_ab, lp_ba, aggregation=aggregation,
+                                        tie_tolerance=tolerance)
+  probs, decisions, scores = ref_bidirectional(lp_ab, lp_ba, aggregation,
+                                               tolerance)
   np.testing.assert_allclose(got.probs, probs, **TOL)
   np.testing.assert_array_equal(got.decision, decisions)
   np.testing.assert_allclose(got.score, scores, **TOL)
-  np.testing.assert_allclose(np.sum(got.probs, -1), 1.0, **TOL)
+  if aggregation == "renormalized":
+    np.testing.assert_allclose(np.sum(got.probs, -1), 1.0, **TOL)
+
+
+def test_bidirectional_preference_official_golden():
+  # The issue's case from the official code: B wins on the raw sums
+  # (A .48, tie .02, B .75); renormalising each order first says A.
+  lp_ab = np.log(np.array([[0.20, 0.01, 0.05]], np.float32))
+  lp_ba = np.log(np.array([[0.70, 0.01, 0.28]], np.float32))
+  out = _bidir(lp_ab, lp_ba)
+  assert int(out.decision[0]) == -1
+  np.testing.assert_allclose(out.probs, [[0.24, 0.01, 0.375]], **TOL)
+  old = judges.bidirectional_preference(lp_ab, lp_ba,
+                                        aggregation="renormalized")
+  assert int(old.decision[0]) == 1
+  # A tolerance wider than half the gap (.135) calls a tie.
+  assert int(judges.bidirectional_preference(
+      lp_ab, lp_ba, tie_tolerance=0.14).decision[0]) == 0
+  assert int(judges.bidirectional_preference(
+      lp_ab, lp_ba, tie_tolerance=0.13).decision[0]) == -1
+  # The tie outcome can win the argmax too.
+  lp_tie = np.log(np.array([[0.1, 0.8, 0.1]], np.float32))
+  assert int(_bidir(lp_tie, lp_tie).decision[0]) == 0
+  for bad in (dict(aggregation="mean"), dict(tie_tolerance=-0.1),
+              dict(tie_tolerance="0")):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+      judges.bidirectional_preference(lp_ab, lp_ba, **bad)
 
 
 def test_bidirectional_preference_cancels_position_bias_and_ties():
@@ -177,15 +275,37 @@ def test_perplexity_preference():
   m_ba = np.array([[1, 1], [1, 0], [1, 1], [1, 1], [0, 0]], bool)
   got = jax.jit(judges.perplexity_preference)(d_ab, d_ba, lp_ab, m_ab, lp_ba,
                                               m_ba)
-  want = []
-  for i in range(5):
-    nll = []
-    for lp, m in ((lp_ab, m_ab), (lp_ba, m_ba)):
-      vals = [float(lp[i, t]) for t in range(lp.shape[1]) if m[i, t]]
-      nll.append(-sum(vals) / len(vals) if vals else 0.0)
-    want.append(int(d_ab[i]) if nll[0] <= nll[1] else -int(d_ba[i]))
-  np.testing.assert_array_equal(got, want)
-  np.testing.assert_array_equal(got, [-1, 1, -1, -1, 1])
+
+  def reference(tolerance, on_equal):
+    want = []
+    for i in range(5):
+      ppl = []
+      for lp, m in ((lp_ab, m_ab), (lp_ba, m_ba)):
+        vals = [float(lp[i, t]) for t in range(lp.shape[1]) if m[i, t]]
+        ppl.append(math.exp(-sum(vals) / len(vals)) if vals else 1.0)
+      if ppl[0] < ppl[1] and abs(ppl[0] - ppl[1]) > tolerance:
+        want.append(int(d_ab[i]))
+      elif ppl[0] > ppl[1] and abs(ppl[0] - ppl[1]) > tolerance:
+        want.append(-int(d_ba[i]))
+      else:
+        want.append(int(d_ab[i]) if on_equal == "keep_ab" else 0)
+    return want
+
+  np.testing.assert_array_equal(got, reference(0.0, "tie"))
+  # Rows 3 and 4 have equal perplexities: the official code calls a tie.
+  np.testing.assert_array_equal(got, [-1, 1, -1, 0, 0])
+  kept = judges.perplexity_preference(d_ab, d_ba, lp_ab, m_ab, lp_ba, m_ba,
+                                      on_equal="keep_ab")
+  np.testing.assert_array_equal(kept, reference(0.0, "keep_ab"))
+  np.testing.assert_array_equal(kept, [-1, 1, -1, -1, 1])
+  for tolerance in (0.1, 0.5, 2.0):
+    np.testing.assert_array_equal(
+        judges.perplexity_preference(d_ab, d_ba, lp_ab, m_ab, lp_ba, m_ba,
+                                     tie_tolerance=tolerance),
+        reference(tolerance, "tie"), err_msg=str(tolerance))
+  with pytest.raises(ValueError, match="on_equal"):
+    judges.perplexity_preference(d_ab, d_ba, lp_ab, m_ab, lp_ba, m_ba,
+                                 on_equal="ab")
 
 
 # ----------------------------------------------------------------- Ctrl-U ---

@@ -29,6 +29,10 @@ def call(name, **arguments):
     (call("a", x=1), call("a"), 0.5),
     (call("a"), call("a", x=1), 1 / 3),
     ({"name": "a", "parameters": {"x": [1, 2]}}, call("a", x=[1, 2]), 1.0),
+    # Tool names match ignoring case (the authors' code); parameters do not.
+    (call("weather", city="paris"), call("Weather", city="paris"), 1.0),
+    (call("WEATHER", city="Paris"), call("weather", city="paris"),
+     (1 + 1 + 0) / 3),
 ])
 def test_tool_similarity(pred, gt, want):
   assert matching.tool_similarity(pred, gt) == pytest.approx(want)
@@ -179,6 +183,11 @@ def test_call_rewards_soft_and_degenerate():
     ("", "paris", 0.0),
     ("london", "paris", 0.0),
     ("a a b", "a b c", 2 * 1.0 * (2 / 3) / (1 + 2 / 3)),
+    # Punctuation becomes a space (the authors' normalisation), so these
+    # match exactly; deleting it would give 0.4 and 0.
+    ("New-York City", "new york city", 1.0),
+    ("U.S.A.", "u s a", 1.0),
+    ("rock'n'roll", "rock n roll", 1.0),
 ])
 def test_answer_f1(pred, gold, want):
   assert matching.answer_f1(pred, gold) == pytest.approx(want)

@@ -370,6 +370,13 @@ def test_pure_switches_match_reference(mask_step_end, normalize):
   close(out.advantages, adv)
 
 
+def test_sum_form_attribution_is_marked_as_a_choice():
+  # PURE's repository has no sum-form arm: building it from PURE's pipeline
+  # is cajax's choice and the docstring must say so.
+  doc = process.sum_form_prm.__doc__
+  assert "[GAP]" in doc and "choice" in doc
+
+
 @pytest.mark.parametrize("discount", [1.0, 0.9])
 @pytest.mark.parametrize("baseline", ["token", "none"])
 def test_sum_form_matches_reference(discount, baseline):

@@ -55,9 +55,9 @@ def ref_std(xs):
 
 
 def ref_zscore(value, members, eps, scale=True):
-  """verl GRPO: singleton passes through, equal members give 0."""
+  """verl GRPO: a singleton uses μ=0, σ=1; equal members give 0."""
   if len(members) == 1:
-    return value
+    return value / (1.0 + eps) if scale else value
   sd = ref_std(members)
   if sd == 0:
     return 0.0
@@ -94,11 +94,9 @@ def ref_ucas(d, beta_pos=0.25, beta_neg=0.35, coef=0.05, eps=1e-6,
   for b in range(batch):
     if not ok[b]:
       continue
-    if len(members[b]) == 1:
-      c_hat = 0.0
-    else:
-      c_hat = ref_zscore(certainty[b], [certainty[j] for j in members[b]],
-                         eps, scale)
+    # The repo gives the certainty the same singleton rule (μ=0, σ=1).
+    c_hat = ref_zscore(certainty[b], [certainty[j] for j in members[b]],
+                       eps, scale)
     log_m = -beta_pos * c_hat if adv[b] > 0 else beta_neg * c_hat
     shaped = adv[b] * math.exp(min(max(log_m, -50.0), 50.0))
     if not penalize and all(adv[j] == 0 for j in members[b]):
@@ -106,8 +104,9 @@ def ref_ucas(d, beta_pos=0.25, beta_neg=0.35, coef=0.05, eps=1e-6,
     for t in range(length):
       if not mask[b, t]:
         continue
-      ell = ((d["token_logits"][b, t] - lo) / (hi - lo + eps)
-             if hi - lo > eps else 0.5)
+      # torch.isclose(max, min): |max − min| ≤ 1e-8 + 1e-5·|min|.
+      close = abs(hi - lo) <= 1e-8 + 1e-5 * abs(lo)
+      ell = 0.5 if close else (d["token_logits"][b, t] - lo) / (hi - lo + eps)
       raw = shaped - coef * ell
       out[b, t] = max(raw, 0.0) if shaped > 0 else raw
   return out
@@ -223,6 +222,35 @@ def test_ucas_golden():
   close(out.advantages, expected)
   close(out.info["multiplier"][:2], [math.exp(-0.25 * z),
                                      math.exp(-0.35 * z)])
+
+
+def test_ucas_singleton_certainty_and_isclose_logits():
+  # A correct row alone in its group: the repo's singleton rule (μ=0, σ=1)
+  # applies to both z-scores, so A = 1/(1+ε), Ĉ = ΣSC/(1+ε) and the
+  # multiplier is exp(−β₊·Ĉ), not 1.
+  d = make_batch(5)
+  d["mask"][:] = False
+  d["mask"][5, :3] = True
+  d["token_rewards"][:] = 0.0
+  d["token_rewards"][5, 2] = 1.0
+  d["self_certainty"][5, :3] = [1.0, 2.0, 3.0]
+  # Logits that differ by less than torch.isclose's tolerance: ℓ̂ = 0.5.
+  d["token_logits"][5, :3] = [100.0, 100.0005, 100.0]
+  out = shaping.ucas(*ucas_args(d))
+  eps = 1e-6
+  c_hat = 6.0 / (1 + eps)
+  m = math.exp(-0.25 * c_hat)
+  close(out.info["certainty_z"][5], c_hat)
+  close(out.info["multiplier"][5], m)
+  want = 1 / (1 + eps) * m - 0.05 * 0.5
+  close(out.advantages[5, :3], [want] * 3)
+  # A spread just above the tolerance is min-max normalised.
+  d["token_logits"][5, :3] = [100.0, 100.01, 100.0]
+  out = shaping.ucas(*ucas_args(d))
+  ell = 0.01 / (0.01 + eps)
+  close(out.advantages[5, :3], [1 / (1 + eps) * m,
+                                1 / (1 + eps) * m - 0.05 * ell,
+                                1 / (1 + eps) * m])
 
 
 def test_ucas_zero_variance_groups_and_clamp():

@@ -155,3 +155,10 @@ def test_acre_reward_from_answers():
       [1.0, 0.5])
   with pytest.raises(ValueError, match="permutations"):
     tx.unshuffle_answers([0, 1], [[0, 1]])
+
+
+def test_acre_partial_reward_is_marked_as_a_choice():
+  # The 0.5 for a correct but inconsistent answer is cajax's, not the
+  # paper's: the docstring must say so.
+  doc = tx.acre_reward_table.__doc__
+  assert "[GAP]" in doc and "0.5" in doc and "choice" in doc
