@@ -112,12 +112,8 @@ class ChainConfig:
       raise ValueError(f"need 1 ≤ min_ops ≤ max_ops, got min_ops="
                        f"{self.min_ops}, max_ops={self.max_ops}.")
     base.check_rate(self.prm_noise, "prm_noise")
-    if self.max_response_len is not None and (
-        isinstance(self.max_response_len, bool)
-        or not isinstance(self.max_response_len, int)
-        or self.max_response_len < 1):
-      raise ValueError(f"max_response_len must be a positive int or None, "
-                       f"got {self.max_response_len!r}.")
+    base.check_optional_positive_int(self.max_response_len,
+                                     "max_response_len")
 
   @property
   def digits(self) -> int:

@@ -273,6 +273,14 @@ def check_rate(value: float, name: str) -> float:
   return float(value)
 
 
+def check_optional_positive_int(value, name: str) -> None:
+  """Raises ValueError unless `value` is None or an int ≥ 1."""
+  if value is not None and (isinstance(value, bool)
+                            or not isinstance(value, int) or value < 1):
+    raise ValueError(f"{name} must be a positive int or None, got "
+                     f"{value!r}.")
+
+
 def config_to_dict(config) -> dict[str, Any]:
   """A plain dict from an `ml_collections.ConfigDict` or a mapping."""
   if hasattr(config, "to_dict"):

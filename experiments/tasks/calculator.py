@@ -82,13 +82,7 @@ class CalculatorConfig(arith.ChainConfig):
     if self.assignment not in ASSIGNMENTS:
       raise ValueError(f"assignment must be one of {ASSIGNMENTS}, got "
                        f"{self.assignment!r}.")
-    if self.max_tool_calls is not None and (
-        isinstance(self.max_tool_calls, bool)
-        or not isinstance(self.max_tool_calls, int)
-        or self.max_tool_calls < 1):
-      raise ValueError(f"max_tool_calls must be a positive int or None, got "
-                       f"{self.max_tool_calls!r}.")
-
+    base.check_optional_positive_int(self.max_tool_calls, "max_tool_calls")
 
 def tool_call(x: int, op: str, y: int) -> dict:
   """A call in the format of `cajax.matching`."""
