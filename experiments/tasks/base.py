@@ -16,6 +16,7 @@ Step labels (the step checker's truth, `Score.step_labels`):
 * `CORRECT` = 1: a correct step that advances the solution.
 * `FILLER` = 2: well formed and true but vacuous (`7+0=7`): it does not
   advance the solution.
+* `UNKNOWN` = −1: no step checker (text tasks), and padding in batches.
 """
 
 import dataclasses
@@ -24,10 +25,12 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
+UNKNOWN = -1
 WRONG = 0
 CORRECT = 1
 FILLER = 2
-LABEL_NAMES = {WRONG: "wrong", CORRECT: "correct", FILLER: "filler"}
+LABEL_NAMES = {UNKNOWN: "unknown", WRONG: "wrong", CORRECT: "correct",
+               FILLER: "filler"}
 
 # Special ids of `CharVocab`.
 PAD_ID = 0
@@ -234,6 +237,25 @@ class Task(Protocol):
     """The response prefix before the first wrong step (None: none)."""
 
 
+class NoEnvironment:
+  """The environment methods of a task without tool calls."""
+
+  def observation(self, problem: Problem, response_ids) -> None:
+    """No environment: always None."""
+    del problem, response_ids
+
+  def observation_mask(self, problem: Problem, response_ids) -> np.ndarray:
+    """All False: there are no observation tokens."""
+    del problem
+    return np.zeros(len(response_ids), bool)
+
+  def check_no_observations(self, observation_mask) -> None:
+    """Raises ValueError unless `observation_mask` is None or all False."""
+    if observation_mask is not None and np.any(observation_mask):
+      raise ValueError(f"{self.name} has no observations; observation_mask "
+                       f"must be None or all False.")
+
+
 # ----------------------------------------------------------------------------
 # Helpers shared by the tasks.
 # ----------------------------------------------------------------------------
@@ -254,11 +276,13 @@ def check_response(response_ids, tokenizer: Tokenizer) -> np.ndarray:
   if ids.size and (ids.min() < 0 or ids.max() >= tokenizer.vocab_size):
     raise ValueError(f"response_ids must lie in [0, {tokenizer.vocab_size}),"
                      f" got {ids.tolist()}.")
-  if np.any(ids == tokenizer.pad_id):
+  eos = np.flatnonzero(ids == tokenizer.eos_id)
+  # PAD may share EOS's id: only the tokens before a final EOS are checked.
+  body = ids[:-1] if ids.size and ids[-1] == tokenizer.eos_id else ids
+  if np.any(body == tokenizer.pad_id):
     raise ValueError(f"response_ids must not contain PAD ({tokenizer.pad_id})"
                      f"; pass the response without padding, got "
                      f"{ids.tolist()}.")
-  eos = np.flatnonzero(ids == tokenizer.eos_id)
   if eos.size and eos[0] != ids.size - 1:
     raise ValueError(f"response_ids must end at its first EOS (index "
                      f"{eos[0]}), got {ids.size} tokens: {ids.tolist()}.")

@@ -13,7 +13,7 @@ import numpy as np
 
 from experiments.tasks import base
 
-LABEL_PAD = -1  # step_labels of padded steps
+LABEL_PAD = base.UNKNOWN  # step_labels of padded steps
 
 
 def scores_to_arrays(scores: Sequence[base.Score], num_tokens: int,

@@ -42,7 +42,7 @@ ANSWER = ">"
 PROMPT_END = "?"
 
 
-class ChainArithTask:
+class ChainArithTask(base.NoEnvironment):
   """The chain-arithmetic task (see the module docstring).
 
   Attributes:
@@ -98,9 +98,7 @@ class ChainArithTask:
             observation_mask=None) -> base.Score:
     """Checks every step and the answer; see the module docstring."""
     ids = base.check_response(response_ids, self.tokenizer)
-    if observation_mask is not None and np.any(observation_mask):
-      raise ValueError("chain_arith has no observations; observation_mask "
-                       "must be None or all False.")
+    self.check_no_observations(observation_mask)
     has_eos = bool(ids.size) and ids[-1] == self.tokenizer.eos_id
     body = ids.size - 1 if has_eos else ids.size
     marks = np.flatnonzero(ids[:body] == self._answer)
@@ -151,16 +149,6 @@ class ChainArithTask:
     final = steps[-1].z if steps else problem.start
     return self.tokenizer.encode(f"{text}{ANSWER}{final}") + [
         self.tokenizer.eos_id]
-
-  def observation(self, problem: base.Problem, response_ids) -> None:
-    """No environment: always None."""
-    del problem, response_ids
-
-  def observation_mask(self, problem: base.Problem,
-                       response_ids) -> np.ndarray:
-    """All False: there are no observation tokens."""
-    del problem
-    return np.zeros(len(response_ids), bool)
 
   def retry_prefix(self, problem: base.Problem, response_ids,
                    score: base.Score) -> list[int] | None:
