@@ -53,16 +53,8 @@ def is_identity(x: int, op: str, y: int, z: int) -> bool:
 
 
 def stable_hash(*parts) -> int:
-  """A 64-bit hash of ints, strings and byte strings, stable across runs."""
-  digest = hashlib.blake2b(digest_size=8)
-  for part in parts:
-    if isinstance(part, (bytes, bytearray)):
-      data = bytes(part)
-    elif isinstance(part, str):
-      data = part.encode()
-    else:
-      data = np.asarray(part, np.int64).tobytes()
-    digest.update(len(data).to_bytes(8, "little") + data)
+  """A 64-bit hash of ints, strings and lists of ints, stable across runs."""
+  digest = hashlib.blake2b(repr(parts).encode(), digest_size=8)
   return int.from_bytes(digest.digest(), "little")
 
 

@@ -93,6 +93,7 @@ class CharVocab:
                        f"{symbols!r}.")
     self.symbols = symbols
     self._ids = {c: i + _NUM_SPECIAL for i, c in enumerate(symbols)}
+    self._chars = "\0" * _NUM_SPECIAL + symbols
     self.vocab_size = _NUM_SPECIAL + len(symbols)
     self.banned_tokens = (PAD_ID, BOS_ID) + tuple(
         self._ids[c] for c in banned_symbols)
@@ -114,6 +115,11 @@ class CharVocab:
                          f"{self.symbols!r} (text {text!r}).")
       ids.append(self._ids[char])
     return ids
+
+  def chars(self, ids) -> str:
+    """One character per id (PAD, BOS and EOS as NUL): text positions are
+    token positions. `ids` must be valid (see `check_response`)."""
+    return "".join(self._chars[int(t)] for t in ids)
 
   def decode(self, ids: Sequence[int]) -> str:
     """The text of `ids`; PAD, BOS and EOS are dropped.

@@ -67,8 +67,6 @@ class ChainArithTask(base.NoEnvironment):
         2 * self.config.max_ops * step_len + 1 + d + 1)
     # Every step holds at least one token.
     self.max_steps = self.max_response_len
-    self._step_end = self.tokenizer.id(STEP_END)
-    self._answer = self.tokenizer.id(ANSWER)
 
   def sample_problems(self, rng: np.random.Generator,
                       n: int) -> list[base.Problem]:
@@ -100,21 +98,22 @@ class ChainArithTask(base.NoEnvironment):
     ids = base.check_response(response_ids, self.tokenizer)
     self.check_no_observations(observation_mask)
     has_eos = bool(ids.size) and ids[-1] == self.tokenizer.eos_id
-    body = ids.size - 1 if has_eos else ids.size
-    marks = np.flatnonzero(ids[:body] == self._answer)
-    steps_end = int(marks[0]) if marks.size else body
-    answer_text = (self.tokenizer.decode(ids[steps_end + 1:body])
-                   if marks.size else None)
-    ends = np.flatnonzero(ids[:steps_end] == self._step_end) + 1
-    starts = np.concatenate([[0], ends])
-    stops = np.concatenate([ends, [steps_end]])
-    spans = [[int(a), int(b)] for a, b in zip(starts, stops) if b > a]
+    # One character per token, so text positions are token positions.
+    text = self.tokenizer.chars(ids[:ids.size - 1] if has_eos else ids)
+    steps_end = text.find(ANSWER)
+    answer_text = None if steps_end < 0 else text[steps_end + 1:]
+    steps_end = len(text) if steps_end < 0 else steps_end
+    spans, start = [], 0
+    while start < steps_end:
+      stop = text.find(STEP_END, start, steps_end) + 1 or steps_end
+      spans.append([start, stop])
+      start = stop
     checker = arith.StepChecker(self.config, problem.start,
                                 problem.operations)
     labels, reasons, vacuous = [], [], []
     for start, stop in spans:
-      text = self.tokenizer.decode(ids[start:stop]).removesuffix(STEP_END)
-      match = arith.STEP_PATTERN.match(text)
+      match = arith.STEP_PATTERN.match(
+          text[start:stop].removesuffix(STEP_END))
       step = None
       if match:
         x, op, y, z = match.groups()

@@ -43,13 +43,14 @@ def flip_draws(seed: int, prompt_ids: Sequence[int],
                step_tokens: Sequence[Sequence[int]]) -> np.ndarray:
   """float64[S] uniform draws in [0, 1), one per (prompt, step index, step)."""
   return np.array([
-      arith.stable_hash(seed, list(prompt_ids), k, list(tokens)) / 2.0**64
+      arith.stable_hash(seed, [int(t) for t in prompt_ids], k,
+                        [int(t) for t in tokens]) / 2.0**64
       for k, tokens in enumerate(step_tokens)], np.float64)
 
 
 def step_rewards(config: arith.ChainConfig, labels: np.ndarray,
                  vacuous: np.ndarray, prompt_ids: Sequence[int],
-                 step_tokens: Sequence[Sequence[int]]) -> np.ndarray:
+                 step_tokens: Sequence[Sequence[int]] | None) -> np.ndarray:
   """float32[S] PRM scores of one response's steps.
 
   Args:
@@ -57,7 +58,8 @@ def step_rewards(config: arith.ChainConfig, labels: np.ndarray,
     labels: int8[S] checker labels.
     vacuous: bool[S] steps that are true identities on their own text.
     prompt_ids: the problem's prompt (keys the noisy PRM).
-    step_tokens: the token ids of each step (keys the noisy PRM).
+    step_tokens: the token ids of each step (keys the noisy PRM; unused,
+      and may be None, for the other kinds).
 
   Returns:
     The scores.

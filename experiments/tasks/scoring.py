@@ -38,24 +38,26 @@ def make_score(config: arith.ChainConfig, problem: base.Problem,
     wrong), "step_spans", "answer", "first_wrong_step" (step index, −1 if
     none) and "first_wrong_token" (its first token index, −1 if none).
   """
-  labels = np.asarray(labels, np.int8)
   step_ids = np.full(ids.shape[0], -1, np.int32)
   for k, (start, stop) in enumerate(spans):
     step_ids[start:stop] = k
   if observation_mask is not None:
     step_ids[observation_mask] = -1
-  step_tokens = [ids[start:stop][step_ids[start:stop] == k]
-                 for k, (start, stop) in enumerate(spans)]
   if rewards is None:
-    rewards = prm.step_rewards(config, labels, np.asarray(vacuous, bool),
+    # Only the noisy PRM reads the step tokens (observations left out).
+    step_tokens = [ids[start:stop][step_ids[start:stop] == k].tolist()
+                   for k, (start, stop) in enumerate(spans)
+                   ] if config.prm == "noisy" else None
+    rewards = prm.step_rewards(config, np.asarray(labels, np.int8),
+                               np.asarray(vacuous, bool),
                                problem.prompt_ids, step_tokens)
-  wrong = np.flatnonzero(labels == base.WRONG)
-  first_wrong = int(wrong[0]) if wrong.size else -1
+  labels = list(labels)
+  first_wrong = labels.index(base.WRONG) if base.WRONG in labels else -1
   all_metrics = {
-      "num_steps": float(labels.size),
-      "correct_steps": float(np.sum(labels == base.CORRECT)),
-      "wrong_steps": float(np.sum(labels == base.WRONG)),
-      "filler_steps": float(np.sum(labels == base.FILLER)),
+      "num_steps": float(len(labels)),
+      "correct_steps": float(labels.count(base.CORRECT)),
+      "wrong_steps": float(labels.count(base.WRONG)),
+      "filler_steps": float(labels.count(base.FILLER)),
       "answered": float(answer_text is not None
                         and bool(arith.NUMBER_PATTERN.match(answer_text))),
       "has_eos": float(bool(ids.size) and ids[-1] == base.EOS_ID),
