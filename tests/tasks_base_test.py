@@ -83,3 +83,30 @@ def test_score_validates_shapes():
   score = base.Score(1.0, [0, -1], [0.5], [1])
   assert score.step_ids.dtype == np.int32
   assert score.step_labels.dtype == np.int8
+
+
+def test_every_task_implements_the_protocol(tmp_path):
+  data = tmp_path / "data.jsonl"
+  data.write_text('{"question": "1+1?", "answer": "2"}\n')
+  members = ("tokenizer", "banned_tokens", "stop_tokens", "max_prompt_len",
+             "max_response_len", "max_steps", "sample_problems", "score",
+             "demonstration", "observation", "observation_mask",
+             "retry_prefix")
+  for name in base.task_names():
+    task = base.make_task({"name": name, "path": str(data)}
+                          if name == "jsonl_math" else {"name": name})
+    missing = [m for m in members if not hasattr(task, m)]
+    assert not missing, (name, missing)
+    rng = np.random.default_rng(0)
+    problem = task.sample_problems(rng, 1)[0]
+    demo = task.demonstration(problem, rng)
+    assert len(problem.prompt_ids) <= task.max_prompt_len
+    assert len(demo) <= task.max_response_len
+    assert demo[-1] == task.tokenizer.eos_id
+    observed = task.observation_mask(problem, demo)
+    # The policy's own tokens never include a banned one.
+    assert not set(np.array(demo)[~observed].tolist()) & set(
+        task.banned_tokens)
+    score = task.score(problem, np.array(demo), observed)
+    assert score.outcome == 1.0
+    assert score.step_rewards.size <= task.max_steps
