@@ -297,3 +297,21 @@ def test_checker_continues_from_written_value():
   assert checker.check((3, "+", 4, 8)) == (W, "arithmetic")
   assert checker.check((8, "*", 2, 6)) == (C, "")
   assert checker.complete and checker.value == 6
+
+
+@pytest.mark.parametrize("name", ["chain_arith", "calculator"])
+def test_tight_budget_drops_filler_only(name):
+  task = base.make_task({"name": name, "min_ops": 4, "max_ops": 4,
+                         "max_response_len": 40})
+  rng = np.random.default_rng(7)
+  fillers = 0
+  for problem in task.sample_problems(rng, 50):
+    demo = task.demonstration(problem, rng, wrong_rate=0.5, filler_rate=1.0)
+    assert len(demo) <= 40
+    score = task.score(problem, np.array(demo),
+                       task.observation_mask(problem, demo))
+    assert score.metrics["wrong_steps"] + score.metrics["correct_steps"] >= 4
+    fillers += score.metrics["filler_steps"]
+  assert fillers > 0
+  with pytest.raises(ValueError, match="max_response_len=20 cannot hold"):
+    base.make_task({"name": name, "max_ops": 4, "max_response_len": 20})

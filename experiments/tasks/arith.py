@@ -209,6 +209,44 @@ def demo_steps(config: ChainConfig, start: int, operations,
   return steps
 
 
+def demo_text(steps: list[DemoStep], start: int, step_format: str,
+              answer_mark: str, budget: int) -> str:
+  """The text of a demonstration that fits in `budget` characters.
+
+  Filler steps are dropped from the end until it fits (they do not change
+  the final value), so a tight budget lowers the filler rate of long
+  chains only.
+
+  Args:
+    steps: from `demo_steps`.
+    start: the chain's start (the answer when there is no step).
+    step_format: format of a step with fields x, op, y, z.
+    answer_mark: the text before the answer.
+    budget: the most characters (one per token).
+
+  Returns:
+    The steps then the answer, without EOS.
+  """
+  pieces = [step_format.format(x=s.x, op=s.op, y=s.y, z=s.z) for s in steps]
+  answer = f"{answer_mark}{steps[-1].z if steps else start}"
+  size = sum(map(len, pieces)) + len(answer)
+  for index in reversed(range(len(steps))):
+    if size <= budget:
+      break
+    if steps[index].label == base.FILLER:
+      size -= len(pieces[index])
+      pieces[index] = ""
+  return "".join(pieces) + answer
+
+
+def check_budget(max_response_len: int, needed: int) -> None:
+  """Raises ValueError when a response budget cannot hold a solution."""
+  if max_response_len < needed:
+    raise ValueError(f"max_response_len={max_response_len} cannot hold a "
+                     f"solution of max_ops operations; it needs at least "
+                     f"{needed} tokens.")
+
+
 class StepChecker:
   """Labels the steps of one response in order (see the module docstring)."""
 

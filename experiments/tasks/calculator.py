@@ -110,8 +110,11 @@ class CalculatorTask:
     self.max_tool_calls = (self.config.max_tool_calls
                            or 2 * self.config.max_ops)
     call_len = (2 * d + 3) + (1 + d)  # [x op y] then =z
+    answer_len = 1 + d + 1  # > z EOS
     self.max_response_len = self.config.max_response_len or (
-        2 * self.config.max_ops * call_len + 1 + d + 1)
+        2 * self.config.max_ops * call_len + answer_len)
+    arith.check_budget(self.max_response_len,
+                       self.config.max_ops * call_len + answer_len)
     self.max_steps = self.max_response_len
 
   # -- problems --------------------------------------------------------------
@@ -290,16 +293,16 @@ class CalculatorTask:
 
     Wrong calls use a wrong operand x (the tool computes correctly), see
     `arith.demo_steps`; later calls continue from the tool's result. Use
-    `observation_mask` to find the result tokens.
+    `observation_mask` to find the result tokens. Filler calls that would
+    overflow `max_response_len` are left out.
     """
     steps = arith.demo_steps(self.config, problem.start, problem.operations,
                              rng, wrong_rate, filler_rate,
                              wrong_kind="operand")
-    text = "".join(f"{CALL_OPEN}{s.x}{s.op}{s.y}{CALL_CLOSE}{RESULT}{s.z}"
-                   for s in steps)
-    final = steps[-1].z if steps else problem.start
-    return self.tokenizer.encode(f"{text}{ANSWER}{final}") + [
-        self.tokenizer.eos_id]
+    text = arith.demo_text(
+        steps, problem.start, CALL_OPEN + "{x}{op}{y}" + CALL_CLOSE + RESULT
+        + "{z}", ANSWER, self.max_response_len - 1)
+    return self.tokenizer.encode(text) + [self.tokenizer.eos_id]
 
   def retry_prefix(self, problem: base.Problem, response_ids,
                    score: base.Score) -> list[int] | None:

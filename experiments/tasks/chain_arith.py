@@ -63,8 +63,11 @@ class ChainArithTask(base.NoEnvironment):
     d = self.config.digits
     self.max_prompt_len = 1 + d + self.config.max_ops * (1 + d) + 1
     step_len = 3 * d + 3  # x op y = z ;
+    answer_len = 1 + d + 1  # > z EOS
     self.max_response_len = self.config.max_response_len or (
-        2 * self.config.max_ops * step_len + 1 + d + 1)
+        2 * self.config.max_ops * step_len + answer_len)
+    arith.check_budget(self.max_response_len,
+                       self.config.max_ops * step_len + answer_len)
     # Every step holds at least one token.
     self.max_steps = self.max_response_len
 
@@ -140,14 +143,14 @@ class ChainArithTask(base.NoEnvironment):
                     wrong_rate: float = 0.0,
                     filler_rate: float = 0.0) -> list[int]:
     """A worked response; wrong steps write a wrong result (see
-    `arith.demo_steps`), and the answer is the last value written."""
+    `arith.demo_steps`), and the answer is the last value written. Filler
+    steps that would overflow `max_response_len` are left out."""
     steps = arith.demo_steps(self.config, problem.start, problem.operations,
                              rng, wrong_rate, filler_rate,
                              wrong_kind="result")
-    text = "".join(f"{s.x}{s.op}{s.y}={s.z}{STEP_END}" for s in steps)
-    final = steps[-1].z if steps else problem.start
-    return self.tokenizer.encode(f"{text}{ANSWER}{final}") + [
-        self.tokenizer.eos_id]
+    text = arith.demo_text(steps, problem.start, "{x}{op}{y}={z}" + STEP_END,
+                           ANSWER, self.max_response_len - 1)
+    return self.tokenizer.encode(text) + [self.tokenizer.eos_id]
 
   def retry_prefix(self, problem: base.Problem, response_ids,
                    score: base.Score) -> list[int] | None:
