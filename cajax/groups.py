@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from cajax import _checks
+from cajax import masking
 
 
 class GroupMoments(NamedTuple):
@@ -75,7 +76,10 @@ def group_moments(values, group_ids, num_groups: int, valid=None,
   Both passes run on scores shifted by the group's max, and the second pass
   is centred, so equal scores give a std of exactly 0 (the one-pass
   sqrt(E[s²] − E[s]²) leaves ~1e-4 of residue there in float32, which a
-  following 1/(σ + ε) turns into a huge advantage).
+  following 1/(σ + ε) turns into a huge advantage). Deviations are divided
+  by the group's largest one before squaring, so scores of any finite scale
+  (1e-30 to 1e30) give exact statistics, neither overflowing nor
+  underflowing.
 
   Args:
     values: f32[B] row scores.
@@ -95,13 +99,17 @@ def group_moments(values, group_ids, num_groups: int, valid=None,
 
 def _moments(values, group_ids, num_groups, valid, ddof,
              by_position: bool = False):
-  """`GroupMoments` and the per-group Σ(s − μ)² of checked inputs.
+  """`GroupMoments` and the per-group spread of checked inputs.
 
   `values` and `valid` are `[N]`, or `[N, R]` with `group_ids[N]`: each row
   is reduced first, so the segment ops run over N rows, not N·R entries
   (XLA CPU scatters are serial per update). With `by_position` the R
   columns keep separate statistics (fields `[num_groups, R]`), summed over
-  the rows of each group by whole-row scatters.
+  the rows of each group by whole-row scatters. The spread is
+  Σ((s − μ_g)/a_g)² in units of the group's largest deviation a_g: exactly
+  0 iff the group's valid values are all equal (see
+  `masking.reduced_moments`, which also keeps 1e30- and 1e-30-scaled values
+  from overflowing or underflowing).
   """
   rowwise = values.ndim == 2 and not by_position
 
@@ -109,26 +117,18 @@ def _moments(values, group_ids, num_groups, valid, ddof,
     return jax.ops.segment_sum(jnp.sum(x, axis=1) if rowwise else x,
                                group_ids, num_segments=num_groups)
 
+  def peak(x):
+    return jax.ops.segment_max(jnp.max(x, axis=1) if rowwise else x,
+                               group_ids, num_segments=num_groups)
+
   def per_entry(g):
     g = g[group_ids]
     return g[:, None] if rowwise else g
 
-  count = total(valid.astype(jnp.float32))
-  # Shift by a member of the group (its max) before both passes: equal scores
-  # then give exactly zero deviations, so an all-equal group has std 0.0
-  # exactly, not the rounding residue of Σs/n.
-  high = jnp.where(valid, values, -jnp.inf)
-  pivot = jax.ops.segment_max(jnp.max(high, axis=1) if rowwise else high,
-                              group_ids, num_segments=num_groups)
-  pivot = jnp.where(count > 0, pivot, 0.0)
-  shifted = jnp.where(valid, values - per_entry(pivot), 0.0)
-  shifted_mean = total(shifted) / jnp.maximum(count, 1.0)
-  centred = jnp.where(valid, shifted - per_entry(shifted_mean), 0.0)
-  sq = total(centred * centred)
-  mean = pivot + shifted_mean
-  dof = count - ddof
-  var = jnp.where(dof > 0, sq / jnp.where(dof > 0, dof, 1.0), 0.0)
-  return GroupMoments(count=count, mean=mean, std=jnp.sqrt(var)), sq
+  moments = masking.reduced_moments(values, valid, total, peak, per_entry,
+                                    ddof)
+  return GroupMoments(count=moments.count, mean=moments.mean,
+                      std=moments.std), moments.spread
 
 
 def batch_moments(values, valid=None, ddof: int = 1) -> GroupMoments:

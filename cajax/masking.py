@@ -9,6 +9,8 @@ Conventions shared by every function here:
 * `axis=None` reduces over the whole batch (verl's batch-global statistics).
 """
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -65,44 +67,109 @@ def masked_mean(x, mask, axis: Axis = None, eps: float = 1e-8) -> jax.Array:
   return jnp.sum(x, axis=axis) / denom
 
 
+class Moments(NamedTuple):
+  """Overflow-free statistics of the valid entries of each reduction cell.
+
+  Attributes:
+    count: number of valid entries.
+    mean: their mean (0 for an empty cell).
+    std: their standard deviation with the requested ddof (0 when count ≤
+      ddof).
+    scale: a = max |x − max x| over the valid entries, the unit in which the
+      squares are taken (0 when every valid entry is equal).
+    centred: entry-shaped (x − mean)/a at valid entries, 0 elsewhere: exactly
+      0 everywhere in a cell whose valid entries are all equal.
+    spread: Σ centred², exactly 0 iff the cell's valid entries are all equal.
+  """
+  count: jax.Array
+  mean: jax.Array
+  std: jax.Array
+  scale: jax.Array
+  centred: jax.Array
+  spread: jax.Array
+
+
+def reduced_moments(x, valid, reduce_sum, reduce_max, expand,
+                    ddof: int) -> Moments:
+  """Count, mean and std of the valid `x` of each cell, at any finite scale.
+
+  The cells are whatever `reduce_sum` / `reduce_max` reduce over (an axis, or
+  the segments of a group id) and `expand` maps a per-cell array back to the
+  entries. The values are shifted by the cell's max (one of its members, so
+  equal values give exactly zero deviations and an all-equal cell has std
+  0.0, not the rounding residue of Σx/n) and divided by the cell's largest
+  deviation a before they are squared, so that no finite input scale
+  overflows (x ~ 1e30: x² = inf) or underflows (x ~ 1e-30: x² = 0):
+  mean = max + a·mean(u), std = a·std(u), u = (x − max)/a ∈ [−1, 0].
+
+  Args:
+    x: float32 values, 0 (or anything finite) at invalid entries.
+    valid: bool like `x`.
+    reduce_sum: per-cell sum of an entry-shaped array.
+    reduce_max: per-cell max of an entry-shaped array (−inf when empty).
+    expand: per-cell array → entry-shaped array.
+    ddof: delta degrees of freedom of the std.
+
+  Returns:
+    `Moments`.
+  """
+  count = reduce_sum(valid.astype(jnp.float32))
+  pivot = reduce_max(jnp.where(valid, x, -jnp.inf))
+  pivot = jnp.where(count > 0, pivot, 0.0)
+  shifted = jnp.where(valid, x - expand(pivot), 0.0)  # ≤ 0
+  scale = jnp.maximum(reduce_max(-shifted), 0.0)
+  unit = shifted / expand(jnp.where(scale > 0, scale, 1.0))
+  unit_mean = reduce_sum(unit) / jnp.maximum(count, 1.0)
+  centred = jnp.where(valid, unit - expand(unit_mean), 0.0)
+  spread = reduce_sum(centred * centred)
+  dof = count - ddof
+  unit_var = jnp.where(dof > 0, spread / jnp.where(dof > 0, dof, 1.0), 0.0)
+  return Moments(count=count, mean=pivot + scale * unit_mean,
+                 std=scale * jnp.sqrt(unit_var), scale=scale,
+                 centred=centred, spread=spread)
+
+
+def _axis_moments(x, mask, axis: Axis, ddof: int) -> Moments:
+  """`reduced_moments` over `axis` of prepared inputs."""
+  def expand(cell):
+    return cell if axis is None else jnp.expand_dims(cell, axis)
+  return reduced_moments(x, mask, lambda v: jnp.sum(v, axis=axis),
+                         lambda v: jnp.max(v, axis=axis), expand, ddof)
+
+
 def masked_var(x, mask, axis: Axis = None, ddof: int = 1,
                eps: float = 1e-8) -> jax.Array:
   """Two-pass masked variance with a guarded Bessel correction.
 
-  var = MM((x − MM(x))², m) · N / (N − ddof), N = Σm.
-
-  With `ddof=1` this is verl's `masked_var(unbiased=True)`. When N ≤ ddof the
-  correction factor is taken as 1 (the biased variance, 0 for a single valid
-  entry) instead of verl's error or Tunix's NaN, so a batch with fewer than two
-  valid tokens never produces NaN.
+  var = Σ_valid (x − μ)² / (N − ddof),  μ the mean of the valid entries,
+  N = Σm, which is verl's `masked_var(unbiased=True)` for `ddof=1` (verl's
+  1e-8 in its count denominators changes nothing in float32 once N ≥ 1).
+  When N ≤ ddof the correction factor is taken as 1 (the biased variance, 0
+  for a single valid entry) instead of verl's error or Tunix's NaN, so a
+  batch with fewer than two valid tokens never produces NaN. Deviations are
+  rescaled before squaring, so the variance is exact wherever it is
+  representable in float32 (it is inf only when the true value exceeds
+  float32's range, e.g. deviations of 1e20).
 
   Args:
     x: values, any shape.
     mask: bool, same shape as `x`.
     axis: axes to reduce; None reduces everything.
     ddof: delta degrees of freedom (0 biased, 1 unbiased).
-    eps: passed to the inner masked means.
+    eps: added to N in the denominator when N ≤ ddof (kept for verl's
+      signature; it does not change a float32 result otherwise).
 
   Returns:
     float32 variances with `axis` removed.
   """
+  del eps  # N ≤ ddof falls back to the biased variance instead.
   x, mask = _prepare(x, mask, "x")
-  return _mean_var(x, mask, axis, ddof, eps)[1]
-
-
-def _mean_var(x, mask, axis: Axis, ddof: int, eps: float):
-  """(mean, var) of prepared inputs (x already 0 where masked), one count."""
-  count = jnp.sum(mask.astype(jnp.float32), axis=axis)
-  denom = count + eps if eps > 0 else jnp.maximum(count, 1.0)
-  mean = jnp.sum(x, axis=axis) / denom
-  mean_b = jnp.expand_dims(mean, axis) if axis is not None else mean
-  centred = jnp.where(mask, x - mean_b, 0.0)
-  var = jnp.sum(centred * centred, axis=axis) / denom
-  if ddof:
-    safe = count > ddof
-    var = var * jnp.where(safe, count / jnp.where(safe, count - ddof, 1.0),
-                          1.0)
-  return mean, var
+  moments = _axis_moments(x, mask, axis, 0)
+  count = moments.count
+  biased = moments.std * moments.std
+  safe = count > ddof
+  return biased * jnp.where(safe, count / jnp.where(safe, count - ddof, 1.0),
+                            1.0)
 
 
 def masked_whiten(x, mask, axis: Axis = None, shift_mean: bool = True,
@@ -115,28 +182,42 @@ def masked_whiten(x, mask, axis: Axis = None, shift_mean: bool = True,
   (rsqrt(max(var, eps))). `shift_mean=False` adds the mean back (verl's
   option).
 
+  Computed without squaring the raw values: sqrt(var + eps) is
+  hypot(σ, √eps) with σ from `reduced_moments`, so inputs of any finite
+  scale neither overflow nor underflow (the result is scale-invariant where
+  σ ≫ √eps and follows the formula exactly where it is not), and valid
+  entries that are all equal (a one-row batch, or every row scoring the
+  same) whiten to exactly 0, not to the rounding residue of μ divided by
+  √eps.
+
   Args:
     x: values, any shape.
     mask: bool, same shape as `x`.
     axis: axes holding the statistics; None is batch-global.
     shift_mean: subtract the mean (True) or keep it.
     ddof: delta degrees of freedom of the variance.
-    eps: variance guard.
+    eps: variance guard, ≥ 0.
     eps_mode: "add" or "max".
 
   Returns:
     float32 array shaped like `x`, 0 at masked entries.
   """
   _checks.check_choice(eps_mode, ("add", "max"), "eps_mode")
+  eps = _checks.check_number(eps, "eps", low=0.0)
+  ddof = _checks.check_int(ddof, "ddof", low=0)
   x, mask = _prepare(x, mask, "x")
-  mean, var = _mean_var(x, mask, axis, ddof, 1e-8)
-  if axis is not None:
-    mean, var = jnp.expand_dims(mean, axis), jnp.expand_dims(var, axis)
-  inv_std = jax.lax.rsqrt(var + eps if eps_mode == "add"
-                          else jnp.maximum(var, eps))
-  out = (x - mean) * inv_std
+  moments = _axis_moments(x, mask, axis, ddof)
+
+  def expand(cell):
+    return cell if axis is None else jnp.expand_dims(cell, axis)
+
+  root_eps = jnp.float32(eps) ** 0.5
+  std = moments.std
+  denom = jnp.hypot(std, root_eps) if eps_mode == "add" else jnp.maximum(
+      std, root_eps)
+  out = safe_divide(expand(moments.scale) * moments.centred, expand(denom))
   if not shift_mean:
-    out = out + mean
+    out = out + expand(moments.mean)
   return jnp.where(mask, out, 0.0)
 
 

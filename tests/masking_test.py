@@ -132,6 +132,78 @@ def test_masked_var_single_token_gives_zero_not_nan():
   assert np.all(np.isfinite(out))
 
 
+SCALES = (1e-30, 1e-20, 1e-10, 1.0, 1e10, 1e20, 1e30)
+
+
+def test_masked_whiten_of_a_constant_is_exactly_zero():
+  # One valid token, or every valid token equal: exactly 0, not the
+  # rounding residue of the mean divided by sqrt(eps).
+  for value in (0.7, 1e3 + 0.1, -3.3e-7, 1e30):
+    for mask in (MASKS["one_valid_token"], MASKS["right_padding"]):
+      out = masking.masked_whiten(np.full(mask.shape, value, np.float32),
+                                  mask)
+      assert not np.any(np.asarray(out)), (value, out)
+      rows = masking.masked_whiten(np.full(mask.shape, value, np.float32),
+                                   mask, axis=1, eps=0.0)
+      assert not np.any(np.asarray(rows)), (value, rows)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_masked_whiten_and_var_at_every_scale(scale):
+  # verl's (x − μ)·rsqrt(var + eps), in float64, at scales whose squares
+  # overflow (1e30: x² = inf) or underflow (1e-30: x² = 0) in float32.
+  mask = MASKS["right_padding"]
+  x = np.random.default_rng(3).normal(size=mask.shape)
+  scaled = (x * scale).astype(np.float32)
+  values = scaled.astype(np.float64)[mask]
+  mu = values.mean()
+  var = ((values - mu) ** 2).sum() / (values.size - 1)
+  for mode in ("add", "max"):
+    denom = math.sqrt(var + 1e-8) if mode == "add" else math.sqrt(
+        max(var, 1e-8))
+    want = np.where(mask, (scaled.astype(np.float64) - mu) / denom, 0.0)
+    got = np.asarray(masking.masked_whiten(scaled, mask, eps_mode=mode),
+                     np.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-5,
+                               atol=1e-5 * np.max(np.abs(want)))
+  got_var = float(masking.masked_var(scaled, mask))
+  if 1e-37 < var < 1e38:  # a normal float32
+    assert got_var == pytest.approx(var, rel=1e-5)
+  elif var >= 1e38:
+    assert got_var == np.inf
+  else:  # below float32's normal range (XLA flushes subnormals to 0)
+    assert 0.0 <= got_var < 1e-37
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_group_moments_at_every_scale(scale):
+  ids = np.array([0, 1, 0, 1, 0, 2], np.int32)
+  base = np.array([1.0, 0.25, 0.0, -0.5, 0.25, 3.0])
+  values = (base * scale).astype(np.float32)
+  moments = groups.group_moments(values, ids, 3)
+  for g in range(3):
+    member = values[ids == g].astype(np.float64)
+    assert float(moments.mean[g]) == pytest.approx(member.mean(), rel=1e-6)
+    sd = member.std(ddof=1) if member.size > 1 else 0.0
+    assert float(moments.std[g]) == pytest.approx(sd, rel=1e-5)
+  # GRPO-style normalisation is scale-invariant while σ ≫ eps and follows
+  # (x − μ)/(σ + eps) exactly below that (no underflow to all zeros).
+  out = np.asarray(groups.group_normalize(values, ids, 3), np.float64)
+  for b in range(len(ids)):
+    member = values[ids == ids[b]].astype(np.float64)
+    if member.size == 1:
+      want = member[0] / (1 + 1e-6)
+    else:
+      want = (values[b] - member.mean()) / (member.std(ddof=1) + 1e-6)
+    assert out[b] == pytest.approx(want, rel=1e-5, abs=1e-45), b
+  assert np.all(out[:5] != 0)
+  centred = np.asarray(groups.group_normalize(values, ids, 3, mode="mean"))
+  np.testing.assert_allclose(centred / scale,
+                             groups.group_normalize(base, ids, 3,
+                                                    mode="mean"),
+                             rtol=1e-5, atol=1e-6)
+
+
 def test_masked_mean_axis_and_eps_zero():
   mask = MASKS["all_masked_row"]
   x = np.arange(15, dtype=np.float32).reshape(3, 5)

@@ -570,6 +570,21 @@ def test_gdpo_single_component_is_whitened_grpo():
   check_output(out, ref_whiten(grpo_tokens, mask), mask)
 
 
+def test_gdpo_whitening_a_constant_gives_exactly_zero():
+  # verl leaves ±3e-4 of float residue divided by sqrt(eps) here.
+  mask = np.ones((4, 5), bool)
+  ids = np.array([0, 0, 1, 1], np.int32)
+  one_row = outcome.gdpo(np.array([[0.37, 2.1]], np.float32), mask[:1],
+                         ids[:1], 1)
+  assert not np.any(np.asarray(one_row.advantages))
+  same = outcome.gdpo(np.full((4, 2), 0.37, np.float32), mask, ids, 2)
+  assert not np.any(np.asarray(same.advantages))
+  # Singleton groups pass raw components through: a constant total again.
+  singles = outcome.gdpo(np.full((4, 3), 1e3 + 0.1, np.float32), mask,
+                         np.arange(4, dtype=np.int32), 4)
+  assert not np.any(np.asarray(singles.advantages))
+
+
 # --------------------------------------------------------------------------
 # errors
 # --------------------------------------------------------------------------
