@@ -62,6 +62,12 @@ def as_float(x, name: str) -> jax.Array:
   return jnp.asarray(x).astype(jnp.float32)
 
 
+def as_float_like(x, like, name: str, like_name: str = "mask") -> jax.Array:
+  """Checks `x` has the shape of `like` and returns it as float32."""
+  check_same_shape(x, like, name, like_name)
+  return as_float(x, name)
+
+
 def as_mask(mask, name: str = "mask") -> jax.Array:
   """Returns `mask` as bool; numeric masks are True where non-zero."""
   dtype = jnp.result_type(mask)
@@ -221,3 +227,14 @@ def scalar_or_like(x, like, name: str, like_name: str) -> jax.Array:
   if np.ndim(x):
     check_same_shape(x, like, name, like_name)
   return as_float(x, name)
+
+
+def check_trajectory(r_t, discount_t) -> tuple[jax.Array, jax.Array]:
+  """Checks rlax-style `r_t: f[B, T]` and a scalar or `[B, T]` `discount_t`.
+
+  Returns:
+    (r_t, discount_t) as float32.
+  """
+  check_rank(r_t, 2, "r_t")
+  r_t = as_float(r_t, "r_t")
+  return r_t, scalar_or_like(discount_t, r_t, "discount_t", "r_t")

@@ -23,6 +23,7 @@ from cajax import _checks
 from cajax import groups
 from cajax import masking
 from cajax import registry
+from cajax import scoring
 from cajax import sequences
 from cajax import types
 from cajax.token_rewards import implicit_sequence_reward
@@ -35,29 +36,13 @@ def _flat_segments(values, segment_ids, num_segments: int, valid):
   return (high == low)[segment_ids]
 
 
-def _check_rows(mask, group_ids, num_groups, names=("group_ids",),
-                count_name: str = "num_groups"):
-  """Validates a `[B, T]` mask and `[B]` id arrays; returns converted ids."""
-  batch, _ = _checks.check_batch(mask)
-  _checks.check_positive_int(num_groups, count_name)
-  out = []
-  for ids, name in zip(group_ids, names):
-    _checks.check_shape(ids, (batch,), name, like=f"mask {tuple(mask.shape)}")
-    out.append(_checks.as_int(ids, name))
-  return _checks.as_mask(mask), out
-
-
-def _check_token_array(x, mask, name: str) -> jax.Array:
-  _checks.check_same_shape(x, mask, name, "mask")
-  return _checks.as_float(x, name)
-
-
 def _row_scores(token_rewards, mask, keep=None):
   """Σ_t of token rewards (restricted to `keep`) and scorability per row."""
-  rewards = _check_token_array(token_rewards, mask, "token_rewards")
   if keep is not None:
-    rewards = jnp.where(keep, rewards, 0.0)
-  return registry.sequence_scores(rewards, mask)
+    token_rewards = jnp.where(
+        keep, _checks.as_float_like(token_rewards, mask, "token_rewards"),
+        0.0)
+  return scoring.sequence_scores(token_rewards, mask)
 
 
 # ----------------------------------------------------------------------------
@@ -71,8 +56,8 @@ _TRAJECTORY_SCORES = ("step_mean", "sum")
 def _implicit_step_rewards(prm_logprobs, ref_logprobs, mask, step_ids,
                            num_steps: int, beta: float):
   """β Σ_{t∈step} (log π_φ − log π_ref) per step, and the valid-step mask."""
-  prm = _check_token_array(prm_logprobs, mask, "prm_logprobs")
-  ref = _check_token_array(ref_logprobs, mask, "ref_logprobs")
+  prm = _checks.as_float_like(prm_logprobs, mask, "prm_logprobs")
+  ref = _checks.as_float_like(ref_logprobs, mask, "ref_logprobs")
   _checks.check_same_shape(step_ids, mask, "step_ids", "mask")
   mask = _checks.as_mask(mask)
   rewards = implicit_step_reward(prm, ref, mask, step_ids, num_steps,
@@ -84,11 +69,11 @@ def _implicit_step_rewards(prm_logprobs, ref_logprobs, mask, step_ids,
 
 def istar_step_rewards(prm_logprobs, old_logprobs, mask, step_ids, *,
                        num_steps: int, beta: float = 0.05,
-                       normalize: bool = True, norm_eps: float = 1e-6):
+                       max_abs_normalize: bool = True, eps: float = 1e-6):
   """Implicit step rewards of iStar, batch max-abs normalised.
 
   r_{b,s} = β Σ_{t: step_ids[b,t]=s, mask[b,t]} (log π_φ(y_t) − log π_old(y_t))
-  r_{b,s} ← r_{b,s} / (max_{valid (b',s')} |r_{b',s'}| + norm_eps)
+  r_{b,s} ← r_{b,s} / (max_{valid (b',s')} |r_{b',s'}| + eps)
 
   The repo (`istar_norm="batch_norm"`) divides by the batch max of
   |reverse_cumsum(rm_scores)|; with its one-row-per-step layout that is the
@@ -107,8 +92,9 @@ def istar_step_rewards(prm_logprobs, old_logprobs, mask, step_ids, *,
     step_ids: int[B, T] step of each token, −1 outside any step.
     num_steps: static S; ids ≥ S are ignored.
     beta: β (`beta_train`), default 0.05.
-    normalize: divide by the batch max |r| (default True, the repo default).
-    norm_eps: added to the max, default 1e-6.
+    max_abs_normalize: divide by the batch max |r| (default True; the
+      repo's `istar_norm="batch_norm"`).
+    eps: added to the max, default 1e-6.
 
   Returns:
     (step_rewards f32[B, S], step_valid bool[B, S]); steps without a valid
@@ -118,16 +104,16 @@ def istar_step_rewards(prm_logprobs, old_logprobs, mask, step_ids, *,
   _checks.check_positive_int(num_steps, "num_steps")
   rewards, step_valid = _implicit_step_rewards(
       prm_logprobs, old_logprobs, mask, step_ids, num_steps, beta)
-  if normalize:
+  if max_abs_normalize:
     scale = jnp.max(jnp.where(step_valid, jnp.abs(rewards), 0.0))
-    rewards = rewards / (scale + norm_eps)
+    rewards = rewards / (scale + eps)
   return rewards, step_valid
 
 
 def istar(token_rewards, prm_logprobs, old_logprobs, mask, step_ids,
           group_ids, num_groups: int, *, num_steps: int, beta: float = 0.05,
           step_weight: float = 1.0, step_baseline: str = "first_row",
-          normalize: bool = True, norm_eps: float = 1e-6
+          max_abs_normalize: bool = True, eps: float = 1e-6
           ) -> types.EstimatorOutput:
   """iStar advantages: RLOO on episode rewards plus RLOO on implicit steps.
 
@@ -168,8 +154,9 @@ def istar(token_rewards, prm_logprobs, old_logprobs, mask, step_ids,
     beta: β of the implicit reward, default 0.05.
     step_weight: w (`step_advantage_w`), default 1.0.
     step_baseline: "first_row" (default), "all_steps" or "same_index".
-    normalize: batch max-abs normalisation of step rewards (default True).
-    norm_eps: added to the batch max, default 1e-6.
+    max_abs_normalize: batch max-abs normalisation of step rewards
+      (default True).
+    eps: added to the batch max, default 1e-6.
 
   Returns:
     `EstimatorOutput` (returns = advantages) with info `step_rewards`
@@ -180,10 +167,11 @@ def istar(token_rewards, prm_logprobs, old_logprobs, mask, step_ids,
     ValueError: bad shapes, dtypes or options.
   """
   _checks.check_choice(step_baseline, _STEP_BASELINES, "step_baseline")
-  mask_b, (group_ids,) = _check_rows(mask, (group_ids,), num_groups)
+  mask_b, group_ids, num_groups = groups.check_batch_groups(
+      mask, group_ids, num_groups)
   step_rewards, step_valid = istar_step_rewards(
       prm_logprobs, old_logprobs, mask, step_ids, num_steps=num_steps,
-      beta=beta, normalize=normalize, norm_eps=norm_eps)
+      beta=beta, max_abs_normalize=max_abs_normalize, eps=eps)
   scores, scorable = _row_scores(token_rewards, mask)
   episode_adv = groups.group_normalize(scores, group_ids, num_groups,
                                        scorable, mode="rloo")
@@ -205,8 +193,8 @@ def istar(token_rewards, prm_logprobs, old_logprobs, mask, step_ids,
   return types.EstimatorOutput(advantages, advantages, info)
 
 
-def istar_prm_dpo_loss(prm_logprobs, ref_logprobs, mask, step_ids,
-                       token_rewards, group_ids, num_groups: int, *,
+def istar_prm_dpo_loss(prm_logprobs, ref_logprobs, token_rewards, mask,
+                       step_ids, group_ids, num_groups: int, *,
                        num_steps: int, beta: float = 0.05,
                        success_threshold: float = 0.0,
                        trajectory_score: str = "step_mean") -> jax.Array:
@@ -232,9 +220,9 @@ def istar_prm_dpo_loss(prm_logprobs, ref_logprobs, mask, step_ids,
   Args:
     prm_logprobs: f[B, T] log π_φ of the sampled tokens (trainable PRM).
     ref_logprobs: f[B, T] log π_ref (the old policy when `ref_path=null`).
+    token_rewards: f[B, T]; the row sum is the episode reward.
     mask: bool[B, T] trainable tokens.
     step_ids: int[B, T] step index per token, −1 outside any step.
-    token_rewards: f[B, T]; the row sum is the episode reward.
     group_ids: int[B] environment group, in [0, num_groups).
     num_groups: static G (shape check only; pairs compare ids directly).
     num_steps: static S.
@@ -251,7 +239,8 @@ def istar_prm_dpo_loss(prm_logprobs, ref_logprobs, mask, step_ids,
   """
   _checks.check_choice(trajectory_score, _TRAJECTORY_SCORES,
                        "trajectory_score")
-  mask_b, (group_ids,) = _check_rows(mask, (group_ids,), num_groups)
+  mask_b, group_ids, num_groups = groups.check_batch_groups(
+      mask, group_ids, num_groups)
   _checks.check_positive_int(num_steps, "num_steps")
   step_rewards, step_valid = _implicit_step_rewards(
       prm_logprobs, ref_logprobs, mask, step_ids, num_steps, beta)
@@ -311,7 +300,7 @@ def turn_rewards(token_rewards, mask, *, num_turns: int | None = None):
     (rewards f32[B, K], turn_valid bool[B, K], turn_ids int32[B, T]).
   """
   _checks.check_batch(mask)
-  rewards = _check_token_array(token_rewards, mask, "token_rewards")
+  rewards = _checks.as_float_like(token_rewards, mask, "token_rewards")
   length = mask.shape[1]
   num_turns = (length + 1) // 2 if num_turns is None else num_turns
   _checks.check_positive_int(num_turns, "num_turns")
@@ -376,12 +365,14 @@ def matchtir(token_rewards, mask, group_ids, num_groups: int, *,
     ValueError: bad shapes, dtypes or options.
   """
   _checks.check_choice(fuse, _FUSE, "fuse")
-  mask_b, (group_ids,) = _check_rows(mask, (group_ids,), num_groups)
+  mask_b, group_ids, num_groups = groups.check_batch_groups(
+      mask, group_ids, num_groups)
   rewards, turn_valid, turn_ids = turn_rewards(token_rewards, mask,
                                                num_turns=num_turns)
   num_turns = rewards.shape[1]
-  total = jnp.sum(jnp.where(turn_valid, rewards, 0.0), axis=1)
-  rows = turn_valid[:, 0] & ~jnp.isnan(total)  # turn_valid: a row prefix
+  total, scorable = scoring.split_unscorable(
+      jnp.sum(jnp.where(turn_valid, rewards, 0.0), axis=1))
+  rows = turn_valid[:, 0] & scorable  # turn_valid: a row prefix
   turn_valid = turn_valid & rows[:, None]
   rewards = jnp.where(turn_valid, rewards, 0.0)
   returns = sequences.reverse_discounted_cumsum(rewards, turn_valid, gamma)
@@ -431,13 +422,13 @@ def _group_logavgexp(values, group_ids, num_groups: int, valid, tau: float):
 def r3l(token_rewards, mask, group_ids, num_groups: int, *,
         pivot_turns=None, alpha: float = 3.0, success_score: float = 1.0,
         r_max: float = 1.0, baseline: str = "mean", tau: float = 1.0,
-        std_normalize: bool = False, eps: float = 1e-6
+        normalize_by_std: bool = False, eps: float = 1e-6
         ) -> types.EstimatorOutput:
   """R³L advantages: positive amplification with pivotal-credit masking.
 
   b_g = mean_{i∈g} r_i  or  τ·(logsumexp_{i∈g}(r_i/τ) − log n_g)  (b=0 for a
         singleton group);  s_i = r_i − b_g  (or (r_i − μ_g)/(σ_g + eps) with
-        `std_normalize`, the `grpo_reweight_adv` variant)
+        `normalize_by_std`, the `grpo_reweight_adv` variant)
   Â_i = success_score   if r_i ≥ r_max
       = α · s_i         elif s_i ≥ 0
       = s_i             otherwise
@@ -471,8 +462,8 @@ def r3l(token_rewards, mask, group_ids, num_groups: int, *,
     r_max: reward at or above which a row counts as successful, default 1.0.
     baseline: "mean" (default, `opmd_baseline`) or "logavgexp".
     tau: τ of the logavgexp baseline, default 1.0.
-    std_normalize: divide by the group std (GRPO variant), default False.
-    eps: added to the std when `std_normalize`, default 1e-6.
+    normalize_by_std: divide by the group std (GRPO variant), default False.
+    eps: added to the std when `normalize_by_std`, default 1e-6.
 
   Returns:
     `EstimatorOutput` (returns = advantages) with info `row_advantages`
@@ -482,19 +473,20 @@ def r3l(token_rewards, mask, group_ids, num_groups: int, *,
     ValueError: bad shapes, dtypes or options.
   """
   _checks.check_choice(baseline, _R3L_BASELINES, "baseline")
-  mask_b, (group_ids,) = _check_rows(mask, (group_ids,), num_groups)
+  mask_b, group_ids, num_groups = groups.check_batch_groups(
+      mask, group_ids, num_groups)
   scores, scorable = _row_scores(token_rewards, mask)
   if baseline == "mean":
     shifted = groups.group_normalize(
         scores, group_ids, num_groups, scorable,
-        mode="std" if std_normalize else "mean", eps=eps)
+        mode="std" if normalize_by_std else "mean", eps=eps)
   else:
     base = _group_logavgexp(scores, group_ids, num_groups, scorable, tau)
     count = groups.group_sum(scorable.astype(jnp.float32), group_ids,
                              num_groups)
     base = jnp.where(count > 1, base, 0.0)[group_ids]
     shifted = scores - base
-    if std_normalize:
+    if normalize_by_std:
       std = groups.group_moments(scores, group_ids, num_groups,
                                  valid=scorable).std[group_ids]
       shifted = shifted / (jnp.where(count[group_ids] > 1, std, 1.0) + eps)
@@ -536,9 +528,6 @@ def _r3l_adapter(rollouts: types.Rollouts, **kwargs) -> types.EstimatorOutput:
 # SLATE: sibling-step advantages after truncated step-level sampling.
 # ----------------------------------------------------------------------------
 
-_SLATE_NORMS = ("mean_std", "mean")
-
-
 def slate_step_reward(reasoning, query, answer, is_answer, *,
                       weights=(1.0, 1.0, 1.0)) -> jax.Array:
   """Combines SLATE's ternary judge dimensions into one step reward.
@@ -579,12 +568,13 @@ def slate_step_reward(reasoning, query, answer, is_answer, *,
 
 
 def slate(token_rewards, mask, sibling_ids, num_branches: int, *,
-          prefix_lengths=None, normalize: str = "mean_std",
+          prefix_lengths=None, normalize_by_std: bool = True,
           eps: float = 1e-6) -> types.EstimatorOutput:
   """SLATE sibling-step advantages among continuations of a shared prefix.
 
   r_i     = Σ_{t ≥ ℓ_i} token_rewards[i, t]     (reward of the sampled step)
-  Â_i     = (r_i − μ_b) / (σ_b + eps)  ("mean_std")  or  r_i − μ_b  ("mean")
+  Â_i     = (r_i − μ_b) / (σ_b + eps)   (or r_i − μ_b without
+            `normalize_by_std`)
   A_{i,t} = Â_i · 1[t ≥ ℓ_i]   on mask,
 
   where b = sibling_ids[i] is the branch point (one shared prefix h_{<t}
@@ -596,7 +586,7 @@ def slate(token_rewards, mask, sibling_ids, num_branches: int, *,
 
   [GAP] The SLATE code is not available; from the abstract: advantages are
   computed among the k siblings of one decision point. The choice of
-  GRPO-style "mean_std" as default (vs "mean", the baseline of the paper's
+  GRPO-style std normalisation as default (vs centring only, the baseline of the paper's
   variance argument), the reward as the non-prefix token-reward sum, and the
   prefix given as a token count are this implementation's.
 
@@ -612,7 +602,8 @@ def slate(token_rewards, mask, sibling_ids, num_branches: int, *,
     num_branches: static number of branch points.
     prefix_lengths: optional int[B] shared-prefix tokens at the start of each
       row (masked out); None means rows hold only the sampled step.
-    normalize: "mean_std" (default) or "mean".
+    normalize_by_std: divide by the branch std (default True) or only
+      centre.
     eps: added to σ, default 1e-6.
 
   Returns:
@@ -622,10 +613,9 @@ def slate(token_rewards, mask, sibling_ids, num_branches: int, *,
   Raises:
     ValueError: bad shapes, dtypes or options.
   """
-  _checks.check_choice(normalize, _SLATE_NORMS, "normalize")
-  mask_b, (sibling_ids,) = _check_rows(mask, (sibling_ids,), num_branches,
-                                       names=("sibling_ids",),
-                                       count_name="num_branches")
+  mask_b, sibling_ids, num_branches = groups.check_batch_groups(
+      mask, sibling_ids, num_branches, name="sibling_ids",
+      count_name="num_branches")
   batch, length = mask_b.shape
   step_tokens = jnp.ones(mask_b.shape, bool)
   if prefix_lengths is not None:
@@ -635,7 +625,7 @@ def slate(token_rewards, mask, sibling_ids, num_branches: int, *,
   scores, scorable = _row_scores(token_rewards, mask, keep=step_tokens)
   step_adv = groups.group_normalize(
       scores, sibling_ids, num_branches, scorable,
-      mode="std" if normalize == "mean_std" else "mean", eps=eps)
+      mode="std" if normalize_by_std else "mean", eps=eps)
   loss_mask = mask_b & step_tokens
   advantages = masking.broadcast_to_tokens(step_adv, loss_mask)
   info = dict(step_advantages=step_adv, loss_mask=loss_mask)

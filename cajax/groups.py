@@ -46,17 +46,51 @@ def _check_groups(values, group_ids, num_groups, valid):
   return values, group_ids, num_groups, valid
 
 
-def check_group_ids(group_ids, batch: int, num_groups: int) -> jax.Array:
+def check_group_ids(group_ids, batch: int, num_groups: int, *,
+                    name: str = "group_ids",
+                    count_name: str = "num_groups") -> jax.Array:
   """Checks `int[B]` row group ids for a batch of B rows; returns int32.
+
+  Args:
+    group_ids: int[B] group of each row.
+    batch: B.
+    num_groups: static number of groups.
+    name: the caller's name for `group_ids` (e.g. "sibling_ids").
+    count_name: the caller's name for `num_groups` (e.g. "num_branches").
 
   Raises:
     ValueError: `group_ids` is not an integer `[batch]` array or
       `num_groups` is not a static positive int.
   """
-  _checks.check_shape(group_ids, (batch,), "group_ids",
+  _checks.check_shape(group_ids, (batch,), name,
                       like=f"a batch of {batch} rows")
-  _checks.check_positive_int(num_groups, "num_groups")
-  return _checks.as_int(group_ids, "group_ids")
+  _checks.check_positive_int(num_groups, count_name)
+  return _checks.as_int(group_ids, name)
+
+
+def check_batch_groups(mask, group_ids, num_groups: int, *,
+                       name: str = "group_ids",
+                       count_name: str = "num_groups"
+                       ) -> tuple[jax.Array, jax.Array, int]:
+  """Checks a `[B, T]` mask with its `int[B]` group ids and group count.
+
+  Args:
+    mask: bool[B, T] valid tokens.
+    group_ids: int[B] group of each row.
+    num_groups: static number of groups.
+    name: the caller's name for `group_ids`.
+    count_name: the caller's name for `num_groups`.
+
+  Returns:
+    (mask as bool, group_ids as int32, num_groups as int).
+
+  Raises:
+    ValueError: bad rank, shape, dtype or `num_groups`.
+  """
+  batch, _ = _checks.check_batch(mask)
+  group_ids = check_group_ids(group_ids, batch, num_groups, name=name,
+                              count_name=count_name)
+  return _checks.as_mask(mask), group_ids, int(num_groups)
 
 
 def group_sum(values, group_ids, num_groups: int, valid=None) -> jax.Array:

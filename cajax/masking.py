@@ -283,6 +283,40 @@ def last_token_mask(mask) -> jax.Array:
   return jnp.arange(mask.shape[-1])[None, :] == last[:, None]
 
 
+def next_valid(x, mask) -> tuple[jax.Array, jax.Array]:
+  """x at the first valid token strictly after each position.
+
+  Args:
+    x: f[B, T] values.
+    mask: bool[B, T] valid tokens.
+
+  Returns:
+    (f32[B, T] x at the next valid token, 0 where there is none;
+    bool[B, T] whether a next valid token exists).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from cajax import masking
+    >>> x = jnp.array([[1.0, 2.0, 3.0, 4.0]])
+    >>> mask = jnp.array([[True, False, True, False]])
+    >>> after, exists = masking.next_valid(x, mask)
+    >>> after.tolist(), exists.tolist()
+    ([[3.0, 3.0, 0.0, 0.0]], [[True, True, False, False]])
+  """
+  _checks.check_batch(mask)
+  x = _checks.as_float_like(x, mask, "x")
+  mask = _checks.as_mask(mask)
+  length = mask.shape[1]
+  positions = jnp.arange(length, dtype=jnp.int32)[None, :]
+  first_at_or_after = jax.lax.cummin(jnp.where(mask, positions, length),
+                                     axis=1, reverse=True)
+  after = jnp.pad(first_at_or_after[:, 1:], ((0, 0), (0, 1)),
+                  constant_values=length)
+  exists = after < length
+  gathered = jnp.take_along_axis(x, jnp.minimum(after, length - 1), axis=1)
+  return jnp.where(exists, gathered, 0.0), exists
+
+
 def broadcast_to_tokens(row_values, mask) -> jax.Array:
   """Broadcasts `[B]` row values over the valid tokens of `mask` `[B, T]`."""
   _checks.check_batch(mask)

@@ -56,6 +56,7 @@ from cajax import _checks
 from cajax import groups
 from cajax import masking
 from cajax import registry
+from cajax import scoring
 from cajax import types
 
 _CENTERS = ("group", "batch", "none")
@@ -80,16 +81,10 @@ class _RowStats(NamedTuple):
   spread: jax.Array    # bool, group holds two distinct scorable scores
 
 
-def _check_groups(mask, group_ids, num_groups):
-  """Checks `mask`, `group_ids` and `num_groups`; returns them converted."""
-  batch, _ = _checks.check_batch(mask)
-  group_ids = groups.check_group_ids(group_ids, batch, num_groups)
-  return _checks.as_mask(mask), group_ids, int(num_groups)
-
-
 def _prepare(token_rewards, mask, group_ids, num_groups) -> _Batch:
-  mask, group_ids, num_groups = _check_groups(mask, group_ids, num_groups)
-  scores, scorable = registry.sequence_scores(token_rewards, mask)
+  mask, group_ids, num_groups = groups.check_batch_groups(mask, group_ids,
+                                                         num_groups)
+  scores, scorable = scoring.sequence_scores(token_rewards, mask)
   return _Batch(scores, scorable, mask, group_ids, num_groups)
 
 
@@ -510,7 +505,8 @@ def gdpo(reward_components, mask, group_ids, num_groups: int, *,
     ValueError: bad ranks/shapes or unknown options.
   """
   _checks.check_choice(variant, ("verl", "normalize_then_sum"), "variant")
-  mask, ids, num_groups = _check_groups(mask, group_ids, num_groups)
+  mask, ids, num_groups = groups.check_batch_groups(mask, group_ids,
+                                                   num_groups)
   _checks.check_rank(reward_components, 2, "reward_components")
   batch_size, components = jnp.shape(reward_components)
   _checks.check_shape(reward_components, (mask.shape[0], None),
@@ -521,13 +517,12 @@ def gdpo(reward_components, mask, group_ids, num_groups: int, *,
   _checks.check_shape(weights, (components,), "weights",
                       like=f"reward_components {(batch_size, components)}")
   weights = _checks.as_float(jnp.asarray(weights), "weights")
-  present = ~jnp.isnan(values)
+  values, present = scoring.split_unscorable(values)
   scorable = jnp.any(present, axis=1)
   total = jnp.zeros((batch_size,), jnp.float32)
   spread = jnp.zeros((batch_size,), bool)
   for k in range(components):
-    column = jnp.where(present[:, k], values[:, k], 0.0)
-    z, stats = _normalise(column, present[:, k], ids, num_groups,
+    z, stats = _normalise(values[:, k], present[:, k], ids, num_groups,
                           scale="group" if normalize_by_std else "none",
                           eps=eps, ddof=ddof, singleton=singleton)
     total = total + weights[k] * z

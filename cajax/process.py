@@ -31,6 +31,7 @@ from cajax import _checks
 from cajax import groups
 from cajax import masking
 from cajax import registry
+from cajax import scoring
 from cajax import sequences
 from cajax import types
 
@@ -45,18 +46,6 @@ _PURE_VAR_FLOOR = 1e-8
 
 # --------------------------------------------------------------------------
 # Shared helpers.
-
-
-_check_groups = groups.check_group_ids
-
-
-def _row_outcomes(outcome_rewards, batch: int, name: str):
-  """Returns (outcome with 0 on unscorable rows, scorable bool[B])."""
-  _checks.check_shape(outcome_rewards, (batch,), name,
-                      like=f"a batch of {batch} rows")
-  outcome = _checks.as_float(outcome_rewards, name)
-  scorable = jnp.isfinite(outcome)
-  return jnp.where(scorable, outcome, 0.0), scorable
 
 
 class _Steps(NamedTuple):
@@ -197,11 +186,11 @@ def _whiten_nonzero(x, mask) -> jax.Array:
 def _process_returns(step_values, steps: _Steps, group_ids, num_groups: int,
                      verifiable_rewards, token_kl, *, baseline: str,
                      verifiable_reward_coef: float, kl_coef: float,
-                     mask_step_end: bool, normalize: bool,
-                     discount: float) -> types.EstimatorOutput:
+                     mask_step_end: bool, whiten: bool,
+                     gamma: float) -> types.EstimatorOutput:
   """The PURE main-branch reward → return → advantage pipeline."""
   batch = steps.mask.shape[0]
-  group_ids = _check_groups(group_ids, batch, num_groups)
+  group_ids = groups.check_group_ids(group_ids, batch, num_groups)
   outcome = jnp.sum(step_values, axis=1)
   if baseline == "token":
     lengths = masking.sequence_lengths(steps.mask).astype(jnp.float32)
@@ -227,8 +216,8 @@ def _process_returns(step_values, steps: _Steps, group_ids, num_groups: int,
   last = masking.last_token_mask(steps.mask) & steps.mask
   info = {"process_outcome": outcome}
   if verifiable_rewards is not None:
-    vr, scorable = _row_outcomes(verifiable_rewards, batch,
-                                 "verifiable_rewards")
+    vr, scorable = scoring.row_scores(verifiable_rewards, batch,
+                                      "verifiable_rewards")
     vr_advantage = groups.group_normalize(vr, group_ids, num_groups,
                                           scorable, mode="rloo",
                                           singleton="zero")
@@ -240,23 +229,22 @@ def _process_returns(step_values, steps: _Steps, group_ids, num_groups: int,
     kl = _checks.as_float(token_kl, "token_kl")
     rewards = rewards - kl_coef * jnp.where(steps.mask, kl, 0.0)
   # γ = 1 stays a Python number: the fast static-γ path of the recurrence.
-  gamma = (1.0 if discount == 1.0
-           else jnp.where(steps.ends, jnp.float32(discount), 1.0))
+  gamma = (1.0 if gamma == 1.0
+           else jnp.where(steps.ends, jnp.float32(gamma), 1.0))
   returns = sequences.reverse_discounted_cumsum(rewards, steps.mask, gamma)
   if mask_step_end:
     returns = jnp.where(steps.ends | last, 0.0, returns)
-  advantages = (_whiten_nonzero(returns, steps.mask) if normalize
-                else returns)
+  advantages = _whiten_nonzero(returns, steps.mask) if whiten else returns
   return types.EstimatorOutput(advantages=advantages, returns=returns,
                                info=info)
 
 
-def pure(step_rewards, step_mask, step_ids, mask, group_ids, num_groups: int,
+def pure(step_rewards, mask, step_ids, step_mask, group_ids, num_groups: int,
          *, verifiable_rewards=None, token_kl=None, mode: str = "softmin",
          temperature: float = 0.1, baseline: str = "token",
          verifiable_reward_coef: float = 1.0, kl_coef: float = 0.001,
          mask_step_end: bool = True,
-         normalize: bool = True) -> types.EstimatorOutput:
+         whiten: bool = True) -> types.EstimatorOutput:
   """PURE min-form credit assignment with a process reward model.
 
   Reproduces the main (OpenRLHF) branch behind the paper's numbers:
@@ -290,9 +278,9 @@ def pure(step_rewards, step_mask, step_ids, mask, group_ids, num_groups: int,
 
   Args:
     step_rewards: f[B, S] PRM step rewards rₖ (e.g. p(good) − p(bad)).
-    step_mask: bool[B, S] valid steps.
-    step_ids: int[B, T] step index of each token, −1 outside any step.
     mask: bool[B, T] valid response tokens.
+    step_ids: int[B, T] step index of each token, −1 outside any step.
+    step_mask: bool[B, S] valid steps.
     group_ids: int[B] prompt group of each row, in [0, num_groups).
     num_groups: static number of groups.
     verifiable_rewards: optional f[B] verifier outcome vᵢ (NaN =
@@ -306,7 +294,8 @@ def pure(step_rewards, step_mask, step_ids, mask, group_ids, num_groups: int,
     kl_coef: β of the KL reward, default 0.001 (repo `init_kl_coef`).
     mask_step_end: zero the return at step ends and the last token, default
       True (`--nomask_separator_adv` turns it off in the repo).
-    normalize: batch-global whitening, default True.
+    whiten: batch-global whitening, default True (the repo's
+      `advantage_estimator` normalisation).
 
   Returns:
     `EstimatorOutput`: f32[B, T] advantages (whitened) and returns (before
@@ -325,17 +314,17 @@ def pure(step_rewards, step_mask, step_ids, mask, group_ids, num_groups: int,
       step_values, steps, group_ids, num_groups, verifiable_rewards,
       token_kl, baseline=baseline,
       verifiable_reward_coef=verifiable_reward_coef, kl_coef=kl_coef,
-      mask_step_end=mask_step_end, normalize=normalize, discount=1.0)
+      mask_step_end=mask_step_end, whiten=whiten, gamma=1.0)
   out.info["step_rewards"] = step_values
   return out
 
 
-def sum_form_prm(step_rewards, step_mask, step_ids, mask, group_ids,
+def sum_form_prm(step_rewards, mask, step_ids, step_mask, group_ids,
                  num_groups: int, *, verifiable_rewards=None, token_kl=None,
-                 discount: float = 1.0, baseline: str = "token",
+                 gamma: float = 1.0, baseline: str = "token",
                  verifiable_reward_coef: float = 1.0, kl_coef: float = 0.001,
                  mask_step_end: bool = True,
-                 normalize: bool = True) -> types.EstimatorOutput:
+                 whiten: bool = True) -> types.EstimatorOutput:
   """Canonical sum-form return of PRM step rewards (PURE's baseline).
 
     Gₜ = Σ_{k ≥ k(t)} γ^{k − k(t)} r̃ₖ + (VR and KL terms),
@@ -357,19 +346,19 @@ def sum_form_prm(step_rewards, step_mask, step_ids, mask, group_ids,
 
   Args:
     step_rewards: f[B, S] PRM step rewards.
-    step_mask: bool[B, S] valid steps.
-    step_ids: int[B, T] step index of each token, −1 outside any step.
     mask: bool[B, T] valid response tokens.
+    step_ids: int[B, T] step index of each token, −1 outside any step.
+    step_mask: bool[B, S] valid steps.
     group_ids: int[B] prompt group of each row.
     num_groups: static number of groups.
     verifiable_rewards: optional f[B] verifier outcome (NaN = unscorable).
     token_kl: optional f[B, T] per-token KL estimate.
-    discount: γ per step, default 1.0.
+    gamma: γ per step, default 1.0.
     baseline: "token" (default), "step" or "none".
     verifiable_reward_coef: default 1.0.
     kl_coef: default 0.001.
     mask_step_end: default True.
-    normalize: default True.
+    whiten: default True.
 
   Returns:
     `EstimatorOutput` as in `pure` (info["process_outcome"] = Σₖ rₖ).
@@ -383,16 +372,16 @@ def sum_form_prm(step_rewards, step_mask, step_ids, mask, group_ids,
       steps.rewards, steps, group_ids, num_groups, verifiable_rewards,
       token_kl, baseline=baseline,
       verifiable_reward_coef=verifiable_reward_coef, kl_coef=kl_coef,
-      mask_step_end=mask_step_end, normalize=normalize, discount=discount)
+      mask_step_end=mask_step_end, whiten=whiten, gamma=gamma)
 
 
 # --------------------------------------------------------------------------
 # DeepSeekMath process supervision.
 
 
-def process_grpo(step_rewards, step_mask, step_ids, mask, group_ids,
-                 num_groups: int, *, eps: float = 1e-6, std_ddof: int = 1,
-                 scale: bool = True) -> types.EstimatorOutput:
+def process_grpo(step_rewards, mask, step_ids, step_mask, group_ids,
+                 num_groups: int, *, eps: float = 1e-6, ddof: int = 1,
+                 normalize_by_std: bool = True) -> types.EstimatorOutput:
   """GRPO with process supervision (DeepSeekMath §4.1.3).
 
     r̃ᵢₖ = (rᵢₖ − mean(R_g)) / (std(R_g) + eps),
@@ -401,7 +390,7 @@ def process_grpo(step_rewards, step_mask, step_ids, mask, group_ids,
   where R_g holds every valid step reward of every row of the group: a token
   gets the sum of the normalised rewards of its own step and all later ones
   (tokens outside any step get those of the later steps). Conventions as
-  verl's GRPO: std with `std_ddof` (torch default 1), eps added to it, a
+  verl's GRPO: std with `ddof` (torch default 1), eps added to it, a
   group with a single valid step passes its reward through, a group of
   equal step rewards gives 0.
 
@@ -410,14 +399,15 @@ def process_grpo(step_rewards, step_mask, step_ids, mask, group_ids,
 
   Args:
     step_rewards: f[B, S] step rewards.
-    step_mask: bool[B, S] valid steps.
-    step_ids: int[B, T] step index of each token, −1 outside any step.
     mask: bool[B, T] valid response tokens.
+    step_ids: int[B, T] step index of each token, −1 outside any step.
+    step_mask: bool[B, S] valid steps.
     group_ids: int[B] prompt group of each row.
     num_groups: static number of groups.
     eps: added to the std, default 1e-6.
-    std_ddof: 1 (default, unbiased) or 0.
-    scale: divide by the std (default True); False only centres.
+    ddof: 1 (default, unbiased) or 0.
+    normalize_by_std: divide by the std (default True; verl
+      `norm_adv_by_std_in_grpo`); False only centres.
 
   Returns:
     `EstimatorOutput` with advantages = returns f32[B, T] and
@@ -427,10 +417,10 @@ def process_grpo(step_rewards, step_mask, step_ids, mask, group_ids,
     ValueError: bad shapes or dtypes.
   """
   steps = _prepare_steps(step_rewards, step_mask, step_ids, mask)
-  group_ids = _check_groups(group_ids, steps.rewards.shape[0], num_groups)
+  group_ids = groups.check_group_ids(group_ids, steps.rewards.shape[0], num_groups)
   normalized = groups.group_normalize(
       steps.rewards, group_ids, num_groups, steps.valid,
-      mode="std" if scale else "mean", eps=eps, ddof=std_ddof,
+      mode="std" if normalize_by_std else "mean", eps=eps, ddof=ddof,
       singleton="keep")
   advantages = sequences.reverse_discounted_cumsum(
       _at_step_ends(normalized, steps), steps.mask)
@@ -474,12 +464,13 @@ def thought_segments(step_labels, step_mask) -> tuple[jax.Array, jax.Array]:
           jnp.sum(starts, axis=1, dtype=jnp.int32))
 
 
-def tp_grpo(outcome_rewards, step_labels, step_mask, step_ids, mask,
+def tp_grpo(outcome_rewards, step_labels, mask, step_ids, step_mask,
             group_ids, num_groups: int, *, positive_scale: float = 0.5,
             negative_scale: float = 0.5, adapt: str = "linear",
             adapt_power: float = 1.0, credit: str = "local",
             correct_threshold: float = 0.5, eps: float = 1e-6,
-            std_ddof: int = 1, scale: bool = True) -> types.EstimatorOutput:
+            ddof: int = 1,
+            normalize_by_std: bool = True) -> types.EstimatorOutput:
   """TP-GRPO: thought-level, capability-adaptive process rewards + GRPO.
 
     Aᵢₜ = (sᵢ − μ_g) / (σ_g + eps) + pᵢ,ₕ₍ₜ₎,
@@ -511,9 +502,9 @@ def tp_grpo(outcome_rewards, step_labels, step_mask, step_ids, mask,
   Args:
     outcome_rewards: f[B] outcome scores sᵢ (NaN = unscorable: advantage 0).
     step_labels: f[B, S] step judgements (sign used).
-    step_mask: bool[B, S] valid steps.
-    step_ids: int[B, T] step index of each token, −1 outside any step.
     mask: bool[B, T] valid response tokens.
+    step_ids: int[B, T] step index of each token, −1 outside any step.
+    step_mask: bool[B, S] valid steps.
     group_ids: int[B] prompt group of each row.
     num_groups: static number of groups.
     positive_scale: reward of a correct thought in a wrong answer, 0.5.
@@ -523,8 +514,8 @@ def tp_grpo(outcome_rewards, step_labels, step_mask, step_ids, mask,
     credit: "local" (default) or "return".
     correct_threshold: sᵢ above it counts as correct, default 0.5.
     eps: GRPO std eps, default 1e-6.
-    std_ddof: GRPO std ddof, default 1.
-    scale: GRPO divides by the std (default True).
+    ddof: GRPO std ddof, default 1.
+    normalize_by_std: GRPO divides by the std (default True).
 
   Returns:
     `EstimatorOutput` with advantages = returns f32[B, T]; info holds
@@ -540,12 +531,13 @@ def tp_grpo(outcome_rewards, step_labels, step_mask, step_ids, mask,
   steps = _prepare_steps(step_labels, step_mask, step_ids, mask,
                          rewards_name="step_labels")
   batch = steps.mask.shape[0]
-  group_ids = _check_groups(group_ids, batch, num_groups)
-  outcome, scorable = _row_outcomes(outcome_rewards, batch,
-                                    "outcome_rewards")
+  group_ids = groups.check_group_ids(group_ids, batch, num_groups)
+  outcome, scorable = scoring.row_scores(outcome_rewards, batch,
+                                         "outcome_rewards")
   outcome_adv = groups.group_normalize(outcome, group_ids, num_groups,
-                                       scorable, mode="std" if scale
-                                       else "mean", eps=eps, ddof=std_ddof,
+                                       scorable,
+                                       mode="std" if normalize_by_std
+                                       else "mean", eps=eps, ddof=ddof,
                                        singleton="keep")
   correct = scorable & (outcome > correct_threshold)
   moments = groups.group_moments(correct.astype(jnp.float32), group_ids,
@@ -590,12 +582,6 @@ def tp_grpo(outcome_rewards, step_labels, step_mask, step_ids, mask,
 _STEP_FIELDS = ("step_rewards", "step_mask", "step_ids", "group_ids")
 
 
-def _nan_unscorable(rollouts) -> jax.Array:
-  scores, scorable = registry.sequence_scores(rollouts.token_rewards,
-                                              rollouts.mask)
-  return jnp.where(scorable, scores, jnp.nan)
-
-
 def _prm_inputs(rollouts, kl_in_reward: bool) -> dict:
   kl = None
   if kl_in_reward:
@@ -604,7 +590,9 @@ def _prm_inputs(rollouts, kl_in_reward: bool) -> dict:
                        "rollouts.ref_logprobs.")
     kl = (_checks.as_float(rollouts.old_logprobs, "old_logprobs")
           - _checks.as_float(rollouts.ref_logprobs, "ref_logprobs"))
-  vr = None if rollouts.token_rewards is None else _nan_unscorable(rollouts)
+  vr = None
+  if rollouts.token_rewards is not None:
+    vr = scoring.row_sums(rollouts.token_rewards, rollouts.mask)
   return dict(step_rewards=rollouts.step_rewards,
               step_mask=rollouts.step_mask, step_ids=rollouts.step_ids,
               mask=rollouts.mask, group_ids=rollouts.group_ids,
@@ -632,14 +620,14 @@ def _sum_form_prm_adapter(rollouts, *, kl_in_reward: bool = False,
 
 @registry.register("process_grpo", required=_STEP_FIELDS)
 def _process_grpo_adapter(rollouts, **kwargs):
-  return process_grpo(rollouts.step_rewards, rollouts.step_mask,
-                      rollouts.step_ids, rollouts.mask, rollouts.group_ids,
-                      rollouts.num_groups, **kwargs)
+  return process_grpo(rollouts.step_rewards, rollouts.mask,
+                      rollouts.step_ids, rollouts.step_mask,
+                      rollouts.group_ids, rollouts.num_groups, **kwargs)
 
 
 @registry.register("tp_grpo", required=("token_rewards",) + _STEP_FIELDS)
 def _tp_grpo_adapter(rollouts, **kwargs):
   """`tp_grpo` with sᵢ = Σₜ token_rewards and labels sign(step_rewards)."""
-  return tp_grpo(_nan_unscorable(rollouts), rollouts.step_rewards,
-                 rollouts.step_mask, rollouts.step_ids, rollouts.mask,
-                 rollouts.group_ids, rollouts.num_groups, **kwargs)
+  return tp_grpo(scoring.row_sums(rollouts.token_rewards, rollouts.mask),
+                 rollouts.step_rewards, rollouts.mask, rollouts.step_ids,
+                 rollouts.step_mask, rollouts.group_ids, rollouts.num_groups, **kwargs)

@@ -13,8 +13,6 @@ register their adapters at import time with `@register("name", ...)`.
 
 from typing import Callable, Sequence
 
-import jax.numpy as jnp
-
 from cajax import _checks
 from cajax import types
 
@@ -106,21 +104,3 @@ def estimate(name: str, rollouts: types.Rollouts,
                      f"{'is' if len(missing) == 1 else 'are'} None.")
   return _ADAPTERS[name](rollouts, **hyperparameters)
 
-
-def sequence_scores(token_rewards, mask):
-  """Row scores Σ_t r[b, t] over all T positions (verl) and scorability.
-
-  Args:
-    token_rewards: f[B, T]; padding is expected to hold 0 (verl sums every
-      position). NaN anywhere in a row marks the row unscorable.
-    mask: bool[B, T] (shape check only).
-
-  Returns:
-    (scores f32[B] with 0 on unscorable rows, scorable bool[B]).
-  """
-  _checks.check_batch(mask)
-  _checks.check_same_shape(token_rewards, mask, "token_rewards", "mask")
-  rewards = _checks.as_float(token_rewards, "token_rewards")
-  raw = jnp.sum(rewards, axis=1)
-  scorable = ~jnp.isnan(raw)
-  return jnp.where(scorable, raw, 0.0), scorable

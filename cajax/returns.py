@@ -1,31 +1,19 @@
-"""Returns and value-based advantages over padded `[B, T]` batches.
+"""verl's return-based LLM estimators over padded `[B, T]` batches.
 
-Two families live here.
+`gae`, `reinforce_plus_plus`, `remax` and `prime` match verl's
+`core_algos.py` on valid tokens (defaults included); each is a plain
+function returning `cajax.EstimatorOutput` and is registered by name.
+`kl_in_reward` folds a per-token KL penalty into the rewards.
 
-* LLM-RL estimators that match verl's current `core_algos.py` on valid
-  tokens (defaults included), each a plain function returning
-  `cajax.EstimatorOutput` and registered by name: `gae`,
-  `reinforce_plus_plus`, `remax`, `optimal_token_baseline` and `prime`.
-* rlax-parity multistep targets, batch-major: `lambda_returns`,
-  `discounted_returns`, `n_step_bootstrapped_returns`,
-  `truncated_generalized_advantage_estimation`, `vtrace` and
-  `vtrace_td_error_and_advantage`. They follow rlax's index convention: at row
-  position t, `r_t`, `discount_t` and `v_t` are the reward, discount and value
-  of the *next* step (Sutton & Barto's rₜ₊₁, γₜ₊₁, vₜ₊₁), while `v_tm1` and
-  `rho_tm1` belong to the step the action was taken from. Termination is a
-  zero `discount_t`; only the V-trace functions take a `sample_mask`.
+Masks: interior False tokens are skipped (the running return carries across
+them undiscounted, as in verl and Tunix GAE), trailing False tokens are
+padding, and every `[B, T]` output is exactly 0 at masked tokens. verl
+leaves whitened GAE advantages and returns non-zero on padding; only valid
+tokens are comparable.
 
-Masks (DESIGN.md §2): interior False tokens are skipped (the running return
-carries across them undiscounted, as in verl/Tunix GAE and rlax V-trace's
-`sample_mask`), trailing False tokens are padding, and every `[B, T]` output is
-exactly 0 at masked tokens. verl leaves whitened GAE advantages and returns
-non-zero on padding; only valid tokens are comparable.
-
-Every recurrence runs through `cajax.sequences.reverse_discounted_cumsum`;
-"the value at the next valid token" is a vectorised gather, never a loop.
+Related modules: `cajax.token_baseline` (verl's optimal token baseline),
+`cajax.multistep` and `cajax.off_policy` (rlax-parity targets).
 """
-
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,58 +22,22 @@ from cajax import _checks
 from cajax import groups
 from cajax import masking
 from cajax import registry
+from cajax import scoring
 from cajax import sequences
 from cajax import token_rewards
 from cajax import types
-
-
-# ---------------------------------------------------------------------------
-# Private helpers.
-
-
-def _tokens(x, mask, name: str) -> jax.Array:
-  """Checks `x` is shaped like `mask` and returns it as float32."""
-  _checks.check_same_shape(x, mask, name, "mask")
-  return _checks.as_float(x, name)
-
-
-def _coefficient(x, like, name: str, like_name: str = "r_t") -> jax.Array:
-  """A scalar or a per-token `[B, T]` coefficient (γ, λ), as float32."""
-  return _checks.scalar_or_like(x, like, name, like_name)
-
-
-def _static_or_coefficient(x, like, name: str, like_name: str = "r_t"):
-  """A Python-number coefficient stays a Python float (static: it selects
-  the fast matmul path of `sequences.reverse_discounted_cumsum`); anything
-  else goes through `_coefficient`."""
-  if _checks.is_static_number(x):
-    return float(x)
-  return _coefficient(x, like, name, like_name)
-
 
 # GAE with a static λ ≥ this telescopes into one recurrence (see `gae`).
 _GAE_TELESCOPE_MIN_LAMBDA = 0.5
 
 
-def _next_valid(x, mask) -> tuple[jax.Array, jax.Array]:
-  """x at the first valid token strictly after t, and whether one exists.
-
-  Args:
-    x: f32[B, T].
-    mask: bool[B, T].
-
-  Returns:
-    (f32[B, T] gathered values, 0 where there is none; bool[B, T] exists).
-  """
-  length = mask.shape[1]
-  positions = jnp.arange(length, dtype=jnp.int32)[None, :]
-  first_at_or_after = jax.lax.cummin(jnp.where(mask, positions, length),
-                                     axis=1, reverse=True)
-  after = jnp.pad(first_at_or_after[:, 1:], ((0, 0), (0, 1)),
-                  constant_values=length)
-  exists = after < length
-  gathered = jnp.take_along_axis(x, jnp.minimum(after, length - 1), axis=1)
-  return jnp.where(exists, gathered, 0.0), exists
+def _static_or_coefficient(x, mask, name: str):
+  """A Python-number γ or λ stays a static float (it selects the fast path
+  of `sequences.reverse_discounted_cumsum`); else a scalar or `[B, T]`
+  float32 array."""
+  if _checks.is_static_number(x):
+    return float(x)
+  return _checks.scalar_or_like(x, mask, name, "mask")
 
 
 def _maybe_whiten(x, mask, whiten: bool) -> jax.Array:
@@ -95,15 +47,7 @@ def _maybe_whiten(x, mask, whiten: bool) -> jax.Array:
   return jnp.where(mask, x, 0.0)
 
 
-def _stop_gradient_if(x, flag: bool) -> jax.Array:
-  return jax.lax.stop_gradient(x) if flag else x
-
-
-# ---------------------------------------------------------------------------
-# LLM-RL estimators (verl parity on valid tokens).
-
-
-def gae(token_rewards, values, mask, gamma=1.0, lam=1.0,
+def gae(token_rewards, values, mask, *, gamma=1.0, lambda_=1.0,
         whiten: bool = True) -> types.EstimatorOutput:
   """Generalized advantage estimation with skip-masked tokens (verl, Tunix).
 
@@ -128,7 +72,8 @@ def gae(token_rewards, values, mask, gamma=1.0, lam=1.0,
     values: f[B, T] critic values vₜ.
     mask: bool[B, T] valid tokens.
     gamma: discount γ, scalar or f[B, T] (verl `algorithm.gamma`, 1.0).
-    lam: GAE λ, scalar or f[B, T] (verl `algorithm.lam`, 1.0).
+    lambda_: GAE λ, scalar or f[B, T] (verl and TRL call it `lam`; verl
+      `algorithm.lam`, 1.0).
     whiten: whiten the advantages batch-globally (verl always does).
 
   Returns:
@@ -139,11 +84,11 @@ def gae(token_rewards, values, mask, gamma=1.0, lam=1.0,
     ValueError: wrong ranks or shapes.
   """
   _checks.check_batch(mask)
-  rewards = _tokens(token_rewards, mask, "token_rewards")
-  values = _tokens(values, mask, "values")
+  rewards = _checks.as_float_like(token_rewards, mask, "token_rewards")
+  values = _checks.as_float_like(values, mask, "values")
   mask = _checks.as_mask(mask)
-  gamma = _static_or_coefficient(gamma, mask, "gamma", "mask")
-  lam = _static_or_coefficient(lam, mask, "lam", "mask")
+  gamma = _static_or_coefficient(gamma, mask, "gamma")
+  lam = _static_or_coefficient(lambda_, mask, "lambda_")
   values = jnp.where(mask, values, 0.0)
   if (isinstance(lam, float) and lam >= _GAE_TELESCOPE_MIN_LAMBDA
       and jnp.ndim(gamma) == 0):
@@ -154,7 +99,7 @@ def gae(token_rewards, values, mask, gamma=1.0, lam=1.0,
         rewards + (1.0 / lam - 1.0) * values, mask, gamma * lam)
     raw = jnp.where(mask, raw - values / lam, 0.0)
   else:
-    next_value, _ = _next_valid(values, mask)
+    next_value, _ = masking.next_valid(values, mask)
     delta = jnp.where(mask, rewards + gamma * next_value - values, 0.0)
     raw = sequences.reverse_discounted_cumsum(delta, mask, gamma * lam)
   returns = jnp.where(mask, raw + values, 0.0)
@@ -163,7 +108,7 @@ def gae(token_rewards, values, mask, gamma=1.0, lam=1.0,
       info={"raw_advantages": raw})
 
 
-def kl_in_reward(token_rewards, kl, beta, mask) -> jax.Array:
+def kl_in_reward(token_rewards, kl, mask, *, beta) -> jax.Array:
   """Folds a per-token KL penalty into the rewards: rₜ − β·klₜ on valid tokens.
 
   verl `apply_kl_penalty` (use_kl_in_reward) and OpenRLHF's per-token KL
@@ -172,20 +117,20 @@ def kl_in_reward(token_rewards, kl, beta, mask) -> jax.Array:
   Args:
     token_rewards: f[B, T] rewards.
     kl: f[B, T] per-token KL estimate (e.g. `losses.kl_penalty`).
-    beta: KL coefficient β (scalar).
     mask: bool[B, T] valid tokens.
+    beta: KL coefficient β (scalar; verl `kl_ctrl.kl_coef`).
 
   Returns:
     f32[B, T] penalised rewards.
   """
   _checks.check_batch(mask)
-  rewards = _tokens(token_rewards, mask, "token_rewards")
-  kl = _tokens(kl, mask, "kl")
+  rewards = _checks.as_float_like(token_rewards, mask, "token_rewards")
+  kl = _checks.as_float_like(kl, mask, "kl")
   mask = _checks.as_mask(mask)
   return rewards - jnp.where(mask, beta * kl, 0.0)
 
 
-def reinforce_plus_plus(token_rewards, mask, gamma=1.0,
+def reinforce_plus_plus(token_rewards, mask, *, gamma=1.0,
                         skip_masked: bool = True,
                         whiten: bool = True) -> types.EstimatorOutput:
   """REINFORCE++: discounted token returns, whitened over the batch (verl).
@@ -221,9 +166,9 @@ def reinforce_plus_plus(token_rewards, mask, gamma=1.0,
     ValueError: wrong ranks or shapes.
   """
   _checks.check_batch(mask)
-  rewards = _tokens(token_rewards, mask, "token_rewards")
+  rewards = _checks.as_float_like(token_rewards, mask, "token_rewards")
   mask = _checks.as_mask(mask)
-  gamma = _static_or_coefficient(gamma, mask, "gamma", "mask")
+  gamma = _static_or_coefficient(gamma, mask, "gamma")
   if not skip_masked:
     next_valid = jnp.pad(mask[:, 1:], ((0, 0), (0, 1)))
     gamma = jnp.where(next_valid, gamma, 0.0)
@@ -255,133 +200,12 @@ def remax(token_rewards, baseline_scores, mask) -> types.EstimatorOutput:
     ValueError: wrong ranks or shapes.
   """
   _checks.check_batch(mask)
-  rewards = _tokens(token_rewards, mask, "token_rewards")
+  rewards = _checks.as_float_like(token_rewards, mask, "token_rewards")
   mask = _checks.as_mask(mask)
   returns = sequences.reverse_discounted_cumsum(rewards, mask)
   baseline = masking.broadcast_to_tokens(baseline_scores, mask)
   return types.EstimatorOutput(advantages=returns - baseline,
                                returns=returns, info={})
-
-
-def _group_token_mean(numerator, denominator, mask, group_ids,
-                      num_groups: int, index, eps: float) -> jax.Array:
-  """Per (group, index) ratio Σ numerator / (Σ denominator + eps), gathered.
-
-  Sums run over the valid tokens of each group that share the same `index`
-  (a token position when `index` is None, or a rank among valid tokens);
-  the ratio is read back at every valid token.
-  """
-  length = mask.shape[1]
-  if index is None:  # index = token position: segments are (group, column)
-    # Whole rows are the scatter updates: B of them, not B·T entries.
-    def row_total(x):
-      return jax.ops.segment_sum(jnp.where(mask, x, 0.0), group_ids,
-                                 num_segments=num_groups)
-
-    ratio = row_total(numerator) / (row_total(denominator) + eps)
-    return ratio[group_ids]
-  segments = num_groups * length
-  ids = jnp.where(mask, group_ids[:, None] * length + index, segments)
-  flat_ids = ids.reshape(-1)
-
-  def total(x):
-    return jax.ops.segment_sum(jnp.where(mask, x, 0.0).reshape(-1),
-                               flat_ids, num_segments=segments + 1)
-
-  ratio = total(numerator) / (total(denominator) + eps)
-  return ratio[ids]
-
-
-def optimal_token_baseline(token_rewards, mask, group_ids, num_groups: int,
-                           old_logprobs, sum_pi_squared,
-                           rollout_is_weights=None,
-                           handle_zero_tail: bool = True,
-                           multi_turn: bool = False,
-                           eps: float = 1e-8) -> types.EstimatorOutput:
-  """Optimal Token Baseline: a per-position, variance-weighted group baseline.
-
-  With Gₜ the reward-to-go, wₜ = 1 − 2·π(yₜ) + Σ_v π(v)² (times ρ̄ₜ² when
-  rollout importance weights are given) and Wₜ = Σ_{s ≤ t, valid} w_s:
-
-    Bₜ = Σ_{j∈g} G_{j,t}·W_{j,t} / (Σ_{j∈g} W_{j,t} + eps),   Aₜ = Gₜ − Bₜ,
-
-  the sums running over the group's rows valid at position t. A singleton
-  group gets B = 0. With `handle_zero_tail` (verl default), when a group's
-  longest row is unique its baseline is 0 from position L₂ on, L₂ being the
-  second-largest valid-token count in the group.
-
-  `multi_turn=True` is verl's TIR variant: positions are ranks among each
-  row's valid tokens (left-compacted turns), and rows without valid tokens are
-  left out of their group.
-
-  See verl `compute_optimal_token_baseline_advantage` and
-  `compute_multi_turn_optimal_token_baseline_advantage` (verl-project/verl,
-  `verl/trainer/ppo/core_algos.py`).
-
-  Args:
-    token_rewards: f[B, T] per-token rewards.
-    mask: bool[B, T] valid tokens.
-    group_ids: int[B] prompt group of each row, in [0, num_groups).
-    num_groups: static number of groups.
-    old_logprobs: f[B, T] log π_old(yₜ) of the sampled tokens.
-    sum_pi_squared: f[B, T] Σ_v π_old(v)² per token.
-    rollout_is_weights: optional f[B, T] truncated rollout IS weights ρ̄ₜ.
-    handle_zero_tail: zero the baseline on the unique longest row's tail.
-    multi_turn: index positions by rank among valid tokens (verl TIR OTB).
-    eps: added to the baseline's denominator.
-
-  Returns:
-    EstimatorOutput(advantages, returns = G, info={"baselines": B}), all
-    f32[B, T] and 0 at masked tokens.
-
-  Raises:
-    ValueError: wrong ranks, shapes or `num_groups`.
-  """
-  batch, length = _checks.check_batch(mask)
-  rewards = _tokens(token_rewards, mask, "token_rewards")
-  old_logprobs = _tokens(old_logprobs, mask, "old_logprobs")
-  sum_pi_squared = _tokens(sum_pi_squared, mask, "sum_pi_squared")
-  group_ids = groups.check_group_ids(group_ids, batch, num_groups)
-  mask = _checks.as_mask(mask)
-
-  returns = sequences.reverse_discounted_cumsum(rewards, mask)
-  weight = 1.0 - 2.0 * jnp.exp(old_logprobs) + sum_pi_squared
-  if rollout_is_weights is not None:
-    rho = _tokens(rollout_is_weights, mask, "rollout_is_weights")
-    weight = weight * rho * rho
-  # Wₜ at valid t, as a suffix sum of the reversed row (jnp.cumsum is an
-  # associative scan on XLA CPU, several times slower).
-  cumulative = sequences.reverse_discounted_cumsum(
-      weight[:, ::-1], mask[:, ::-1])[:, ::-1]
-
-  lengths = masking.sequence_lengths(mask).astype(jnp.float32)
-  if multi_turn:
-    index = sequences.prefix_count(mask) - 1
-    member = lengths > 0
-  else:
-    index = None  # the token position
-    member = jnp.ones((batch,), bool)
-  baseline = _group_token_mean(returns * cumulative, cumulative, mask,
-                               group_ids, num_groups, index, eps)
-
-  size = groups.group_sum(member.astype(jnp.float32), group_ids, num_groups)
-  keep = (size[group_ids] > 1)[:, None] & mask
-  if handle_zero_tail:
-    longest = groups.group_max(lengths, group_ids, num_groups, valid=member)
-    at_longest = member & (lengths == longest[group_ids])
-    ties = groups.group_sum(at_longest.astype(jnp.float32), group_ids,
-                            num_groups)
-    second = groups.group_max(lengths, group_ids, num_groups,
-                              valid=member & ~at_longest)
-    unique = at_longest & (ties[group_ids] == 1) & (size[group_ids] > 1)
-    position = (jnp.arange(length, dtype=jnp.int32)[None, :] if index is None
-                else index)
-    tail = unique[:, None] & (position >= second[group_ids][:, None])
-    keep = keep & ~tail
-  baseline = jnp.where(keep, baseline, 0.0)
-  return types.EstimatorOutput(advantages=jnp.where(mask, returns - baseline,
-                                                    0.0),
-                               returns=returns, info={"baselines": baseline})
 
 
 def implicit_process_rewards(prm_logprobs, ref_logprobs, mask,
@@ -425,7 +249,7 @@ def _leave_one_out(rewards, source_mask, group_ids, num_groups: int,
   return jnp.where(source_mask, out, 0.0)
 
 
-def prime(token_rewards, rm_scores, mask, group_ids, num_groups: int,
+def prime(token_rewards, rm_scores, mask, group_ids, num_groups: int, *,
           outcome_coef: float = 5.0, process_coef: float = 5.0,
           singleton: str = "raw",
           whiten: bool = True) -> types.EstimatorOutput:
@@ -476,14 +300,14 @@ def prime(token_rewards, rm_scores, mask, group_ids, num_groups: int,
   batch, _ = _checks.check_batch(mask)
   _checks.check_choice(singleton, ("raw", "zero"), "singleton")
   group_ids = groups.check_group_ids(group_ids, batch, num_groups)
-  scores, _ = registry.sequence_scores(token_rewards, mask)
+  scores, _ = scoring.sequence_scores(token_rewards, mask)
   mask = _checks.as_mask(mask)
   last = masking.last_token_mask(mask)
   outcome = jnp.where(last, scores[:, None], 0.0)
   rewards = outcome_coef * _leave_one_out(outcome, last, group_ids,
                                           num_groups, singleton)
   if rm_scores is not None:
-    process = _tokens(rm_scores, mask, "rm_scores")
+    process = _checks.as_float_like(rm_scores, mask, "rm_scores")
     rewards = rewards + process_coef * _leave_one_out(
         jnp.where(mask, process, 0.0), mask, group_ids, num_groups,
         singleton)
@@ -514,17 +338,6 @@ def _remax_adapter(rollouts: types.Rollouts) -> types.EstimatorOutput:
                rollouts.mask)
 
 
-@registry.register("optimal_token_baseline",
-                   required=("token_rewards", "group_ids", "old_logprobs",
-                             "sum_pi_squared"))
-def _optimal_token_baseline_adapter(rollouts: types.Rollouts,
-                                    **kwargs) -> types.EstimatorOutput:
-  return optimal_token_baseline(
-      rollouts.token_rewards, rollouts.mask, rollouts.group_ids,
-      rollouts.num_groups, rollouts.old_logprobs, rollouts.sum_pi_squared,
-      **kwargs)
-
-
 def _prime_example_inputs(rollouts: types.Rollouts, rng) -> dict:
   shape = jnp.shape(rollouts.mask)
   scores = rng.normal(size=shape).astype("float32") * 0.05
@@ -549,315 +362,3 @@ def _prime_adapter(rollouts: types.Rollouts, rm_scores=None,
                                          rollouts.mask, beta=beta)
   return prime(rollouts.token_rewards, rm_scores, rollouts.mask,
                rollouts.group_ids, rollouts.num_groups, **kwargs)
-
-
-# ---------------------------------------------------------------------------
-# rlax-parity multistep targets, batch-major [B, T].
-
-
-def _check_trajectory(r_t, discount_t, name: str = "r_t"):
-  """Checks a `[B, T]` reward array and a matching (or scalar) discount."""
-  _checks.check_rank(r_t, 2, name)
-  r_t = _checks.as_float(r_t, name)
-  return r_t, _coefficient(discount_t, r_t, "discount_t")
-
-
-def lambda_returns(r_t, discount_t, v_t, lambda_=1.0,
-                   stop_target_gradients: bool = False) -> jax.Array:
-  """λ-returns of a batch of trajectories (rlax `lambda_returns`, [B, T]).
-
-    Gₜ = rₜ₊₁ + γₜ₊₁ [(1 − λₜ₊₁) vₜ₊₁ + λₜ₊₁ Gₜ₊₁],   bootstrapped from the
-    last value: G_{T−1} = r_T + γ_T v_T.
-
-  Row position t holds rₜ₊₁, γₜ₊₁, vₜ₊₁ (rlax convention).
-
-  See "Reinforcement Learning: An Introduction" (Sutton and Barto, 2018),
-  §12.1.
-
-  Args:
-    r_t: f[B, T] rewards at times [1, T].
-    discount_t: f[B, T] (or scalar) discounts at times [1, T].
-    v_t: f[B, T] state values at times [1, T].
-    lambda_: scalar or f[B, T] mixing parameter.
-    stop_target_gradients: stop gradients through the targets.
-
-  Returns:
-    f32[B, T] λ-returns G at times [0, T−1].
-
-  Raises:
-    ValueError: wrong ranks or shapes.
-  """
-  r_t, discount_t = _check_trajectory(r_t, discount_t)
-  _checks.check_same_shape(v_t, r_t, "v_t", "r_t")
-  v_t = _checks.as_float(v_t, "v_t")
-  lambda_ = _coefficient(lambda_, r_t, "lambda_")
-  trace = jnp.broadcast_to(discount_t * lambda_, r_t.shape)
-  inputs = r_t + discount_t * (1.0 - lambda_) * v_t
-  # The bootstrap G_T = v_T enters the last step through the trace.
-  inputs = inputs.at[:, -1].add(trace[:, -1] * v_t[:, -1])
-  everything = jnp.ones(r_t.shape, bool)
-  returns = sequences.reverse_discounted_cumsum(inputs, everything, trace)
-  return _stop_gradient_if(returns, stop_target_gradients)
-
-
-def discounted_returns(r_t, discount_t, v_t,
-                       stop_target_gradients: bool = False) -> jax.Array:
-  """Discounted returns Gₜ = rₜ₊₁ + γₜ₊₁ Gₜ₊₁ (rlax `discounted_returns`).
-
-  The return is bootstrapped from the value at the last position.
-
-  See "Reinforcement Learning: An Introduction" (Sutton and Barto, 2018),
-  §3.3.
-
-  Args:
-    r_t: f[B, T] rewards at times [1, T].
-    discount_t: f[B, T] (or scalar) discounts at times [1, T].
-    v_t: bootstrap values: a scalar, f[B] (one per row) or f[B, T] (only the
-      last column is used, as in rlax).
-    stop_target_gradients: stop gradients through the targets.
-
-  Returns:
-    f32[B, T] discounted returns.
-
-  Raises:
-    ValueError: wrong ranks or shapes.
-  """
-  _checks.check_rank(r_t, 2, "r_t")
-  _checks.check_rank(v_t, (0, 1, 2), "v_t")
-  batch, length = jnp.shape(r_t)
-  if jnp.ndim(v_t) == 1:
-    _checks.check_shape(v_t, (batch,), "v_t", like=f"r_t {(batch, length)}")
-    v_t = jnp.asarray(v_t)[:, None]
-  elif jnp.ndim(v_t) == 2:
-    _checks.check_same_shape(v_t, r_t, "v_t", "r_t")
-  v_t = jnp.broadcast_to(_checks.as_float(v_t, "v_t"), (batch, length))
-  return lambda_returns(r_t, discount_t, v_t, 1.0,
-                        stop_target_gradients=stop_target_gradients)
-
-
-def n_step_bootstrapped_returns(r_t, discount_t, v_t, n: int, lambda_t=1.0,
-                                stop_target_gradients: bool = False
-                                ) -> jax.Array:
-  """Strided n-step bootstrapped returns (rlax `n_step_bootstrapped_returns`).
-
-  The recursion Gₜ = rₜ₊₁ + γₜ₊₁ [(1 − λₜ₊₁) vₜ₊₁ + λₜ₊₁ Gₜ₊₁] is unrolled
-  n times starting from G = v_{t+n} (the last value past the end), so with
-  λ = 1
-
-    Gₜ = rₜ₊₁ + γₜ₊₁ (rₜ₊₂ + … + γₜ₊ₙ₋₁ (rₜ₊ₙ + γₜ₊ₙ vₜ₊ₙ)).
-
-  Past the end of a row, rewards are 0 and discounts and λ are 1, as in rlax.
-  Costs n vectorised passes over [B, T] (n is static).
-
-  See "Reinforcement Learning: An Introduction" (Sutton and Barto, 2018),
-  §7.1 (n-step bootstrapping).
-
-  Args:
-    r_t: f[B, T]; position t holds the reward rₜ₊₁.
-    discount_t: f[B, T] (or scalar); position t holds γₜ₊₁.
-    v_t: f[B, T]; position t holds the bootstrap value vₜ₊₁.
-    n: static number of steps, ≥ 1.
-    lambda_t: scalar or f[B, T] mixing parameter.
-    stop_target_gradients: stop gradients through the targets.
-
-  Returns:
-    f32[B, T] n-step returns.
-
-  Raises:
-    ValueError: wrong ranks, shapes or `n`.
-  """
-  n = _checks.check_positive_int(n, "n")
-  r_t, discount_t = _check_trajectory(r_t, discount_t)
-  _checks.check_same_shape(v_t, r_t, "v_t", "r_t")
-  v_t = _checks.as_float(v_t, "v_t")
-  shape = r_t.shape
-  length = shape[1]
-  lambda_t = jnp.broadcast_to(_coefficient(lambda_t, r_t, "lambda_t"), shape)
-  discount_t = jnp.broadcast_to(discount_t, shape)
-
-  def extend(x, fill):
-    return jnp.pad(x, ((0, 0), (0, n - 1)), constant_values=fill)
-
-  last_value = v_t[:, -1:]
-  values = jnp.concatenate(
-      [v_t, jnp.broadcast_to(last_value, (shape[0], n - 1))], axis=1)
-  rewards, discounts, lambdas = (extend(r_t, 0.0), extend(discount_t, 1.0),
-                                 extend(lambda_t, 1.0))
-  targets = values[:, n - 1:n - 1 + length]
-  for i in reversed(range(n)):
-    window = slice(i, i + length)
-    targets = rewards[:, window] + discounts[:, window] * (
-        (1.0 - lambdas[:, window]) * values[:, window]
-        + lambdas[:, window] * targets)
-  return _stop_gradient_if(targets, stop_target_gradients)
-
-
-def truncated_generalized_advantage_estimation(
-    r_t, discount_t, lambda_, values,
-    stop_target_gradients: bool = False) -> jax.Array:
-  """Truncated GAE (rlax `truncated_generalized_advantage_estimation`).
-
-    δₜ = rₜ₊₁ + γₜ₊₁ v(sₜ₊₁) − v(sₜ),   Âₜ = δₜ + γₜ₊₁ λₜ₊₁ Âₜ₊₁,   Â_T = 0.
-
-  `values` has T + 1 columns (times [0, T]); termination is γ = 0, there is no
-  mask (use `gae` for masked LLM batches).
-
-  See "High-Dimensional Continuous Control Using Generalized Advantage
-  Estimation" (Schulman et al., arXiv:1506.02438).
-
-  Args:
-    r_t: f[B, T] rewards at times [1, T].
-    discount_t: f[B, T] (or scalar) discounts at times [1, T].
-    lambda_: scalar or f[B, T] mixing parameter.
-    values: f[B, T + 1] values at times [0, T].
-    stop_target_gradients: stop gradients through the advantages.
-
-  Returns:
-    f32[B, T] advantages at times [0, T − 1].
-
-  Raises:
-    ValueError: wrong ranks or shapes.
-  """
-  r_t, discount_t = _check_trajectory(r_t, discount_t)
-  batch, length = r_t.shape
-  _checks.check_shape(values, (batch, length + 1), "values",
-                      like=f"r_t {(batch, length)} plus one column")
-  values = _checks.as_float(values, "values")
-  lambda_ = _coefficient(lambda_, r_t, "lambda_")
-  delta = r_t + discount_t * values[:, 1:] - values[:, :-1]
-  everything = jnp.ones(r_t.shape, bool)
-  advantages = sequences.reverse_discounted_cumsum(
-      delta, everything, jnp.broadcast_to(discount_t * lambda_, r_t.shape))
-  return _stop_gradient_if(advantages, stop_target_gradients)
-
-
-class VTraceOutput(NamedTuple):
-  """V-trace outputs, each f32[B, T] (0 at masked steps).
-
-  Attributes:
-    errors: V-trace errors v_s − v_tm1.
-    pg_advantage: clipped-ρ policy-gradient advantages.
-    q_estimate: the Q targets behind `pg_advantage`.
-  """
-  errors: jax.Array
-  pg_advantage: jax.Array
-  q_estimate: jax.Array
-
-
-def _vtrace_inputs(v_tm1, v_t, r_t, discount_t, rho_tm1, lambda_,
-                   sample_mask):
-  r_t, discount_t = _check_trajectory(r_t, discount_t)
-  arrays = {"v_tm1": v_tm1, "v_t": v_t, "rho_tm1": rho_tm1}
-  for name, x in arrays.items():
-    _checks.check_same_shape(x, r_t, name, "r_t")
-    arrays[name] = _checks.as_float(x, name)
-  lambda_ = jnp.broadcast_to(_coefficient(lambda_, r_t, "lambda_"),
-                             r_t.shape)
-  if sample_mask is None:
-    sample_mask = jnp.ones(r_t.shape, bool)
-  else:
-    _checks.check_same_shape(sample_mask, r_t, "sample_mask", "r_t")
-    sample_mask = _checks.as_mask(sample_mask, "sample_mask")
-  return (arrays["v_tm1"], arrays["v_t"], r_t,
-          jnp.broadcast_to(discount_t, r_t.shape), arrays["rho_tm1"],
-          lambda_, sample_mask)
-
-
-def vtrace(v_tm1, v_t, r_t, discount_t, rho_tm1, lambda_=1.0,
-           clip_rho_threshold: float = 1.0,
-           stop_target_gradients: bool = True,
-           sample_mask=None) -> jax.Array:
-  """V-trace errors from importance ratios (rlax `vtrace`, [B, T]).
-
-    cₜ = λₜ·min(1, ρₜ),   ρ̄ₜ = min(ρ̄, ρₜ),
-    δₜ = ρ̄ₜ (rₜ₊₁ + γₜ₊₁ vₜ₊₁ − vₜ),   eₜ = δₜ + γₜ₊₁ cₜ e_{t'},
-
-  with t' the next step where `sample_mask` is True (e = 0 past the last):
-  masked steps are skipped and carry the accumulator (rlax's `sample_mask`
-  rule). Errors at masked steps are 0 here (rlax returns the carried value).
-
-  See "IMPALA: Scalable Distributed Deep-RL with Importance Weighted
-  Actor-Learner Architectures" (Espeholt et al., arXiv:1802.01561).
-
-  Args:
-    v_tm1: f[B, T] values at times [0, T − 1].
-    v_t: f[B, T] values at times [1, T].
-    r_t: f[B, T] rewards at times [1, T].
-    discount_t: f[B, T] (or scalar) discounts at times [1, T].
-    rho_tm1: f[B, T] importance ratios π/μ at times [0, T − 1].
-    lambda_: scalar or f[B, T] mixing parameter.
-    clip_rho_threshold: ρ̄, the clip of the TD importance weights.
-    stop_target_gradients: return sg(e + v_tm1) − v_tm1 (rlax default True).
-    sample_mask: optional bool[B, T]; False steps are skipped.
-
-  Returns:
-    f32[B, T] V-trace errors (targets minus v_tm1).
-
-  Raises:
-    ValueError: wrong ranks or shapes.
-  """
-  v_tm1, v_t, r_t, discount_t, rho_tm1, lambda_, sample_mask = (
-      _vtrace_inputs(v_tm1, v_t, r_t, discount_t, rho_tm1, lambda_,
-                     sample_mask))
-  trace = jnp.minimum(1.0, rho_tm1) * lambda_
-  td = jnp.minimum(clip_rho_threshold, rho_tm1) * (
-      r_t + discount_t * v_t - v_tm1)
-  td = jnp.where(sample_mask, td, 0.0)
-  errors = sequences.reverse_discounted_cumsum(td, sample_mask,
-                                               discount_t * trace)
-  if stop_target_gradients:
-    errors = jax.lax.stop_gradient(errors + v_tm1) - v_tm1
-  return jnp.where(sample_mask, errors, 0.0)
-
-
-def vtrace_td_error_and_advantage(
-    v_tm1, v_t, r_t, discount_t, rho_tm1, lambda_=1.0,
-    clip_rho_threshold: float = 1.0, clip_pg_rho_threshold: float = 1.0,
-    stop_target_gradients: bool = True, sample_mask=None) -> VTraceOutput:
-  """V-trace errors and policy-gradient advantages (rlax, [B, T]).
-
-    qₜ = rₜ₊₁ + γₜ₊₁ [λₜ (eₜ₊₁ + vₜ₊₁) + (1 − λₜ) vₜ₊₁]   (last step: vₜ₊₁ =
-    v_t[T−1] alone),   advₜ = min(ρ̄_pg, ρₜ)·(qₜ − vₜ),
-
-  where eₜ₊₁ + vₜ₊₁ is the V-trace target of the next step (its `v_tm1`).
-  [GAP] With a `sample_mask`, "next step" means the next valid step t', and
-  a valid step with no valid step after it bootstraps from its own `v_t`;
-  without a mask this is exactly rlax.
-
-  See "IMPALA: Scalable Distributed Deep-RL with Importance Weighted
-  Actor-Learner Architectures" (Espeholt et al., arXiv:1802.01561).
-
-  Args:
-    v_tm1: as in `vtrace`.
-    v_t: as in `vtrace`.
-    r_t: as in `vtrace`.
-    discount_t: as in `vtrace`.
-    rho_tm1: as in `vtrace`; also weights the advantages.
-    lambda_: as in `vtrace`; also mixes the Q bootstrap.
-    clip_rho_threshold: ρ̄ for the TD errors.
-    clip_pg_rho_threshold: ρ̄_pg for the policy-gradient advantages.
-    stop_target_gradients: as in `vtrace`.
-    sample_mask: as in `vtrace`.
-
-  Returns:
-    VTraceOutput(errors, pg_advantage, q_estimate), f32[B, T] each.
-
-  Raises:
-    ValueError: wrong ranks or shapes.
-  """
-  errors = vtrace(v_tm1, v_t, r_t, discount_t, rho_tm1, lambda_,
-                  clip_rho_threshold, stop_target_gradients, sample_mask)
-  v_tm1, v_t, r_t, discount_t, rho_tm1, lambda_, sample_mask = (
-      _vtrace_inputs(v_tm1, v_t, r_t, discount_t, rho_tm1, lambda_,
-                     sample_mask))
-  next_target, has_next = _next_valid(errors + v_tm1, sample_mask)
-  next_value, _ = _next_valid(v_tm1, sample_mask)
-  bootstrap = jnp.where(
-      has_next, lambda_ * next_target + (1.0 - lambda_) * next_value, v_t)
-  q_estimate = r_t + discount_t * bootstrap
-  pg_advantage = jnp.minimum(clip_pg_rho_threshold, rho_tm1) * (
-      q_estimate - v_tm1)
-  return VTraceOutput(
-      errors=errors,
-      pg_advantage=jnp.where(sample_mask, pg_advantage, 0.0),
-      q_estimate=jnp.where(sample_mask, q_estimate, 0.0))

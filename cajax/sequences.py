@@ -190,7 +190,7 @@ def _chunked_matmul_scan(x, mask, gamma: float, chunk: int) -> jax.Array:
   return out[:, :length]
 
 
-def reverse_discounted_cumsum(x, mask, discount=1.0) -> jax.Array:
+def reverse_discounted_cumsum(x, mask, gamma=1.0) -> jax.Array:
   """Reward-to-go with skip semantics: Gₜ = xₜ + γₜ·G_{next valid}.
 
   At a valid token t, G_t = x_t + γ_t · G_{t'} where t' is the next valid
@@ -204,21 +204,22 @@ def reverse_discounted_cumsum(x, mask, discount=1.0) -> jax.Array:
   Args:
     x: [B, T] per-token values (rewards).
     mask: [B, T] bool, True on valid tokens.
-    discount: scalar γ or [B, T] per-token γ_t (applied at token t to the
+    gamma: scalar γ or [B, T] per-token γ_t (applied at token t to the
       return of the next valid token).
 
   Returns:
     f32[B, T] discounted suffix sums, 0 at masked tokens.
 
   Raises:
-    ValueError: `mask` not rank 2, or `x`/`discount` not shaped like it.
+    ValueError: `mask` not rank 2, or `x`/`gamma` not shaped like it.
   """
   x, mask = _check_tokens(x, mask, "x")
-  if _checks.is_static_number(discount):
-    chunk = _matmul_chunk(float(discount))
+  if _checks.is_static_number(gamma):
+    chunk = _matmul_chunk(float(gamma))
     if chunk is not None:
-      return _chunked_matmul_scan(x, mask, float(discount), chunk)
-  return _reverse_linear_scan(x, mask, _checks.scalar_or_like(discount, mask, "discount", "mask"))
+      return _chunked_matmul_scan(x, mask, float(gamma), chunk)
+  return _reverse_linear_scan(
+      x, mask, _checks.scalar_or_like(gamma, mask, "gamma", "mask"))
 
 
 def suffix_min(x, mask) -> jax.Array:

@@ -22,6 +22,7 @@ from cajax import _checks
 from cajax import groups
 from cajax import masking
 from cajax import registry
+from cajax import scoring
 from cajax import sequences
 from cajax import types
 
@@ -43,8 +44,8 @@ _ISCLOSE_ATOL = 1e-8
 
 def ucas(token_rewards, self_certainty, token_logits, mask, group_ids,
          num_groups: int, *, beta_pos: float = 0.25, beta_neg: float = 0.35,
-         token_coef: float = 0.05, eps: float = 1e-6, scale: bool = True,
-         certainty_reduce: str = "sum",
+         token_coef: float = 0.05, eps: float = 1e-6,
+         normalize_by_std: bool = True, certainty_reduce: str = "sum",
          penalize_zero_adv_groups: bool = True) -> types.EstimatorOutput:
   """Uncertainty-aware advantage shaping (UCAS), as in the authors' repo.
 
@@ -63,7 +64,7 @@ def ucas(token_rewards, self_certainty, token_logits, mask, group_ids,
   penalty (`penalize_zero_adv_groups=False` gives them 0 instead), the
   certainty is summed over tokens (so it grows with length), and the logit
   min/max is batch-global: call this on the full advantage batch, never per
-  micro-batch. `scale=False` mean-centres both z-scores (the repo's
+  micro-batch. `normalize_by_std=False` mean-centres both z-scores (the repo's
   `norm_adv_by_std_in_grpo=False`).
 
   A group with one scorable row uses μ = 0, σ = 1 for both z-scores, as the
@@ -88,7 +89,7 @@ def ucas(token_rewards, self_certainty, token_logits, mask, group_ids,
     beta_neg: β₋, default 0.35.
     token_coef: γ of the logit penalty, default 0.05.
     eps: default 1e-6.
-    scale: divide by the group stds (default True).
+    normalize_by_std: divide by the group stds (default True).
     certainty_reduce: "sum" (default, the repo) or "mean" over valid tokens.
     penalize_zero_adv_groups: keep the token penalty on groups whose
       advantages are all 0 (default True, the repo).
@@ -108,10 +109,10 @@ def ucas(token_rewards, self_certainty, token_logits, mask, group_ids,
   _checks.check_same_shape(token_logits, mask, "token_logits", "mask")
   group_ids = groups.check_group_ids(group_ids, batch, num_groups)
   mask = _checks.as_mask(mask)
-  scores, scorable = registry.sequence_scores(token_rewards, mask)
+  scores, scorable = scoring.sequence_scores(token_rewards, mask)
   standardize = functools.partial(
       groups.group_normalize, group_ids=group_ids, num_groups=num_groups,
-      valid=scorable, mode="std" if scale else "mean", eps=eps)
+      valid=scorable, mode="std" if normalize_by_std else "mean", eps=eps)
   advantage = standardize(scores, singleton="raw")
   if certainty_reduce == "sum":
     certainty = masking.masked_sum(self_certainty, mask, axis=1)
@@ -190,13 +191,13 @@ def capo_vote(critique_flags, critique_valid=None, mode: str = "majority",
   return (voters > 0) & (votes > threshold * voters)
 
 
-def capo(critique_flags, outcome_rewards, step_ids, step_mask, mask,
+def capo(outcome_rewards, critique_flags, mask, step_ids, step_mask,
          group_ids, num_groups: int, *, critique_valid=None,
          vote: str = "majority", threshold: float = 0.5,
          whole_weight: float = 1.0, process_weight: float = 0.5,
          normalization: str = "token", penalize_correct: bool = True,
          correct_threshold: float = 0.5, eps: float = 1e-6,
-         std_ddof: int = 1) -> types.EstimatorOutput:
+         ddof: int = 1) -> types.EstimatorOutput:
   """CAPO: generative-critique step penalties with group normalisation.
 
     wrong = `capo_vote(flags, mode=vote)`,
@@ -220,12 +221,12 @@ def capo(critique_flags, outcome_rewards, step_ids, step_mask, mask,
   Assignment" (Xie et al., arXiv 2508.02298).
 
   Args:
-    critique_flags: bool[B, N, S] wrong-step flags of N critiques.
     outcome_rewards: f[B] rule-verifier outcome r_v ∈ {0, 1} (NaN =
       unscorable: advantage 0, left out of the statistics).
+    critique_flags: bool[B, N, S] wrong-step flags of N critiques.
+    mask: bool[B, T] valid response tokens.
     step_ids: int[B, T] step index of each token, −1 outside any step.
     step_mask: bool[B, S] valid steps.
-    mask: bool[B, T] valid response tokens.
     group_ids: int[B] prompt group of each row.
     num_groups: static number of groups.
     critique_valid: optional bool[B, N], False for unparsable critiques.
@@ -237,7 +238,7 @@ def capo(critique_flags, outcome_rewards, step_ids, step_mask, mask,
     penalize_correct: penalise wrong steps of correct answers (default True).
     correct_threshold: r_v above it counts as correct, default 0.5.
     eps: default 1e-6.
-    std_ddof: default 1.
+    ddof: default 1.
 
   Returns:
     `EstimatorOutput` with advantages f32[B, T] and returns = the token
@@ -257,11 +258,7 @@ def capo(critique_flags, outcome_rewards, step_ids, step_mask, mask,
                       like=f"step_mask {tuple(step_mask.shape)}")
   _checks.check_same_shape(step_ids, mask, "step_ids", "mask")
   group_ids = groups.check_group_ids(group_ids, batch, num_groups)
-  _checks.check_shape(outcome_rewards, (batch,), "outcome_rewards",
-                      like=f"mask {tuple(mask.shape)}")
-  outcome = _checks.as_float(outcome_rewards, "outcome_rewards")
-  scorable = jnp.isfinite(outcome)
-  outcome = jnp.where(scorable, outcome, 0.0)
+  outcome, scorable = scoring.row_scores(outcome_rewards, batch)
   mask = _checks.as_mask(mask)
   wrong = capo_vote(critique_flags, critique_valid, mode=vote,
                     threshold=threshold) & _checks.as_mask(step_mask,
@@ -275,11 +272,11 @@ def capo(critique_flags, outcome_rewards, step_ids, step_mask, mask,
   rewards = jnp.where(valid, whole_weight * outcome[:, None] - penalty, 0.0)
   if normalization == "token":
     advantages = groups.group_normalize(rewards, group_ids, num_groups,
-                                        valid, eps=eps, ddof=std_ddof,
+                                        valid, eps=eps, ddof=ddof,
                                         singleton="keep")
   else:
     outcome_adv = groups.group_normalize(outcome, group_ids, num_groups,
-                                         scorable, eps=eps, ddof=std_ddof,
+                                         scorable, eps=eps, ddof=ddof,
                                          singleton="keep")
     advantages = jnp.where(valid, whole_weight * outcome_adv[:, None]
                            - penalty, 0.0)
@@ -326,8 +323,7 @@ def _capo_example_inputs(rollouts, rng) -> dict:
                    example_inputs=_capo_example_inputs)
 def _capo_adapter(rollouts, *, critique_flags, **kwargs):
   """`capo` on Rollouts with r_v = Σₜ token_rewards (NaN = unscorable)."""
-  scores, scorable = registry.sequence_scores(rollouts.token_rewards,
-                                              rollouts.mask)
-  return capo(critique_flags, jnp.where(scorable, scores, jnp.nan),
-              rollouts.step_ids, rollouts.step_mask, rollouts.mask,
+  return capo(scoring.row_sums(rollouts.token_rewards, rollouts.mask),
+              critique_flags,
+              rollouts.mask, rollouts.step_ids, rollouts.step_mask,
               rollouts.group_ids, rollouts.num_groups, **kwargs)

@@ -19,9 +19,9 @@ BF16_TOL = dict(rtol=1e-2, atol=1e-2)
 
 _STATIC = frozenset((
     "num_groups", "num_steps", "num_turns", "num_branches", "beta",
-    "step_weight", "step_baseline", "normalize", "norm_eps", "gamma", "fuse",
+    "step_weight", "step_baseline", "max_abs_normalize", "gamma", "fuse",
     "eps", "alpha", "success_score", "r_max", "baseline", "tau",
-    "std_normalize", "success_threshold", "trajectory_score"))
+    "normalize_by_std", "success_threshold", "trajectory_score"))
 FUNCTIONS = ("istar", "istar_prm_dpo_loss", "matchtir", "r3l", "slate")
 
 
@@ -196,7 +196,7 @@ def test_istar_matches_reference(baseline, seed):
 
 def test_istar_unnormalised_beta():
   d = make_batch(3)
-  out = run_istar(d, normalize=False, beta=0.2)
+  out = run_istar(d, max_abs_normalize=False, beta=0.2)
   want, _ = ref_istar(d, beta=0.2, normalize=False)
   np.testing.assert_allclose(out.advantages, want, **TOL)
 
@@ -209,7 +209,7 @@ def test_istar_step_baseline_golden():
   zeros = np.zeros((2, 3), np.float32)
   call = functools.partial(J["istar"], zeros, prm, zeros, mask, step_ids,
                            np.zeros(2, np.int32), 1, num_steps=2, beta=1.0,
-                           normalize=False)
+                           max_abs_normalize=False)
   # step rewards: row 0 [1, 3], row 1 [2]; episode rewards all 0.
   first = call(step_baseline="first_row").info["step_advantages"]
   np.testing.assert_allclose(first, [[-1.0, 3.0], [1.0, 0.0]], **TOL)
@@ -307,8 +307,9 @@ def test_dpo_loss_and_gradient(mode):
   d["prm"] = (d["old"] + np.random.default_rng(1).normal(
       size=d["old"].shape) * 5).astype(np.float32)
   fn = functools.partial(
-      J["istar_prm_dpo_loss"], ref_logprobs=d["old"], mask=d["mask"],
-      step_ids=d["step_ids"], token_rewards=d["token_rewards"],
+      J["istar_prm_dpo_loss"], ref_logprobs=d["old"],
+      token_rewards=d["token_rewards"], mask=d["mask"],
+      step_ids=d["step_ids"],
       group_ids=d["group_ids"], num_groups=d["num_groups"],
       num_steps=d["num_steps"], beta=0.3, trajectory_score=mode)
   loss, grad = jax.jit(jax.value_and_grad(fn))(jnp.asarray(d["prm"]))
@@ -323,7 +324,7 @@ def test_dpo_loss_no_pairs_is_zero():
   d["token_rewards"][:] = 0.0                      # no success at all
   loss, grad = jax.value_and_grad(
       lambda p: J["istar_prm_dpo_loss"](
-          p, d["old"], d["mask"], d["step_ids"], d["token_rewards"],
+          p, d["old"], d["token_rewards"], d["mask"], d["step_ids"],
           d["group_ids"], d["num_groups"], num_steps=d["num_steps"]))(
               jnp.asarray(d["prm"]))
   assert float(loss) == 0.0
@@ -333,14 +334,14 @@ def test_dpo_loss_no_pairs_is_zero():
 def test_dpo_loss_threshold_and_bad_option():
   d = make_batch(9, binary=False)
   got = J["istar_prm_dpo_loss"](
-      d["prm"], d["old"], d["mask"], d["step_ids"], d["token_rewards"],
+      d["prm"], d["old"], d["token_rewards"], d["mask"], d["step_ids"],
       d["group_ids"], d["num_groups"], num_steps=d["num_steps"],
       success_threshold=0.3)
   want, _ = ref_dpo(d["prm"], d["old"], d, threshold=0.3)
   np.testing.assert_allclose(got, want, **TOL)
   with pytest.raises(ValueError, match="trajectory_score"):
     J["istar_prm_dpo_loss"](
-        d["prm"], d["old"], d["mask"], d["step_ids"], d["token_rewards"],
+        d["prm"], d["old"], d["token_rewards"], d["mask"], d["step_ids"],
         d["group_ids"], d["num_groups"], num_steps=4, trajectory_score="x")
 
 
@@ -449,7 +450,7 @@ def test_matchtir_edge_cases():
 
 def ref_r3l(token_rewards, mask, gids, pivots=None, alpha=3.0,
             success_score=1.0, r_max=1.0, baseline="mean", tau=1.0,
-            std_normalize=False, eps=1e-6):
+            normalize_by_std=False, eps=1e-6):
   batch, length = mask.shape
   score = token_rewards.astype(np.float64).sum(1)
   ok = ~np.isnan(score)
@@ -466,7 +467,7 @@ def ref_r3l(token_rewards, mask, gids, pivots=None, alpha=3.0,
     else:
       base = tau * (np.log(sum(np.exp(x / tau) for x in same)) - np.log(n))
     s = score[b] - base
-    if std_normalize:
+    if normalize_by_std:
       if n == 1:
         s = s / (1.0 + eps)
       elif max(same) == min(same):
@@ -491,8 +492,8 @@ def ref_r3l(token_rewards, mask, gids, pivots=None, alpha=3.0,
 
 
 @pytest.mark.parametrize("kw", [
-    dict(), dict(baseline="logavgexp", tau=0.5), dict(std_normalize=True),
-    dict(baseline="logavgexp", std_normalize=True),
+    dict(), dict(baseline="logavgexp", tau=0.5), dict(normalize_by_std=True),
+    dict(baseline="logavgexp", normalize_by_std=True),
     dict(alpha=2.0, success_score=3.0, r_max=0.9)])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_r3l_matches_reference(kw, seed):
@@ -549,7 +550,7 @@ def test_r3l_pivot_masking():
 # SLATE
 # ----------------------------------------------------------------------------
 
-def ref_slate(token_rewards, mask, sibling_ids, prefix, normalize,
+def ref_slate(token_rewards, mask, sibling_ids, prefix, normalize_by_std,
               eps=1e-6):
   batch, length = mask.shape
   score = np.array([sum(float(token_rewards[b, t]) for t in range(length)
@@ -561,7 +562,7 @@ def ref_slate(token_rewards, mask, sibling_ids, prefix, normalize,
       continue
     same = [score[j] for j in range(batch)
             if sibling_ids[j] == sibling_ids[b] and ok[j]]
-    if normalize == "mean_std":
+    if normalize_by_std:
       a = _std_norm(score[b], same, eps)
     elif len(same) == 1:
       a = score[b]
@@ -573,9 +574,9 @@ def ref_slate(token_rewards, mask, sibling_ids, prefix, normalize,
   return adv
 
 
-@pytest.mark.parametrize("normalize", ["mean_std", "mean"])
+@pytest.mark.parametrize("normalize_by_std", [True, False])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_slate_matches_reference(normalize, seed):
+def test_slate_matches_reference(normalize_by_std, seed):
   d = make_batch(seed, binary=False)
   rng = d["rng"]
   d["token_rewards"] += rng.normal(size=d["mask"].shape).astype(
@@ -583,9 +584,9 @@ def test_slate_matches_reference(normalize, seed):
   siblings = np.array([2, 0, 2, 5, 5, 1, 1, 0, 3], np.int32)
   prefix = rng.integers(0, 6, size=9).astype(np.int32)
   out = J["slate"](d["token_rewards"], d["mask"], siblings, 6,
-                   prefix_lengths=prefix, normalize=normalize)
+                   prefix_lengths=prefix, normalize_by_std=normalize_by_std)
   want = ref_slate(d["token_rewards"], d["mask"], siblings, prefix,
-                   normalize)
+                   normalize_by_std)
   np.testing.assert_allclose(out.advantages, want, **TOL)
 
 
@@ -685,7 +686,7 @@ def _call_all(d, rewards, pivots, prefix, fns=None):
                          d["step_ids"], d["group_ids"], 4,
                          num_steps=4).advantages,
       istar_dpo=fns["istar_prm_dpo_loss"](
-          d["prm"], d["old"], d["mask"], d["step_ids"], d["token_rewards"],
+          d["prm"], d["old"], d["token_rewards"], d["mask"], d["step_ids"],
           d["group_ids"], 4, num_steps=4),
       matchtir=fns["matchtir"](rewards, d["mask"], d["group_ids"],
                                4).advantages,

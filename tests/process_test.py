@@ -154,7 +154,7 @@ def ref_whiten_nonzero(x, mask):
 
 def ref_pure(d, mode="softmin", temperature=0.1, baseline="token", vr=None,
              vr_coef=1.0, kl=None, kl_coef=0.001, mask_step_end=True,
-             normalize=True, discount=1.0, transform=True):
+             whiten=True, gamma=1.0, transform=True):
   mask = np.asarray(d["mask"], bool)
   gids = d["group_ids"]
   valid, counts, end = ref_steps(d["step_mask"], d["step_ids"], mask)
@@ -182,7 +182,7 @@ def ref_pure(d, mode="softmin", temperature=0.1, baseline="token", vr=None,
       else:
         base = 0.0
       token_r[b, end[b, k]] += values[b, k] - base
-      gamma_t[b, end[b, k]] = discount
+      gamma_t[b, end[b, k]] = gamma
   last = ref_last(mask)
   if vr is not None:
     ok = np.isfinite(vr)
@@ -201,7 +201,7 @@ def ref_pure(d, mode="softmin", temperature=0.1, baseline="token", vr=None,
           returns[b, end[b, k]] = 0.0
       if last[b] >= 0:
         returns[b, last[b]] = 0.0
-  adv = ref_whiten_nonzero(returns, mask) if normalize else returns
+  adv = ref_whiten_nonzero(returns, mask) if whiten else returns
   return adv, returns, outcome
 
 
@@ -327,7 +327,7 @@ def close(actual, expected, tol=ATOL):
 
 
 def pure_args(d):
-  return (d["step_rewards"], d["step_mask"], d["step_ids"], d["mask"],
+  return (d["step_rewards"], d["mask"], d["step_ids"], d["step_mask"],
           d["group_ids"], d["num_groups"])
 
 
@@ -350,23 +350,23 @@ def test_pure_matches_reference(mode, baseline):
   assert out.advantages.dtype == jnp.float32
 
 
-@pytest.mark.parametrize("mask_step_end,normalize", [(False, False),
+@pytest.mark.parametrize("mask_step_end,whiten", [(False, False),
                                                      (False, True),
                                                      (True, False)])
-def test_pure_switches_match_reference(mask_step_end, normalize):
+def test_pure_switches_match_reference(mask_step_end, whiten):
   d = make_batch(2)
   out = process.pure(*pure_args(d), temperature=0.3,
-                     mask_step_end=mask_step_end, normalize=normalize,
+                     mask_step_end=mask_step_end, whiten=whiten,
                      verifiable_reward_coef=0.5)
   vr = d["outcome"].astype(np.float64)
   adv, _, _ = ref_pure(d, temperature=0.3, mask_step_end=mask_step_end,
-                       normalize=normalize, vr=None)
+                       whiten=whiten, vr=None)
   close(out.advantages, adv)  # verifiable_rewards=None ignores the coef
   out = process.pure(*pure_args(d), verifiable_rewards=vr,
                      verifiable_reward_coef=0.5, mask_step_end=mask_step_end,
-                     normalize=normalize)
+                     whiten=whiten)
   adv, _, _ = ref_pure(d, vr=vr, vr_coef=0.5, mask_step_end=mask_step_end,
-                       normalize=normalize)
+                       whiten=whiten)
   close(out.advantages, adv)
 
 
@@ -377,15 +377,15 @@ def test_sum_form_attribution_is_marked_as_a_choice():
   assert "[GAP]" in doc and "choice" in doc
 
 
-@pytest.mark.parametrize("discount", [1.0, 0.9])
+@pytest.mark.parametrize("gamma", [1.0, 0.9])
 @pytest.mark.parametrize("baseline", ["token", "none"])
-def test_sum_form_matches_reference(discount, baseline):
+def test_sum_form_matches_reference(gamma, baseline):
   d = make_batch(3)
   out = process.sum_form_prm(*pure_args(d), verifiable_rewards=d["outcome"],
-                             token_kl=d["kl"], discount=discount,
+                             token_kl=d["kl"], gamma=gamma,
                              baseline=baseline)
   adv, ret, outcome = ref_pure(d, baseline=baseline, vr=d["outcome"],
-                               kl=d["kl"], discount=discount, transform=False)
+                               kl=d["kl"], gamma=gamma, transform=False)
   close(out.returns, ret)
   close(out.advantages, adv)
   close(out.info["process_outcome"], outcome)
@@ -433,7 +433,7 @@ def test_token_baseline_counts_exclude_step_end():
   # Row 0: b = −0.5 / 3, times nₖ − 1 = 1 token per step (not 2).
   # Row 1: b = 0.6 / 4, times 3 − 1 = 2 tokens -> r̃ = −0.5 − 0.3.
   out = process.pure(*pure_args(two_rows()), mode="uniform",
-                     mask_step_end=False, normalize=False)
+                     mask_step_end=False, whiten=False)
   r0 = [0.2 + 1 / 6, 0.4 + 1 / 6]
   close_crop(out.returns, [[r0[0] + r0[1]] * 2 + [r0[1]] * 2,
                            [-0.8] * 3 + [0]])
@@ -443,13 +443,13 @@ def test_step_baseline_golden():
   # Per-step averages 0.6 / 2 = 0.3 and −0.5 / 1; each row subtracts the
   # other's at every one of its step ends.
   out = process.pure(*pure_args(two_rows()), mode="uniform",
-                     baseline="step", mask_step_end=False, normalize=False)
+                     baseline="step", mask_step_end=False, whiten=False)
   close_crop(out.returns, [[1.6, 1.6, 0.9, 0.9], [-0.8, -0.8, -0.8, 0.0]])
 
 
 def test_step_ends_and_last_token_get_zero_advantage():
   out = process.pure(*pure_args(two_rows()), mode="uniform",
-                     normalize=False)
+                     whiten=False)
   r0 = [0.2 + 1 / 6, 0.4 + 1 / 6]
   close_crop(out.returns, [[r0[0] + r0[1], 0, r0[1], 0], [-0.8, -0.8, 0, 0]])
 
@@ -467,17 +467,17 @@ def test_whitening_skips_zeros_in_count_but_not_in_variance():
 
 def test_verifiable_reward_is_loo_at_last_token_and_shift_invariant():
   d = two_rows()
-  base = process.pure(*pure_args(d), mask_step_end=False, normalize=False)
+  base = process.pure(*pure_args(d), mask_step_end=False, whiten=False)
   # VR in {−1, 0} (repo: solved − 1) and in {0, 1} give the same advantage.
   for vr in ([0.0, -1.0], [1.0, 0.0]):
     out = process.pure(*pure_args(d), verifiable_rewards=row_values(vr),
-                       mask_step_end=False, normalize=False)
+                       mask_step_end=False, whiten=False)
     close_crop(out.returns - base.returns, [[1.0] * 4, [-1.0] * 3 + [0.0]])
     close(out.info["verifiable_advantage"], row_values([1.0, -1.0]))
   # The last token is zeroed, but the VR still reaches the earlier tokens.
   out = process.pure(*pure_args(d), verifiable_rewards=row_values([1, 0]),
-                     normalize=False)
-  ref = process.pure(*pure_args(d), normalize=False)
+                     whiten=False)
+  ref = process.pure(*pure_args(d), whiten=False)
   close_crop(out.returns - ref.returns, [[1, 0, 1, 0], [-1, -1, 0, 0]])
   # A prompt without ground truth (all rows equal) gets no VR term, and an
   # unscorable (NaN) row gets none either.
@@ -505,7 +505,7 @@ def test_softmin_tends_to_min_and_strict_gives_suffix_min():
   # Strict returns within step k are min over valid later steps (the
   # interior invalid step with reward 7 is skipped).
   out = process.pure(*pure_args(d), mode="strict", baseline="none",
-                     mask_step_end=False, normalize=False)
+                     mask_step_end=False, whiten=False)
   for b in range(6):
     for t in range(12):
       s = d["step_ids"][b, t]
@@ -518,7 +518,7 @@ def test_strict_is_not_capped_by_zero_tokens():
   # The verl branch's token-level running min caps returns at 0 wherever a
   # later zero token exists; the cajax strict mode must not.
   out = process.pure(*pure_args(one_row([0.5, 0.8])), mode="strict",
-                     baseline="none", mask_step_end=False, normalize=False)
+                     baseline="none", mask_step_end=False, whiten=False)
   close_crop(out.returns, [[0.5, 0.5, 0.8, 0.8]])
 
 
@@ -541,7 +541,8 @@ def test_gradients_are_finite():
 @pytest.mark.parametrize("ddof,scale", [(1, True), (0, True), (1, False)])
 def test_process_grpo_matches_reference(ddof, scale):
   d = make_batch(5)
-  out = process.process_grpo(*pure_args(d), std_ddof=ddof, scale=scale)
+  out = process.process_grpo(*pure_args(d), ddof=ddof,
+                             normalize_by_std=scale)
   adv, normed = ref_process_grpo(d, ddof=ddof, scale=scale)
   close(out.advantages, adv)
   close(out.info["normalized_step_rewards"], normed)
@@ -731,10 +732,10 @@ def test_bad_inputs_raise():
   with pytest.raises(ValueError, match="baseline"):
     process.sum_form_prm(*pure_args(d), baseline="group")
   with pytest.raises(ValueError, match="step_mask"):
-    process.process_grpo(d["step_rewards"], d["step_mask"][:, :2],
-                         *pure_args(d)[2:])
+    process.process_grpo(d["step_rewards"], d["mask"], d["step_ids"],
+                         d["step_mask"][:, :2], *pure_args(d)[4:])
   with pytest.raises(ValueError, match="step_ids"):
-    process.pure(d["step_rewards"], d["step_mask"],
+    process.pure(d["step_rewards"], d["mask"],
                  d["step_ids"].astype(np.float32), *pure_args(d)[3:])
   with pytest.raises(ValueError, match="group_ids"):
     process.process_grpo(*pure_args(d)[:4], d["group_ids"][:3], 2)

@@ -18,7 +18,10 @@ import pytest
 
 from cajax import masking
 from cajax import registry
+from cajax import multistep
+from cajax import off_policy
 from cajax import returns
+from cajax import token_baseline
 from cajax import types
 
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -296,7 +299,7 @@ def maybe_jit(fn, jit, **static):
 
 def test_gae_goldens():
   out = returns.gae(np.array([[0.0, 0.0, 1.0]]), np.array([[.5, .6, .7]]),
-                    np.ones((1, 3), bool), gamma=0.99, lam=0.95)
+                    np.ones((1, 3), bool), gamma=0.99, lambda_=0.95)
   np.testing.assert_allclose(out.info["raw_advantages"][0],
                              [0.446829, 0.37515, 0.3], atol=1e-5)
   np.testing.assert_allclose(out.returns[0], [0.946829, 0.97515, 1.0],
@@ -308,8 +311,8 @@ def test_gae_goldens():
 def test_gae_observation_tokens_golden():
   mask = np.array([[1, 0, 0, 1, 1]], bool)
   out = returns.gae(np.array([[0, 0, 0, 0, 1.0]]),
-                    np.array([[.1, 5, 5, .3, .4]]), mask, gamma=0.9, lam=1.0,
-                    whiten=False)
+                    np.array([[.1, 5, 5, .3, .4]]), mask, gamma=0.9,
+                    lambda_=1.0, whiten=False)
   # verl holds the carried 0.6 at the observation tokens; cajax holds 0.
   np.testing.assert_allclose(out.advantages[0], [0.71, 0, 0, 0.6, 0.6],
                              atol=1e-6)
@@ -331,7 +334,7 @@ def test_reinforce_plus_plus_pipeline_goldens():
   scores = np.zeros((2, 4))
   scores[0, 2] = 1.0
   kl = np.array([[.1, .2, 0, .5], [.3, .1, .4, 0]])
-  rewards = returns.kl_in_reward(scores, kl, 0.1, mask)
+  rewards = returns.kl_in_reward(scores, kl, mask, beta=0.1)
   out = returns.reinforce_plus_plus(rewards, mask)
   np.testing.assert_allclose(out.returns, [[.97, .98, 1, 0],
                                            [-.04, -.01, 0, 0]], atol=1e-6)
@@ -352,7 +355,7 @@ def test_reinforce_plus_plus_pipeline_goldens():
 @pytest.mark.parametrize("mask_name,jit", MASK_CASES)
 def test_gae_matches_verl(mask_name, jit):
   mask, x = MASKS[mask_name], data(1)
-  fn = maybe_jit(returns.gae, jit, gamma=0.9, lam=0.8)
+  fn = maybe_jit(returns.gae, jit, gamma=0.9, lambda_=0.8)
   out = fn(f32(x["r"]), f32(x["v"]), mask)
   raw, ret = ref_gae(f32(x["r"]), f32(x["v"]), mask, 0.9, 0.8)
   assert_tokens(out.info["raw_advantages"], raw, mask)
@@ -367,8 +370,8 @@ def test_gae_per_token_gamma_and_defaults():
   raw, _ = ref_gae(x["r"], x["v"], mask, 1.0, 1.0)
   assert_tokens(out.advantages, raw, mask)
   gamma = np.full((B, T), 0.7, np.float32)
-  out = returns.gae(f32(x["r"]), f32(x["v"]), mask, gamma=gamma, lam=0.5,
-                    whiten=False)
+  out = returns.gae(f32(x["r"]), f32(x["v"]), mask, gamma=gamma,
+                    lambda_=0.5, whiten=False)
   assert_tokens(out.advantages, ref_gae(x["r"], x["v"], mask, 0.7, 0.5)[0],
                 mask)
 
@@ -379,7 +382,7 @@ def test_gae_static_and_traced_coefficients(gamma, lam):
   # λ ≥ 0.5 as a Python number telescopes into one recurrence; λ < 0.5
   # gathers the next valid value; a traced γ runs the scan.
   mask, x = MASKS["interior"], data(4)
-  out = returns.gae(f32(x["r"]), f32(x["v"]), mask, gamma=gamma, lam=lam,
+  out = returns.gae(f32(x["r"]), f32(x["v"]), mask, gamma=gamma, lambda_=lam,
                     whiten=False)
   raw, ret = ref_gae(x["r"], x["v"], mask, float(gamma), lam)
   assert_tokens(out.advantages, raw, mask)
@@ -412,9 +415,8 @@ def test_remax_matches_verl(mask_name, jit):
 @pytest.mark.parametrize("mask_name,jit", MASK_CASES)
 def test_optimal_token_baseline_matches_verl(mask_name, jit):
   mask, x = MASKS[mask_name], data(5)
-  fn = maybe_jit(returns.optimal_token_baseline, jit, num_groups=NUM_GROUPS)
-  out = fn(f32(x["r"]), mask, GROUP_IDS, old_logprobs=f32(x["lp"]),
-           sum_pi_squared=f32(x["spp"]))
+  fn = maybe_jit(token_baseline.optimal_token_baseline, jit, num_groups=NUM_GROUPS)
+  out = fn(f32(x["r"]), f32(x["lp"]), f32(x["spp"]), mask, GROUP_IDS)
   adv, ret = ref_otb(x["r"], mask, GROUP_IDS, x["lp"], x["spp"])
   assert_tokens(out.advantages, adv, mask, dict(rtol=1e-4, atol=1e-4))
   assert_tokens(out.returns, ret, mask)
@@ -423,18 +425,16 @@ def test_optimal_token_baseline_matches_verl(mask_name, jit):
 @pytest.mark.parametrize("mask_name", list(MASKS))
 def test_optimal_token_baseline_options(mask_name):
   mask, x = MASKS[mask_name], data(6)
-  common = dict(old_logprobs=f32(x["lp"]), sum_pi_squared=f32(x["spp"]))
-  otb = functools.partial(maybe_jit, returns.optimal_token_baseline, True,
-                          num_groups=NUM_GROUPS)
-  out = otb(handle_zero_tail=False)(
-      f32(x["r"]), mask, GROUP_IDS, rollout_is_weights=f32(x["rho"]),
-      **common)
+  common = (f32(x["r"]), f32(x["lp"]), f32(x["spp"]), mask, GROUP_IDS)
+  otb = functools.partial(maybe_jit, token_baseline.optimal_token_baseline,
+                          True, num_groups=NUM_GROUPS)
+  out = otb(handle_zero_tail=False)(*common,
+                                    rollout_is_weights=f32(x["rho"]))
   adv, _ = ref_otb(x["r"], mask, GROUP_IDS, x["lp"], x["spp"], x["rho"],
                    zero_tail=False)
   assert_tokens(out.advantages, adv, mask, dict(rtol=1e-4, atol=1e-4))
   for tail in (True, False):
-    out = otb(multi_turn=True, handle_zero_tail=tail)(
-        f32(x["r"]), mask, GROUP_IDS, **common)
+    out = otb(multi_turn=True, handle_zero_tail=tail)(*common)
     adv, _ = ref_otb_tir(x["r"], mask, GROUP_IDS, x["lp"], x["spp"], tail)
     assert_tokens(out.advantages, adv, mask, dict(rtol=1e-4, atol=1e-4))
 
@@ -444,8 +444,8 @@ def test_optimal_token_baseline_singleton_and_zero_tail():
   r = np.zeros((3, 4), np.float32)
   r[0, 3], r[1, 1], r[2, 2] = 1.0, 0.5, 2.0
   ones = np.zeros((3, 4), np.float32)
-  out = jax.jit(returns.optimal_token_baseline, static_argnums=3)(
-      r, mask, np.array([0, 0, 1]), 2, ones - 1.0, ones + 0.5)
+  out = jax.jit(token_baseline.optimal_token_baseline, static_argnums=5)(
+      r, ones - 1.0, ones + 0.5, mask, np.array([0, 0, 1]), 2)
   # Singleton row 2: advantage = return.
   np.testing.assert_allclose(out.advantages[2], [2, 2, 2, 0])
   # Unique longest row 0: baseline 0 from position 2 (the other length).
@@ -488,11 +488,11 @@ def test_prime_outcome_is_rloo_and_singleton_policy():
 @pytest.mark.parametrize("jit", [False, True])
 def test_lambda_and_discounted_returns(jit):
   x = data(8)
-  fn = maybe_jit(returns.lambda_returns, jit)
+  fn = maybe_jit(multistep.lambda_returns, jit)
   out = fn(f32(x["r"]), f32(x["d"]), f32(x["v"]), f32(x["lam"]))
   np.testing.assert_allclose(
       out, ref_lambda_returns(x["r"], x["d"], x["v"], x["lam"]), **TOL)
-  out = returns.lambda_returns(f32(x["r"]), f32(x["d"]), f32(x["v"]), 0.7)
+  out = multistep.lambda_returns(f32(x["r"]), f32(x["d"]), f32(x["v"]), 0.7)
   np.testing.assert_allclose(
       out, ref_lambda_returns(x["r"], x["d"], x["v"], np.full((B, T), .7)),
       **TOL)
@@ -501,9 +501,9 @@ def test_lambda_and_discounted_returns(jit):
                                 np.ones((B, T)))
   for v in (f32(boot), f32(np.repeat(boot[:, None], T, 1))):
     np.testing.assert_allclose(
-        returns.discounted_returns(f32(x["r"]), f32(x["d"]), v), expected,
+        multistep.discounted_returns(f32(x["r"]), f32(x["d"]), v), expected,
         **TOL)
-  scalar = returns.discounted_returns(f32(x["r"]), 0.9, 2.0)
+  scalar = multistep.discounted_returns(f32(x["r"]), 0.9, 2.0)
   np.testing.assert_allclose(
       scalar, ref_lambda_returns(x["r"], np.full((B, T), .9),
                                  np.full((B, T), 2.0), np.ones((B, T))),
@@ -513,7 +513,7 @@ def test_lambda_and_discounted_returns(jit):
 @pytest.mark.parametrize("n", [1, 3, 5, 7])
 def test_n_step_bootstrapped_returns(n):
   x = data(9)
-  out = returns.n_step_bootstrapped_returns(f32(x["r"]), f32(x["d"]),
+  out = multistep.n_step_bootstrapped_returns(f32(x["r"]), f32(x["d"]),
                                             f32(x["v"]), n,
                                             lambda_t=f32(x["lam"]))
   np.testing.assert_allclose(
@@ -525,7 +525,7 @@ def test_n_step_hand_computed():
   r = np.array([[1.0] * 5, [2.0] * 5], np.float32)
   d = np.array([[0.5] * 5, [0.9] * 5], np.float32)
   v = np.array([[3.0] * 5, [4.0] * 5], np.float32)
-  out = returns.n_step_bootstrapped_returns(r, d, v, 2)
+  out = multistep.n_step_bootstrapped_returns(r, d, v, 2)
   np.testing.assert_allclose(out[0], [2.25] * 4 + [2.5], atol=1e-6)
   np.testing.assert_allclose(out[1], [7.04] * 4 + [5.6], atol=1e-5)
 
@@ -534,7 +534,7 @@ def test_n_step_hand_computed():
 def test_truncated_gae(jit):
   x = data(10)
   values = np.concatenate([x["v"], x["r"][:, :1]], axis=1)
-  fn = maybe_jit(returns.truncated_generalized_advantage_estimation, jit)
+  fn = maybe_jit(multistep.truncated_generalized_advantage_estimation, jit)
   out = fn(f32(x["r"]), f32(x["d"]), f32(x["lam"]), f32(values))
   np.testing.assert_allclose(
       out, ref_truncated_gae(x["r"], x["d"], x["lam"], values), **TOL)
@@ -545,7 +545,7 @@ def test_vtrace(mask_name, jit):
   x = data(11)
   mask = np.ones((B, T), bool) if mask_name is None else MASKS[mask_name]
   v_tm1, v_t = x["v"], np.roll(x["v"], -1, axis=1) + 0.1
-  fn = maybe_jit(returns.vtrace_td_error_and_advantage, jit,
+  fn = maybe_jit(off_policy.vtrace_td_error_and_advantage, jit,
                  clip_rho_threshold=1.2, clip_pg_rho_threshold=0.9)
   out = fn(f32(v_tm1), f32(v_t), f32(x["r"]), f32(x["d"]), f32(x["rho"]),
            f32(x["lam"]), sample_mask=None if mask_name is None else mask)
@@ -554,7 +554,7 @@ def test_vtrace(mask_name, jit):
   assert_tokens(out.errors, errors, mask)
   assert_tokens(out.q_estimate, q, mask)
   assert_tokens(out.pg_advantage, pg, mask)
-  plain = returns.vtrace(f32(v_tm1), f32(v_t), f32(x["r"]), f32(x["d"]),
+  plain = off_policy.vtrace(f32(v_tm1), f32(v_t), f32(x["r"]), f32(x["d"]),
                          f32(x["rho"]), 0.9, sample_mask=mask)
   errors, _, _ = ref_vtrace(v_tm1, v_t, x["r"], x["d"], x["rho"],
                             np.full((B, T), 0.9), mask)
@@ -567,8 +567,8 @@ def test_vtrace_two_episodes_equal_separate():
   d = f32(x["d"])
   d[0, 3] = 0.0
   args = [f32(x["v"]), f32(x["v"] + 0.3), f32(x["r"]), d, f32(x["rho"])]
-  whole = returns.vtrace(*args)
-  first = returns.vtrace(*(a[:, :4] for a in args))
+  whole = off_policy.vtrace(*args)
+  first = off_policy.vtrace(*(a[:, :4] for a in args))
   np.testing.assert_allclose(whole[:, :4], first, **TOL)
 
 
@@ -580,10 +580,10 @@ def test_stop_target_gradients():
     return jax.jit(jax.grad(lambda vv: jnp.sum(fn(vv, flag))))(v)
 
   def lam_fn(vv, flag):
-    return returns.lambda_returns(r, d, vv, 0.5, stop_target_gradients=flag)
+    return multistep.lambda_returns(r, d, vv, 0.5, stop_target_gradients=flag)
 
   def vtrace_fn(vv, flag):
-    return returns.vtrace(vv, vv, r, d, f32(x["rho"]),
+    return off_policy.vtrace(vv, vv, r, d, f32(x["rho"]),
                           stop_target_gradients=flag)
 
   assert np.all(total(lam_fn, True) == 0) and np.any(total(lam_fn, False))
@@ -603,7 +603,7 @@ def test_t_equals_one_and_bf16():
   assert_tokens(out.advantages, ref_whiten(raw, mask), mask,
                 dict(rtol=1e-4, atol=1e-4))
   np.testing.assert_allclose(
-      maybe_jit(returns.n_step_bootstrapped_returns, True, n=3)(
+      maybe_jit(multistep.n_step_bootstrapped_returns, True, n=3)(
           f32(x["r"]), 0.9, f32(x["v"])),
       x["r"] + 0.9 * x["v"], **TOL)
 
@@ -611,7 +611,7 @@ def test_t_equals_one_and_bf16():
   r16 = jnp.asarray(x["r"], jnp.bfloat16)
   v16 = jnp.asarray(x["v"], jnp.bfloat16)
   r64, v64 = np.asarray(r16, np.float64), np.asarray(v16, np.float64)
-  out = maybe_jit(returns.gae, True, gamma=0.9, lam=0.9, whiten=False)(
+  out = maybe_jit(returns.gae, True, gamma=0.9, lambda_=0.9, whiten=False)(
       r16, v16, mask)
   assert out.advantages.dtype == jnp.float32
   assert_tokens(out.advantages, ref_gae(r64, v64, mask, 0.9, 0.9)[0], mask,
@@ -633,8 +633,8 @@ def test_single_valid_token_and_all_masked_batch():
     assert np.all(np.isfinite(out.advantages))
     assert np.all(np.asarray(out.advantages) == 0.0)   # whitened lone token
   empty = np.zeros((2, 3), bool)
-  out = maybe_jit(returns.optimal_token_baseline, True, num_groups=1)(
-      r, empty, ids, old_logprobs=-r, sum_pi_squared=r)
+  out = maybe_jit(token_baseline.optimal_token_baseline, True,
+                  num_groups=1)(r, -r, r, empty, ids)
   assert np.all(np.asarray(out.advantages) == 0.0)
   assert np.all(np.asarray(gae(r, r, empty).advantages) == 0.0)
 
@@ -643,7 +643,7 @@ def test_masked_inputs_may_hold_nan():
   mask, x = MASKS["interior"], data(16)
   r = np.where(mask, x["r"], np.nan).astype(np.float32)
   v = np.where(mask, x["v"], np.nan).astype(np.float32)
-  out = maybe_jit(returns.gae, True, gamma=0.9, lam=0.8)(r, v, mask)
+  out = maybe_jit(returns.gae, True, gamma=0.9, lambda_=0.8)(r, v, mask)
   raw, _ = ref_gae(np.nan_to_num(r), np.nan_to_num(v), mask, 0.9, 0.8)
   assert_tokens(out.info["raw_advantages"], raw, mask)
 
@@ -660,13 +660,14 @@ def test_bad_inputs_raise():
   with pytest.raises(ValueError, match="singleton"):
     returns.prime(r, None, mask, np.zeros(2, np.int32), 1, singleton="x")
   with pytest.raises(ValueError, match="num_groups"):
-    returns.optimal_token_baseline(r, mask, np.zeros(2, np.int32), 0, r, r)
+    token_baseline.optimal_token_baseline(r, r, r, mask,
+                                          np.zeros(2, np.int32), 0)
   with pytest.raises(ValueError, match="values"):
-    returns.truncated_generalized_advantage_estimation(r, 0.9, 0.9, r)
+    multistep.truncated_generalized_advantage_estimation(r, 0.9, 0.9, r)
   with pytest.raises(ValueError, match="n must"):
-    returns.n_step_bootstrapped_returns(r, 0.9, r, 0)
+    multistep.n_step_bootstrapped_returns(r, 0.9, r, 0)
   with pytest.raises(ValueError, match="sample_mask"):
-    returns.vtrace(r, r, r, 0.9, r + 1, sample_mask=np.ones((2, 2), bool))
+    off_policy.vtrace(r, r, r, 0.9, r + 1, sample_mask=np.ones((2, 2), bool))
 
 
 # ---------------------------------------------------------------------------
@@ -686,15 +687,16 @@ def test_registered_estimators_match_plain_functions():
     assert name in registry.estimator_names()
   pairs = [
       (registry.estimate("gae", rollouts, gamma=0.9),
-       returns.gae(rollouts.token_rewards, rollouts.values, mask, 0.9)),
+       returns.gae(rollouts.token_rewards, rollouts.values, mask,
+                   gamma=0.9)),
       (registry.estimate("reinforce_plus_plus", rollouts),
        returns.reinforce_plus_plus(rollouts.token_rewards, mask)),
       (registry.estimate("remax", rollouts),
        returns.remax(rollouts.token_rewards, rollouts.baseline_scores, mask)),
       (registry.estimate("optimal_token_baseline", rollouts),
-       returns.optimal_token_baseline(
-           rollouts.token_rewards, mask, GROUP_IDS, NUM_GROUPS,
-           rollouts.old_logprobs, rollouts.sum_pi_squared)),
+       token_baseline.optimal_token_baseline(
+           rollouts.token_rewards, rollouts.old_logprobs,
+           rollouts.sum_pi_squared, mask, GROUP_IDS, NUM_GROUPS)),
       # Implicit-PRM fallback: 0.05·(logprobs − ref_logprobs) = 0.005.
       (registry.estimate("prime", rollouts),
        returns.prime(rollouts.token_rewards, np.where(mask, 0.005, 0.0),
@@ -730,7 +732,7 @@ def _batches(draw):
 
 @jax.jit
 def _gae_vs_return(r, v, mask, gamma):
-  adv = returns.gae(r, v, mask, gamma=gamma, lam=1.0, whiten=False)
+  adv = returns.gae(r, v, mask, gamma=gamma, lambda_=1.0, whiten=False)
   ret = returns.reinforce_plus_plus(r, mask, gamma=gamma, whiten=False)
   return adv.advantages, ret.returns
 
@@ -745,9 +747,9 @@ def test_gae_with_lambda_one_is_return_minus_value(batch):
 
 @jax.jit
 def _n_step_and_lambda(r, v, gamma, lam):
-  return (returns.n_step_bootstrapped_returns(r, gamma, v, _PT,
+  return (multistep.n_step_bootstrapped_returns(r, gamma, v, _PT,
                                               lambda_t=lam),
-          returns.lambda_returns(r, gamma, v, lam))
+          multistep.lambda_returns(r, gamma, v, lam))
 
 
 @hypothesis.given(_batches(), st.floats(0.0, 1.0))
@@ -761,10 +763,10 @@ def test_n_step_with_n_equal_t_is_lambda_return(batch, lam):
 def _all_estimators(mask, r, v, gamma):
   ids = jnp.arange(_PB, dtype=jnp.int32) % 2
   outs = (
-      returns.gae(r, v, mask, gamma=gamma, lam=0.9),
+      returns.gae(r, v, mask, gamma=gamma, lambda_=0.9),
       returns.reinforce_plus_plus(r, mask, gamma=gamma),
-      returns.optimal_token_baseline(r, mask, ids, 2, -jnp.abs(v),
-                                     jnp.abs(v) * 0.1 + 0.1),
+      token_baseline.optimal_token_baseline(
+          r, -jnp.abs(v), jnp.abs(v) * 0.1 + 0.1, mask, ids, 2),
       returns.prime(jnp.where(mask, r, 0), v * 0.1, mask, ids, 2),
   )
   return [(out.advantages, out.returns) for out in outs]

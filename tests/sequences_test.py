@@ -153,7 +153,7 @@ class ReverseDiscountedCumsumTest(parameterized.TestCase):
                          mode=["eager", "jit"])
   def test_scalar_discount(self, discount, mode):
     x = _values(MASK.shape)
-    fn = _variants(sequences.reverse_discounted_cumsum, discount=discount)
+    fn = _variants(sequences.reverse_discounted_cumsum, gamma=discount)
     out = fn[mode](x, MASK)
     self.assertEqual(out.dtype, jnp.float32)
     np.testing.assert_allclose(
@@ -214,7 +214,7 @@ class ReverseDiscountedCumsumTest(parameterized.TestCase):
     mask[1, 1000:1100] = False
     mask[1, 30000:] = False
     out = jax.jit(functools.partial(sequences.reverse_discounted_cumsum,
-                                    discount=discount))(x, mask)
+                                    gamma=discount))(x, mask)
     np.testing.assert_allclose(
         out, ref_reverse_discounted_cumsum(x, mask, discount),
         rtol=1e-5, atol=0)
@@ -251,7 +251,7 @@ class ReverseDiscountedCumsumTest(parameterized.TestCase):
     mask[3, :] = False
     mask[3, 699] = True
     out = jax.jit(functools.partial(sequences.reverse_discounted_cumsum,
-                                    discount=discount))(x, mask)
+                                    gamma=discount))(x, mask)
     np.testing.assert_allclose(
         out, ref_reverse_discounted_cumsum(x, mask, discount), **F32)
     self.assertTrue(np.all(np.asarray(out)[~mask] == 0.0))

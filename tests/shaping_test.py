@@ -174,7 +174,7 @@ def ucas_args(d):
 
 
 def capo_args(d, outcome):
-  return (d["flags"], outcome, d["step_ids"], d["step_mask"], d["mask"],
+  return (outcome, d["flags"], d["mask"], d["step_ids"], d["step_mask"],
           d["group_ids"], G)
 
 
@@ -185,7 +185,7 @@ def capo_args(d, outcome):
 
 @pytest.mark.parametrize("kwargs", [
     {}, {"certainty_reduce": "mean"}, {"penalize_zero_adv_groups": False},
-    {"scale": False, "beta_pos": 0.5, "token_coef": 0.1}])
+    {"normalize_by_std": False, "beta_pos": 0.5, "token_coef": 0.1}])
 def test_ucas_matches_reference(kwargs):
   d = make_batch(1)
   d["token_rewards"][3:5] = 0.0
@@ -194,7 +194,7 @@ def test_ucas_matches_reference(kwargs):
   d["token_rewards"][1, 0] = np.nan  # an unscorable row
   out = shaping.ucas(*ucas_args(d), **kwargs)
   names = {"certainty_reduce": "reduce", "penalize_zero_adv_groups":
-           "penalize", "token_coef": "coef"}
+           "penalize", "token_coef": "coef", "normalize_by_std": "scale"}
   expected = ref_ucas(d, **{names.get(k, k): v for k, v in kwargs.items()})
   close(out.advantages, expected)
   assert np.all(np.asarray(out.advantages)[1] == 0)
@@ -409,7 +409,8 @@ def test_bad_inputs_raise():
   with pytest.raises(ValueError, match="group_ids"):
     shaping.ucas(*ucas_args(d)[:4], d["group_ids"][:2], G)
   with pytest.raises(ValueError, match="critique_flags"):
-    shaping.capo(d["flags"][:, :, :2], *capo_args(d, d["outcome"])[1:])
+    shaping.capo(d["outcome"], d["flags"][:, :, :2],
+                 *capo_args(d, d["outcome"])[2:])
   with pytest.raises(ValueError, match="critique_valid"):
     shaping.capo_vote(d["flags"], d["critique_valid"][:, :2])
   with pytest.raises(ValueError, match="mode"):

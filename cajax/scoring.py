@@ -1,0 +1,89 @@
+"""Row scores and the one rule for unscorable rows.
+
+A row whose score is NaN is *unscorable* (a reward model failed, a verifier
+timed out): every estimator gives it advantage 0 and leaves it out of its
+group's statistics, and no NaN reaches other rows. This module is the only
+place that turns NaN into that flag.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from cajax import _checks
+
+
+def split_unscorable(scores) -> tuple[jax.Array, jax.Array]:
+  """Splits float scores into (scores with 0 where NaN, scorable mask).
+
+  Args:
+    scores: f32 array of any shape; NaN marks an unscorable entry.
+
+  Returns:
+    (f32 scores with 0 on unscorable entries, bool scorable), both shaped
+    like `scores`.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from cajax import scoring
+    >>> values, scorable = scoring.split_unscorable(jnp.array([1.0, jnp.nan]))
+    >>> values.tolist(), scorable.tolist()
+    ([1.0, 0.0], [True, False])
+  """
+  scorable = ~jnp.isnan(scores)
+  return jnp.where(scorable, scores, 0.0), scorable
+
+
+def row_sums(token_rewards, mask) -> jax.Array:
+  """Σ_t r[b, t] over all T positions: f32[B], NaN on unscorable rows.
+
+  The per-row outcome that estimators taking `outcome_rewards: f[B]` (`capo`,
+  `tp_grpo`, `pure`'s verifiable rewards) read from `Rollouts`.
+  """
+  _checks.check_batch(mask)
+  rewards = _checks.as_float_like(token_rewards, mask, "token_rewards")
+  return jnp.sum(rewards, axis=1)
+
+
+def sequence_scores(token_rewards, mask) -> tuple[jax.Array, jax.Array]:
+  """Row scores Σ_t r[b, t] over all T positions (verl) and scorability.
+
+  Args:
+    token_rewards: f[B, T]; padding is expected to hold 0 (verl sums every
+      position). NaN anywhere in a row marks the row unscorable.
+    mask: bool[B, T] (shape check only).
+
+  Returns:
+    (scores f32[B] with 0 on unscorable rows, scorable bool[B]).
+
+  Examples:
+    Outcome rewards sit at each row's last valid token:
+
+    >>> import jax.numpy as jnp
+    >>> import cajax
+    >>> token_rewards = jnp.array([[0.0, 0.0, 1.0], [0.0, jnp.nan, 0.0]])
+    >>> mask = jnp.array([[True, True, True], [True, True, False]])
+    >>> scores, scorable = cajax.sequence_scores(token_rewards, mask)
+    >>> scores.tolist(), scorable.tolist()
+    ([1.0, 0.0], [True, False])
+  """
+  return split_unscorable(row_sums(token_rewards, mask))
+
+
+def row_scores(outcome_rewards, batch: int,
+               name: str = "outcome_rewards") -> tuple[jax.Array, jax.Array]:
+  """Checks per-row `f[B]` outcome scores; splits off the unscorable rows.
+
+  Args:
+    outcome_rewards: f[B] one score per row, NaN = unscorable.
+    batch: B, the number of rows of the batch.
+    name: the caller's argument name, for error messages.
+
+  Returns:
+    (scores f32[B] with 0 on unscorable rows, scorable bool[B]).
+
+  Raises:
+    ValueError: `outcome_rewards` is not a numeric `[batch]` array.
+  """
+  _checks.check_shape(outcome_rewards, (batch,), name,
+                      like=f"a batch of {batch} rows")
+  return split_unscorable(_checks.as_float(outcome_rewards, name))

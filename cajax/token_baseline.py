@@ -1,0 +1,149 @@
+"""Optimal Token Baseline (verl): a per-position, variance-weighted baseline.
+
+The baseline of a token is a weighted mean of the group's returns at the same
+position (or, for multi-turn rows, the same rank among valid tokens), with
+weights that estimate each token's gradient variance.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from cajax import _checks
+from cajax import groups
+from cajax import masking
+from cajax import registry
+from cajax import sequences
+from cajax import types
+
+
+def _group_token_mean(numerator, denominator, mask, group_ids,
+                      num_groups: int, index, eps: float) -> jax.Array:
+  """Per (group, index) ratio Σ numerator / (Σ denominator + eps), gathered.
+
+  Sums run over the valid tokens of each group that share the same `index`
+  (a token position when `index` is None, or a rank among valid tokens);
+  the ratio is read back at every valid token.
+  """
+  length = mask.shape[1]
+  if index is None:  # index = token position: segments are (group, column)
+    # Whole rows are the scatter updates: B of them, not B·T entries.
+    def row_total(x):
+      return jax.ops.segment_sum(jnp.where(mask, x, 0.0), group_ids,
+                                 num_segments=num_groups)
+
+    ratio = row_total(numerator) / (row_total(denominator) + eps)
+    return ratio[group_ids]
+  segments = num_groups * length
+  ids = jnp.where(mask, group_ids[:, None] * length + index, segments)
+  flat_ids = ids.reshape(-1)
+
+  def total(x):
+    return jax.ops.segment_sum(jnp.where(mask, x, 0.0).reshape(-1),
+                               flat_ids, num_segments=segments + 1)
+
+  ratio = total(numerator) / (total(denominator) + eps)
+  return ratio[ids]
+
+
+def optimal_token_baseline(token_rewards, old_logprobs, sum_pi_squared, mask,
+                           group_ids, num_groups: int, *,
+                           rollout_is_weights=None,
+                           handle_zero_tail: bool = True,
+                           multi_turn: bool = False,
+                           eps: float = 1e-8) -> types.EstimatorOutput:
+  """Optimal Token Baseline: a per-position, variance-weighted group baseline.
+
+  With Gₜ the reward-to-go, wₜ = 1 − 2·π(yₜ) + Σ_v π(v)² (times ρ̄ₜ² when
+  rollout importance weights are given) and Wₜ = Σ_{s ≤ t, valid} w_s:
+
+    Bₜ = Σ_{j∈g} G_{j,t}·W_{j,t} / (Σ_{j∈g} W_{j,t} + eps),   Aₜ = Gₜ − Bₜ,
+
+  the sums running over the group's rows valid at position t. A singleton
+  group gets B = 0. With `handle_zero_tail` (verl default), when a group's
+  longest row is unique its baseline is 0 from position L₂ on, L₂ being the
+  second-largest valid-token count in the group.
+
+  `multi_turn=True` is verl's TIR variant: positions are ranks among each
+  row's valid tokens (left-compacted turns), and rows without valid tokens are
+  left out of their group.
+
+  See verl `compute_optimal_token_baseline_advantage` and
+  `compute_multi_turn_optimal_token_baseline_advantage` (verl-project/verl,
+  `verl/trainer/ppo/core_algos.py`).
+
+  Args:
+    token_rewards: f[B, T] per-token rewards.
+    old_logprobs: f[B, T] log π_old(yₜ) of the sampled tokens.
+    sum_pi_squared: f[B, T] Σ_v π_old(v)² per token.
+    mask: bool[B, T] valid tokens.
+    group_ids: int[B] prompt group of each row, in [0, num_groups).
+    num_groups: static number of groups.
+    rollout_is_weights: optional f[B, T] truncated rollout IS weights ρ̄ₜ.
+    handle_zero_tail: zero the baseline on the unique longest row's tail.
+    multi_turn: index positions by rank among valid tokens (verl TIR OTB).
+    eps: added to the baseline's denominator.
+
+  Returns:
+    EstimatorOutput(advantages, returns = G, info={"baselines": B}), all
+    f32[B, T] and 0 at masked tokens.
+
+  Raises:
+    ValueError: wrong ranks, shapes or `num_groups`.
+  """
+  batch, length = _checks.check_batch(mask)
+  rewards = _checks.as_float_like(token_rewards, mask, "token_rewards")
+  old_logprobs = _checks.as_float_like(old_logprobs, mask, "old_logprobs")
+  sum_pi_squared = _checks.as_float_like(sum_pi_squared, mask,
+                                        "sum_pi_squared")
+  group_ids = groups.check_group_ids(group_ids, batch, num_groups)
+  mask = _checks.as_mask(mask)
+
+  returns = sequences.reverse_discounted_cumsum(rewards, mask)
+  weight = 1.0 - 2.0 * jnp.exp(old_logprobs) + sum_pi_squared
+  if rollout_is_weights is not None:
+    rho = _checks.as_float_like(rollout_is_weights, mask,
+                                "rollout_is_weights")
+    weight = weight * rho * rho
+  # Wₜ at valid t, as a suffix sum of the reversed row (jnp.cumsum is an
+  # associative scan on XLA CPU, several times slower).
+  cumulative = sequences.reverse_discounted_cumsum(
+      weight[:, ::-1], mask[:, ::-1])[:, ::-1]
+
+  lengths = masking.sequence_lengths(mask).astype(jnp.float32)
+  if multi_turn:
+    index = sequences.prefix_count(mask) - 1
+    member = lengths > 0
+  else:
+    index = None  # the token position
+    member = jnp.ones((batch,), bool)
+  baseline = _group_token_mean(returns * cumulative, cumulative, mask,
+                               group_ids, num_groups, index, eps)
+
+  size = groups.group_sum(member.astype(jnp.float32), group_ids, num_groups)
+  keep = (size[group_ids] > 1)[:, None] & mask
+  if handle_zero_tail:
+    longest = groups.group_max(lengths, group_ids, num_groups, valid=member)
+    at_longest = member & (lengths == longest[group_ids])
+    ties = groups.group_sum(at_longest.astype(jnp.float32), group_ids,
+                            num_groups)
+    second = groups.group_max(lengths, group_ids, num_groups,
+                              valid=member & ~at_longest)
+    unique = at_longest & (ties[group_ids] == 1) & (size[group_ids] > 1)
+    position = (jnp.arange(length, dtype=jnp.int32)[None, :] if index is None
+                else index)
+    tail = unique[:, None] & (position >= second[group_ids][:, None])
+    keep = keep & ~tail
+  baseline = jnp.where(keep, baseline, 0.0)
+  return types.EstimatorOutput(advantages=jnp.where(mask, returns - baseline,
+                                                    0.0),
+                               returns=returns, info={"baselines": baseline})
+
+
+@registry.register("optimal_token_baseline",
+                   required=("token_rewards", "group_ids", "old_logprobs",
+                             "sum_pi_squared"))
+def _optimal_token_baseline_adapter(rollouts: types.Rollouts,
+                                    **kwargs) -> types.EstimatorOutput:
+  return optimal_token_baseline(
+      rollouts.token_rewards, rollouts.old_logprobs, rollouts.sum_pi_squared,
+      rollouts.mask, rollouts.group_ids, rollouts.num_groups, **kwargs)

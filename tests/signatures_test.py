@@ -1,0 +1,84 @@
+"""Every registered estimator follows docs/glossary.md: names and order."""
+
+import inspect
+import pathlib
+import re
+
+import pytest
+
+import cajax
+
+_GLOSSARY = pathlib.Path(__file__).resolve().parents[1] / "docs" / "glossary.md"
+_LAYOUT_ORDER = ("mask", "step_ids", "step_mask", ("group_ids", "sibling_ids"),
+                 ("num_groups", "num_branches"))
+
+
+def glossary_sections() -> dict[str, set[str]]:
+  """Backticked names in the first column of each `## section`'s table."""
+  sections, current = {}, None
+  for line in _GLOSSARY.read_text(encoding="utf-8").splitlines():
+    if line.startswith("## "):
+      current = line[3:].strip()
+      sections[current] = set()
+    elif current and line.startswith("| `"):
+      first_cell = line.split("|")[1]
+      sections[current].update(re.findall(r"`([^`]+)`", first_cell))
+  return sections
+
+
+def _section(sections, prefix):
+  (name,) = [key for key in sections if key.startswith(prefix)]
+  return sections[name]
+
+
+def _layout_rank(name):
+  for rank, names in enumerate(_LAYOUT_ORDER):
+    if name == names or name in names:
+      return rank
+  return None
+
+
+def test_glossary_sections_parse():
+  sections = glossary_sections()
+  assert "token_rewards" in _section(sections, "Values")
+  assert "group_ids" in _section(sections, "Layout")
+  assert "ddof" in _section(sections, "Settings")
+  assert "pivot_turns" in _section(sections, "Optional inputs")
+
+
+@pytest.mark.parametrize("name", cajax.estimator_names())
+def test_signature_follows_glossary(name):
+  sections = glossary_sections()
+  values = _section(sections, "Values")
+  layout = _section(sections, "Layout")
+  keyword = _section(sections, "Optional inputs") | _section(
+      sections, "Settings")
+  function = getattr(cajax, name)
+  assert callable(function) and function.__name__ == name
+  parameters = inspect.signature(function).parameters.values()
+  positional = [p.name for p in parameters
+                if p.kind is p.POSITIONAL_OR_KEYWORD]
+  keyword_only = [p.name for p in parameters if p.kind is p.KEYWORD_ONLY]
+  assert len(positional) + len(keyword_only) == len(parameters), (
+      f"{name} takes *args or **kwargs")
+  for parameter in positional:
+    assert parameter in values | layout, (
+        f"{name}: positional {parameter!r} is not a value or layout name of "
+        f"docs/glossary.md (knobs must be keyword-only)")
+  for parameter in keyword_only:
+    assert parameter in keyword, (
+        f"{name}: keyword {parameter!r} is not a setting or optional input "
+        f"of docs/glossary.md")
+  # Values first, then the layout names in canonical order.
+  ranks = [_layout_rank(p) for p in positional]
+  first_layout = next(i for i, rank in enumerate(ranks) if rank is not None)
+  assert all(rank is None for rank in ranks[:first_layout])
+  layout_ranks = ranks[first_layout:]
+  assert None not in layout_ranks, f"{name}: a value after the layout"
+  assert layout_ranks == sorted(layout_ranks), (
+      f"{name}: layout order {positional[first_layout:]}")
+
+
+def test_order_checker_rejects_a_wrong_order():
+  ranks = [_layout_rank(p) for p in ("step_mask", "step_ids")]
+  assert ranks != sorted(ranks)
