@@ -100,7 +100,7 @@ def test_process_grpo_favours_a_flawless_row():
   assert advantages[1, 0] < advantages[0, 0]
   # PURE strict min-form: the flawless row is the only one with min +1.
   pure = np.asarray(estimate(
-      "pure", rollouts, mode="strict", normalize=False, baseline="none",
+      "pure", rollouts, mode="strict", whiten=False, baseline="none",
       verifiable_reward_coef=0.0, mask_step_end=False).advantages)
   np.testing.assert_allclose(pure[0][arrays["mask"][0]], 1.0)
   np.testing.assert_allclose(pure[1, 0], -1.0)
