@@ -80,7 +80,7 @@ class BlockSizes:
   def default(cls, implementation: str) -> "BlockSizes":
     """Returns the default block sizes for an implementation."""
     if implementation == "xla":
-      return cls(vocab_chunk=2048)
+      return cls(vocab_chunk=1024)
     return cls()
 
   def validate(self, implementation: str) -> None:

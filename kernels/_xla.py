@@ -124,13 +124,75 @@ def xla_dz_fn(h, w, labels, shift, log_s, entropy, g_lp, g_h, hi, *,
   return dz
 
 
+def _add_rows_product(dh, dz, wc, *, rows: int, layout: str, precision):
+  """dh + dz W_cᵀ, computed and added `rows` rows at a time, in place.
+
+  Blocking keeps the matmul result an [R, D] tile instead of a second
+  [N, D] f32 array beside the dh carry (XLA:CPU does not fuse the add into
+  the dot). The last block's start is clamped to N − R; the rows it shares
+  with the block before add 0.
+  """
+  n = dh.shape[0]
+  rows = min(n, rows)
+  w_contract = (1,) if layout == "dv" else (0,)
+
+  def block(j, dh):
+    r0 = jnp.minimum(j * rows, n - rows)
+    product = lax.dot_general(
+        slice_vocab(dz, r0, rows, 0), wc,
+        (((1,), w_contract), ((), ())), precision=precision,
+        preferred_element_type=dh.dtype)
+    fresh = (r0 + jnp.arange(rows))[:, None] >= j * rows
+    old = lax.dynamic_slice_in_dim(dh, r0, rows)
+    return lax.dynamic_update_slice_in_dim(
+        dh, old + jnp.where(fresh, product, 0.0), r0, axis=0)
+
+  return lax.fori_loop(0, -(-n // rows), block, dh)
+
+
+def _weight_chunk_grad(h, dz, *, layout: str, precision, acc):
+  """dW_c = hᵀ dz_c in the weight's layout ([D, C] or [C, D]), f32.
+
+  hᵀ dz contracts the leading axis of h. XLA:CPU runs 16-bit dots only when
+  the left operand contracts its last axis; otherwise it upcasts both
+  operands to f32, the whole [N, D] hidden included (a loop-invariant f32
+  copy). On CPU, 16-bit inputs therefore go through a transposed dz tile:
+  dW_cᵀ = dz_cᵀ h. Other backends contract the leading axis natively.
+  """
+
+  def native(h, dz):
+    if layout == "dv":
+      return lax.dot_general(h, dz, (((0,), (0,)), ((), ())),
+                             precision=precision, preferred_element_type=acc)
+    return lax.dot_general(dz, h, (((0,), (0,)), ((), ())),
+                           precision=precision, preferred_element_type=acc)
+
+  def transposed(h, dz):
+    # The flattening makes the transpose a physical row-major copy (a bare
+    # transpose is only a layout change, which the dot sees through); the
+    # barriers keep XLA from folding the transposes back into the dot.
+    dz_t = lax.optimization_barrier(dz.T.reshape(-1)).reshape(dz.shape[::-1])
+    grad = lax.dot_general(dz_t, h, (((1,), (0,)), ((), ())),
+                           precision=precision, preferred_element_type=acc)
+    return lax.optimization_barrier(grad).T if layout == "dv" else grad
+
+  if not _is_half(dz.dtype):
+    return native(h, dz)
+  return lax.platform_dependent(h, dz, cpu=transposed, default=native)
+
+
 def linear_backward(h, w, dz_fn, *, vmax: int, size: int, layout: str,
                     precision):
   """(dh, dw) from per-chunk logit gradients, one [N, C] tile at a time.
 
-  dh = Σ_c dz_c W_cᵀ accumulates in f32; dW_c = hᵀ dz_c is one full-N
-  matmul per chunk (f32 accumulation), added into its columns of dW (re-read
-  columns of the clamped last chunk carry dz = 0, so adding is exact).
+  dh = Σ_c dz_c W_cᵀ accumulates in f32 (in blocks of C rows); dW_c =
+  hᵀ dz_c is one full-N matmul per chunk (f32 accumulation) written over
+  its columns of dW. The chunks run last to first: the clamped last chunk writes zeros
+  over the columns it re-reads (their dz is 0) and the chunk before
+  overwrites them with their real gradient, so dW is only ever written,
+  never read back. That keeps the dynamic-update-slice in place, the loop
+  carry being the dW output itself (a read-modify-write of a bf16 carry
+  makes XLA:CPU keep a second W-sized buffer).
 
   Args:
     h: hidden [N, D]; w: weight; dz_fn: c -> [N, C] (any float dtype).
@@ -144,26 +206,18 @@ def linear_backward(h, w, dz_fn, *, vmax: int, size: int, layout: str,
   acc = _common.acc_dtype(h)
   axis = 1 if layout == "dv" else 0
 
-  def body(c, carry):
+  def body(i, carry):
     dh, dw = carry
+    c = n_chunks - 1 - i
     c0 = jnp.minimum(c * size, vmax - size)
     wc = weight_chunk(w, c0, size, layout)
     dz = dz_fn(c).astype(mm_dtype)
-    w_contract = (1,) if layout == "dv" else (0,)
-    dh = dh + lax.dot_general(dz, wc, (((1,), w_contract), ((), ())),
-                              precision=precision,
-                              preferred_element_type=acc)
-    if layout == "dv":
-      dwc = lax.dot_general(h, dz, (((0,), (0,)), ((), ())),
-                            precision=precision,
-                            preferred_element_type=acc)
-    else:
-      dwc = lax.dot_general(dz, h, (((0,), (0,)), ((), ())),
-                            precision=precision,
-                            preferred_element_type=acc)
-    old = slice_vocab(dw, c0, size, axis)
-    new = (old.astype(acc) + dwc).astype(w.dtype)
-    return dh, lax.dynamic_update_slice_in_dim(dw, new, c0, axis=axis)
+    dh = _add_rows_product(dh, dz, wc, rows=size, layout=layout,
+                           precision=precision)
+    dwc = _weight_chunk_grad(h, dz, layout=layout, precision=precision,
+                             acc=acc)
+    return dh, lax.dynamic_update_slice_in_dim(dw, dwc.astype(w.dtype), c0,
+                                               axis=axis)
 
   init = _common.vary_like((jnp.zeros(h.shape, acc), jnp.zeros_like(w)), h, w)
   dh, dw = lax.fori_loop(0, n_chunks, body, init)

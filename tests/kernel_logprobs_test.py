@@ -168,6 +168,26 @@ def test_bf16_linear_close_to_float64_of_bf16_values():
   np.testing.assert_allclose(_f64(dw), dw0, rtol=1e-2, atol=1e-2)
 
 
+@pytest.mark.parametrize("dtype,layout", [
+    (jnp.float32, "dv"), (jnp.float32, "vd"), (jnp.bfloat16, "dv"),
+    (jnp.bfloat16, "vd")])
+def test_linear_backward_row_blocks_and_clamped_chunks(dtype, layout):
+  # N = 37 rows in blocks of 8 (last block clamped) and V = 45 columns in
+  # chunks of 8 (last chunk clamped, written before the chunk it overlaps).
+  h, w, labels, g_lp, g_h = _data(37, 6, 45, seed=21, dtype=dtype)
+  blocks = kernels.BlockSizes(vocab_chunk=8)
+  weight = w if layout == "dv" else w.T
+  (lp, _), (dh, dw) = _linear_vjp(0.9, layout, None, blocks=blocks)(
+      h, weight, labels, g_lp, g_h)
+  ref, dh0, dw0 = ref_linear(_f64(h), _f64(w), labels, 0.9, None, g_lp, g_h)
+  tol = TOL if dtype == jnp.float32 else dict(rtol=1e-2, atol=1e-2)
+  assert dh.dtype == dw.dtype == dtype
+  np.testing.assert_allclose(lp, ref["logprobs"], **TOL)
+  np.testing.assert_allclose(_f64(dh), dh0, **tol)
+  np.testing.assert_allclose(_f64(dw), dw0 if layout == "dv" else dw0.T,
+                             **tol)
+
+
 def test_leading_batch_dims_and_jit_matches_eager():
   h, w, labels, _, _ = _data(12, 6, 40, seed=6)
   f = functools.partial(kernels.linear_token_logprobs, implementation="xla",
