@@ -198,17 +198,18 @@ def create_model(config: ModelConfig, seed: int = 0,
                  mesh: jax.sharding.Mesh | None = None) -> Decoder:
   """A randomly initialised Decoder, sharded over `mesh` when given.
 
-  With a mesh the initialisation is one jitted function run under the mesh,
-  so each parameter is created directly in its shards.
+  Initialisation is one jitted function (run under the mesh when given), so
+  each parameter is created directly in its shards, and the values do not
+  depend on the mesh.
   """
   config.validate()
-  if mesh is None:
-    return Decoder(config, rngs=nnx.Rngs(seed))
-  _check_mesh(config, mesh)
 
   @nnx.jit
   def init():
     return Decoder(config, rngs=nnx.Rngs(seed))
 
+  if mesh is None:
+    return init()
+  _check_mesh(config, mesh)
   with jax.set_mesh(mesh):
     return init()

@@ -53,7 +53,8 @@ class RMSNorm(nnx.Module):
   def __call__(self, x):
     x32 = x.astype(jnp.float32)
     inv = jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-    return (x32 * inv).astype(x.dtype) * self.scale[...].astype(x.dtype)
+    scale = self.scale[...].astype(x.dtype)
+    return (x32 * inv).astype(x.dtype) * scale.reshape((1,) * (x.ndim - 1) + (-1,))
 
 
 def rope_inverse_frequencies(head_dim: int, theta: float,
@@ -94,7 +95,8 @@ def apply_rope(x, positions, inv_freq):
   Returns:
     x rotated: pair (x_i, x_{i + head_dim/2}) by angle position · inv_freq_i.
   """
-  angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)
+  angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)[
+      None, None, :]
   cos = jnp.cos(angles)[:, :, None, :].astype(x.dtype)
   sin = jnp.sin(angles)[:, :, None, :].astype(x.dtype)
   x1, x2 = jnp.split(x, 2, axis=-1)
