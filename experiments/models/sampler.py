@@ -185,19 +185,10 @@ def _decode(step_fn, model_state, first_logits, first_pos, rng,
   return SampleOutput(tokens, logprobs, mask, done, stop_token)
 
 
-def _prompt_positions(prompt_valid):
-  positions = jnp.cumsum(prompt_valid.astype(jnp.int32), axis=1) - 1
-  return jnp.maximum(positions, 0), jnp.sum(prompt_valid, axis=1,
-                                            dtype=jnp.int32)
-
-
-@functools.partial(jax.jit, static_argnames=("graphdef", "config", "pad_id"))
-def _sample_cached(graphdef, state, prompt_tokens, prompt_valid, rng, *,
-                   config, pad_id):
-  model = nnx.merge(graphdef, state)
+def _cached_steps(model, prompt_tokens, positions, prompt_valid, new_tokens):
+  """Prefill a fixed-size cache; each step feeds one token into it."""
   b, p = prompt_tokens.shape
-  positions, first_pos = _prompt_positions(prompt_valid)
-  cache = init_cache(model.config, b, p + config.max_new_tokens)
+  cache = init_cache(model.config, b, p + new_tokens)
   hidden, cache = model(prompt_tokens, positions, prompt_valid, cache)
 
   def step(cache, token, pos, alive, t):
@@ -205,19 +196,16 @@ def _sample_cached(graphdef, state, prompt_tokens, prompt_valid, rng, *,
     hidden, cache = model(token[:, None], pos[:, None], alive[:, None], cache)
     return model.logits(hidden[:, 0]), cache
 
-  return _decode(step, cache, model.logits(hidden[:, -1]), first_pos, rng,
-                 config, pad_id)
+  return hidden, cache, step
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "config", "pad_id"))
-def _sample_uncached(graphdef, state, prompt_tokens, prompt_valid, rng, *,
-                     config, pad_id):
-  model = nnx.merge(graphdef, state)
-  b, p = prompt_tokens.shape
-  positions, first_pos = _prompt_positions(prompt_valid)
-  extra = ((0, 0), (0, config.max_new_tokens))
-  buffers = (jnp.pad(prompt_tokens, extra, constant_values=pad_id),
-             jnp.pad(positions, extra), jnp.pad(prompt_valid, extra))
+def _uncached_steps(model, prompt_tokens, positions, prompt_valid, new_tokens):
+  """No cache: each step writes its token into padded buffers and re-runs the
+  whole sequence."""
+  p = prompt_tokens.shape[1]
+  extra = ((0, 0), (0, new_tokens))
+  buffers = (jnp.pad(prompt_tokens, extra), jnp.pad(positions, extra),
+             jnp.pad(prompt_valid, extra))
   hidden, _ = model(prompt_tokens, positions, prompt_valid)
 
   def step(buffers, token, pos, alive, t):
@@ -230,11 +218,25 @@ def _sample_uncached(graphdef, state, prompt_tokens, prompt_valid, rng, *,
     last = jax.lax.dynamic_slice_in_dim(hidden, column, 1, axis=1)
     return model.logits(last[:, 0]), buffers
 
-  return _decode(step, buffers, model.logits(hidden[:, -1]), first_pos, rng,
-                 config, pad_id)
+  return hidden, buffers, step
 
 
-def _run(impl, model: Decoder, prompt_tokens, prompt_valid,
+@functools.partial(jax.jit,
+                   static_argnames=("graphdef", "config", "pad_id", "cached"))
+def _sample_jit(graphdef, state, prompt_tokens, prompt_valid, rng, *, config,
+                pad_id, cached):
+  model = nnx.merge(graphdef, state)
+  positions = jnp.maximum(
+      jnp.cumsum(prompt_valid.astype(jnp.int32), axis=1) - 1, 0)
+  steps = _cached_steps if cached else _uncached_steps
+  hidden, model_state, step = steps(model, prompt_tokens, positions,
+                                    prompt_valid, config.max_new_tokens)
+  first_pos = jnp.sum(prompt_valid, axis=1, dtype=jnp.int32)
+  return _decode(step, model_state, model.logits(hidden[:, -1]), first_pos,
+                 rng, config, pad_id)
+
+
+def _run(cached: bool, model: Decoder, prompt_tokens, prompt_valid,
          config: SamplingConfig, rng, pad_id: int) -> SampleOutput:
   config.validate(model.config.vocab_size)
   prompt_tokens = jnp.asarray(prompt_tokens)
@@ -247,8 +249,9 @@ def _run(impl, model: Decoder, prompt_tokens, prompt_valid,
     raise ValueError(f"prompt_valid must be bool{list(prompt_tokens.shape)}, "
                      f"got {prompt_valid.dtype}{list(prompt_valid.shape)}")
   graphdef, state = nnx.split(model)
-  return impl(graphdef, state, prompt_tokens.astype(jnp.int32), prompt_valid,
-              rng, config=config, pad_id=int(pad_id))
+  return _sample_jit(graphdef, state, prompt_tokens.astype(jnp.int32),
+                     prompt_valid, rng, config=config, pad_id=int(pad_id),
+                     cached=cached)
 
 
 def sample(model: Decoder, prompt_tokens, prompt_valid,
@@ -266,7 +269,7 @@ def sample(model: Decoder, prompt_tokens, prompt_valid,
   Returns:
     SampleOutput.
   """
-  return _run(_sample_cached, model, prompt_tokens, prompt_valid, config, rng,
+  return _run(True, model, prompt_tokens, prompt_valid, config, rng,
               pad_id)
 
 
@@ -275,5 +278,5 @@ def sample_without_cache(model: Decoder, prompt_tokens, prompt_valid,
                          ) -> SampleOutput:
   """Same as `sample` (same keys, same outputs) but re-runs the whole prefix
   every step; for tests and the with/without-cache benchmark."""
-  return _run(_sample_uncached, model, prompt_tokens, prompt_valid, config,
+  return _run(False, model, prompt_tokens, prompt_valid, config,
               rng, pad_id)
