@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cajax import _checks
 from cajax import masking
@@ -37,6 +38,7 @@ def _check_groups(values, group_ids, num_groups, valid):
   num_groups = _checks.check_positive_int(num_groups, "num_groups")
   values = _checks.as_float(values, "values")
   group_ids = _checks.as_int(group_ids, "group_ids")
+  check_id_range(group_ids, num_groups)
   if valid is None:
     valid = jnp.ones(values.shape, bool)
   else:
@@ -46,10 +48,35 @@ def _check_groups(values, group_ids, num_groups, valid):
   return values, group_ids, num_groups, valid
 
 
+def check_id_range(group_ids, num_groups: int, name: str = "group_ids",
+                   count_name: str = "num_groups") -> None:
+  """Checks concrete ids lie in [0, num_groups); traced ids pass unchecked.
+
+  Under jit an out-of-range id cannot be detected: its row drops out of
+  every segment sum while gathers read another group's statistics (ids ≥
+  num_groups clamp, negative ids wrap), so its result is meaningless.
+
+  Raises:
+    ValueError: naming the offending ids.
+  """
+  if _checks.is_traced(group_ids):
+    return
+  ids = np.asarray(group_ids)
+  bad = ids[(ids < 0) | (ids >= num_groups)]
+  if bad.size:
+    raise ValueError(
+        f"{name} must lie in [0, {count_name}={num_groups}), got "
+        f"{sorted(set(bad.reshape(-1).tolist()))[:8]}; set {count_name} to "
+        f"the number of groups.")
+
+
 def check_group_ids(group_ids, batch: int, num_groups: int, *,
                     name: str = "group_ids",
                     count_name: str = "num_groups") -> jax.Array:
   """Checks `int[B]` row group ids for a batch of B rows; returns int32.
+
+  Concrete ids are also checked to lie in [0, num_groups) (see
+  `check_id_range` for what out-of-range ids do under jit).
 
   Args:
     group_ids: int[B] group of each row.
@@ -59,13 +86,16 @@ def check_group_ids(group_ids, batch: int, num_groups: int, *,
     count_name: the caller's name for `num_groups` (e.g. "num_branches").
 
   Raises:
-    ValueError: `group_ids` is not an integer `[batch]` array or
-      `num_groups` is not a static positive int.
+    ValueError: `group_ids` is not an integer `[batch]` array, holds
+      concrete ids outside [0, num_groups), or `num_groups` is not a static
+      positive int.
   """
   _checks.check_shape(group_ids, (batch,), name,
                       like=f"a batch of {batch} rows")
-  _checks.check_positive_int(num_groups, count_name)
-  return _checks.as_int(group_ids, name)
+  num_groups = _checks.check_positive_int(num_groups, count_name)
+  ids = _checks.as_int(group_ids, name)
+  check_id_range(group_ids, num_groups, name, count_name)
+  return ids
 
 
 def check_batch_groups(mask, group_ids, num_groups: int, *,
@@ -269,6 +299,7 @@ def group_normalize(values, group_ids, num_groups: int, valid=None, *,
   if flat_population is None:
     flat_population = flat_valid
   num_groups = _checks.check_positive_int(num_groups, "num_groups")
+  check_id_range(group_ids, num_groups)
   x = _checks.as_float(values, "values").reshape(rows)
   x = jnp.where(flat_valid | flat_population, x, 0.0)
   moments, sq = _moments(x, ids, num_groups, flat_population, ddof,

@@ -553,11 +553,13 @@ def _group_adapter(function):
 for _function in (grpo, drgrpo, grpo_passk, rloo, opo, gpg,
                   reinforce_plus_plus_baseline):
   registry.register(_function.__name__,
-                    required=("token_rewards", "group_ids"))(
+                    required=("token_rewards", "group_ids"),
+                    function=_function)(
                         _group_adapter(_function))
 
 
-@registry.register("gdpo", required=("reward_components", "group_ids"))
+@registry.register("gdpo", required=("reward_components", "group_ids"),
+                   function=gdpo)
 def _gdpo_adapter(rollouts: types.Rollouts,
                   **hyperparameters) -> types.EstimatorOutput:
   """`gdpo` on `rollouts.reward_components`."""

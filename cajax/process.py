@@ -582,52 +582,70 @@ def tp_grpo(outcome_rewards, step_labels, mask, step_ids, step_mask,
 _STEP_FIELDS = ("step_rewards", "step_mask", "step_ids", "group_ids")
 
 
-def _prm_inputs(rollouts, kl_in_reward: bool) -> dict:
-  kl = None
+def _prm_inputs(rollouts, kl_in_reward, verifiable_rewards,
+                token_kl) -> dict:
+  """`pure` / `sum_form_prm` arguments from Rollouts and the overrides."""
+  kl_in_reward = _checks.check_bool(kl_in_reward, "kl_in_reward")
   if kl_in_reward:
-    if rollouts.old_logprobs is None or rollouts.ref_logprobs is None:
-      raise ValueError("kl_in_reward=True needs rollouts.old_logprobs and "
-                       "rollouts.ref_logprobs.")
-    kl = (_checks.as_float(rollouts.old_logprobs, "old_logprobs")
-          - _checks.as_float(rollouts.ref_logprobs, "ref_logprobs"))
-  vr = None
-  if rollouts.token_rewards is not None:
-    vr = scoring.row_sums(rollouts.token_rewards, rollouts.mask)
+    if token_kl is not None:
+      raise ValueError("pass token_kl or kl_in_reward=True, not both.")
+    token_kl = (
+        _checks.as_float(rollouts.old_logprobs, "rollouts.old_logprobs")
+        - _checks.as_float(rollouts.ref_logprobs, "rollouts.ref_logprobs"))
+  if verifiable_rewards is None and rollouts.token_rewards is not None:
+    verifiable_rewards = scoring.row_sums(rollouts.token_rewards,
+                                          rollouts.mask)
   return dict(step_rewards=rollouts.step_rewards,
               step_mask=rollouts.step_mask, step_ids=rollouts.step_ids,
               mask=rollouts.mask, group_ids=rollouts.group_ids,
-              num_groups=rollouts.num_groups, verifiable_rewards=vr,
-              token_kl=kl)
+              num_groups=rollouts.num_groups,
+              verifiable_rewards=verifiable_rewards, token_kl=token_kl)
 
 
-@registry.register("pure", required=_STEP_FIELDS)
-def _pure_adapter(rollouts, *, kl_in_reward: bool = False, **kwargs):
-  """`pure` on Rollouts; VR = Σₜ token_rewards when token_rewards is set.
+def _prm_fields(hyperparameters: dict) -> tuple[str, ...]:
+  if hyperparameters.get("kl_in_reward") is True:
+    return _STEP_FIELDS + ("old_logprobs", "ref_logprobs")
+  return _STEP_FIELDS
 
+
+@registry.register("pure", required=_prm_fields, function=pure)
+def _pure_adapter(rollouts, *, kl_in_reward: bool = False,
+                  verifiable_rewards=None, token_kl=None, **kwargs):
+  """`pure` on Rollouts.
+
+  The verifiable reward is the `verifiable_rewards` keyword if given, else
+  Σₜ token_rewards when `rollouts.token_rewards` is set (NaN = unscorable),
+  else absent (PRM only; or set `verifiable_reward_coef=0.0`).
   `kl_in_reward=True` puts the k1 estimate old_logprobs − ref_logprobs in
-  the reward (the repo's setting); the default leaves KL to
-  `cajax.losses`. Set `verifiable_reward_coef=0.0` for PRM-only training.
+  the reward (the repo's setting); a `token_kl` keyword puts any per-token
+  KL there; by default KL is left to `cajax.losses`.
   """
-  return pure(**_prm_inputs(rollouts, kl_in_reward), **kwargs)
+  return pure(**_prm_inputs(rollouts, kl_in_reward, verifiable_rewards,
+                            token_kl), **kwargs)
 
 
-@registry.register("sum_form_prm", required=_STEP_FIELDS)
+@registry.register("sum_form_prm", required=_prm_fields,
+                   function=sum_form_prm)
 def _sum_form_prm_adapter(rollouts, *, kl_in_reward: bool = False,
-                          **kwargs):
+                          verifiable_rewards=None, token_kl=None, **kwargs):
   """`sum_form_prm` on Rollouts, with the inputs of `pure`'s adapter."""
-  return sum_form_prm(**_prm_inputs(rollouts, kl_in_reward), **kwargs)
+  return sum_form_prm(**_prm_inputs(rollouts, kl_in_reward,
+                                    verifiable_rewards, token_kl), **kwargs)
 
 
-@registry.register("process_grpo", required=_STEP_FIELDS)
+@registry.register("process_grpo", required=_STEP_FIELDS,
+                   function=process_grpo)
 def _process_grpo_adapter(rollouts, **kwargs):
   return process_grpo(rollouts.step_rewards, rollouts.mask,
                       rollouts.step_ids, rollouts.step_mask,
                       rollouts.group_ids, rollouts.num_groups, **kwargs)
 
 
-@registry.register("tp_grpo", required=("token_rewards",) + _STEP_FIELDS)
+@registry.register("tp_grpo", required=("token_rewards",) + _STEP_FIELDS,
+                   function=tp_grpo)
 def _tp_grpo_adapter(rollouts, **kwargs):
   """`tp_grpo` with sᵢ = Σₜ token_rewards and labels sign(step_rewards)."""
   return tp_grpo(scoring.row_sums(rollouts.token_rewards, rollouts.mask),
                  rollouts.step_rewards, rollouts.mask, rollouts.step_ids,
-                 rollouts.step_mask, rollouts.group_ids, rollouts.num_groups, **kwargs)
+                 rollouts.step_mask, rollouts.group_ids, rollouts.num_groups,
+                 **kwargs)

@@ -321,12 +321,14 @@ def prime(token_rewards, rm_scores, mask, group_ids, num_groups: int, *,
 # Registry adapters.
 
 
-@registry.register("gae", required=("token_rewards", "values"))
+@registry.register("gae", required=("token_rewards", "values"),
+                   function=gae)
 def _gae_adapter(rollouts: types.Rollouts, **kwargs) -> types.EstimatorOutput:
   return gae(rollouts.token_rewards, rollouts.values, rollouts.mask, **kwargs)
 
 
-@registry.register("reinforce_plus_plus", required=("token_rewards",))
+@registry.register("reinforce_plus_plus", required=("token_rewards",),
+                   function=reinforce_plus_plus)
 def _reinforce_plus_plus_adapter(rollouts: types.Rollouts,
                                  **kwargs) -> types.EstimatorOutput:
   return reinforce_plus_plus(rollouts.token_rewards, rollouts.mask, **kwargs)
@@ -345,7 +347,7 @@ def _prime_example_inputs(rollouts: types.Rollouts, rng) -> dict:
 
 
 @registry.register("prime", required=("token_rewards", "group_ids"),
-                   example_inputs=_prime_example_inputs)
+                   example_inputs=_prime_example_inputs, function=prime)
 def _prime_adapter(rollouts: types.Rollouts, rm_scores=None,
                    beta: float = 0.05, **kwargs) -> types.EstimatorOutput:
   """PRIME from `Rollouts`.

@@ -288,8 +288,13 @@ def capo(outcome_rewards, critique_flags, mask, step_ids, step_mask,
 # Registry adapters.
 
 
-@registry.register("ucas", required=("token_rewards", "token_logits",
-                                     "group_ids"))
+def _ucas_fields(hyperparameters: dict) -> tuple[str, ...]:
+  source = ("entropy" if hyperparameters.get("certainty")
+            == "negative_entropy" else "self_certainty")
+  return ("token_rewards", source, "token_logits", "group_ids")
+
+
+@registry.register("ucas", required=_ucas_fields, function=ucas)
 def _ucas_adapter(rollouts, *, certainty: str = "self_certainty", **kwargs):
   """`ucas` on Rollouts.
 
@@ -299,28 +304,32 @@ def _ucas_adapter(rollouts, *, certainty: str = "self_certainty", **kwargs):
   self-certainty.
   """
   _checks.check_choice(certainty, UCAS_CERTAINTY_SOURCES, "certainty")
-  source = "self_certainty" if certainty == "self_certainty" else "entropy"
-  values = getattr(rollouts, source)
-  if values is None:
-    raise ValueError(f"estimator 'ucas' with certainty={certainty!r} needs "
-                     f"rollouts.{source}, which is None.")
-  if source == "entropy":
-    values = -_checks.as_float(values, "entropy")
+  if certainty == "self_certainty":
+    values = rollouts.self_certainty
+  else:
+    values = -_checks.as_float(rollouts.entropy, "rollouts.entropy")
   return ucas(rollouts.token_rewards, values, rollouts.token_logits,
               rollouts.mask, rollouts.group_ids, rollouts.num_groups,
               **kwargs)
 
 
 def _capo_example_inputs(rollouts, rng) -> dict:
-  """Four random critiques flagging each step with probability 0.3."""
-  batch, num_steps = jnp.shape(rollouts.step_mask)
+  """Four random critiques flagging each step with probability 0.3.
+
+  The step axis is that of `step_mask` (or `step_rewards`); without either,
+  T steps (the most a row of T tokens can hold).
+  """
+  batch, length = jnp.shape(rollouts.mask)
+  steps = rollouts.step_mask if rollouts.step_mask is not None else (
+      rollouts.step_rewards)
+  num_steps = length if steps is None else jnp.shape(steps)[1]
   return {"critique_flags": jnp.asarray(
       rng.random((batch, 4, num_steps)) < 0.3)}
 
 
 @registry.register("capo", required=("token_rewards", "step_ids",
                                      "step_mask", "group_ids"),
-                   example_inputs=_capo_example_inputs)
+                   example_inputs=_capo_example_inputs, function=capo)
 def _capo_adapter(rollouts, *, critique_flags, **kwargs):
   """`capo` on Rollouts with r_v = Σₜ token_rewards (NaN = unscorable)."""
   return capo(scoring.row_sums(rollouts.token_rewards, rollouts.mask),

@@ -141,7 +141,8 @@ def optimal_token_baseline(token_rewards, old_logprobs, sum_pi_squared, mask,
 
 @registry.register("optimal_token_baseline",
                    required=("token_rewards", "group_ids", "old_logprobs",
-                             "sum_pi_squared"))
+                             "sum_pi_squared"),
+                   function=optimal_token_baseline)
 def _optimal_token_baseline_adapter(rollouts: types.Rollouts,
                                     **kwargs) -> types.EstimatorOutput:
   return optimal_token_baseline(

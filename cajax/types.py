@@ -8,6 +8,7 @@ import dataclasses
 from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 
 _ARRAY_FIELDS = (
     "mask", "token_rewards", "group_ids", "values", "old_logprobs",
@@ -33,7 +34,14 @@ class Rollouts:
       A row whose score is NaN is unscorable: it gets advantage 0 and is left
       out of its group's statistics.
     group_ids: int[B] prompt group of each row, in [0, num_groups).
-    num_groups: static number of groups G.
+    num_groups: static number of groups G, required whenever `group_ids` is
+      given. Left as None, it is inferred from concrete `group_ids` as
+      max(group_ids) + 1 (outside jit only: traced ids raise). Concrete ids
+      outside [0, num_groups) raise in every estimator; under jit they
+      cannot be checked, and such a row is left out of every group sum
+      (JAX segment ops drop out-of-range ids) while its own statistics are
+      read from another group (gathers clamp, negative ids wrap), so its
+      advantage is meaningless: run `cajax.validate` on the host.
     values: f[B, T] critic values V(s_t) (GAE, V-trace).
     old_logprobs: f[B, T] log π_old of the sampled tokens (behaviour policy).
     ref_logprobs: f[B, T] log π_ref of the sampled tokens.
@@ -51,7 +59,7 @@ class Rollouts:
   mask: Any
   token_rewards: Any = None
   group_ids: Any = None
-  num_groups: int = 1
+  num_groups: int | None = None
   values: Any = None
   old_logprobs: Any = None
   ref_logprobs: Any = None
@@ -65,6 +73,23 @@ class Rollouts:
   step_mask: Any = None
   reward_components: Any = None
   baseline_scores: Any = None
+
+  def __post_init__(self):
+    # Also runs when JAX rebuilds the pytree (with tracers or placeholder
+    # leaves); only a missing count next to real group ids is acted on.
+    if self.num_groups is not None or self.group_ids is None:
+      return
+    if isinstance(self.group_ids, jax.core.Tracer):
+      raise ValueError(
+          "Rollouts.num_groups is required when group_ids are traced (inside "
+          "jax.jit or vmap); pass the static number of groups.")
+    if not hasattr(self.group_ids, "dtype"):
+      return
+    ids = np.asarray(self.group_ids)
+    if not np.issubdtype(ids.dtype, np.integer):
+      return  # left to the estimators' dtype check
+    object.__setattr__(self, "num_groups",
+                       int(ids.max()) + 1 if ids.size else 1)
 
   def replace(self, **changes) -> "Rollouts":
     """Returns a copy with the given fields replaced."""

@@ -9,9 +9,11 @@ import numpy as np
 
 from cajax import types
 
-# Fields whose NaN entries carry meaning (an unscorable row) rather than
-# signalling a bug.
-_NAN_ALLOWED = ("token_rewards",)
+# Score fields: a NaN entry carries meaning (its row is unscorable: advantage
+# 0, left out of every statistic; for `reward_components`, that component is
+# missing) rather than signalling a bug.
+_NAN_ALLOWED = ("token_rewards", "step_rewards", "reward_components",
+                "baseline_scores")
 
 
 def validate(rollouts: types.Rollouts) -> types.Rollouts:
@@ -19,9 +21,16 @@ def validate(rollouts: types.Rollouts) -> types.Rollouts:
 
   Checks: `mask` and `step_mask` are bool (or 0/1 numbers); `group_ids` are
   integers in [0, num_groups) and every group referenced; `step_ids` are
-  integers ≥ −1 and < S when `step_rewards` is given; no NaN or inf in any
-  float field (NaN is allowed in `token_rewards`, where it marks an
-  unscorable row, but inf is not); shapes agree with `mask`.
+  integers ≥ −1 and < S when `step_rewards` is given, never decrease along
+  a row and each step is one contiguous run of the row's valid tokens (the
+  estimators count a step's tokens and find its first step in time from
+  that); every field has the batch size and shape it needs (`[B, T]` like
+  `mask`, `[B, S]` step arrays, `[B, K]` reward components, `[B]` baseline
+  scores); no NaN or inf in any float field. NaN is allowed in the score
+  fields (`token_rewards`, `step_rewards`, `reward_components`,
+  `baseline_scores`), where it marks an unscorable row (a missing component
+  for `gdpo`); inf is reported everywhere (the estimators would treat it
+  like NaN, but an infinite score is almost always a bug).
 
   Raises:
     ValueError: listing every problem found.
@@ -77,6 +86,19 @@ def validate(rollouts: types.Rollouts) -> types.Rollouts:
       problems.append(
           f"rollouts.step_ids reaches {step_ids.max()} but step_rewards has "
           f"only {np.shape(rollouts.step_rewards)[-1]} steps.")
+    elif step_ids.shape == mask.shape:
+      problems.extend(_step_order_problems(step_ids, mask != 0))
+  for name, expected in (("step_rewards", f"({batch}, S)"),
+                         ("step_mask", f"({batch}, S)"),
+                         ("reward_components", f"({batch}, K)"),
+                         ("baseline_scores", f"({batch},)")):
+    value = getattr(rollouts, name)
+    shape = None if value is None else np.shape(value)
+    if shape is not None and (len(shape) != expected.count(",") + (
+        name != "baseline_scores") or shape[0] != batch):
+      problems.append(f"rollouts.{name} has shape {shape}, expected "
+                      f"{expected} (a batch of {batch} rows like "
+                      f"rollouts.mask).")
   if rollouts.step_mask is not None:
     check_mask("step_mask", np.asarray(rollouts.step_mask))
     if rollouts.step_rewards is not None and np.shape(
@@ -99,3 +121,33 @@ def validate(rollouts: types.Rollouts) -> types.Rollouts:
   if problems:
     raise ValueError("invalid rollouts:\n  " + "\n  ".join(problems))
   return rollouts
+
+
+def _step_order_problems(step_ids, mask) -> list[str]:
+  """Rows whose steps decrease, or split into several runs, along the row.
+
+  Only valid tokens inside a step (mask True, id ≥ 0) count: masked tokens
+  and tokens outside any step may sit between the tokens of one step.
+  """
+  problems = []
+  decreasing, split = [], []
+  for row in range(step_ids.shape[0]):
+    ids = step_ids[row][mask[row] & (step_ids[row] >= 0)]
+    if ids.size < 2:
+      continue
+    if np.any(np.diff(ids) < 0):
+      decreasing.append(row)
+    starts = np.concatenate([[True], ids[1:] != ids[:-1]])
+    if np.count_nonzero(starts) != np.unique(ids).size:
+      split.append(row)
+  if decreasing:
+    problems.append(
+        f"rollouts.step_ids decrease along rows {decreasing[:8]}; step ids "
+        f"must not decrease in time (istar's first-step baseline takes the "
+        f"lowest id).")
+  if split:
+    problems.append(
+        f"rollouts.step_ids split a step into several runs of valid tokens "
+        f"in rows {split[:8]}; each step must be one contiguous run (its "
+        f"token count and end are read from that).")
+  return problems

@@ -5,6 +5,8 @@ The generic contract test runs every registered name on synthetic
 rollouts, so estimators registered later are picked up automatically.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -111,6 +113,91 @@ def test_estimate_forwards_hyperparameters():
                               np.random.default_rng(0)) == {}
 
 
+def test_misspelled_keyword_lists_the_accepted_ones():
+  with pytest.raises(ValueError, match=r"'grpo' got unexpected keyword "
+                     r"'epsilon' \(did you mean 'eps'\?\); it accepts: "
+                     r"center, ddof, eps, scale, singleton\."):
+    cajax.estimate("grpo", small_rollouts(), epsilon=1e-6)
+  with pytest.raises(ValueError, match=r"'remax' got unexpected keyword "
+                     r"'gamma'.*accepts: no keywords"):
+    cajax.estimate("remax", small_rollouts(
+        baseline_scores=np.zeros(4, np.float32)), gamma=1.0)
+  for name in NAMES:
+    accepted = registry.accepted_keywords(name)
+    assert accepted == tuple(sorted(set(accepted))), name
+    with pytest.raises(ValueError, match=f"'{name}' got unexpected"):
+      cajax.estimate(name, small_rollouts(), not_a_keyword=1)
+  assert "verifiable_rewards" in registry.accepted_keywords("pure")
+  assert "critique_flags" in registry.accepted_keywords("capo")
+
+
+def test_num_groups_is_required_with_group_ids():
+  # Defaulting it to 1 normalised group 1 with group 0's statistics.
+  rewards = np.zeros((4, 3), np.float32)
+  rewards[:, -1] = [1.0, 0.0, 1.0, 1.0]
+  ids = np.array([0, 0, 1, 1], np.int32)
+  inferred = cajax.Rollouts(mask=np.ones((4, 3), bool),
+                            token_rewards=rewards, group_ids=ids)
+  assert inferred.num_groups == 2
+  np.testing.assert_allclose(cajax.estimate("grpo", inferred).advantages[:, 0],
+                             [0.707106, -0.707106, 0.0, 0.0], atol=1e-5)
+  assert cajax.Rollouts(mask=np.ones((4, 3), bool)).num_groups is None
+  with pytest.raises(ValueError, match=r"group_ids must lie in "
+                     r"\[0, num_groups=1\), got \[1\]"):
+    cajax.estimate("grpo", inferred.replace(num_groups=1))
+  with pytest.raises(ValueError, match=r"got \[-1\]"):
+    outcome.grpo(rewards, np.ones((4, 3), bool),
+                 np.array([0, 0, -1, 1], np.int32), 2)
+  with pytest.raises(ValueError, match="num_groups is required"):
+    jax.jit(lambda i: cajax.Rollouts(mask=np.ones((4, 3), bool),
+                                     group_ids=i))(ids)
+  # Inside jit the count is static metadata inferred before tracing.
+  out = jax.jit(functools.partial(cajax.estimate, "grpo"))(inferred)
+  np.testing.assert_allclose(out.advantages[:, 0],
+                             [0.707106, -0.707106, 0.0, 0.0], atol=1e-5)
+
+
+def test_readme_loop_findings():
+  rollouts = synthetic_rollouts.make_rollouts(batch=8, length=8,
+                                              group_size=4, num_steps=3,
+                                              seed=4)
+  # pure with an explicit verifiable reward (it used to clash with the one
+  # the adapter derives from token_rewards).
+  vr = np.linspace(-1.0, 0.0, 8).astype(np.float32)
+  out = cajax.estimate("pure", rollouts, verifiable_rewards=vr)
+  direct = cajax.pure(rollouts.step_rewards, rollouts.mask,
+                      rollouts.step_ids, rollouts.step_mask,
+                      rollouts.group_ids, rollouts.num_groups,
+                      verifiable_rewards=vr)
+  np.testing.assert_array_equal(out.advantages, direct.advantages)
+  # ucas reads self_certainty (or entropy with certainty="negative_entropy").
+  assert "self_certainty" in registry.required_fields("ucas")
+  assert "entropy" in registry.required_fields(
+      "ucas", certainty="negative_entropy")
+  with pytest.raises(ValueError, match=r"rollouts\.self_certainty"):
+    cajax.estimate("ucas", rollouts.replace(self_certainty=None))
+  cajax.estimate("ucas", rollouts.replace(self_certainty=None),
+                 certainty="negative_entropy")
+  with pytest.raises(ValueError, match=r"rollouts\.old_logprobs"):
+    cajax.estimate("pure", rollouts.replace(old_logprobs=None),
+                   kl_in_reward=True)
+  # example_inputs takes a JAX key (typed or raw), a Generator or a seed,
+  # and works for capo before any step field is set.
+  for rng in (jax.random.key(0), jax.random.PRNGKey(0),
+              np.random.default_rng(0), 0):
+    for name in ("capo", "r3l", "slate", "prime"):
+      assert cajax.example_inputs(name, rollouts, rng), (name, rng)
+  same = [cajax.example_inputs("capo", rollouts, jax.random.key(3))
+          for _ in range(2)]
+  np.testing.assert_array_equal(same[0]["critique_flags"],
+                                same[1]["critique_flags"])
+  bare = cajax.Rollouts(mask=rollouts.mask, token_rewards=rollouts.token_rewards)
+  flags = cajax.example_inputs("capo", bare, jax.random.key(0))
+  assert flags["critique_flags"].shape == (8, 4, 8)
+  with pytest.raises(ValueError, match="rng"):
+    cajax.example_inputs("capo", rollouts, "seed")
+
+
 def test_sequence_scores():
   rewards = np.array([[1, 2, 0], [0, np.nan, 1], [0, 0, 3]], np.float32)
   scores, scorable = cajax.sequence_scores(rewards, np.ones((3, 3), bool))
@@ -209,9 +296,25 @@ PROBLEMS = [
     ("inf_token_rewards",
      _with("token_rewards", _set((2, 0), np.inf)),
      "token_rewards contains inf"),
-    ("nan_step_rewards",
-     _with("step_rewards", _set((0, 0), np.nan)),
-     "step_rewards contains NaN"),
+    ("inf_step_rewards",
+     _with("step_rewards", _set((0, 0), -np.inf)),
+     "step_rewards contains inf"),
+    ("split_step",  # step 0 of row 0 comes back after step 1
+     _with("step_ids", _set((0, 6), 0)), r"split a step.*rows \[0\]"),
+    ("decreasing_steps",
+     _with("step_ids", lambda a: np.where(a >= 0, 2 - a, -1)),
+     r"decrease along rows \[0, 1"),
+    ("reward_components_batch",
+     good_numpy_rollouts().replace(
+         reward_components=np.zeros((7, 2), np.float32)),
+     r"reward_components has shape \(7, 2\), expected \(8, K\)"),
+    ("baseline_scores_batch",
+     good_numpy_rollouts().replace(
+         baseline_scores=np.zeros((8, 1), np.float32)),
+     r"baseline_scores has shape \(8, 1\), expected \(8,\)"),
+    ("step_rewards_batch",
+     _with("step_rewards", lambda a: a[:7]),
+     r"step_rewards has shape \(7, 3\), expected \(8, S\)"),
     ("non_binary_float_mask",
      _with("mask", lambda a: np.where(a, 0.5, 0.0).astype(np.float32)),
      "mask has dtype float32 with values other than 0/1"),
@@ -230,6 +333,22 @@ PROBLEMS = [
 def test_validate_catches(rollouts, message):
   with pytest.raises(ValueError, match=message):
     cajax.validate(rollouts)
+
+
+def test_validate_allows_nan_scores_like_the_estimators():
+  # NaN marks an unscorable row (a missing component for gdpo) in every
+  # score field; validate must not reject what the estimators document.
+  rollouts = good_numpy_rollouts()
+  comps = np.ones((8, 2), np.float32)
+  comps[3, 1] = np.nan
+  baseline = np.zeros(8, np.float32)
+  baseline[2] = np.nan
+  steps = np.array(rollouts.step_rewards)
+  steps[1, 0] = np.nan
+  checked = rollouts.replace(reward_components=comps,
+                             baseline_scores=baseline, step_rewards=steps)
+  assert cajax.validate(checked) is checked
+  cajax.estimate("gdpo", checked)  # the documented use
 
 
 def test_validate_accepts_binary_float_mask_and_lists_all_problems():
