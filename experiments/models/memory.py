@@ -134,5 +134,6 @@ def default_rows():
 
 
 if __name__ == "__main__":
-  print("batch 1 x 4096 tokens per device; KV cache: 64 x 4096 in bf16 (GiB)")
+  print("GiB per device: bf16 parameters and compute, 1 x 4096 tokens per "
+        "device; KV cache for 64 x 4096 tokens in bf16")
   print(markdown_table(default_rows()))
