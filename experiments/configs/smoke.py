@@ -1,0 +1,20 @@
+"""Seconds-long end-to-end run of the whole loop (used by the tests)."""
+
+from experiments.configs import chain_arith
+
+
+def get_config():
+  c = chain_arith.get_config()
+  c.task.min_ops, c.task.max_ops = 1, 2
+  c.model.name = "tiny"
+  c.sampling.max_new_tokens = 24
+  c.warm_start.steps = 4
+  c.warm_start.batch_size = 8
+  c.rl.num_steps = 3
+  c.rl.prompts_per_step = 4
+  c.rl.samples_per_prompt = 2
+  c.eval_every = 3
+  c.eval_problems = 8
+  c.checkpoint_every = 1
+  c.show_progress = False
+  return c

@@ -1,0 +1,172 @@
+"""From problems to a scored, padded batch: sample, score, and build
+`cajax.Rollouts`.
+
+`generate` samples `G` responses per prompt with the KV-cache sampler. For
+tool tasks a response may stop on a tool-call token: the environment's
+observation is appended (those tokens are attended to but never trained on,
+and returns skip them) and sampling continues from the whole context, until
+EOS or the response budget. `score_batch` asks the task to score each
+response on the host and lays the scores out as `[B, T]` / `[B, S]` arrays.
+"""
+
+import dataclasses
+
+import jax
+import numpy as np
+
+import cajax
+
+from experiments.models import sampler as sampler_lib
+from experiments.tasks import base as task_base
+from experiments.tasks import batching
+
+
+@dataclasses.dataclass
+class Responses:
+  """Sampled responses as host arrays (B rows, N = the response budget)."""
+  prompt_tokens: np.ndarray     # int32[B, P], left-padded
+  prompt_valid: np.ndarray      # bool[B, P]
+  tokens: np.ndarray            # int32[B, N], pad after the end
+  valid: np.ndarray             # bool[B, N], every token attended to
+  observation: np.ndarray       # bool[B, N], inserted by the environment
+  sampler_logprobs: np.ndarray  # f32[B, N], 0 on observations and padding
+  finished: np.ndarray          # bool[B], ended with EOS in the budget
+
+  @property
+  def mask(self) -> np.ndarray:
+    """Trainable tokens: sampled by the policy, inside the response."""
+    return self.valid & ~self.observation
+
+  def response_ids(self, row: int) -> np.ndarray:
+    return self.tokens[row, :int(self.valid[row].sum())]
+
+
+def left_pad(sequences, width: int, pad_id: int):
+  """(int32[B, width], bool[B, width]) with each sequence right-aligned."""
+  tokens = np.full((len(sequences), width), pad_id, np.int32)
+  valid = np.zeros((len(sequences), width), bool)
+  for row, seq in enumerate(sequences):
+    if len(seq) > width:
+      raise ValueError(f"sequence {row} has {len(seq)} tokens, more than the "
+                       f"width {width}.")
+    if len(seq):
+      tokens[row, width - len(seq):] = seq
+      valid[row, width - len(seq):] = True
+  return tokens, valid
+
+
+def generate(task: task_base.Task, decoder,
+             problems: list[task_base.Problem], *,
+             sampling: sampler_lib.SamplingConfig, key: jax.Array,
+             max_turns: int = 8) -> Responses:
+  """Samples one response per problem (repeat problems for groups).
+
+  Args:
+    task: supplies the tokenizer, prompt width and tool observations.
+    decoder: the policy's decoder.
+    problems: B problems.
+    sampling: the sampler settings; `max_new_tokens` is the response budget
+      N, shared by every turn of a multi-turn response.
+    key: PRNG key.
+    max_turns: the most tool observations appended to one response.
+
+  Returns:
+    `Responses` with host arrays.
+  """
+  tok = task.tokenizer
+  rows, budget = len(problems), sampling.max_new_tokens
+  prompt_tokens, prompt_valid = left_pad(
+      [p.prompt_ids for p in problems], task.max_prompt_len, tok.pad_id)
+  tokens = np.full((rows, budget), tok.pad_id, np.int32)
+  observation = np.zeros((rows, budget), bool)
+  logprobs = np.zeros((rows, budget), np.float32)
+  length = np.zeros(rows, np.int64)
+  active = np.ones(rows, bool)
+  finished = np.zeros(rows, bool)
+  context = (prompt_tokens, prompt_valid)
+  for turn in range(max_turns + 1):
+    out = jax.tree.map(np.asarray, sampler_lib.sample(
+        decoder, *context, sampling, jax.random.fold_in(key, turn),
+        tok.pad_id))
+    for row in np.flatnonzero(active):
+      sampled = int(out.mask[row].sum())
+      take = min(sampled, budget - int(length[row]))
+      span = slice(int(length[row]), int(length[row]) + take)
+      tokens[row, span] = out.tokens[row, :take]
+      logprobs[row, span] = out.logprobs[row, :take]
+      length[row] += take
+      ended = bool(out.stopped[row]) and take == sampled
+      if ended and out.stop_token[row] == tok.eos_id:
+        finished[row], active[row] = True, False
+        continue
+      obs = (task.observation(problems[row], tokens[row, :length[row]])
+             if ended and turn < max_turns else None)
+      if not obs:
+        active[row] = False
+        continue
+      take = min(len(obs), budget - int(length[row]))
+      span = slice(int(length[row]), int(length[row]) + take)
+      tokens[row, span] = obs[:take]
+      observation[row, span] = True
+      length[row] += take
+      active[row] = length[row] < budget
+    if not active.any():
+      break
+    context = left_pad(
+        [list(pt[pv]) + list(t[:n]) for pt, pv, t, n in
+         zip(prompt_tokens, prompt_valid, tokens, length)],
+        task.max_prompt_len + budget, tok.pad_id)
+  valid = np.arange(budget)[None, :] < length[:, None]
+  return Responses(prompt_tokens, prompt_valid, tokens, valid, observation,
+                   logprobs, finished)
+
+
+@dataclasses.dataclass
+class Scored:
+  """Host-side scores of a batch, laid out for cajax."""
+  outcome: np.ndarray        # f32[B], NaN on unscorable rows
+  arrays: dict               # token_rewards [B, N], step_ids [B, N],
+                             # step_rewards / step_mask / step_labels [B, S]
+  scores: list               # the tasks' `Score` objects
+  metrics: dict              # batch means of the tasks' metrics
+
+
+def score_batch(task: task_base.Task, problems, responses: Responses,
+                max_steps: int) -> Scored:
+  """Scores every response on the host (NaN outcomes stay NaN)."""
+  scores = []
+  for row, problem in enumerate(problems):
+    ids = responses.response_ids(row)
+    obs = responses.observation[row, :ids.size]
+    scores.append(task.score(problem, ids, obs if obs.any() else None))
+  arrays = batching.scores_to_arrays(scores, responses.tokens.shape[1],
+                                     max_steps)
+  outcome = np.asarray([s.outcome for s in scores], np.float32)
+  keys = sorted({k for s in scores for k in s.metrics})
+  metrics = {k: float(np.mean([s.metrics.get(k, np.nan) for s in scores]))
+             for k in keys}
+  return Scored(outcome, arrays, scores, metrics)
+
+
+def build_rollouts(scored: Scored, responses: Responses, group_ids,
+                   num_groups: int, **token_fields) -> cajax.Rollouts:
+  """`cajax.Rollouts` of a scored batch (device placement is the caller's).
+
+  Args:
+    scored: from `score_batch`.
+    responses: from `generate`.
+    group_ids: int32[B] prompt group of each row.
+    num_groups: G.
+    **token_fields: per-token Rollouts fields computed by the trainer
+      (old_logprobs, logprobs, ref_logprobs, values, entropy,
+      self_certainty, token_logits, sum_pi_squared) and baseline_scores.
+  """
+  return cajax.Rollouts(
+      mask=responses.mask,
+      token_rewards=scored.arrays["token_rewards"],
+      group_ids=np.asarray(group_ids, np.int32),
+      num_groups=num_groups,
+      step_ids=scored.arrays["step_ids"],
+      step_rewards=scored.arrays["step_rewards"],
+      step_mask=scored.arrays["step_mask"],
+      **token_fields)

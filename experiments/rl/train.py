@@ -1,0 +1,355 @@
+"""The training program: warm start, then RL (sample → score → estimate →
+update), with evaluation, checkpoints and metrics under one workdir.
+
+    workdir/warm_start/   supervised warm start (skipped with init_checkpoint)
+    workdir/checkpoints/  RL checkpoints (orbax), resumed automatically
+    workdir/train_metrics.jsonl, eval_metrics.jsonl, tensorboard/
+"""
+
+import dataclasses
+import functools
+import json
+import os
+import time
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import cajax
+
+from experiments.models import config as model_config
+from experiments.models import decoder as decoder_lib
+from experiments.models import sampler as sampler_lib
+from experiments.rl import checkpoints
+from experiments.rl import config_checks
+from experiments.rl import loop
+from experiments.rl import mesh as mesh_lib
+from experiments.rl import metrics as metrics_lib
+from experiments.rl import policy as policy_lib
+from experiments.rl import rollouts as rollouts_lib
+from experiments.rl import train_step
+from experiments.rl import warm_start
+from experiments.tasks import base as task_base
+
+# Streams of the NumPy generator seeded by (seed, stream, step).
+_TRAIN_DATA, _WARM_DATA, _EVAL_DATA = 1, 2, 3
+# Per-token statistics the trainer can give an estimator.
+_TOKEN_STATS = ("entropy", "self_certainty", "token_logits",
+                "sum_pi_squared")
+
+
+def _np_rng(config, stream: int, step: int = 0) -> np.random.Generator:
+  return np.random.default_rng([config.seed, stream, step])
+
+
+class Experiment:
+  """Everything built once from a config: task, mesh, model, jitted steps."""
+
+  def __init__(self, config):
+    config_checks.check_config(config)
+    mesh_lib.initialize_distributed(config.distributed)
+    self.config = config
+    self.task = task_base.make_task(config.task)
+    self.mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
+    rows = config.rl.prompts_per_step * config.rl.samples_per_prompt
+    mesh_lib.check_divisible(rows, self.mesh, "the RL batch")
+    self.model_config = model_config.get(
+        config.model.name, vocab_size=self.task.tokenizer.vocab_size,
+        **dict(config.model.overrides))
+    self.key = jax.random.key(config.seed)
+    sc = config.sampling
+    self.sampling = sampler_lib.SamplingConfig(
+        max_new_tokens=sc.max_new_tokens, temperature=sc.temperature,
+        top_k=sc.top_k, top_p=sc.top_p,
+        stop_tokens=tuple(self.task.stop_tokens),
+        banned_tokens=tuple(self.task.banned_tokens))
+
+  def new_policy(self, value_head: bool):
+    """(graphdef, params pure dict, rest) of a freshly initialised policy."""
+    with jax.sharding.use_mesh(self.mesh):
+      decoder = decoder_lib.create_model(self.model_config, self.config.seed,
+                                         self.mesh)
+      policy = policy_lib.Policy(decoder, value_head=value_head,
+                                 rngs=nnx.Rngs(self.config.seed + 1))
+    return policy_lib.split(policy)
+
+  def evaluate(self, graphdef, params, rest, num_problems: int) -> dict:
+    """Accuracy and task metrics on a fixed problem set."""
+    problems = self.task.sample_problems(_np_rng(self.config, _EVAL_DATA),
+                                         num_problems)
+    sampling = dataclasses.replace(
+        self.sampling, temperature=self.config.eval_temperature)
+    decoder = policy_lib.merge(graphdef, params, rest).decoder
+    responses = rollouts_lib.generate(
+        self.task, decoder, problems, sampling=sampling,
+        key=jax.random.fold_in(self.key, -1))
+    scored = rollouts_lib.score_batch(self.task, problems, responses,
+                                      self.task.max_steps)
+    return _outcome_metrics(scored, responses)
+
+
+def _outcome_metrics(scored, responses) -> dict:
+  scorable = np.isfinite(scored.outcome)
+  outcome = scored.outcome[scorable]
+  return {
+      "reward_mean": float(outcome.mean()) if outcome.size else float("nan"),
+      "accuracy": float((outcome > 0.5).mean()) if outcome.size else 0.0,
+      "unscorable": int((~scorable).sum()),
+      "finished": float(responses.finished.mean()),
+      "response_length": float(responses.valid.sum(1).mean()),
+      **{f"task/{k}": v for k, v in scored.metrics.items()},
+  }
+
+
+def _optimizer(config, learning_rate):
+  o = config.optimizer
+  return train_step.make_optimizer(
+      learning_rate, warmup_steps=o.warmup_steps, b1=o.b1, b2=o.b2,
+      weight_decay=o.weight_decay, grad_clip=o.grad_clip)
+
+
+def _meta(config) -> dict:
+  return {"config": json.loads(config.to_json_best_effort())}
+
+
+def run_warm_start(exp: Experiment, workdir: str) -> dict:
+  """Supervised warm start into `workdir/warm_start`; returns its params."""
+  config, ws = exp.config, exp.config.warm_start
+  graphdef, params, rest = exp.new_policy(value_head=False)
+  tx = _optimizer(config, ws.learning_rate)
+  state = train_step.TrainState(params, jax.jit(tx.init)(params),
+                                jnp.zeros((), jnp.int32))
+  update = train_step.jit_sft_update(graphdef, tx)
+
+  def step_fn(step, state):
+    batch = warm_start.demonstration_batch(
+        exp.task, _np_rng(config, _WARM_DATA, step), ws.batch_size,
+        config.sampling.max_new_tokens, wrong_rate=ws.wrong_rate,
+        filler_rate=ws.filler_rate)
+    state, m = update(state, rest, mesh_lib.put_batch(batch, exp.mesh))
+    return state, jax.tree.map(float, m)
+
+  state, _ = loop.run(
+      os.path.join(workdir, "warm_start"), state, num_steps=ws.steps,
+      step_fn=step_fn, meta=_meta(config),
+      checkpoint_every=max(ws.steps // 4, 1), keep=1,
+      description="warm start", prefix="warm_start",
+      show_progress=config.show_progress, summary_keys=("loss",))
+  return state.params
+
+
+def initial_params(exp: Experiment, workdir: str, params: dict) -> dict:
+  """The RL starting point: init_checkpoint's params, or the warm start's.
+
+  Only the decoder's parameters are taken; a value head starts fresh.
+  """
+  config = exp.config
+  if config.init_checkpoint:
+    source = os.path.join(config.init_checkpoint, "checkpoints")
+    decoder = checkpoints.restore_params(
+        source, {"decoder": params["decoder"]})["decoder"]
+  elif config.warm_start.steps > 0:
+    decoder = run_warm_start(exp, workdir)["decoder"]
+  else:
+    return params
+  return {**params, "decoder": decoder}
+
+
+class _RLStep:
+  """One RL step: sample → score → estimate → update (a `loop.run` step)."""
+
+  def __init__(self, exp: Experiment, graphdef, rest, ref_params, tx):
+    self.exp, self.rest, self.ref_params = exp, rest, ref_params
+    rl = exp.config.rl
+    self.graphdef = graphdef
+    needed = set(cajax.required_fields(rl.estimator))
+    self.stats = tuple(["logprobs", "entropy"] +
+                       [s for s in _TOKEN_STATS[1:] if s in needed])
+    self.critic = rl.value_coef > 0
+    self.token_fn = train_step.jit_token_outputs(
+        graphdef, temperature=exp.sampling.temperature, stats=self.stats,
+        values=self.critic)
+    self.ref_fn = (train_step.jit_token_outputs(
+        graphdef, temperature=exp.sampling.temperature, stats=("logprobs",),
+        values=False) if ref_params is not None else None)
+    self.estimate = jax.jit(functools.partial(
+        cajax.estimate, rl.estimator, **dict(rl.estimator_kwargs)))
+    self.needs_baseline = "baseline_scores" in needed
+    self.update = train_step.jit_update(
+        train_step.LossConfig(
+            policy_loss=rl.policy_loss,
+            policy_loss_kwargs=tuple(sorted(dict(
+                rl.policy_loss_kwargs).items())),
+            aggregation=rl.aggregation, kl_coef=rl.kl_coef,
+            kl_kind=rl.kl_kind, entropy_coef=rl.entropy_coef,
+            value_coef=rl.value_coef, value_clip=rl.value_clip,
+            temperature=exp.sampling.temperature, tis_cap=rl.tis_cap,
+            ppo_epochs=rl.ppo_epochs, num_minibatches=rl.num_minibatches,
+            num_microbatches=rl.num_microbatches),
+        graphdef, tx)
+
+  def _sample(self, params, problems, key, sampling):
+    decoder = policy_lib.merge(self.graphdef, params, self.rest).decoder
+    return rollouts_lib.generate(self.exp.task, decoder, problems,
+                                 sampling=sampling, key=key)
+
+  def __call__(self, step: int, state: train_step.TrainState):
+    exp, rl = self.exp, self.exp.config.rl
+    key = jax.random.fold_in(exp.key, step)
+    times, clock = {}, time.perf_counter()
+
+    def lap(name):
+      nonlocal clock
+      now = time.perf_counter()
+      times[f"time/{name}"], clock = now - clock, now
+
+    prompts = exp.task.sample_problems(_np_rng(exp.config, _TRAIN_DATA, step),
+                                       rl.prompts_per_step)
+    problems = [p for p in prompts for _ in range(rl.samples_per_prompt)]
+    group_ids = np.repeat(np.arange(rl.prompts_per_step, dtype=np.int32),
+                          rl.samples_per_prompt)
+    responses = self._sample(state.params, problems,
+                             jax.random.fold_in(key, 0), exp.sampling)
+    lap("sample")
+    scored = rollouts_lib.score_batch(exp.task, problems, responses,
+                                      exp.task.max_steps)
+    baseline = None
+    if self.needs_baseline:
+      greedy = self._sample(state.params, problems, key,
+                            dataclasses.replace(exp.sampling, temperature=0.0))
+      baseline = rollouts_lib.score_batch(exp.task, problems, greedy,
+                                          exp.task.max_steps).outcome
+    lap("score")
+    put = functools.partial(mesh_lib.put_batch, mesh=exp.mesh)
+    seq = put(dict(prompt_tokens=responses.prompt_tokens,
+                   prompt_valid=responses.prompt_valid,
+                   response_tokens=responses.tokens,
+                   response_valid=responses.valid))
+    stats = self.token_fn(state.params, self.rest, *seq.values())
+    ref = (self.ref_fn(self.ref_params, self.rest, *seq.values())["logprobs"]
+           if self.ref_fn is not None else jnp.zeros_like(stats["logprobs"]))
+    fields = {"old_logprobs": stats["logprobs"], "logprobs": stats["logprobs"],
+              "ref_logprobs": ref,
+              **{k: v for k, v in stats.items() if k in _TOKEN_STATS},
+              **({"values": stats["values"]} if self.critic else {})}
+    needed = cajax.required_fields(rl.estimator)
+    fields = {k: v for k, v in fields.items() if k in needed}
+    if baseline is not None:
+      fields["baseline_scores"] = put(baseline)
+    rollouts = rollouts_lib.build_rollouts(
+        scored, responses, group_ids, rl.prompts_per_step)
+    rollouts = put(rollouts).replace(**fields)
+    est = self.estimate(rollouts)
+    lap("estimate")
+    mask = rollouts.mask
+    batch = train_step.UpdateBatch(
+        **seq, mask=mask, advantages=est.advantages, returns=est.returns,
+        old_logprobs=stats["logprobs"], ref_logprobs=ref,
+        old_values=stats.get("values", jnp.zeros_like(ref)),
+        sampler_logprobs=put(responses.sampler_logprobs))
+    state, update_metrics = self.update(state, self.rest, batch,
+                                        jax.random.fold_in(key, 1))
+    update_metrics = jax.tree.map(float, update_metrics)
+    lap("update")
+    return state, {
+        **_outcome_metrics(scored, responses),
+        **_token_metrics(mask, est.advantages, stats, batch.sampler_logprobs,
+                         ref if self.ref_fn is not None else None),
+        **update_metrics, **times,
+        "samples_seen": (step + 1) * len(problems),
+        "tokens_per_second": float(responses.valid.sum())
+                             / max(sum(times.values()), 1e-9)}
+
+
+@jax.jit
+def _token_metrics_jit(mask, advantages, entropy, trainer_lp, sampler_lp):
+  m = mask.astype(jnp.float32)
+  n = jnp.maximum(m.sum(), 1.0)
+  adv_mean = (advantages * m).sum() / n
+  log_ratio = jnp.where(mask, trainer_lp - sampler_lp, 0.0)
+  return {
+      "advantage_mean": adv_mean,
+      "advantage_std": jnp.sqrt((jnp.square(advantages - adv_mean) * m).sum()
+                                / n),
+      "entropy": (entropy * m).sum() / n,
+      # KL(sampler ‖ trainer) estimated on the sampled tokens, and the
+      # largest trainer/sampler probability ratio.
+      "mismatch_kl": -(log_ratio * m).sum() / n,
+      "mismatch_max_ratio": jnp.max(jnp.where(mask, jnp.exp(log_ratio), 0.0)),
+  }
+
+
+def _token_metrics(mask, advantages, stats, sampler_lp, ref_lp) -> dict:
+  out = _token_metrics_jit(mask, advantages, stats["entropy"],
+                           stats["logprobs"], sampler_lp)
+  if ref_lp is not None:
+    out["kl_to_ref"] = cajax.masked_mean(
+        cajax.losses.kl_penalty("k3", stats["logprobs"], ref_lp, mask), mask)
+  return jax.tree.map(float, out)
+
+
+class _Evaluations:
+  """Evaluations written to `eval_metrics.jsonl` (opened at the first one,
+  so a resumed run drops records past its checkpoint)."""
+
+  def __init__(self, exp: Experiment, graphdef, rest, workdir: str):
+    self.exp, self.graphdef, self.rest = exp, graphdef, rest
+    self.workdir, self.writer, self.last = workdir, None, {}
+
+  def run(self, step: int, params) -> None:
+    config = self.exp.config
+    if self.writer is None:
+      self.writer = metrics_lib.MetricWriter(
+          self.workdir, total_steps=config.rl.num_steps, initial_step=step,
+          description="eval", prefix="eval", show_progress=False,
+          drop_from=step)
+    self.last = self.exp.evaluate(self.graphdef, params, self.rest,
+                                  config.eval_problems)
+    self.last["samples_seen"] = (step * config.rl.prompts_per_step
+                                 * config.rl.samples_per_prompt)
+    self.writer.write(step, self.last)
+
+  def close(self) -> None:
+    if self.writer is not None:
+      self.writer.close()
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Runs (or resumes) the experiment of `config` in `workdir`.
+
+  Returns:
+    {"train": last train record, "eval": last evaluation record}.
+  """
+  exp = Experiment(config)
+  os.makedirs(workdir, exist_ok=True)
+  rl = config.rl
+  graphdef, params, rest = exp.new_policy(value_head=rl.value_coef > 0)
+  params = initial_params(exp, workdir, params)
+  ref_params = params if rl.kl_coef > 0 else None
+  tx = _optimizer(config, config.optimizer.learning_rate)
+  state = train_step.TrainState(params, jax.jit(tx.init)(params),
+                                jnp.zeros((), jnp.int32))
+  rl_step = _RLStep(exp, graphdef, rest, ref_params, tx)
+  evals = _Evaluations(exp, graphdef, rest, workdir)
+
+  def step_fn(step, state):
+    if step == 0:
+      evals.run(0, state.params)
+    state, record = rl_step(step, state)
+    if (step + 1) % config.eval_every == 0 or step + 1 == rl.num_steps:
+      evals.run(step + 1, state.params)
+    return state, record
+
+  try:
+    _, record = loop.run(
+        workdir, state, num_steps=rl.num_steps, step_fn=step_fn,
+        meta=_meta(config), checkpoint_every=config.checkpoint_every,
+        keep=config.keep_checkpoints, stop_at_step=config.stop_at_step,
+        description=f"rl {rl.estimator}", prefix="train",
+        show_progress=config.show_progress,
+        summary_keys=("reward_mean", "accuracy"))
+  finally:
+    evals.close()
+  return {"train": record, "eval": evals.last}

@@ -1,0 +1,30 @@
+r"""Trains a language-model policy with RL (flags only; see experiments/rl).
+
+  python -m experiments.train --config=experiments/configs/chain_arith.py \
+      --workdir=/tmp/chain [--config.rl.estimator=pure ...]
+
+Re-running with the same --workdir resumes from its last checkpoint.
+"""
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from experiments.rl import train
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "A get_config() file (experiments/configs/*.py).",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Run directory: checkpoints, metrics, TensorBoard.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
