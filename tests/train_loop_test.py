@@ -1,0 +1,142 @@
+"""End-to-end tests of the RL training loop on the smoke config."""
+
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+from experiments.configs import smoke
+from experiments.rl import checkpoints
+from experiments.rl import metrics
+from experiments.rl import train
+
+_TIMING = ("time", "tokens_per_second")
+
+
+def _records(workdir, prefix="train"):
+  return metrics.read_jsonl(os.path.join(workdir, f"{prefix}_metrics.jsonl"))
+
+
+def _comparable(record):
+  return {k: v for k, v in record.items()
+          if not (k.startswith(_TIMING) or k.startswith("time/"))}
+
+
+def test_smoke_run_writes_metrics_checkpoints_and_events(tmp_path):
+  config = smoke.get_config()
+  out = train.train_and_evaluate(config, str(tmp_path))
+  records = _records(tmp_path)
+  assert [r["step"] for r in records] == [1, 2, 3]
+  for key in ("reward_mean", "accuracy", "advantage_mean", "advantage_std",
+              "entropy", "grad_norm", "clipfrac", "mismatch_kl",
+              "mismatch_max_ratio", "tokens_per_second", "time/sample",
+              "time/score", "time/estimate", "time/update", "loss"):
+    assert key in records[-1], key
+    assert records[-1][key] is not None and np.isfinite(records[-1][key]), key
+  evals = _records(tmp_path, "eval")
+  assert [r["step"] for r in evals] == [0, 3]
+  assert out["eval"]["accuracy"] == evals[-1]["accuracy"]
+  assert os.listdir(tmp_path / "tensorboard" / "train")
+  assert (tmp_path / "checkpoints" / "3").is_dir()
+  assert (tmp_path / "warm_start" / "checkpoints").is_dir()
+  # Sampler and trainer compute the same log-probs here (float32, CPU).
+  assert abs(records[-1]["mismatch_kl"]) < 1e-4
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+  config = smoke.get_config()
+  config.rl.num_steps = 6
+  config.eval_every = 100
+  train.train_and_evaluate(config, str(tmp_path / "straight"))
+  config.stop_at_step = 3
+  train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  assert [r["step"] for r in _records(tmp_path / "resumed")] == [1, 2, 3]
+  config.stop_at_step = -1
+  train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  straight = _records(tmp_path / "straight")
+  resumed = _records(tmp_path / "resumed")
+  assert [r["step"] for r in resumed] == list(range(1, 7))
+  for a, b in zip(straight, resumed):
+    a, b = _comparable(a), _comparable(b)
+    assert a.keys() == b.keys()
+    for k in a:
+      if isinstance(a[k], float):
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-6, err_msg=k)
+      else:
+        assert a[k] == b[k], k
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("rl.estimator", "gpro", "rl.estimator='gpro' is not one of"),
+    ("rl.policy_loss", "ppo", "rl.policy_loss='ppo' is not one of"),
+    ("rl.aggregation", "mean", "rl.aggregation='mean' is not one of"),
+    ("task.name", "chess", "chess"),
+])
+def test_unknown_names_fail_before_compiling(tmp_path, key, value, message):
+  config = smoke.get_config()
+  section, field = key.split(".")
+  config[section][field] = value
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / "checkpoints").exists()
+
+
+def test_estimator_kwargs_and_critic_are_checked(tmp_path):
+  config = smoke.get_config()
+  config.rl.estimator_kwargs = {"epsilon": 1e-6}
+  with pytest.raises(ValueError, match="estimator_kwargs"):
+    train.train_and_evaluate(config, str(tmp_path))
+  config = smoke.get_config()
+  config.rl.estimator = "gae"
+  with pytest.raises(ValueError, match="value_coef"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_corrupt_checkpoint_is_reported_and_left_alone(tmp_path):
+  config = smoke.get_config()
+  config.rl.num_steps = 1
+  train.train_and_evaluate(config, str(tmp_path))
+  step_dir = tmp_path / "checkpoints" / "1"
+  for path in step_dir.rglob("*"):
+    if path.is_file() and path.suffix != ".json":
+      path.write_bytes(b"garbage")
+  before = sorted((p.name, p.read_bytes()) for p in step_dir.rglob("*")
+                  if p.is_file())
+  config.rl.num_steps = 2
+  with pytest.raises(checkpoints.CheckpointError, match="left as it is"):
+    train.train_and_evaluate(config, str(tmp_path))
+  after = sorted((p.name, p.read_bytes()) for p in step_dir.rglob("*")
+                 if p.is_file())
+  assert before == after
+
+
+def test_missing_init_checkpoint_is_a_clear_error(tmp_path):
+  config = smoke.get_config()
+  config.init_checkpoint = str(tmp_path / "nowhere")
+  with pytest.raises(checkpoints.CheckpointError, match="does not exist"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_unscorable_rows_are_counted_and_never_nan(tmp_path, monkeypatch):
+  config = smoke.get_config()
+  config.rl.num_steps = 1
+  exp = train.Experiment(config)
+  score = exp.task.score
+  calls = []
+
+  def flaky(problem, ids, obs=None):
+    s = score(problem, ids, obs)
+    calls.append(1)
+    if len(calls) % 3 == 1:
+      s.outcome = float("nan")
+    return s
+
+  monkeypatch.setattr(train, "Experiment", lambda c: exp)
+  monkeypatch.setattr(exp.task, "score", flaky)
+  train.train_and_evaluate(config, str(tmp_path))
+  record = _records(tmp_path)[-1]
+  assert record["unscorable"] > 0
+  for k in ("loss", "pg_loss", "grad_norm", "advantage_mean"):
+    assert np.isfinite(record[k]), k
