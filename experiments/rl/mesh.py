@@ -9,7 +9,8 @@ layout. Multi-host runs call `jax.distributed.initialize()` first.
 import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-import numpy as np
+
+from experiments.models import decoder as decoder_lib
 
 AXES = ("data", "fsdp")
 BATCH = P(AXES)
@@ -46,8 +47,7 @@ def make_mesh(data: int, fsdp: int) -> jax.sharding.Mesh:
     raise ValueError(
         f"mesh data x fsdp must equal the {count} devices; got data={data}, "
         f"fsdp={fsdp}.")
-  devices = np.asarray(jax.devices()).reshape(data, fsdp)
-  return jax.sharding.Mesh(devices, AXES)
+  return decoder_lib.make_mesh(data, fsdp)
 
 
 def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:

@@ -68,12 +68,15 @@ class Experiment:
 
   def new_policy(self, value_head: bool):
     """(graphdef, params pure dict, rest) of a freshly initialised policy."""
-    with jax.sharding.use_mesh(self.mesh):
-      decoder = decoder_lib.create_model(self.model_config, self.config.seed,
-                                         self.mesh)
-      policy = policy_lib.Policy(decoder, value_head=value_head,
-                                 rngs=nnx.Rngs(self.config.seed + 1))
-    return policy_lib.split(policy)
+    decoder = decoder_lib.create_model(self.model_config, self.config.seed,
+                                       self.mesh)
+    policy = policy_lib.Policy(decoder, value_head=value_head,
+                               rngs=nnx.Rngs(self.config.seed + 1))
+    graphdef, params, rest = policy_lib.split(policy)
+    if value_head:  # Small: replicated on every device of the mesh.
+      params["value_head"] = jax.device_put(params["value_head"],
+                                            mesh_lib.replicated(self.mesh))
+    return graphdef, params, rest
 
   def evaluate(self, graphdef, params, rest, num_problems: int) -> dict:
     """Accuracy and task metrics on a fixed problem set."""
