@@ -6,8 +6,11 @@ r"""Trains a language-model policy with RL (flags only; see experiments/rl).
 Re-running with the same --workdir resumes from its last checkpoint.
 """
 
+import os
+
 from absl import app
 from absl import flags
+import jax
 from ml_collections import config_flags
 
 from experiments.rl import train
@@ -23,6 +26,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  # Compiled steps are reused by later runs (resumes, ablation arms).
+  jax.config.update("jax_compilation_cache_dir", os.environ.get(
+      "JAX_COMPILATION_CACHE_DIR",
+      os.path.expanduser("~/.cache/cajax/jax")))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
   train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

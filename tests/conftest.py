@@ -5,8 +5,14 @@ import os
 import pathlib
 import sys
 
-import hypothesis
-import jax
+# Compiled programs are reused across tests and test subprocesses (the
+# training-loop tests build the same jitted steps many times).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    os.path.expanduser("~"), ".cache", "cajax", "jax-tests"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+import hypothesis  # pylint: disable=g-import-not-at-top
+import jax  # pylint: disable=g-import-not-at-top
 
 # Test the kernels/ folder of this checkout under its installed name, even when
 # the editable install points at another checkout (a git worktree).

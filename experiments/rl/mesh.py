@@ -59,6 +59,18 @@ def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def place_state(tree, mesh: jax.sharding.Mesh):
+  """Leaves not yet laid out on `mesh` (optimizer counters, the step) are
+  replicated on it, so the update's inputs and outputs share shardings and
+  its first call compiles once."""
+  def place(x):
+    sharding = getattr(x, "sharding", None)
+    if isinstance(sharding, NamedSharding) and sharding.mesh == mesh:
+      return x
+    return jax.device_put(x, replicated(mesh))
+  return jax.tree.map(place, tree)
+
+
 def put_batch(tree, mesh: jax.sharding.Mesh):
   """Places host arrays (leading axis = rows) row-sharded on the mesh."""
   sharding = batch_sharding(mesh)

@@ -63,10 +63,36 @@ def response_hidden(policy: Policy, prompt_tokens, prompt_valid,
   return hidden[:, prompt_tokens.shape[1] - 1:]
 
 
+def _without_banned(logprobs, entropy, hidden, weight, layout: str, labels,
+                    banned: Sequence[int], temperature: float):
+  """Log-probs and entropy of softmax(z/T) renormalised without `banned`.
+
+  The sampler never draws banned tokens (PAD, BOS, ...), so it samples from
+  q = p / (1 − P_b) over the allowed tokens, with P_b the banned mass. With
+  lse = z_y/T − log p_y and log p_b = z_b/T − lse (two small matmuls):
+      log q_y = log p_y − log(1 − P_b)
+      H(q)    = (H(p) + Σ_b p_b log p_b) / (1 − P_b) + log(1 − P_b).
+  """
+  ids = jnp.asarray(banned, jnp.int32)
+  h = hidden.astype(jnp.float32)
+  w = weight.astype(jnp.float32)
+  w_banned = w[:, ids] if layout == "dv" else w[ids, :].T        # [D, K]
+  w_label = w[:, labels].T if layout == "dv" else w[labels, :]   # [N, D]
+  z_label = jnp.sum(h * w_label, axis=-1) / temperature
+  lse = z_label - logprobs
+  logp_banned = (h @ w_banned) / temperature - lse[:, None]
+  p_banned = jnp.exp(logp_banned)
+  log_keep = jnp.log1p(-jnp.minimum(jnp.sum(p_banned, axis=-1), 1 - 1e-6))
+  entropy = ((entropy + jnp.sum(p_banned * logp_banned, axis=-1))
+             / jnp.exp(log_keep) + log_keep)
+  return logprobs - log_keep, entropy
+
+
 def token_outputs(policy: Policy, prompt_tokens, prompt_valid,
                   response_tokens, response_valid, *, temperature: float,
                   stats: Sequence[str] = ("logprobs", "entropy"),
-                  values: bool = False) -> dict[str, jax.Array]:
+                  values: bool = False,
+                  banned_tokens: Sequence[int] = ()) -> dict[str, jax.Array]:
   """Per-response-token statistics of the policy, each f32[B, N].
 
   Args:
@@ -79,6 +105,8 @@ def token_outputs(policy: Policy, prompt_tokens, prompt_valid,
       `self_certainty`, `sum_pi_squared`, `token_logits`. `logprobs` and
       `entropy` are differentiable; the others are forward-only.
     values: also return `values` from the value head.
+    banned_tokens: ids the sampler can never draw; `logprobs` and `entropy`
+      are of the distribution renormalised without them (what was sampled).
 
   Returns:
     dict of f32[B, N] arrays (0 where `response_valid` is False).
@@ -96,6 +124,10 @@ def token_outputs(policy: Policy, prompt_tokens, prompt_valid,
   if "logprobs" in stats or "entropy" in stats:
     logprobs, entropy = cajax_kernels.linear_token_logprobs(
         flat, weight, labels, temperature, weight_layout=layout)
+    if banned_tokens:
+      logprobs, entropy = _without_banned(logprobs, entropy, flat, weight,
+                                          layout, labels, banned_tokens,
+                                          temperature)
     out["logprobs"], out["entropy"] = logprobs, entropy
   extra = [s for s in stats if s not in ("logprobs", "entropy")]
   if extra:

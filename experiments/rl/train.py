@@ -87,7 +87,7 @@ class Experiment:
     decoder = policy_lib.merge(graphdef, params, rest).decoder
     responses = rollouts_lib.generate(
         self.task, decoder, problems, sampling=sampling,
-        key=jax.random.fold_in(self.key, -1))
+        key=jax.random.fold_in(self.key, 2**31 - 1))
     scored = rollouts_lib.score_batch(self.task, problems, responses,
                                       self.task.max_steps)
     return _outcome_metrics(scored, responses)
@@ -113,6 +113,11 @@ def _optimizer(config, learning_rate):
       weight_decay=o.weight_decay, grad_clip=o.grad_clip)
 
 
+def _initial_state(exp: Experiment, tx, params) -> train_step.TrainState:
+  return mesh_lib.place_state(train_step.TrainState(
+      params, jax.jit(tx.init)(params), jnp.zeros((), jnp.int32)), exp.mesh)
+
+
 def _meta(config) -> dict:
   return {"config": json.loads(config.to_json_best_effort())}
 
@@ -122,9 +127,9 @@ def run_warm_start(exp: Experiment, workdir: str) -> dict:
   config, ws = exp.config, exp.config.warm_start
   graphdef, params, rest = exp.new_policy(value_head=False)
   tx = _optimizer(config, ws.learning_rate)
-  state = train_step.TrainState(params, jax.jit(tx.init)(params),
-                                jnp.zeros((), jnp.int32))
-  update = train_step.jit_sft_update(graphdef, tx)
+  state = _initial_state(exp, tx, params)
+  update = train_step.jit_sft_update(graphdef, tx,
+                                     exp.sampling.banned_tokens)
 
   def step_fn(step, state):
     batch = warm_start.demonstration_batch(
@@ -173,10 +178,11 @@ class _RLStep:
     self.critic = rl.value_coef > 0
     self.token_fn = train_step.jit_token_outputs(
         graphdef, temperature=exp.sampling.temperature, stats=self.stats,
-        values=self.critic)
+        values=self.critic, banned_tokens=exp.sampling.banned_tokens)
     self.ref_fn = (train_step.jit_token_outputs(
         graphdef, temperature=exp.sampling.temperature, stats=("logprobs",),
-        values=False) if ref_params is not None else None)
+        values=False, banned_tokens=exp.sampling.banned_tokens)
+                   if ref_params is not None else None)
     self.estimate = jax.jit(functools.partial(
         cajax.estimate, rl.estimator, **dict(rl.estimator_kwargs)))
     self.needs_baseline = "baseline_scores" in needed
@@ -188,7 +194,8 @@ class _RLStep:
             aggregation=rl.aggregation, kl_coef=rl.kl_coef,
             kl_kind=rl.kl_kind, entropy_coef=rl.entropy_coef,
             value_coef=rl.value_coef, value_clip=rl.value_clip,
-            temperature=exp.sampling.temperature, tis_cap=rl.tis_cap,
+            temperature=exp.sampling.temperature,
+            banned_tokens=exp.sampling.banned_tokens, tis_cap=rl.tis_cap,
             ppo_epochs=rl.ppo_epochs, num_minibatches=rl.num_minibatches,
             num_microbatches=rl.num_microbatches),
         graphdef, tx)
@@ -332,8 +339,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   params = initial_params(exp, workdir, params)
   ref_params = params if rl.kl_coef > 0 else None
   tx = _optimizer(config, config.optimizer.learning_rate)
-  state = train_step.TrainState(params, jax.jit(tx.init)(params),
-                                jnp.zeros((), jnp.int32))
+  state = _initial_state(exp, tx, params)
   rl_step = _RLStep(exp, graphdef, rest, ref_params, tx)
   evals = _Evaluations(exp, graphdef, rest, workdir)
 

@@ -42,6 +42,7 @@ class LossConfig:
   value_coef: float = 0.0
   value_clip: float | None = 0.5
   temperature: float = 1.0
+  banned_tokens: tuple = ()
   tis_cap: float = 0.0
   ppo_epochs: int = 1
   num_minibatches: int = 1
@@ -88,7 +89,7 @@ def _loss_sums(cfg: LossConfig, graphdef, params, rest, mb: UpdateBatch):
   out = policy_lib.token_outputs(
       policy, mb.prompt_tokens, mb.prompt_valid, mb.response_tokens,
       mb.response_valid, temperature=cfg.temperature,
-      values=cfg.value_coef > 0)
+      values=cfg.value_coef > 0, banned_tokens=cfg.banned_tokens)
   mask = mb.mask
   per_token, pg_metrics = cajax.losses.policy_loss(
       cfg.policy_loss, out["logprobs"], mb.old_logprobs, mb.advantages,
@@ -179,38 +180,41 @@ def jit_update(cfg: LossConfig, graphdef, tx):
                  donate_argnums=(0,))
 
 
-def _sft_loss(graphdef, params, rest, batch: dict):
+def _sft_loss(graphdef, banned_tokens, params, rest, batch: dict):
   policy = policy_lib.merge(graphdef, params, rest)
   out = policy_lib.token_outputs(
       policy, batch["prompt_tokens"], batch["prompt_valid"],
-      batch["response_tokens"], batch["response_valid"], temperature=1.0)
+      batch["response_tokens"], batch["response_valid"], temperature=1.0,
+      banned_tokens=banned_tokens)
   nll, count = cajax.losses.aggregate(-out["logprobs"], batch["mask"],
                                       "token-mean")
   return cajax.losses.safe_divide(nll, count)
 
 
-def sft_update(graphdef, tx, state: TrainState, rest, batch: dict):
+def sft_update(graphdef, tx, banned_tokens, state: TrainState, rest,
+               batch: dict):
   """One supervised step: mean token negative log-likelihood on `mask`."""
-  loss, grads = jax.value_and_grad(
-      functools.partial(_sft_loss, graphdef))(state.params, rest, batch)
+  loss, grads = jax.value_and_grad(functools.partial(
+      _sft_loss, graphdef, banned_tokens))(state.params, rest, batch)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   return (TrainState(params, opt_state, state.step + 1),
           {"loss": loss, "grad_norm": optax.global_norm(grads)})
 
 
-def jit_sft_update(graphdef, tx):
-  return jax.jit(functools.partial(sft_update, graphdef, tx),
+def jit_sft_update(graphdef, tx, banned_tokens: tuple = ()):
+  return jax.jit(functools.partial(sft_update, graphdef, tx, banned_tokens),
                  donate_argnums=(0,))
 
 
 def jit_token_outputs(graphdef, *, temperature: float, stats: tuple,
-                      values: bool):
+                      values: bool, banned_tokens: tuple = ()):
   """Jitted per-token statistics (old/ref log-probs, entropy, values...)."""
   def run(params, rest, prompt_tokens, prompt_valid, response_tokens,
           response_valid):
     policy = policy_lib.merge(graphdef, params, rest)
     return policy_lib.token_outputs(
         policy, prompt_tokens, prompt_valid, response_tokens,
-        response_valid, temperature=temperature, stats=stats, values=values)
+        response_valid, temperature=temperature, stats=stats, values=values,
+        banned_tokens=banned_tokens)
   return jax.jit(run)
