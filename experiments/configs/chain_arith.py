@@ -42,6 +42,11 @@ def get_config() -> ml_collections.ConfigDict:
       estimator="grpo",
       # Keyword arguments of cajax.estimate for the chosen estimator.
       estimator_kwargs=ml_collections.ConfigDict(),
+      # What the estimator's token_rewards hold: "outcome" (at the last
+      # token) or "steps" (each step's PRM reward at its last token).
+      token_rewards="outcome",
+      # Share of prompts whose outcome is verifiable (PURE's "10% VR").
+      verifiable_fraction=1.0,
       policy_loss="vanilla",
       policy_loss_kwargs=ml_collections.ConfigDict(dict(
           clip_low=0.2, clip_high=0.28)),

@@ -61,6 +61,12 @@ def check_config(config) -> None:
     raise ValueError(
         f"prompts_per_step x samples_per_prompt = {rows} rows must split "
         f"into num_minibatches x num_microbatches = {pieces} equal pieces.")
+  if rl.token_rewards not in ("outcome", "steps"):
+    raise ValueError(f"rl.token_rewards must be 'outcome' or 'steps', got "
+                     f"{rl.token_rewards!r}.")
+  if not 0.0 <= rl.verifiable_fraction <= 1.0:
+    raise ValueError(f"rl.verifiable_fraction must be in [0, 1], got "
+                     f"{rl.verifiable_fraction}.")
   for key in ("kl_coef", "entropy_coef", "value_coef", "tis_cap"):
     if not rl[key] >= 0:
       raise ValueError(f"rl.{key} must be >= 0, got {rl[key]}.")

@@ -134,13 +134,14 @@ class Scored:
 def score_batch(task: task_base.Task, problems, responses: Responses,
                 max_steps: int) -> Scored:
   """Scores every response on the host (NaN outcomes stay NaN)."""
-  scores = []
+  scores, observations = [], []
   for row, problem in enumerate(problems):
     ids = responses.response_ids(row)
     obs = responses.observation[row, :ids.size]
     scores.append(task.score(problem, ids, obs if obs.any() else None))
+    observations.append(obs)
   arrays = batching.scores_to_arrays(scores, responses.tokens.shape[1],
-                                     max_steps)
+                                     max_steps, observations)
   outcome = np.asarray([s.outcome for s in scores], np.float32)
   keys = sorted({k for s in scores for k in s.metrics})
   metrics = {k: float(np.mean([s.metrics.get(k, np.nan) for s in scores]))
@@ -148,13 +149,40 @@ def score_batch(task: task_base.Task, problems, responses: Responses,
   return Scored(outcome, arrays, scores, metrics)
 
 
-def build_rollouts(scored: Scored, responses: Responses, group_ids,
-                   num_groups: int, **token_fields) -> cajax.Rollouts:
+def verifiable_rewards(scored: Scored, group_ids, fraction: float,
+                       source: str = "outcome") -> np.ndarray:
+  """Token rewards the estimator sees, f32[B, T].
+
+  Args:
+    scored: from `score_batch`.
+    group_ids: int32[B] prompt of each row.
+    fraction: the share of prompts whose outcome is verifiable (PURE's
+      "10% VR": the first ⌈fraction · G⌉ prompts of the batch keep their
+      outcome, the others get 0, as prompts without a reference answer).
+    source: "outcome" (the outcome at the last token) or "steps" (each
+      step's reward at its last token: MatchTIR's turn rewards).
+  """
+  if source not in ("outcome", "steps"):
+    raise ValueError(f"token reward source must be 'outcome' or 'steps', "
+                     f"got {source!r}.")
+  rewards = scored.arrays["token_rewards" if source == "outcome"
+                          else "step_token_rewards"].copy()
+  if fraction < 1.0:
+    num_groups = int(np.max(group_ids)) + 1
+    hidden = np.asarray(group_ids) >= int(np.ceil(fraction * num_groups))
+    rewards[hidden] = np.where(np.isnan(rewards[hidden]), np.nan, 0.0)
+  return rewards
+
+
+def build_rollouts(scored: Scored, responses: Responses, token_rewards,
+                   group_ids, num_groups: int,
+                   **token_fields) -> cajax.Rollouts:
   """`cajax.Rollouts` of a scored batch (device placement is the caller's).
 
   Args:
     scored: from `score_batch`.
     responses: from `generate`.
+    token_rewards: f32[B, T] from `verifiable_rewards`.
     group_ids: int32[B] prompt group of each row.
     num_groups: G.
     **token_fields: per-token Rollouts fields computed by the trainer
@@ -163,7 +191,7 @@ def build_rollouts(scored: Scored, responses: Responses, group_ids,
   """
   return cajax.Rollouts(
       mask=responses.mask,
-      token_rewards=scored.arrays["token_rewards"],
+      token_rewards=token_rewards,
       group_ids=np.asarray(group_ids, np.int32),
       num_groups=num_groups,
       step_ids=scored.arrays["step_ids"],

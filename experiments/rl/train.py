@@ -183,8 +183,11 @@ class _RLStep:
         graphdef, temperature=exp.sampling.temperature, stats=("logprobs",),
         values=False, banned_tokens=exp.sampling.banned_tokens)
                    if ref_params is not None else None)
-    self.estimate = jax.jit(functools.partial(
-        cajax.estimate, rl.estimator, **dict(rl.estimator_kwargs)))
+    kwargs = dict(rl.estimator_kwargs)
+    if rl.estimator == "istar":  # Its step axis is static.
+      kwargs.setdefault("num_steps", exp.task.max_steps)
+    self.estimate = jax.jit(functools.partial(cajax.estimate, rl.estimator,
+                                              **kwargs))
     self.needs_baseline = "baseline_scores" in needed
     self.update = train_step.jit_update(
         train_step.LossConfig(
@@ -248,8 +251,10 @@ class _RLStep:
     fields = {k: v for k, v in fields.items() if k in needed}
     if baseline is not None:
       fields["baseline_scores"] = put(baseline)
+    token_rewards = rollouts_lib.verifiable_rewards(
+        scored, group_ids, rl.verifiable_fraction, rl.token_rewards)
     rollouts = rollouts_lib.build_rollouts(
-        scored, responses, group_ids, rl.prompts_per_step)
+        scored, responses, token_rewards, group_ids, rl.prompts_per_step)
     rollouts = put(rollouts).replace(**fields)
     est = self.estimate(rollouts)
     lap("estimate")
