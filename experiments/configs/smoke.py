@@ -7,7 +7,7 @@ def get_config():
   c = chain_arith.get_config()
   c.task.min_ops, c.task.max_ops = 1, 2
   c.model.name = "tiny"
-  c.sampling.max_new_tokens = 24
+  c.sampling.max_new_tokens = c.task.max_response_len = 24
   c.warm_start.steps = 4
   c.warm_start.batch_size = 8
   c.rl.num_steps = 3

@@ -1,0 +1,53 @@
+r"""Reproduces the seed papers' ablations with the training loop.
+
+  python -m experiments.ablate                       # PURE, default size
+  python -m experiments.ablate --ablation=all --seeds=3 --workdir=runs/abl
+  python -m experiments.ablate --ablation=ucas --size=smoke
+
+Writes, per ablation, under WORKDIR/<name>/<size>/: results.json, PNG
+plots (curves and a per-token advantage map) and report.md with a verdict
+per claim. Re-running with the same --workdir resumes.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+import jax
+
+from experiments.ablation import pipeline
+
+_ABLATION = flags.DEFINE_enum(
+    "ablation", "pure", pipeline.NAMES + ("all",), "Which ablation to run.")
+_SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per arm.")
+_SIZE = flags.DEFINE_string("size", "default",
+                            "Size preset of the ablation configs (default, "
+                            "smoke).")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/ablations",
+                               "Where runs, plots and reports go.")
+_PARALLEL = flags.DEFINE_integer(
+    "parallel", os.cpu_count() or 1, "Training processes at once (each "
+    "single-threaded).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  jax.config.update("jax_compilation_cache_dir", os.environ.get(
+      "JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/cajax/jax")))
+  names = pipeline.NAMES if _ABLATION.value == "all" else (_ABLATION.value,)
+  command = "python -m experiments.ablate " + " ".join(sys.argv[1:])
+  for name in names:
+    judged = pipeline.run(name, size=_SIZE.value, seeds=_SEEDS.value,
+                          workdir=_WORKDIR.value, parallel=_PARALLEL.value,
+                          command=command.strip())
+    report = os.path.join(_WORKDIR.value, name, _SIZE.value, "report.md")
+    print(f"\n{name}: {report}")
+    for claim in judged:
+      print(f"  {claim['name']}: {claim['verdict']} (d = {claim['mean']:.3g},"
+            f" 95% [{claim['low']:.3g}, {claim['high']:.3g}])")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,107 @@
+"""Where each arm puts credit: per-token advantages of one fixed response.
+
+One problem, a group of responses sampled from the (shared) warm-start
+policy, scored once; every arm's estimator then runs on the same group and
+the advantages of one response are drawn as a row per arm, with the
+response's tokens on the x axis. A response with a wrong or filler step is
+preferred, since that is where the methods disagree.
+"""
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+import cajax
+
+from experiments.ablation import spec
+from experiments.rl import checkpoints
+from experiments.rl import policy as policy_lib
+from experiments.rl import rollouts as rollouts_lib
+from experiments.rl import train
+from experiments.rl import train_step
+
+_STATS = ("logprobs", "entropy", "self_certainty", "token_logits",
+          "sum_pi_squared")
+
+
+def _pick_row(scored) -> int:
+  """The first row with a non-correct step label, else row 0."""
+  labels = scored.arrays["step_labels"]
+  mask = scored.arrays["step_mask"]
+  for row in range(labels.shape[0]):
+    if np.any(mask[row] & (labels[row] != 1)):
+      return row
+  return 0
+
+
+def advantage_map(ablation, size: str, init_checkpoint: str | None,
+                  path: str, group_size: int = 8, seed: int = 12345):
+  """Draws the map to `path`; returns {arm: advantages of the row}."""
+  arms = list(ablation.arms)
+  config = spec.build_config(ablation, f"{arms[0]},0,{size}")
+  exp = train.Experiment(config)
+  graphdef, params, rest = exp.new_policy(value_head=False)
+  if init_checkpoint:
+    params = checkpoints.restore_params(init_checkpoint + "/checkpoints",
+                                        params)
+  problem = exp.task.sample_problems(np.random.default_rng(seed), 1)[0]
+  problems = [problem] * group_size
+  responses = rollouts_lib.generate(exp.task, _decoder(graphdef, params,
+                                                       rest),
+                                    problems, sampling=exp.sampling,
+                                    key=jax.random.key(seed))
+  scored = rollouts_lib.score_batch(exp.task, problems, responses,
+                                    exp.task.max_steps)
+  stats = train_step.jit_token_outputs(
+      graphdef, temperature=exp.sampling.temperature, stats=_STATS,
+      values=False, banned_tokens=exp.sampling.banned_tokens)(
+          params, rest, responses.prompt_tokens, responses.prompt_valid,
+          responses.tokens, responses.valid)
+  group_ids = np.zeros(group_size, np.int32)
+  row = _pick_row(scored)
+  out = {}
+  for arm in arms:
+    cfg = spec.build_config(ablation, f"{arm},0,{size}")
+    rl = cfg.rl
+    rewards = rollouts_lib.verifiable_rewards(scored, group_ids, 1.0,
+                                              rl.token_rewards)
+    needed = cajax.required_fields(rl.estimator)
+    fields = {"old_logprobs": stats["logprobs"], "values":
+              jnp.zeros_like(stats["logprobs"]),
+              "ref_logprobs": stats["logprobs"],
+              "baseline_scores": jnp.zeros(group_size), **stats}
+    rollouts = rollouts_lib.build_rollouts(
+        scored, responses, rewards, group_ids, 1,
+        **{k: v for k, v in fields.items() if k in needed})
+    kwargs = dict(rl.estimator_kwargs)
+    if rl.estimator == "istar":
+      kwargs.setdefault("num_steps", exp.task.max_steps)
+    est = cajax.estimate(rl.estimator, rollouts, **kwargs)
+    out[arm] = np.asarray(est.advantages[row])
+  length = int(responses.valid[row].sum())
+  text = [exp.task.tokenizer.decode([int(t)]) or "·"
+          for t in responses.tokens[row, :length]]
+  grid = np.stack([out[a][:length] for a in arms])
+  scale = np.max(np.abs(grid)) or 1.0
+  fig, ax = plt.subplots(figsize=(max(6, 0.32 * length), 0.5 * len(arms) + 1.6))
+  image = ax.imshow(grid, cmap="RdBu", vmin=-scale, vmax=scale,
+                    aspect="auto")
+  ax.set_yticks(range(len(arms)), arms)
+  ax.set_xticks(range(length), text, fontsize=8)
+  outcome = scored.outcome[row]
+  ax.set_title(f"per-token advantage, one response (outcome {outcome:g}); "
+               f"prompt {exp.task.tokenizer.decode(problem.prompt_ids)!r}",
+               fontsize=9)
+  fig.colorbar(image, ax=ax, fraction=0.02)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return out
+
+
+def _decoder(graphdef, params, rest):
+  return policy_lib.merge(graphdef, params, rest).decoder
+

@@ -1,0 +1,131 @@
+"""Runs an ablation's arms x seeds as separate training processes.
+
+Each run is `python -m experiments.train --config=<ablation file>:<arm>,
+<seed>,<size>` with single-threaded XLA, so N parallel processes use N
+cores. Runs that share a task, model and warm-start setting first share one
+warm start (trained once, cached under `workdir/warm_starts/<hash>`). A run
+resumes from its own checkpoints when the runner is started again, and a
+finished run (marked by `done.json`) is not started again. One progress
+line per run is shown while it trains.
+"""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+
+import tqdm
+
+from experiments.ablation import spec
+
+# One XLA thread per process: arms run side by side on separate cores.
+_SINGLE_THREAD = ("--xla_cpu_multi_thread_eigen=false "
+                  "intra_op_parallelism_threads=1")
+
+
+@dataclasses.dataclass
+class Run:
+  """One training process: an arm and seed, or a shared warm start."""
+  name: str
+  config_arg: str
+  workdir: str
+  num_steps: int
+  extra_flags: tuple = ()
+
+  @property
+  def done_path(self) -> str:
+    return os.path.join(self.workdir, "done.json")
+
+  def done(self) -> bool:
+    return os.path.exists(self.done_path)
+
+  def progress(self) -> int:
+    name = "train_metrics.jsonl" if self.num_steps else os.path.join(
+        "warm_start", "warm_start_metrics.jsonl")
+    path = os.path.join(self.workdir, name)
+    if not os.path.exists(path):
+      return 0
+    with open(path, encoding="utf-8") as f:
+      return sum(1 for line in f if line.strip())
+
+
+def plan(name: str, size: str, seeds: int, workdir: str):
+  """(warm-start runs, arm runs) of an ablation, arm runs by seed then arm."""
+  module = spec.load(name)
+  ablation = module.get_ablation()
+  config_file = module.__file__
+  warm, runs = {}, []
+  for seed in range(seeds):
+    for arm in ablation.arms:
+      config = spec.build_config(ablation, f"{arm},{seed},{size}")
+      key = spec.warm_start_key(config)
+      warm_dir = os.path.join(workdir, "warm_starts", key)
+      if key not in warm and config.warm_start.steps > 0:
+        warm[key] = Run(f"warm start {key[:6]}", f"{arm},0,{size}", warm_dir,
+                        0, ("--config.rl.num_steps=0",))
+      init = (("--config.init_checkpoint="
+               + os.path.join(warm_dir, "warm_start"),)
+              if config.warm_start.steps > 0 else ())
+      runs.append(Run(f"{arm} s{seed}", f"{arm},{seed},{size}",
+                      os.path.join(workdir, name, size, arm, f"seed{seed}"),
+                      config.rl.num_steps, init))
+  return config_file, list(warm.values()), runs
+
+
+def _start(run: Run, config_file: str, log) -> subprocess.Popen:
+  os.makedirs(run.workdir, exist_ok=True)
+  env = dict(os.environ, PYTHONUNBUFFERED="1",
+             XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " "
+                        + _SINGLE_THREAD).strip())
+  cmd = [sys.executable, "-m", "experiments.train",
+         f"--config={config_file}:{run.config_arg}",
+         f"--workdir={run.workdir}", *run.extra_flags]
+  return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                          cwd=os.path.dirname(os.path.dirname(
+                              os.path.dirname(os.path.abspath(__file__)))))
+
+
+def execute(runs: list[Run], config_file: str, parallel: int,
+            show_progress: bool = True, poll_seconds: float = 1.0) -> None:
+  """Runs `runs` (skipping finished ones), `parallel` at a time.
+
+  Raises:
+    RuntimeError: a run failed (its log file is named).
+  """
+  pending = [r for r in runs if not r.done()]
+  active: dict[str, tuple] = {}
+  bars: dict[str, tqdm.tqdm] = {}
+  try:
+    while pending or active:
+      while pending and len(active) < parallel:
+        run = pending.pop(0)
+        log = open(os.path.join(os.path.dirname(run.workdir.rstrip("/")),
+                                f"{os.path.basename(run.workdir)}.log"), "a",
+                   encoding="utf-8")
+        active[run.name] = (run, _start(run, config_file, log), log)
+        total = run.num_steps or None
+        bars[run.name] = tqdm.tqdm(total=total, desc=run.name,
+                                   disable=not show_progress, leave=False,
+                                   dynamic_ncols=True)
+      time.sleep(poll_seconds)
+      for name, (run, proc, log) in list(active.items()):
+        bar = bars[name]
+        bar.update(run.progress() - bar.n)
+        code = proc.poll()
+        if code is None:
+          continue
+        log.close()
+        bar.close()
+        del active[name], bars[name]
+        if code != 0:
+          raise RuntimeError(f"run {name!r} failed with exit code {code}; "
+                             f"see {log.name}.")
+        with open(run.done_path, "w", encoding="utf-8") as f:
+          json.dump({"steps": run.num_steps, "time": time.time()}, f)
+  finally:
+    for _, proc, log in active.values():
+      proc.terminate()
+      proc.wait()
+      log.close()

@@ -1,0 +1,96 @@
+"""What an ablation is: arms, sizes, claims, and the train config of a run.
+
+Each `experiments/configs/ablations/<name>.py` defines `get_ablation()` (a
+ConfigDict read by the runner and the report) and `get_config(arg)`, where
+`arg` is "<arm>,<seed>,<size>", so every run is an ordinary
+`python -m experiments.train --config=<file>:<arm>,<seed>,<size>` call.
+
+An ablation ConfigDict holds:
+  base: the loop config module the arms override (e.g. "chain_arith").
+  common: flat overrides for every arm ({"task.prm": "hackable", ...}).
+  arms: {arm name: flat overrides} in plotting order.
+  sizes: {size name: flat overrides}; "default" and "smoke" at least.
+  claims: list of claims, each a dict with
+    name, paper (the direction the paper reports, in words), metric (an
+    eval metric), reduce ("final": mean of the last `last_k` evaluations,
+    "samples_to_target": samples seen at the first evaluation with
+    metric >= target, the budget + 1 if never), better ("higher"/"lower"),
+    arm (the arm the paper favours) and baseline (the arm it beats).
+  plot_metrics: eval metrics plotted against samples seen.
+Flat override keys are dotted config paths; dict values replace the whole
+sub-config (e.g. "rl.estimator_kwargs").
+"""
+
+import hashlib
+import importlib
+import json
+
+import ml_collections
+
+
+# The size every ablation uses in tests: seconds per run.
+SMOKE = {"task.min_ops": 1, "task.max_ops": 2, "model.name": "tiny",
+         "sampling.max_new_tokens": 24, "task.max_response_len": 24,
+         "warm_start.steps": 4, "warm_start.batch_size": 8,
+         "rl.num_steps": 2, "rl.prompts_per_step": 2,
+         "rl.samples_per_prompt": 4, "eval_every": 1, "eval_problems": 4,
+         "checkpoint_every": 1}
+
+
+def load(name: str):
+  """The ablation module `experiments.configs.ablations.<name>`."""
+  try:
+    return importlib.import_module(f"experiments.configs.ablations.{name}")
+  except ModuleNotFoundError as e:
+    raise ValueError(f"unknown ablation {name!r}; see "
+                     "experiments/configs/ablations/.") from e
+
+
+def apply(config: ml_collections.ConfigDict, overrides: dict) -> None:
+  """Sets each dotted key of `overrides` on `config` (keys must exist)."""
+  for key, value in overrides.items():
+    *path, leaf = key.split(".")
+    node = config
+    for part in path:
+      node = node[part]
+    if leaf not in node:
+      raise ValueError(f"override {key!r}: the config has no key {leaf!r}.")
+    if isinstance(value, dict):
+      value = ml_collections.ConfigDict(value)
+    node[leaf] = value
+
+
+def build_config(ablation: ml_collections.ConfigDict,
+                 arg: str) -> ml_collections.ConfigDict:
+  """The train config of one run: "<arm>,<seed>,<size>"."""
+  try:
+    arm, seed, size = arg.split(",")
+    seed = int(seed)
+  except ValueError as e:
+    raise ValueError(f"ablation run must be '<arm>,<seed>,<size>', got "
+                     f"{arg!r}.") from e
+  if arm not in ablation.arms:
+    raise ValueError(f"arm {arm!r} is not one of {list(ablation.arms)}.")
+  if size not in ablation.sizes:
+    raise ValueError(f"size {size!r} is not one of {list(ablation.sizes)}.")
+  config = importlib.import_module(
+      f"experiments.configs.{ablation.base}").get_config()
+  apply(config, dict(ablation.common))
+  apply(config, dict(ablation.sizes[size]))
+  apply(config, dict(ablation.arms[arm]))
+  config.seed = seed
+  config.show_progress = False
+  return config
+
+
+def warm_start_key(config: ml_collections.ConfigDict) -> str:
+  """Runs whose warm start would be identical share one (this hash)."""
+  # The process reward model does not change the demonstrations.
+  task = {k: v for k, v in config.task.to_dict().items()
+          if not k.startswith("prm")}
+  shared = {"task": task, "model": config.model.to_dict(),
+            "warm_start": config.warm_start.to_dict(),
+            "budget": config.sampling.max_new_tokens,
+            "model_path": config.model_path}
+  text = json.dumps(shared, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:12]
