@@ -1,0 +1,67 @@
+"""Every ablation's smoke size end to end: runs, evidence, verdicts, resume."""
+
+import json
+import os
+
+import pytest
+
+from experiments.ablation import pipeline
+from experiments.ablation import report
+from experiments.ablation import spec
+
+
+def _check_outputs(outdir, name, ablation):
+  results = json.load(open(os.path.join(outdir, "results.json")))
+  assert set(results["arms"]) == set(ablation.arms)
+  assert len(results["claims"]) == len(ablation.claims)
+  for claim in results["claims"]:
+    assert claim["verdict"] in ("reproduced", "not reproduced",
+                                "inconclusive")
+  for png in (f"{name}_curves.png", f"{name}_advantages.png"):
+    assert os.path.getsize(os.path.join(outdir, png)) > 1000
+  text = open(os.path.join(outdir, "report.md")).read()
+  for claim in ablation.claims:
+    assert claim["name"] in text
+
+
+@pytest.mark.parametrize("name", pipeline.NAMES)
+def test_smoke_ablation_end_to_end_and_resumes(tmp_path, name):
+  ablation = spec.load(name).get_ablation()
+  seeds = 2 if name == "pure" else 1
+  judged = pipeline.run(name, size="smoke", seeds=seeds,
+                        workdir=str(tmp_path), parallel=2, command="test",
+                        show_progress=False)
+  assert [c["name"] for c in judged] == [c["name"] for c in ablation.claims]
+  outdir = tmp_path / name / "smoke"
+  _check_outputs(outdir, name, ablation)
+  logs = sorted(outdir.rglob("*.log"))
+  sizes = [p.stat().st_size for p in logs]
+  pipeline.run(name, size="smoke", seeds=seeds, workdir=str(tmp_path),
+               parallel=2, command="test", show_progress=False)
+  assert [p.stat().st_size for p in sorted(outdir.rglob("*.log"))] == sizes
+
+
+def test_verdict_rule():
+  assert report.verdict([0.2, 0.3, 0.25])["verdict"] == "reproduced"
+  assert report.verdict([-0.2, -0.3, -0.25])["verdict"] == "not reproduced"
+  assert report.verdict([0.5, -0.4, 0.1])["verdict"] == "inconclusive"
+  assert report.verdict([0.5])["verdict"] == "inconclusive"
+
+
+def test_samples_to_target_is_censored_at_the_budget():
+  run = {"eval": [{"samples_seen": s, "accuracy": a}
+                  for s, a in ((0, 0.1), (64, 0.4), (128, 0.45))],
+         "train": []}
+  claim = {"metric": "accuracy", "reduce": "samples_to_target",
+           "target": 0.5}
+  assert report.reduce_metric(run, claim) == 129
+  claim["target"] = 0.4
+  assert report.reduce_metric(run, claim) == 64
+
+
+def test_bad_run_argument_is_a_clear_error():
+  ablation = spec.load("pure").get_ablation()
+  with pytest.raises(ValueError, match="arm 'nope'"):
+    spec.build_config(ablation, "nope,0,default")
+  with pytest.raises(ValueError, match="unknown ablation"):
+    spec.load("chess")
