@@ -47,6 +47,11 @@ def get_config() -> ml_collections.ConfigDict:
       token_rewards="outcome",
       # Share of prompts whose outcome is verifiable (PURE's "10% VR").
       verifiable_fraction=1.0,
+      # R3L: this many rows of each group restart a failed response from
+      # just before its first wrong step; with mask_retry_prefix the shared
+      # prefix is left out of the loss (pivotal credit).
+      retry_samples=0,
+      mask_retry_prefix=True,
       policy_loss="vanilla",
       policy_loss_kwargs=ml_collections.ConfigDict(dict(
           clip_low=0.2, clip_high=0.28)),
