@@ -31,11 +31,14 @@ class Responses:
   observation: np.ndarray       # bool[B, N], inserted by the environment
   sampler_logprobs: np.ndarray  # f32[B, N], 0 on observations and padding
   finished: np.ndarray          # bool[B], ended with EOS in the budget
+  # bool[B, N], tokens kept out of the loss (an R3L retry's shared prefix).
+  frozen: np.ndarray | None = None
 
   @property
   def mask(self) -> np.ndarray:
     """Trainable tokens: sampled by the policy, inside the response."""
-    return self.valid & ~self.observation
+    mask = self.valid & ~self.observation
+    return mask if self.frozen is None else mask & ~self.frozen
 
   def response_ids(self, row: int) -> np.ndarray:
     return self.tokens[row, :int(self.valid[row].sum())]
@@ -58,7 +61,7 @@ def left_pad(sequences, width: int, pad_id: int):
 def generate(task: task_base.Task, decoder,
              problems: list[task_base.Problem], *,
              sampling: sampler_lib.SamplingConfig, key: jax.Array,
-             max_turns: int = 8) -> Responses:
+             max_turns: int = 8, prefixes=None) -> Responses:
   """Samples one response per problem (repeat problems for groups).
 
   Args:
@@ -69,6 +72,8 @@ def generate(task: task_base.Task, decoder,
       N, shared by every turn of a multi-turn response.
     key: PRNG key.
     max_turns: the most tool observations appended to one response.
+    prefixes: optional B (token ids, sampling log-probs) pairs that each
+      response starts from (R3L retries); sampling continues after them.
 
   Returns:
     `Responses` with host arrays.
@@ -84,6 +89,14 @@ def generate(task: task_base.Task, decoder,
   active = np.ones(rows, bool)
   finished = np.zeros(rows, bool)
   context = (prompt_tokens, prompt_valid)
+  if prefixes is not None:
+    for row, (ids, lps) in enumerate(prefixes):
+      length[row] = len(ids)
+      tokens[row, :len(ids)], logprobs[row, :len(ids)] = ids, lps
+    active = length < budget
+    context = _continuation_context(prompt_tokens, prompt_valid, tokens,
+                                    length, task.max_prompt_len + budget,
+                                    tok.pad_id)
   for turn in range(max_turns + 1):
     out = jax.tree.map(np.asarray, sampler_lib.sample(
         decoder, *context, sampling, jax.random.fold_in(key, turn),
@@ -112,13 +125,20 @@ def generate(task: task_base.Task, decoder,
       active[row] = length[row] < budget
     if not active.any():
       break
-    context = left_pad(
-        [list(pt[pv]) + list(t[:n]) for pt, pv, t, n in
-         zip(prompt_tokens, prompt_valid, tokens, length)],
-        task.max_prompt_len + budget, tok.pad_id)
+    context = _continuation_context(prompt_tokens, prompt_valid, tokens,
+                                    length, task.max_prompt_len + budget,
+                                    tok.pad_id)
   valid = np.arange(budget)[None, :] < length[:, None]
   return Responses(prompt_tokens, prompt_valid, tokens, valid, observation,
                    logprobs, finished)
+
+
+def _continuation_context(prompt_tokens, prompt_valid, tokens, length,
+                          width: int, pad_id: int):
+  """Each row's prompt and response so far, left-padded to `width`."""
+  return left_pad([list(pt[pv]) + list(t[:n]) for pt, pv, t, n in
+                   zip(prompt_tokens, prompt_valid, tokens, length)],
+                  width, pad_id)
 
 
 @dataclasses.dataclass

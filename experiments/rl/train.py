@@ -28,6 +28,7 @@ from experiments.rl import loop
 from experiments.rl import mesh as mesh_lib
 from experiments.rl import metrics as metrics_lib
 from experiments.rl import policy as policy_lib
+from experiments.rl import retries
 from experiments.rl import rollouts as rollouts_lib
 from experiments.rl import train_step
 from experiments.rl import warm_start
@@ -203,10 +204,12 @@ class _RLStep:
             num_microbatches=rl.num_microbatches),
         graphdef, tx)
 
+  def _decoder(self, params):
+    return policy_lib.merge(self.graphdef, params, self.rest).decoder
+
   def _sample(self, params, problems, key, sampling):
-    decoder = policy_lib.merge(self.graphdef, params, self.rest).decoder
-    return rollouts_lib.generate(self.exp.task, decoder, problems,
-                                 sampling=sampling, key=key)
+    return rollouts_lib.generate(self.exp.task, self._decoder(params),
+                                 problems, sampling=sampling, key=key)
 
   def __call__(self, step: int, state: train_step.TrainState):
     exp, rl = self.exp, self.exp.config.rl
@@ -228,6 +231,19 @@ class _RLStep:
     lap("sample")
     scored = rollouts_lib.score_batch(exp.task, problems, responses,
                                       exp.task.max_steps)
+    retried = 0
+    if rl.retry_samples > 0:
+      responses, retried = retries.retry(
+          exp.task, problems, responses, scored,
+          group_size=rl.samples_per_prompt, retry_samples=rl.retry_samples,
+          freeze_prefix=rl.mask_retry_prefix,
+          generate=lambda ps, pre: rollouts_lib.generate(
+              exp.task, self._decoder(state.params), ps,
+              sampling=exp.sampling, key=jax.random.fold_in(key, 2),
+              prefixes=pre))
+      if retried:
+        scored = rollouts_lib.score_batch(exp.task, problems, responses,
+                                          exp.task.max_steps)
     baseline = None
     if self.needs_baseline:
       greedy = self._sample(state.params, problems, key,
@@ -273,7 +289,7 @@ class _RLStep:
         **_token_metrics(mask, est.advantages, stats, batch.sampler_logprobs,
                          ref if self.ref_fn is not None else None),
         **update_metrics, **times,
-        "samples_seen": (step + 1) * len(problems),
+        "samples_seen": (step + 1) * len(problems), "retries": retried,
         "tokens_per_second": float(responses.valid.sum())
                              / max(sum(times.values()), 1e-9)}
 
