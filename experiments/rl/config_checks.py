@@ -64,6 +64,9 @@ def check_config(config) -> None:
   if rl.token_rewards not in ("outcome", "steps"):
     raise ValueError(f"rl.token_rewards must be 'outcome' or 'steps', got "
                      f"{rl.token_rewards!r}.")
+  if not 0 <= rl.retry_samples < rl.samples_per_prompt:
+    raise ValueError(f"rl.retry_samples must be in [0, samples_per_prompt="
+                     f"{rl.samples_per_prompt}), got {rl.retry_samples}.")
   if not 0.0 <= rl.verifiable_fraction <= 1.0:
     raise ValueError(f"rl.verifiable_fraction must be in [0, 1], got "
                      f"{rl.verifiable_fraction}.")
