@@ -147,7 +147,7 @@ def _minibatch_step(cfg: LossConfig, graphdef, tx, rest, state: TrainState,
       micro, zeros, _split(mb, cfg.num_microbatches))
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  summary = {"loss": jnp.sum(totals), "grad_norm": optax.global_norm(grads),
+  summary = {"loss": jnp.sum(totals), "grad_norm": optax.tree.norm(grads),
              **{f"{k}_loss" if k in ("pg", "value") else k: jnp.sum(v)
                 for k, v in terms.items()},
              **{k: jnp.mean(v) for k, v in metrics.items()}}
@@ -199,7 +199,7 @@ def sft_update(graphdef, tx, banned_tokens, state: TrainState, rest,
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   return (TrainState(params, opt_state, state.step + 1),
-          {"loss": loss, "grad_norm": optax.global_norm(grads)})
+          {"loss": loss, "grad_norm": optax.tree.norm(grads)})
 
 
 def jit_sft_update(graphdef, tx, banned_tokens: tuple = ()):
