@@ -40,13 +40,13 @@ class Policy(nnx.Module):
 
 def merge(graphdef, params: dict, rest) -> Policy:
   """The module from its graph, a pure dict of parameters and other state."""
-  return nnx.merge(graphdef, nnx.State(params), rest)
+  return nnx.merge(graphdef, params, rest)
 
 
 def split(policy: Policy):
   """(graphdef, pure dict of nnx.Param arrays, the rest of the state)."""
   graphdef, params, rest = nnx.split(policy, nnx.Param, ...)
-  return graphdef, params.to_pure_dict(), rest
+  return graphdef, nnx.to_pure_dict(params), rest
 
 
 def positions_of(valid: jax.Array) -> jax.Array:
