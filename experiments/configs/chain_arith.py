@@ -29,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
       max_new_tokens=48, temperature=1.0, top_k=0, top_p=1.0))
 
   c.warm_start = ml_collections.ConfigDict(dict(
-      steps=3000, batch_size=128, learning_rate=1e-3, wrong_rate=0.2,
+      steps=1500, batch_size=64, learning_rate=1e-3, wrong_rate=0.2,
       filler_rate=0.1))
   # Start RL from this checkpoint directory's params instead (a warm start
   # shared by several runs); empty: warm-start inside workdir.
