@@ -1,11 +1,12 @@
 """What an ablation is: arms, sizes, claims, and the train config of a run.
 
-Each `experiments/configs/ablations/<name>.py` defines `get_ablation()` (a
-ConfigDict read by the runner and the report) and `get_config(arg)`, where
+Each `experiments/configs/ablations/<name>.py` defines `get_ablation()` (an
+`Ablation`, read by the runner and the report) and `get_config(arg)`, where
 `arg` is "<arm>,<seed>,<size>", so every run is an ordinary
 `python -m experiments.train --config=<file>:<arm>,<seed>,<size>` call.
 
-An ablation ConfigDict holds:
+An `Ablation` holds:
+  name, description: for the report.
   base: the loop config module the arms override (e.g. "chain_arith").
   common: flat overrides for every arm ({"task.prm": "hackable", ...}).
   arms: {arm name: flat overrides} in plotting order.
@@ -21,11 +22,25 @@ Flat override keys are dotted config paths; dict values replace the whole
 sub-config (e.g. "rl.estimator_kwargs").
 """
 
+import dataclasses
 import hashlib
 import importlib
 import json
 
 import ml_collections
+
+
+@dataclasses.dataclass(frozen=True)
+class Ablation:
+  """One ablation (see the module docstring for the fields)."""
+  name: str
+  description: str
+  base: str
+  common: dict
+  arms: dict
+  sizes: dict
+  claims: list
+  plot_metrics: list
 
 
 # The size every ablation uses in tests: seconds per run.
@@ -60,8 +75,7 @@ def apply(config: ml_collections.ConfigDict, overrides: dict) -> None:
     node[leaf] = value
 
 
-def build_config(ablation: ml_collections.ConfigDict,
-                 arg: str) -> ml_collections.ConfigDict:
+def build_config(ablation: Ablation, arg: str) -> ml_collections.ConfigDict:
   """The train config of one run: "<arm>,<seed>,<size>"."""
   try:
     arm, seed, size = arg.split(",")

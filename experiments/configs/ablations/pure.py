@@ -12,58 +12,58 @@ step rewards (`process_grpo`); and PURE / sum form with verifiable reward on
 10% of the prompts.
 """
 
-import ml_collections
-
 from experiments.ablation import spec
 
 _PRM_ONLY = {"verifiable_reward_coef": 0.0}
 
 
-def get_ablation() -> ml_collections.ConfigDict:
-  a = ml_collections.ConfigDict()
-  a.name = "pure"
-  a.description = __doc__.split("\n\n")[1].replace("\n", " ")
-  a.base = "chain_arith"
-  a.common = {"task.prm": "hackable"}
-  a.arms = {
-      "grpo": {"rl.estimator": "grpo"},
-      "pure_softmin": {"rl.estimator": "pure",
-                       "rl.estimator_kwargs": {**_PRM_ONLY,
-                                               "mode": "softmin"}},
-      "pure_strict": {"rl.estimator": "pure",
-                      "rl.estimator_kwargs": {**_PRM_ONLY, "mode": "strict"}},
-      "sum_form": {"rl.estimator": "sum_form_prm",
-                   "rl.estimator_kwargs": _PRM_ONLY},
-      "process_grpo": {"rl.estimator": "process_grpo"},
-      "pure_vr10": {"rl.estimator": "pure", "rl.verifiable_fraction": 0.1},
-      "sum_form_vr10": {"rl.estimator": "sum_form_prm",
+def get_ablation() -> spec.Ablation:
+  return spec.Ablation(
+      name="pure",
+      description=__doc__.split("\n\n")[1].replace("\n", " "),
+      base="chain_arith",
+      common={"task.prm": "hackable"},
+      arms={
+          "grpo": {"rl.estimator": "grpo"},
+          "pure_softmin": {"rl.estimator": "pure",
+                           "rl.estimator_kwargs": {**_PRM_ONLY,
+                                                   "mode": "softmin"}},
+          "pure_strict": {"rl.estimator": "pure",
+                          "rl.estimator_kwargs": {**_PRM_ONLY,
+                                                  "mode": "strict"}},
+          "sum_form": {"rl.estimator": "sum_form_prm",
+                       "rl.estimator_kwargs": _PRM_ONLY},
+          "process_grpo": {"rl.estimator": "process_grpo"},
+          "pure_vr10": {"rl.estimator": "pure",
                         "rl.verifiable_fraction": 0.1},
-  }
-  a.sizes = {
-      "default": {"rl.num_steps": 60, "rl.prompts_per_step": 8,
-                  "eval_every": 15, "eval_problems": 64},
-      "smoke": spec.SMOKE,
-  }
-  a.claims = [
-      dict(name="min form beats sum form (accuracy)",
-           paper="sum-form credit collapses training; min-form is stable",
-           metric="accuracy", reduce="final", last_k=2, better="higher",
-           arm="pure_softmin", baseline="sum_form"),
-      dict(name="sum form pads with filler (hacking)",
-           paper="the policy hacks the PRM with rewarded filler steps",
-           metric="task/filler_steps", reduce="final", last_k=2,
-           better="lower", arm="pure_softmin", baseline="sum_form"),
-      dict(name="normalised step rewards also hack",
-           paper="(our second sum form) DeepSeekMath-style step rewards",
-           metric="task/filler_steps", reduce="final", last_k=2,
-           better="lower", arm="pure_softmin", baseline="process_grpo"),
-      dict(name="10% verifiable reward curbs hacking",
-           paper="~10% VR alleviates reward hacking",
-           metric="task/filler_steps", reduce="final", last_k=2,
-           better="lower", arm="sum_form_vr10", baseline="sum_form"),
-  ]
-  a.plot_metrics = ["accuracy", "task/filler_steps", "response_length"]
-  return a
+          "sum_form_vr10": {"rl.estimator": "sum_form_prm",
+                            "rl.verifiable_fraction": 0.1},
+      },
+      sizes={
+          "default": {"rl.num_steps": 60, "rl.prompts_per_step": 8,
+                      "eval_every": 15, "eval_problems": 64},
+          "smoke": spec.SMOKE,
+      },
+      claims=[
+          dict(name="min form beats sum form (accuracy)",
+               paper="sum-form credit collapses training; min-form is stable",
+               metric="accuracy", reduce="final", last_k=2, better="higher",
+               arm="pure_softmin", baseline="sum_form"),
+          dict(name="sum form pads with filler (hacking)",
+               paper="the policy hacks the PRM with rewarded filler steps",
+               metric="task/filler_steps", reduce="final", last_k=2,
+               better="lower", arm="pure_softmin", baseline="sum_form"),
+          dict(name="normalised step rewards also hack",
+               paper="(our second sum form) DeepSeekMath-style step rewards",
+               metric="task/filler_steps", reduce="final", last_k=2,
+               better="lower", arm="pure_softmin", baseline="process_grpo"),
+          dict(name="10% verifiable reward curbs hacking",
+               paper="~10% VR alleviates reward hacking",
+               metric="task/filler_steps", reduce="final", last_k=2,
+               better="lower", arm="sum_form_vr10", baseline="sum_form"),
+      ],
+      plot_metrics=["accuracy", "task/filler_steps", "response_length"],
+  )
 
 
 def get_config(arg: str = "pure_softmin,0,default"):
