@@ -75,7 +75,6 @@ def plan(name: str, size: str, seeds: int, workdir: str):
 
 
 def _start(run: Run, config_file: str, log) -> subprocess.Popen:
-  os.makedirs(run.workdir, exist_ok=True)
   env = dict(os.environ, PYTHONUNBUFFERED="1",
              XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " "
                         + _SINGLE_THREAD).strip())
@@ -101,6 +100,7 @@ def execute(runs: list[Run], config_file: str, parallel: int,
     while pending or active:
       while pending and len(active) < parallel:
         run = pending.pop(0)
+        os.makedirs(run.workdir, exist_ok=True)
         log = open(os.path.join(os.path.dirname(run.workdir.rstrip("/")),
                                 f"{os.path.basename(run.workdir)}.log"), "a",
                    encoding="utf-8")
