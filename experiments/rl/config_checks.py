@@ -51,7 +51,10 @@ def check_config(config) -> None:
   if "values" in cajax.required_fields(rl.estimator) and rl.value_coef <= 0:
     raise ValueError(f"rl.estimator={rl.estimator!r} needs a critic: set "
                      f"rl.value_coef > 0 (got {rl.value_coef}).")
-  for key in ("num_steps", "prompts_per_step", "samples_per_prompt",
+  if rl.num_steps < 0:
+    raise ValueError(f"rl.num_steps must be >= 0 (0: warm start only), got "
+                     f"{rl.num_steps}.")
+  for key in ("prompts_per_step", "samples_per_prompt",
               "ppo_epochs", "num_minibatches", "num_microbatches"):
     if int(rl[key]) < 1:
       raise ValueError(f"rl.{key} must be >= 1, got {rl[key]}.")
