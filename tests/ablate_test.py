@@ -24,21 +24,29 @@ def _check_outputs(outdir, name, ablation):
     assert claim["name"] in text
 
 
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  # One folder for every ablation: runs with the same task share a warm start.
+  return tmp_path_factory.mktemp("ablations")
+
+
 @pytest.mark.parametrize("name", pipeline.NAMES)
-def test_smoke_ablation_end_to_end_and_resumes(tmp_path, name):
+def test_smoke_ablation_end_to_end(workdir, name):
   ablation = spec.load(name).get_ablation()
-  seeds = 2 if name == "pure" else 1
-  judged = pipeline.run(name, size="smoke", seeds=seeds,
-                        workdir=str(tmp_path), parallel=2, command="test",
-                        show_progress=False)
+  judged = pipeline.run(name, size="smoke", seeds=1, workdir=str(workdir),
+                        parallel=2, command="test", show_progress=False)
   assert [c["name"] for c in judged] == [c["name"] for c in ablation.claims]
-  outdir = tmp_path / name / "smoke"
-  _check_outputs(outdir, name, ablation)
-  logs = sorted(outdir.rglob("*.log"))
-  sizes = [p.stat().st_size for p in logs]
-  pipeline.run(name, size="smoke", seeds=seeds, workdir=str(tmp_path),
+  _check_outputs(workdir / name / "smoke", name, ablation)
+
+
+def test_rerun_resumes_instead_of_recomputing(workdir):
+  pipeline.run("ucas", size="smoke", seeds=1, workdir=str(workdir),
                parallel=2, command="test", show_progress=False)
-  assert [p.stat().st_size for p in sorted(outdir.rglob("*.log"))] == sizes
+  logs = sorted(workdir.rglob("*.log"))
+  sizes = [p.stat().st_size for p in logs]
+  pipeline.run("ucas", size="smoke", seeds=1, workdir=str(workdir),
+               parallel=2, command="test", show_progress=False)
+  assert [p.stat().st_size for p in sorted(workdir.rglob("*.log"))] == sizes
 
 
 def test_verdict_rule():
