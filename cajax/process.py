@@ -10,12 +10,13 @@ a checker) into per-token advantages of a padded `[B, T]` batch:
 * `tp_grpo`: thought-level, capability-adaptive process rewards on top of
   GRPO (TP-GRPO; parametric where the paper is not available).
 
-Steps (DESIGN.md §2): `step_ids: int[B, T]` gives the step of each token (−1
-outside any step), `step_rewards: f[B, S]` and `step_mask: bool[B, S]`. A
-step is *valid* when its `step_mask` entry is True and it owns at least one
-valid token; invalid steps carry no reward. Steps must be contiguous among
-the valid tokens; a step's reward is written at its last valid token (its
-"step end"). Interior masked tokens are skipped by every return (carry
+Steps: `step_ids: int[B, T]` gives the step of each token (−1 outside any
+step), `step_rewards: f[B, S]` and `step_mask: bool[B, S]`. A step is
+*valid* when its `step_mask` entry is True and it owns at least one valid
+token; invalid steps carry no reward. Steps must be ordered: along a row the
+step ids of the valid tokens never decrease (each step is one contiguous
+run, steps in id order; `cajax.validate` checks it). A step's reward is
+written at its last valid token (its "step end"). Interior masked tokens are skipped by every return (carry
 across), and all outputs are 0 at masked tokens.
 
 Outcome rewards passed as `[B]` arrays may hold NaN for an unscorable row:
@@ -33,6 +34,7 @@ from cajax import masking
 from cajax import registry
 from cajax import scoring
 from cajax import sequences
+from cajax import step_totals
 from cajax import types
 
 PURE_MODES = ("softmin", "strict", "uniform")
@@ -71,30 +73,15 @@ def _prepare_steps(step_rewards, step_mask, step_ids, mask,
   mask = _checks.as_mask(mask)
   num_steps = rewards.shape[1]
   inside = mask & (ids >= 0) & (ids < num_steps)
-  # Steps are contiguous among the valid tokens, so the valid tokens of step
-  # k hold the consecutive ranks F..L of the `inside` tokens (1-based prefix
-  # counts): a scatter-max and a scatter-min of the rank give L and F, hence
-  # the count L − F + 1 and the end (the token of rank L), with no cummin.
-  # (On XLA CPU an add scatter of ones or a max scatter of −rank, or the two
-  # bounds stacked into one scatter, all run 2-3x slower than these.)
-  rank = sequences.prefix_count(inside)
-  batch = rank.shape[0]
-  flat = jnp.where(inside, jnp.arange(batch)[:, None] * num_steps + ids,
-                   batch * num_steps).reshape(-1)
-
-  def bound(op, init):
-    start = jnp.full((batch * num_steps,), init, jnp.int32)
-    return getattr(start.at[flat], op)(rank.reshape(-1), mode="drop").reshape(
-        batch, num_steps)
-
-  last = bound("max", 0)
-  first = bound("min", jnp.iinfo(jnp.int32).max)
-  owned = last > 0
-  counts = jnp.where(owned, last - first + 1, 0).astype(jnp.float32)
-  valid = _checks.as_mask(step_mask, "step_mask") & owned
-  token_step = jnp.where(inside, ids, 0)
-  ends = inside & (rank == jnp.take_along_axis(last, token_step, axis=1)) & (
-      jnp.take_along_axis(valid, token_step, axis=1))
+  # Steps are ordered among the valid tokens: one search gives each step's
+  # token count and last token (`cajax.step_totals`), no scatter; a token
+  # ends its step when it is that last token and the step is valid.
+  bounds = step_totals.totals(ids, inside, num_steps)
+  counts = bounds.count.astype(jnp.float32)
+  valid = _checks.as_mask(step_mask, "step_mask") & (bounds.count > 0)
+  step_end = jnp.take_along_axis(jnp.where(valid, bounds.last, -1),
+                                 jnp.where(inside, ids, 0), axis=1)
+  ends = inside & (step_end == jnp.arange(ids.shape[1])[None, :])
   return _Steps(jnp.where(valid, rewards, 0.0), valid, ids, mask, counts,
                 ends)
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cajax import _checks
+from cajax import step_totals
 
 
 def _check_tokens(x, mask, name: str):
@@ -308,8 +309,15 @@ def steps_to_tokens(step_values, step_ids) -> jax.Array:
 
 
 def tokens_to_steps(token_values, step_ids, num_steps: int, mask=None,
-                    reduce: str = "sum") -> jax.Array:
+                    reduce: str = "sum", ordered: bool = True) -> jax.Array:
   """Reduces `[B, T]` token values into `[B, S]` steps through `step_ids`.
+
+  Ordered steps (the default) are the layout segmenters produce: along each
+  row the step ids of the kept tokens never decrease. They are reduced by a
+  two-level search (`cajax.step_totals`) with no scatter; `ordered=False`
+  accepts ids in any order and scatters (XLA:CPU applies scatter updates
+  one at a time). The scatter is also used when S is too large for the
+  search to beat it.
 
   Args:
     token_values: [B, T] per-token values.
@@ -317,6 +325,8 @@ def tokens_to_steps(token_values, step_ids, num_steps: int, mask=None,
     num_steps: static S.
     mask: optional [B, T] bool; False tokens are ignored.
     reduce: "sum", "mean", "max" or "min" (empty steps give 0).
+    ordered: the kept tokens' ids never decrease along a row (checked by
+      `cajax.validate`, not here: unordered ids give wrong results).
 
   Returns:
     f32[B, S].
@@ -330,37 +340,23 @@ def tokens_to_steps(token_values, step_ids, num_steps: int, mask=None,
   if mask is not None:
     _checks.check_same_shape(mask, token_values, "mask", "token_values")
     keep = keep & _checks.as_mask(mask)
-  batch = values.shape[0]
-  flat_size = batch * num_steps
-  # Dropped tokens index past the end. XLA CPU scatters are serial per
-  # update, and `.at[].add(mode="drop")` on flat ids runs ~1.7x faster than
-  # `segment_sum` with a spill segment; "sum" and "mean" take one scatter
-  # (the sum and count of "mean" travel together as [N, 2] updates).
-  flat_ids = jnp.where(keep, jnp.arange(batch)[:, None] * num_steps + step_ids,
-                       flat_size).reshape(-1)
-
-  def scatter(updates, init=0.0, op="add"):
-    start = jnp.full((flat_size,) + updates.shape[1:], init, jnp.float32)
-    return getattr(start.at[flat_ids], op)(updates, mode="drop")
-
-  if reduce == "sum":
-    out = scatter(jnp.where(keep, values, 0.0).reshape(-1))
-  elif reduce == "mean":
-    both = scatter(jnp.stack([jnp.where(keep, values, 0.0),
-                              keep.astype(jnp.float32)], axis=-1).reshape(-1, 2))
-    out = both[:, 0] / jnp.maximum(both[:, 1], 1.0)
-  else:
-    count = scatter(keep.reshape(-1).astype(jnp.float32))
-    fill = -jnp.inf if reduce == "max" else jnp.inf
-    out = scatter(values.reshape(-1), fill, reduce)
-    out = jnp.where(count > 0, out, 0.0)
-  return out.reshape(batch, num_steps)
+  if reduce in ("sum", "mean"):
+    out = step_totals.totals(step_ids, keep, num_steps, sums=(values,),
+                             ordered=ordered)
+    total = out.sums[0]
+    return total if reduce == "sum" else total / jnp.maximum(out.count, 1)
+  sign = 1.0 if reduce == "max" else -1.0
+  out = step_totals.totals(step_ids, keep, num_steps,
+                           maxima=(sign * values,), ordered=ordered)
+  return jnp.where(out.count > 0, sign * out.maxima[0], 0.0)
 
 
-def step_token_counts(step_ids, num_steps: int, mask=None) -> jax.Array:
-  """Number of (valid) tokens in each step, f32[B, S]."""
+def step_token_counts(step_ids, num_steps: int, mask=None,
+                      ordered: bool = True) -> jax.Array:
+  """Number of (valid) tokens in each step, f32[B, S] (see
+  `tokens_to_steps` for `ordered`)."""
   return tokens_to_steps(jnp.ones(jnp.shape(step_ids), jnp.float32),
-                         step_ids, num_steps, mask=mask)
+                         step_ids, num_steps, mask=mask, ordered=ordered)
 
 
 def step_end_mask(step_ids, mask=None) -> jax.Array:
