@@ -25,9 +25,10 @@ from cajax import masking
 from cajax import registry
 from cajax import scoring
 from cajax import sequences
+from cajax import step_totals
 from cajax import types
 from cajax.token_rewards import implicit_sequence_reward
-from cajax.token_rewards import implicit_step_reward
+from cajax.token_rewards import implicit_token_reward
 
 def _flat_segments(values, segment_ids, num_segments: int, valid):
   """bool[N]: the segment of each entry has no two distinct valid values."""
@@ -60,11 +61,13 @@ def _implicit_step_rewards(prm_logprobs, ref_logprobs, mask, step_ids,
   ref = _checks.as_float_like(ref_logprobs, mask, "ref_logprobs")
   _checks.check_same_shape(step_ids, mask, "step_ids", "mask")
   mask = _checks.as_mask(mask)
-  rewards = implicit_step_reward(prm, ref, mask, step_ids, num_steps,
-                                 beta=beta)
-  step_valid = sequences.step_token_counts(step_ids, num_steps,
-                                           mask=mask) > 0
-  return jnp.where(step_valid, rewards, 0.0), step_valid
+  ids = _checks.as_int(step_ids, "step_ids")
+  # One step search gives the sums and the token counts together.
+  totals = step_totals.totals(
+      ids, mask & (ids >= 0) & (ids < num_steps), num_steps,
+      sums=(implicit_token_reward(prm, ref, mask, beta=beta),))
+  step_valid = totals.count > 0
+  return jnp.where(step_valid, totals.sums[0], 0.0), step_valid
 
 
 def istar_step_rewards(prm_logprobs, old_logprobs, mask, step_ids, *,
@@ -264,7 +267,13 @@ def istar_prm_dpo_loss(prm_logprobs, ref_logprobs, token_rewards, mask,
 
 
 def _default_num_steps(rollouts: types.Rollouts, num_steps):
-  return rollouts.mask.shape[1] if num_steps is None else num_steps
+  """S: given, else the step axis of `step_mask` / `step_rewards`, else T."""
+  if num_steps is not None:
+    return num_steps
+  for steps in (rollouts.step_mask, rollouts.step_rewards):
+    if steps is not None:
+      return jnp.shape(steps)[1]
+  return jnp.shape(rollouts.mask)[1]
 
 
 @registry.register("istar", required=("token_rewards", "logprobs",
@@ -272,7 +281,11 @@ def _default_num_steps(rollouts: types.Rollouts, num_steps):
                                       "group_ids"), function=istar)
 def _istar_adapter(rollouts: types.Rollouts, *, prm_logprobs=None,
                    num_steps=None, **kwargs) -> types.EstimatorOutput:
-  """`istar` on Rollouts: π_φ log-probs are `logprobs` unless given."""
+  """`istar` on Rollouts: π_φ log-probs are `logprobs` unless given.
+
+  `num_steps` defaults to the step axis S of `step_mask` (or
+  `step_rewards`) when the rollouts carry one, else to T.
+  """
   return istar(rollouts.token_rewards,
                rollouts.logprobs if prm_logprobs is None else prm_logprobs,
                rollouts.old_logprobs, rollouts.mask, rollouts.step_ids,
