@@ -26,6 +26,7 @@ from experiments.models import sampler as sampler_lib
 from experiments.rl import metrics
 from experiments.rl import policy as policy_lib
 from experiments.rl import rollouts as rollouts_lib
+from experiments.rl import experiment
 from experiments.rl import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -70,7 +71,7 @@ def main(argv):
   config.rl.num_steps = _STEPS.value
   config.eval_every = 10**9
   config.show_progress = False
-  exp = train.Experiment(config)
+  exp = experiment.Experiment(config)
   graphdef, params, rest = exp.new_policy(value_head=config.rl.value_coef > 0)
   with_cache = _time_sampler(exp, graphdef, params, rest, True)
   without_cache = _time_sampler(exp, graphdef, params, rest, False)

@@ -1,14 +1,13 @@
 """End-to-end tests of the RL training loop on the smoke config."""
 
-import json
 import os
-import pathlib
 
 import numpy as np
 import pytest
 
 from experiments.configs import smoke
 from experiments.rl import checkpoints
+from experiments.rl import experiment
 from experiments.rl import metrics
 from experiments.rl import train
 
@@ -122,7 +121,7 @@ def test_missing_init_checkpoint_is_a_clear_error(tmp_path):
 def test_unscorable_rows_are_counted_and_never_nan(tmp_path, monkeypatch):
   config = smoke.get_config()
   config.rl.num_steps = 1
-  exp = train.Experiment(config)
+  exp = experiment.Experiment(config)
   score = exp.task.score
   calls = []
 
@@ -133,7 +132,7 @@ def test_unscorable_rows_are_counted_and_never_nan(tmp_path, monkeypatch):
       s.outcome = float("nan")
     return s
 
-  monkeypatch.setattr(train, "Experiment", lambda c: exp)
+  monkeypatch.setattr(experiment, "Experiment", lambda c: exp)
   monkeypatch.setattr(exp.task, "score", flaky)
   train.train_and_evaluate(config, str(tmp_path))
   record = _records(tmp_path)[-1]

@@ -14,7 +14,7 @@ _SCRIPT = """
 import json, sys
 import jax, numpy as np
 from experiments.configs import smoke
-from experiments.rl import train, checkpoints, metrics
+from experiments.rl import train, checkpoints, experiment
 data, fsdp, workdir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 assert jax.device_count() == data * fsdp, jax.device_count()
 config = smoke.get_config()
@@ -23,7 +23,7 @@ config.rl.num_steps = 1
 config.rl.prompts_per_step, config.rl.samples_per_prompt = 4, 2
 config.mesh.data, config.mesh.fsdp = data, fsdp
 train.train_and_evaluate(config, workdir)
-exp = train.Experiment(config)
+exp = experiment.Experiment(config)
 _, params, _ = exp.new_policy(value_head=False)
 restored = checkpoints.restore_params(workdir + "/checkpoints", params)
 leaves = jax.tree_util.tree_leaves_with_path(restored)

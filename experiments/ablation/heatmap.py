@@ -20,7 +20,7 @@ from experiments.ablation import spec
 from experiments.rl import checkpoints
 from experiments.rl import policy as policy_lib
 from experiments.rl import rollouts as rollouts_lib
-from experiments.rl import train
+from experiments.rl import experiment
 from experiments.rl import train_step
 
 _STATS = ("logprobs", "entropy", "self_certainty", "token_logits",
@@ -42,7 +42,7 @@ def advantage_map(ablation, size: str, init_checkpoint: str | None,
   """Draws the map to `path`; returns {arm: advantages of the row}."""
   arms = list(ablation.arms)
   config = spec.build_config(ablation, f"{arms[0]},0,{size}")
-  exp = train.Experiment(config)
+  exp = experiment.Experiment(config)
   graphdef, params, rest = exp.new_policy(value_head=False)
   if init_checkpoint:
     params = checkpoints.restore_params(init_checkpoint + "/checkpoints",

@@ -140,7 +140,9 @@ class Decoder(nnx.Module):
       mask = causal[None] & key_valid[:, None, :]
       layer_caches = list(zip(cache.k, cache.v))
     run = _run_block
-    if self.config.remat != "none":
+    # Rematerialisation only pays off when a backward pass follows; the
+    # cached (sampling) path never differentiates.
+    if self.config.remat != "none" and cache is None:
       run = nnx.remat(_run_block, policy=_REMAT_POLICIES[self.config.remat])
     new_caches = []
     for block, kv in zip(self.layers, layer_caches):

@@ -12,18 +12,14 @@ import json
 import os
 import time
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import cajax
 
-from experiments.models import config as model_config
-from experiments.models import decoder as decoder_lib
-from experiments.models import sampler as sampler_lib
 from experiments.rl import checkpoints
-from experiments.rl import config_checks
+from experiments.rl import experiment
 from experiments.rl import loop
 from experiments.rl import mesh as mesh_lib
 from experiments.rl import metrics as metrics_lib
@@ -32,79 +28,10 @@ from experiments.rl import retries
 from experiments.rl import rollouts as rollouts_lib
 from experiments.rl import train_step
 from experiments.rl import warm_start
-from experiments.tasks import base as task_base
 
-# Streams of the NumPy generator seeded by (seed, stream, step).
-_TRAIN_DATA, _WARM_DATA, _EVAL_DATA = 1, 2, 3
 # Per-token statistics the trainer can give an estimator.
 _TOKEN_STATS = ("entropy", "self_certainty", "token_logits",
                 "sum_pi_squared")
-
-
-def _np_rng(config, stream: int, step: int = 0) -> np.random.Generator:
-  return np.random.default_rng([config.seed, stream, step])
-
-
-class Experiment:
-  """Everything built once from a config: task, mesh, model, jitted steps."""
-
-  def __init__(self, config):
-    config_checks.check_config(config)
-    mesh_lib.initialize_distributed(config.distributed)
-    self.config = config
-    self.task = task_base.make_task(config.task)
-    self.mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
-    rows = config.rl.prompts_per_step * config.rl.samples_per_prompt
-    mesh_lib.check_divisible(rows, self.mesh, "the RL batch")
-    self.model_config = model_config.get(
-        config.model.name, vocab_size=self.task.tokenizer.vocab_size,
-        **dict(config.model.overrides))
-    self.key = jax.random.key(config.seed)
-    sc = config.sampling
-    self.sampling = sampler_lib.SamplingConfig(
-        max_new_tokens=sc.max_new_tokens, temperature=sc.temperature,
-        top_k=sc.top_k, top_p=sc.top_p,
-        stop_tokens=tuple(self.task.stop_tokens),
-        banned_tokens=tuple(self.task.banned_tokens))
-
-  def new_policy(self, value_head: bool):
-    """(graphdef, params pure dict, rest) of a freshly initialised policy."""
-    decoder = decoder_lib.create_model(self.model_config, self.config.seed,
-                                       self.mesh)
-    policy = policy_lib.Policy(decoder, value_head=value_head,
-                               rngs=nnx.Rngs(self.config.seed + 1))
-    graphdef, params, rest = policy_lib.split(policy)
-    if value_head:  # Small: replicated on every device of the mesh.
-      params["value_head"] = jax.device_put(params["value_head"],
-                                            mesh_lib.replicated(self.mesh))
-    return graphdef, params, rest
-
-  def evaluate(self, graphdef, params, rest, num_problems: int) -> dict:
-    """Accuracy and task metrics on a fixed problem set."""
-    problems = self.task.sample_problems(_np_rng(self.config, _EVAL_DATA),
-                                         num_problems)
-    sampling = dataclasses.replace(
-        self.sampling, temperature=self.config.eval_temperature)
-    decoder = policy_lib.merge(graphdef, params, rest).decoder
-    responses = rollouts_lib.generate(
-        self.task, decoder, problems, sampling=sampling,
-        key=jax.random.fold_in(self.key, 2**31 - 1))
-    scored = rollouts_lib.score_batch(self.task, problems, responses,
-                                      self.task.max_steps)
-    return _outcome_metrics(scored, responses)
-
-
-def _outcome_metrics(scored, responses) -> dict:
-  scorable = np.isfinite(scored.outcome)
-  outcome = scored.outcome[scorable]
-  return {
-      "reward_mean": float(outcome.mean()) if outcome.size else float("nan"),
-      "accuracy": float((outcome > 0.5).mean()) if outcome.size else 0.0,
-      "unscorable": int((~scorable).sum()),
-      "finished": float(responses.finished.mean()),
-      "response_length": float(responses.valid.sum(1).mean()),
-      **{f"task/{k}": v for k, v in scored.metrics.items()},
-  }
 
 
 def _optimizer(config, learning_rate):
@@ -114,7 +41,8 @@ def _optimizer(config, learning_rate):
       weight_decay=o.weight_decay, grad_clip=o.grad_clip)
 
 
-def _initial_state(exp: Experiment, tx, params) -> train_step.TrainState:
+def _initial_state(exp: experiment.Experiment, tx,
+                   params) -> train_step.TrainState:
   return mesh_lib.place_state(train_step.TrainState(
       params, jax.jit(tx.init)(params), jnp.zeros((), jnp.int32)), exp.mesh)
 
@@ -123,7 +51,7 @@ def _meta(config) -> dict:
   return {"config": json.loads(config.to_json_best_effort())}
 
 
-def run_warm_start(exp: Experiment, workdir: str) -> dict:
+def run_warm_start(exp: experiment.Experiment, workdir: str) -> dict:
   """Supervised warm start into `workdir/warm_start`; returns its params."""
   config, ws = exp.config, exp.config.warm_start
   graphdef, params, rest = exp.new_policy(value_head=False)
@@ -134,7 +62,8 @@ def run_warm_start(exp: Experiment, workdir: str) -> dict:
 
   def step_fn(step, state):
     batch = warm_start.demonstration_batch(
-        exp.task, _np_rng(config, _WARM_DATA, step), ws.batch_size,
+        exp.task, experiment.np_rng(config, experiment.WARM_DATA, step),
+        ws.batch_size,
         config.sampling.max_new_tokens, wrong_rate=ws.wrong_rate,
         filler_rate=ws.filler_rate)
     state, m = update(state, rest, mesh_lib.put_batch(batch, exp.mesh))
@@ -149,7 +78,8 @@ def run_warm_start(exp: Experiment, workdir: str) -> dict:
   return state.params
 
 
-def initial_params(exp: Experiment, workdir: str, params: dict) -> dict:
+def initial_params(exp: experiment.Experiment, workdir: str,
+                   params: dict) -> dict:
   """The RL starting point: init_checkpoint's params, or the warm start's.
 
   Only the decoder's parameters are taken; a value head starts fresh.
@@ -167,9 +97,10 @@ def initial_params(exp: Experiment, workdir: str, params: dict) -> dict:
 
 
 class _RLStep:
-  """One RL step: sample → score → estimate → update (a `loop.run` step)."""
+  """One RL step: sample, score, estimate, update (a `loop.run` step)."""
 
-  def __init__(self, exp: Experiment, graphdef, rest, ref_params, tx):
+  def __init__(self, exp: experiment.Experiment, graphdef, rest, ref_params,
+               tx):
     self.exp, self.rest, self.ref_params = exp, rest, ref_params
     rl = exp.config.rl
     self.graphdef = graphdef
@@ -221,8 +152,8 @@ class _RLStep:
       now = time.perf_counter()
       times[f"time/{name}"], clock = now - clock, now
 
-    prompts = exp.task.sample_problems(_np_rng(exp.config, _TRAIN_DATA, step),
-                                       rl.prompts_per_step)
+    rng = experiment.np_rng(exp.config, experiment.TRAIN_DATA, step)
+    prompts = exp.task.sample_problems(rng, rl.prompts_per_step)
     problems = [p for p in prompts for _ in range(rl.samples_per_prompt)]
     group_ids = np.repeat(np.arange(rl.prompts_per_step, dtype=np.int32),
                           rl.samples_per_prompt)
@@ -247,7 +178,8 @@ class _RLStep:
     baseline = None
     if self.needs_baseline:
       greedy = self._sample(state.params, problems, key,
-                            dataclasses.replace(exp.sampling, temperature=0.0))
+                            dataclasses.replace(exp.sampling,
+                                                temperature=0.0))
       baseline = rollouts_lib.score_batch(exp.task, problems, greedy,
                                           exp.task.max_steps).outcome
     lap("score")
@@ -285,7 +217,7 @@ class _RLStep:
     update_metrics = jax.tree.map(float, update_metrics)
     lap("update")
     return state, {
-        **_outcome_metrics(scored, responses),
+        **experiment.outcome_metrics(scored, responses),
         **_token_metrics(mask, est.advantages, stats, batch.sampler_logprobs,
                          ref if self.ref_fn is not None else None),
         **update_metrics, **times,
@@ -325,7 +257,8 @@ class _Evaluations:
   """Evaluations written to `eval_metrics.jsonl` (opened at the first one,
   so a resumed run drops records past its checkpoint)."""
 
-  def __init__(self, exp: Experiment, graphdef, rest, workdir: str):
+  def __init__(self, exp: experiment.Experiment, graphdef, rest,
+               workdir: str):
     self.exp, self.graphdef, self.rest = exp, graphdef, rest
     self.workdir, self.writer, self.last = workdir, None, {}
 
@@ -353,7 +286,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   Returns:
     {"train": last train record, "eval": last evaluation record}.
   """
-  exp = Experiment(config)
+  exp = experiment.Experiment(config)
   os.makedirs(workdir, exist_ok=True)
   rl = config.rl
   graphdef, params, rest = exp.new_policy(value_head=rl.value_coef > 0)

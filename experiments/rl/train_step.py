@@ -74,13 +74,31 @@ def make_optimizer(learning_rate: float, *, warmup_steps: int = 0,
                    b1: float = 0.9, b2: float = 0.999,
                    weight_decay: float = 0.0,
                    grad_clip: float = 1.0) -> optax.GradientTransformation:
-  """AdamW with linear warm-up and global-norm clipping."""
+  """AdamW with linear warm-up and global-norm clipping, its state in fp32.
+
+  Gradients, parameters and the optimizer state are cast to float32 inside
+  the update, and the updates back to each parameter's dtype, so bf16
+  parameters keep fp32 Adam moments.
+  """
   schedule = (optax.linear_schedule(0.0, learning_rate, warmup_steps)
               if warmup_steps > 0 else learning_rate)
   parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
   parts.append(optax.adamw(schedule, b1=b1, b2=b2,
                            weight_decay=weight_decay))
-  return optax.chain(*parts)
+  return _float32_state(optax.chain(*parts))
+
+
+def _float32_state(
+    inner: optax.GradientTransformation) -> optax.GradientTransformation:
+  def f32(tree):
+    return jax.tree.map(lambda x: x.astype(jnp.float32), tree)
+
+  def update(updates, state, params=None):
+    out, state = inner.update(f32(updates), state,
+                              None if params is None else f32(params))
+    return jax.tree.map(lambda u, g: u.astype(g.dtype), out, updates), state
+
+  return optax.GradientTransformation(lambda p: inner.init(f32(p)), update)
 
 
 def _loss_sums(cfg: LossConfig, graphdef, params, rest, mb: UpdateBatch):
@@ -138,11 +156,14 @@ def _minibatch_step(cfg: LossConfig, graphdef, tx, rest, state: TrainState,
 
   def micro(grads, piece):
     (total, (terms, metrics)), g = grad_fn(state.params, rest, piece)
-    grads = jax.tree.map(lambda a, b: a + b * scale, grads, g)
+    grads = jax.tree.map(lambda a, b: a + b.astype(jnp.float32) * scale,
+                         grads, g)
     return grads, (total * scale, jax.tree.map(lambda t: t * scale, terms),
                    metrics)
 
-  zeros = jax.tree.map(jnp.zeros_like, state.params)
+  # Accumulated in float32 whatever the parameter dtype.
+  zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32),
+                       state.params)
   grads, (totals, terms, metrics) = jax.lax.scan(
       micro, zeros, _split(mb, cfg.num_microbatches))
   updates, opt_state = tx.update(grads, state.opt_state, state.params)

@@ -1,0 +1,116 @@
+"""What a run is built from: the task, mesh, model and sampler of a config.
+
+Built once per run (and by the benchmarks and the ablation heat map), after
+the config has been checked, before anything is compiled.
+"""
+
+import dataclasses
+import pathlib
+
+from flax import nnx
+import jax
+import numpy as np
+
+from experiments.models import config as model_config
+from experiments.models import decoder as decoder_lib
+from experiments.models import hf
+from experiments.models import hf_config
+from experiments.models import sampler as sampler_lib
+from experiments.models import tokenizer as tokenizer_lib
+from experiments.rl import config_checks
+from experiments.rl import mesh as mesh_lib
+from experiments.rl import policy as policy_lib
+from experiments.rl import rollouts as rollouts_lib
+from experiments.tasks import base as task_base
+
+# Streams of the NumPy generator seeded by (seed, stream, step).
+TRAIN_DATA, WARM_DATA, EVAL_DATA = 1, 2, 3
+
+
+def np_rng(config, stream: int, step: int = 0) -> np.random.Generator:
+  return np.random.default_rng([config.seed, stream, step])
+
+
+class Experiment:
+  """Everything built once from a config: task, mesh, model, jitted steps."""
+
+  def __init__(self, config):
+    config_checks.check_config(config)
+    mesh_lib.initialize_distributed(config.distributed)
+    self.config = config
+    self.mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
+    rows = config.rl.prompts_per_step * config.rl.samples_per_prompt
+    mesh_lib.check_divisible(rows, self.mesh, "the RL batch")
+    overrides = dict(config.model.overrides)
+    if config.model_path:
+      self.task = task_base.make_task(_checkpoint_task(config))
+      self.model_config = hf_config.from_hf(
+          hf_config.read_json(pathlib.Path(config.model_path)
+                              / "config.json"), **overrides)
+    else:
+      self.task = task_base.make_task(config.task)
+      self.model_config = model_config.get(
+          config.model.name, vocab_size=self.task.tokenizer.vocab_size,
+          **overrides)
+    self.key = jax.random.key(config.seed)
+    sc = config.sampling
+    self.sampling = sampler_lib.SamplingConfig(
+        max_new_tokens=sc.max_new_tokens, temperature=sc.temperature,
+        top_k=sc.top_k, top_p=sc.top_p,
+        stop_tokens=tuple(self.task.stop_tokens),
+        banned_tokens=tuple(self.task.banned_tokens))
+
+  def new_policy(self, value_head: bool):
+    """(graphdef, params pure dict, rest) of a new policy: random, or the
+    checkpoint of `model_path` placed straight onto the mesh."""
+    if self.config.model_path:
+      _, decoder = hf.load(self.config.model_path, self.mesh,
+                           **dict(self.config.model.overrides))
+    else:
+      decoder = decoder_lib.create_model(self.model_config, self.config.seed,
+                                         self.mesh)
+    policy = policy_lib.Policy(decoder, value_head=value_head,
+                               rngs=nnx.Rngs(self.config.seed + 1))
+    graphdef, params, rest = policy_lib.split(policy)
+    if value_head:  # Small: replicated on every device of the mesh.
+      params["value_head"] = jax.device_put(params["value_head"],
+                                            mesh_lib.replicated(self.mesh))
+    return graphdef, params, rest
+
+  def evaluate(self, graphdef, params, rest, num_problems: int) -> dict:
+    """Accuracy and task metrics on a fixed problem set."""
+    problems = self.task.sample_problems(np_rng(self.config, EVAL_DATA),
+                                         num_problems)
+    sampling = dataclasses.replace(
+        self.sampling, temperature=self.config.eval_temperature)
+    decoder = policy_lib.merge(graphdef, params, rest).decoder
+    responses = rollouts_lib.generate(
+        self.task, decoder, problems, sampling=sampling,
+        key=jax.random.fold_in(self.key, 2**31 - 1))
+    scored = rollouts_lib.score_batch(self.task, problems, responses,
+                                      self.task.max_steps)
+    return outcome_metrics(scored, responses)
+
+
+def _checkpoint_task(config) -> dict:
+  """The task config with the checkpoint's tokenizer (and chat template)."""
+  tokenizer = tokenizer_lib.Tokenizer(config.model_path)
+  task = config.task.to_dict()
+  task["tokenizer"] = tokenizer
+  if task.pop("use_chat_template", True) and tokenizer.chat_template:
+    task["chat_template"] = lambda question: tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}])
+  return task
+
+
+def outcome_metrics(scored, responses) -> dict:
+  scorable = np.isfinite(scored.outcome)
+  outcome = scored.outcome[scorable]
+  return {
+      "reward_mean": float(outcome.mean()) if outcome.size else float("nan"),
+      "accuracy": float((outcome > 0.5).mean()) if outcome.size else 0.0,
+      "unscorable": int((~scorable).sum()),
+      "finished": float(responses.finished.mean()),
+      "response_length": float(responses.valid.sum(1).mean()),
+      **{f"task/{k}": v for k, v in scored.metrics.items()},
+  }
