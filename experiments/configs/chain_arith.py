@@ -76,7 +76,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.eval_every = 50
   c.eval_problems = 256
-  c.eval_temperature = 0.0
+  # Evaluate the sampling policy (what RL optimises): greedy decoding hides
+  # the wrong and filler steps the credit-assignment claims are about.
+  c.eval_temperature = 1.0
   c.log_every = 1
   c.checkpoint_every = 50
   c.keep_checkpoints = 3

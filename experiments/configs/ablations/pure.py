@@ -40,8 +40,8 @@ def get_ablation() -> spec.Ablation:
                             "rl.verifiable_fraction": 0.1},
       },
       sizes={
-          "default": {"rl.num_steps": 60, "rl.prompts_per_step": 8,
-                      "eval_every": 15, "eval_problems": 64},
+          "default": {"rl.num_steps": 40, "rl.prompts_per_step": 8,
+                      "eval_every": 10, "eval_problems": 64},
           "smoke": spec.SMOKE,
       },
       claims=[
