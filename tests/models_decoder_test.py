@@ -293,6 +293,15 @@ _MESH_SCRIPT = textwrap.dedent("""
     with jax.set_mesh(mesh):
       got = nnx.jit(lambda m: m(tok, pos, valid)[0])(model)
     np.testing.assert_allclose(got, ref(tok, pos, valid)[0], atol=1e-5)
+    # A checkpoint loads straight onto the same shardings, bit-exact.
+    import tempfile
+    from experiments.models import hf
+    out = hf.save(model, cfg, tempfile.mkdtemp() + "/ckpt")
+    _, loaded = hf.load(out, mesh=mesh)
+    for a, b in zip(jax.tree.leaves(nnx.state(loaded)),
+                    jax.tree.leaves(nnx.state(model))):
+      assert a.sharding.is_equivalent_to(b.sharding, a.ndim), a.sharding
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     print("MESH_OK")
 """)
 

@@ -16,6 +16,7 @@ import json
 import pathlib
 
 import jinja2
+import jinja2.ext
 from jinja2 import sandbox
 import tokenizers
 
@@ -118,8 +119,9 @@ class Tokenizer:
     template = self.chat_template
     if isinstance(template, list):  # [{"name": "default", "template": ...}]
       template = {t["name"]: t["template"] for t in template}["default"]
-    env = sandbox.ImmutableSandboxedEnvironment(trim_blocks=True,
-                                                lstrip_blocks=True)
+    env = sandbox.ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True,
+        extensions=[jinja2.ext.loopcontrols])
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise
     env.globals["strftime_now"] = (
