@@ -25,16 +25,19 @@ import cajax_kernels as kernels
 from experiments.models import config as config_lib
 from experiments.models import decoder as decoder_lib
 
-_SIZE = flags.DEFINE_enum("size", "tiny", config_lib.NAMES, "model size")
-_SEQ_LEN = flags.DEFINE_integer("seq_len", 4096, "tokens per sequence")
-_BATCH = flags.DEFINE_integer("batch", 1, "sequences per step")
-_DTYPE = flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"],
-                           "parameter and compute dtype")
-_REMAT = flags.DEFINE_enum("remat", "full", config_lib.REMAT_POLICIES,
-                           "per-block rematerialisation")
-_STEPS = flags.DEFINE_integer("steps", 3, "timed steps (median)")
-_IMPL = flags.DEFINE_string("implementation", None,
-                            "kernel implementation (default: best available)")
+def define_flags():
+  """Registers the flags (only when run as a program, so importing this
+  module beside other benchmarks never defines a flag twice)."""
+  flags.DEFINE_enum("size", "tiny", config_lib.NAMES, "model size")
+  flags.DEFINE_integer("seq_len", 4096, "tokens per sequence")
+  flags.DEFINE_integer("batch", 1, "sequences per step")
+  flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"],
+                    "parameter and compute dtype")
+  flags.DEFINE_enum("remat", "full", config_lib.REMAT_POLICIES,
+                    "per-block rematerialisation")
+  flags.DEFINE_integer("steps", 3, "timed steps (median)")
+  flags.DEFINE_string("implementation", None,
+                      "kernel implementation (default: best available)")
 
 
 def _loss_fn(graphdef, implementation):
@@ -94,8 +97,9 @@ def benchmark(size: str, seq_len: int, batch: int = 1,
 
 def main(argv):
   del argv
-  r = benchmark(_SIZE.value, _SEQ_LEN.value, _BATCH.value, _DTYPE.value,
-                _REMAT.value, _STEPS.value, _IMPL.value)
+  f = flags.FLAGS
+  r = benchmark(f.size, f.seq_len, f.batch, f.dtype, f.remat, f.steps,
+                f.implementation)
   print(f"{r['size']} ({r['params']:,} params), {r['batch']} x "
         f"{r['seq_len']} tokens, {r['dtype']}, remat={r['remat']} on "
         f"{r['device']}")
@@ -107,4 +111,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -20,19 +20,22 @@ from experiments.models import hf
 from experiments.models import sampler
 from experiments.models import tokenizer as tokenizer_lib
 
-_MODEL_PATH = flags.DEFINE_string("model_path", None,
-                                  "checkpoint directory", required=True)
-_PROMPT = flags.DEFINE_string("prompt", None, "prompt text")
-_PROMPT_IDS = flags.DEFINE_list("prompt_ids", None, "prompt token ids")
-_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 32, "tokens to sample")
-_TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0: greedy")
-_TOP_K = flags.DEFINE_integer("top_k", 0, "0: off")
-_TOP_P = flags.DEFINE_float("top_p", 1.0, "1: off")
-_SEED = flags.DEFINE_integer("seed", 0, "sampling seed")
-_CHAT = flags.DEFINE_bool("chat", False,
-                          "wrap the prompt in the checkpoint's chat template")
-_DTYPE = flags.DEFINE_string("dtype", None,
-                             "parameter dtype (default: the checkpoint's)")
+def define_flags():
+  """Registers the flags (only when run as a program, so importing this
+  module beside other mains never defines a flag twice)."""
+  flags.DEFINE_string("model_path", None, "checkpoint directory",
+                      required=True)
+  flags.DEFINE_string("prompt", None, "prompt text")
+  flags.DEFINE_list("prompt_ids", None, "prompt token ids")
+  flags.DEFINE_integer("max_new_tokens", 32, "tokens to sample")
+  flags.DEFINE_float("temperature", 0.0, "0: greedy")
+  flags.DEFINE_integer("top_k", 0, "0: off")
+  flags.DEFINE_float("top_p", 1.0, "1: off")
+  flags.DEFINE_integer("seed", 0, "sampling seed")
+  flags.DEFINE_bool("chat", False,
+                    "wrap the prompt in the checkpoint's chat template")
+  flags.DEFINE_string("dtype", None,
+                      "parameter dtype (default: the checkpoint's)")
 
 
 def generate(model_path, prompt: str | None = None,
@@ -83,15 +86,16 @@ def generate(model_path, prompt: str | None = None,
 
 def main(argv):
   del argv
+  f = flags.FLAGS
   ids, text = generate(
-      _MODEL_PATH.value, prompt=_PROMPT.value, prompt_ids=_PROMPT_IDS.value,
-      max_new_tokens=_MAX_NEW.value, temperature=_TEMPERATURE.value,
-      top_k=_TOP_K.value, top_p=_TOP_P.value, seed=_SEED.value,
-      chat=_CHAT.value, dtype=_DTYPE.value)
+      f.model_path, prompt=f.prompt, prompt_ids=f.prompt_ids,
+      max_new_tokens=f.max_new_tokens, temperature=f.temperature,
+      top_k=f.top_k, top_p=f.top_p, seed=f.seed, chat=f.chat, dtype=f.dtype)
   print("ids: " + ",".join(map(str, ids)))
   if text is not None:
     print("text: " + text)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
