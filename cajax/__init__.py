@@ -79,6 +79,7 @@ from cajax.returns import reinforce_plus_plus
 from cajax.returns import remax
 from cajax.scoring import sequence_scores
 from cajax.sequences import contiguous_runs
+from cajax.sequences import masked_cumsum
 from cajax.sequences import prefix_count
 from cajax.sequences import reverse_discounted_cumsum
 from cajax.sequences import step_end_mask

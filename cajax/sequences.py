@@ -258,6 +258,43 @@ def contiguous_runs(mask) -> tuple[jax.Array, jax.Array]:
   return jnp.where(mask, counts - 1, -1), counts[:, -1]
 
 
+def _chunked_prefix_sum(y) -> jax.Array:
+  """Σ_{s ≤ t} y_s along the rows of an f32[B, T] array (no mask).
+
+  The γ = 1 matmul path run forwards: in-chunk prefix sums as one
+  [B·T/c, c] @ [c, c] product with an upper-triangular matrix, the chunk
+  totals chained by a scan. Reversing the row around the suffix-sum path
+  instead costs two more copies of the array.
+  """
+  batch, length = y.shape
+  chunk = _MATMUL_CHUNKS[0]
+  blocks = -(-length // chunk)
+  if blocks * chunk != length:
+    y = jnp.pad(y, ((0, 0), (0, blocks * chunk - length)))
+  # prefix[s, t] = 1 if s <= t: (y @ prefix)_t = Σ_{s ≤ t} y_s.
+  prefix = jnp.asarray(np.triu(np.ones((chunk, chunk), np.float32)))
+  sums = y.reshape(batch * blocks, chunk) @ prefix
+  totals = sums[:, -1].reshape(batch, blocks)
+  _, before = jax.lax.scan(lambda carry, t: (carry + t, carry),
+                           jnp.zeros(batch, jnp.float32), totals.T)
+  out = sums + before.T.reshape(batch * blocks, 1)
+  return out.reshape(batch, blocks * chunk)[:, :length]
+
+
+def masked_cumsum(x, mask) -> jax.Array:
+  """f32[B, T] Σ_{s ≤ t, s valid} x_s at valid t, 0 at masked tokens.
+
+  Args:
+    x: [B, T] values.
+    mask: [B, T] bool.
+
+  Returns:
+    f32[B, T] inclusive prefix sums over the valid tokens.
+  """
+  x, mask = _check_tokens(x, mask, "x")
+  return jnp.where(mask, _chunked_prefix_sum(jnp.where(mask, x, 0.0)), 0.0)
+
+
 def prefix_count(flags) -> jax.Array:
   """int32[B, T] inclusive prefix counts cₜ = Σ_{s ≤ t} flags[b, s].
 
@@ -267,16 +304,12 @@ def prefix_count(flags) -> jax.Array:
   Returns:
     int32[B, T] counts of True entries up to and including t.
 
-  Computed as γ = 1 suffix sums of the reversed row (chunked matmuls; exact
-  in float32 below 2^24 tokens); jnp.cumsum is an associative scan on XLA
-  CPU, ~3x slower.
+  Computed by the chunked-matmul prefix sum (exact in float32 below 2^24
+  tokens); jnp.cumsum is an associative scan on XLA CPU, ~3x slower.
   """
   _checks.check_batch(flags, "flags")
   flags = _checks.as_mask(flags, "flags")
-  everything = jnp.ones(flags.shape, bool)
-  counts = _chunked_matmul_scan(flags[:, ::-1].astype(jnp.float32),
-                                everything, 1.0, _MATMUL_CHUNKS[0])
-  return counts[:, ::-1].astype(jnp.int32)
+  return _chunked_prefix_sum(flags.astype(jnp.float32)).astype(jnp.int32)
 
 
 def _check_steps(step_ids, num_steps: int, batch: int):

@@ -104,10 +104,9 @@ def optimal_token_baseline(token_rewards, old_logprobs, sum_pi_squared, mask,
     rho = _checks.as_float_like(rollout_is_weights, mask,
                                 "rollout_is_weights")
     weight = weight * rho * rho
-  # Wₜ at valid t, as a suffix sum of the reversed row (jnp.cumsum is an
-  # associative scan on XLA CPU, several times slower).
-  cumulative = sequences.reverse_discounted_cumsum(
-      weight[:, ::-1], mask[:, ::-1])[:, ::-1]
+  # Wₜ at valid t (jnp.cumsum is an associative scan on XLA CPU, several
+  # times slower than the chunked-matmul prefix sum).
+  cumulative = sequences.masked_cumsum(weight, mask)
 
   lengths = masking.sequence_lengths(mask).astype(jnp.float32)
   if multi_turn:

@@ -520,6 +520,23 @@ def test_right_padding_keeps_runs(batch):
 
 
 @pytest.mark.parametrize("shape", [(3, 1), (4, 37), (2, 700)])
+def test_masked_cumsum_matches_loop(shape):
+  rng = np.random.default_rng(shape[1] + 1)
+  x = rng.normal(size=shape).astype(np.float32)
+  mask = rng.random(shape) < 0.7
+  x[~mask] = np.nan  # masked values are ignored, even NaN
+  expected = np.zeros(shape)
+  for b in range(shape[0]):
+    running = 0.0
+    for t in range(shape[1]):
+      if mask[b, t]:
+        running += float(x[b, t])
+        expected[b, t] = running
+  got = jax.jit(sequences.masked_cumsum)(x, mask)
+  np.testing.assert_allclose(got, expected, **F32)
+
+
+@pytest.mark.parametrize("shape", [(3, 1), (4, 37), (2, 700)])
 def test_prefix_count_matches_loop(shape):
   flags = np.random.default_rng(shape[1]).random(shape) < 0.6
   expected = np.zeros(shape, np.int64)
