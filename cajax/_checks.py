@@ -208,6 +208,17 @@ def check_coefficient(value, like, name: str, like_name: str, *,
   return array
 
 
+def check_finite(x, name: str) -> None:
+  """Raises ValueError if a concrete array holds NaN or ±inf (a traced one
+  cannot be checked and passes)."""
+  if is_traced(x):
+    return
+  concrete = np.asarray(x, dtype=np.float64)
+  if not np.all(np.isfinite(concrete)):
+    bad = concrete[~np.isfinite(concrete)].reshape(-1)[:4].tolist()
+    raise ValueError(f"{name} must be finite, got {bad} among its values.")
+
+
 def check_choice(value: str, choices: Sequence[str], name: str) -> str:
   """Checks that a static string option is one of `choices`."""
   if not isinstance(value, str) or value not in choices:

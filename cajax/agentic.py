@@ -6,8 +6,9 @@ trajectory (a whole multi-turn episode). Its trainable tokens are True in
 `mask`; interior False tokens are tool or environment observations. A *turn*
 is a maximal contiguous run of True tokens (`sequences.contiguous_runs`); a
 *step* is the set of tokens sharing a `step_ids` value. Outputs are float32
-and exactly 0 at masked tokens. A row whose reward is NaN is unscorable: it
-gets advantage 0 and is left out of every group statistic.
+and exactly 0 at masked tokens. A row whose reward (or another score input
+at a valid entry) is not finite is unscorable: it gets advantage 0 and is
+left out of every group statistic as if absent.
 
 Group statistics follow the verl conventions of the peers: unbiased std
 (ddof=1) with eps added outside the square root, a singleton group passes its
@@ -55,17 +56,27 @@ _TRAJECTORY_SCORES = ("step_mean", "sum")
 
 
 def _implicit_step_rewards(prm_logprobs, ref_logprobs, mask, step_ids,
-                           num_steps: int, beta: float):
-  """β Σ_{t∈step} (log π_φ − log π_ref) per step, and the valid-step mask."""
+                           num_steps: int, beta: float,
+                           ref_name: str = "ref_logprobs"):
+  """β Σ_{t∈step} (log π_φ − log π_ref) per step, and the valid-step mask.
+
+  Rows with a non-finite log-prob at a valid token own no valid step (their
+  rewards are 0), so they take part in no step statistic.
+  """
+  beta = _checks.check_number(beta, "beta")
   prm = _checks.as_float_like(prm_logprobs, mask, "prm_logprobs")
-  ref = _checks.as_float_like(ref_logprobs, mask, "ref_logprobs")
+  ref = _checks.as_float_like(ref_logprobs, mask, ref_name)
   _checks.check_same_shape(step_ids, mask, "step_ids", "mask")
   mask = _checks.as_mask(mask)
+  mask = mask & (scoring.finite_rows(prm, mask)
+                 & scoring.finite_rows(ref, mask))[:, None]
   ids = _checks.as_int(step_ids, "step_ids")
   # One step search gives the sums and the token counts together.
   totals = step_totals.totals(
       ids, mask & (ids >= 0) & (ids < num_steps), num_steps,
-      sums=(implicit_token_reward(prm, ref, mask, beta=beta),))
+      sums=(implicit_token_reward(jnp.where(mask, prm, 0.0),
+                                  jnp.where(mask, ref, 0.0), mask,
+                                  beta=beta),))
   step_valid = totals.count > 0
   return jnp.where(step_valid, totals.sums[0], 0.0), step_valid
 
@@ -101,15 +112,18 @@ def istar_step_rewards(prm_logprobs, old_logprobs, mask, step_ids, *,
 
   Returns:
     (step_rewards f32[B, S], step_valid bool[B, S]); steps without a valid
-    token are invalid and hold 0.
+    token are invalid and hold 0, and so are all the steps of a row with a
+    non-finite log-prob at a valid token (left out of the batch max).
   """
   _checks.check_batch(mask)
   _checks.check_positive_int(num_steps, "num_steps")
+  eps = _checks.check_number(eps, "eps", low=0.0)
   rewards, step_valid = _implicit_step_rewards(
-      prm_logprobs, old_logprobs, mask, step_ids, num_steps, beta)
-  if max_abs_normalize:
+      prm_logprobs, old_logprobs, mask, step_ids, num_steps, beta,
+      ref_name="old_logprobs")
+  if _checks.check_bool(max_abs_normalize, "max_abs_normalize"):
     scale = jnp.max(jnp.where(step_valid, jnp.abs(rewards), 0.0))
-    rewards = rewards / (scale + eps)
+    rewards = masking.safe_divide(rewards, scale + eps)
   return rewards, step_valid
 
 
@@ -144,8 +158,10 @@ def istar(token_rewards, prm_logprobs, old_logprobs, mask, step_ids,
   RL".
 
   Args:
-    token_rewards: f[B, T]; the row sum is the episode reward (NaN marks an
-      unscorable row, which gets 0 and is left out of every baseline).
+    token_rewards: f[B, T]; the row sum is the episode reward (a non-finite
+      sum, or a non-finite log-prob at a valid token, marks the row
+      unscorable: it gets 0 and is left out of every baseline and of the
+      step-reward normalisation).
     prm_logprobs: f[B, T] log π_φ of the sampled tokens under the implicit
       PRM (the registered adapter reads `Rollouts.logprobs`).
     old_logprobs: f[B, T] log π_old of the sampled tokens.
@@ -170,12 +186,18 @@ def istar(token_rewards, prm_logprobs, old_logprobs, mask, step_ids,
     ValueError: bad shapes, dtypes or options.
   """
   _checks.check_choice(step_baseline, _STEP_BASELINES, "step_baseline")
+  step_weight = _checks.check_number(step_weight, "step_weight")
   mask_b, group_ids, num_groups = groups.check_batch_groups(
       mask, group_ids, num_groups)
-  step_rewards, step_valid = istar_step_rewards(
-      prm_logprobs, old_logprobs, mask, step_ids, num_steps=num_steps,
-      beta=beta, max_abs_normalize=max_abs_normalize, eps=eps)
+  prm = _checks.as_float_like(prm_logprobs, mask_b, "prm_logprobs")
+  old = _checks.as_float_like(old_logprobs, mask_b, "old_logprobs")
   scores, scorable = _row_scores(token_rewards, mask)
+  scorable = (scorable & scoring.finite_rows(prm, mask_b)
+              & scoring.finite_rows(old, mask_b))
+  mask_b = mask_b & scorable[:, None]
+  step_rewards, step_valid = istar_step_rewards(
+      prm, old, mask_b, step_ids, num_steps=num_steps, beta=beta,
+      max_abs_normalize=max_abs_normalize, eps=eps)
   episode_adv = groups.group_normalize(scores, group_ids, num_groups,
                                        scorable, mode="rloo")
   step_valid = step_valid & scorable[:, None]
@@ -316,7 +338,7 @@ def turn_rewards(token_rewards, mask, *, num_turns: int | None = None):
   rewards = _checks.as_float_like(token_rewards, mask, "token_rewards")
   length = mask.shape[1]
   num_turns = (length + 1) // 2 if num_turns is None else num_turns
-  _checks.check_positive_int(num_turns, "num_turns")
+  num_turns = _checks.check_positive_int(num_turns, "num_turns")
   turn_ids, count = sequences.contiguous_runs(mask)
   mask = _checks.as_mask(mask)
   # A turn (maximal run of mask) ends where the next token is masked; each
@@ -359,13 +381,14 @@ def matchtir(token_rewards, mask, group_ids, num_groups: int, *,
   Bipartite Matching" (Qu et al., arXiv 2601.10712).
 
   Args:
-    token_rewards: f[B, T] turn rewards at turn-end tokens (NaN in a turn
-      reward marks the row unscorable).
+    token_rewards: f[B, T] turn rewards at turn-end tokens (a non-finite
+      turn reward marks the row unscorable).
     mask: bool[B, T] trainable tokens.
     group_ids: int[B] prompt group, in [0, num_groups).
     num_groups: static G.
     num_turns: static K ≥ the most turns of any row; default ⌈T/2⌉.
-    gamma: turn discount γ, default 0.9 (hard-coded `lam` in the repo).
+    gamma: turn discount γ in [0, 1], default 0.9 (hard-coded `lam` in the
+      repo).
     fuse: "mean" (default, repo) or "sum" (paper).
     eps: added to both stds, default 1e-6.
 
@@ -378,6 +401,8 @@ def matchtir(token_rewards, mask, group_ids, num_groups: int, *,
     ValueError: bad shapes, dtypes or options.
   """
   _checks.check_choice(fuse, _FUSE, "fuse")
+  gamma = _checks.check_number(gamma, "gamma", low=0.0, high=1.0)
+  eps = _checks.check_number(eps, "eps", low=0.0)
   mask_b, group_ids, num_groups = groups.check_batch_groups(
       mask, group_ids, num_groups)
   rewards, turn_valid, turn_ids = turn_rewards(token_rewards, mask,
@@ -464,18 +489,20 @@ def r3l(token_rewards, mask, group_ids, num_groups: int, *,
   Credit, and Positive Amplification" (Shi et al., arXiv 2601.03715).
 
   Args:
-    token_rewards: f[B, T]; the row sum is the trajectory reward (NaN: the row
-      is unscorable, gets 0, and is left out of the baseline).
+    token_rewards: f[B, T]; the row sum is the trajectory reward (not
+      finite: the row is unscorable, gets 0, and is left out of the
+      baseline).
     mask: bool[B, T] trainable tokens (assistant segments).
     group_ids: int[B] task group, in [0, num_groups).
     num_groups: static G.
     pivot_turns: optional int[B] turns to mask at the start of each row
       (`retry_from_step`); None masks nothing.
-    alpha: α amplification of non-negative advantages, default 3.0.
+    alpha: α ≥ 0, amplification of non-negative advantages, default 3.0.
     success_score: Â of a successful row, default 1.0 (repo code).
-    r_max: reward at or above which a row counts as successful, default 1.0.
+    r_max: reward at or above which a row counts as successful, default 1.0
+      (inf: no row is a success).
     baseline: "mean" (default, `opmd_baseline`) or "logavgexp".
-    tau: τ of the logavgexp baseline, default 1.0.
+    tau: τ > 0 of the logavgexp baseline, default 1.0.
     normalize_by_std: divide by the group std (GRPO variant), default False.
     eps: added to the std when `normalize_by_std`, default 1e-6.
 
@@ -487,6 +514,12 @@ def r3l(token_rewards, mask, group_ids, num_groups: int, *,
     ValueError: bad shapes, dtypes or options.
   """
   _checks.check_choice(baseline, _R3L_BASELINES, "baseline")
+  alpha = _checks.check_number(alpha, "alpha", low=0.0)
+  success_score = _checks.check_number(success_score, "success_score")
+  r_max = _checks.check_number(r_max, "r_max", allow_inf=True)
+  tau = _checks.check_number(tau, "tau", low=0.0, low_open=True)
+  normalize_by_std = _checks.check_bool(normalize_by_std, "normalize_by_std")
+  eps = _checks.check_number(eps, "eps", low=0.0)
   mask_b, group_ids, num_groups = groups.check_batch_groups(
       mask, group_ids, num_groups)
   scores, scorable = _row_scores(token_rewards, mask)
@@ -503,7 +536,8 @@ def r3l(token_rewards, mask, group_ids, num_groups: int, *,
     if normalize_by_std:
       std = groups.group_moments(scores, group_ids, num_groups,
                                  valid=scorable).std[group_ids]
-      shifted = shifted / (jnp.where(count[group_ids] > 1, std, 1.0) + eps)
+      shifted = masking.safe_divide(
+          shifted, jnp.where(count[group_ids] > 1, std, 1.0) + eps)
     # Equal rewards give s = 0 exactly (logsumexp leaves a rounding residue).
     flat = _flat_segments(scores, group_ids, num_groups, scorable)
     shifted = jnp.where(flat & (count[group_ids] > 1), 0.0, shifted)
@@ -610,7 +644,8 @@ def slate(token_rewards, mask, sibling_ids, num_branches: int, *,
 
   Args:
     token_rewards: f[B, T] rewards of the sampled step (for example
-      `slate_step_reward` at its last token); NaN marks an unscorable row.
+      `slate_step_reward` at its last token); a non-finite sum marks an
+      unscorable row.
     mask: bool[B, T] trainable tokens.
     sibling_ids: int[B] branch point of each row, in [0, num_branches).
     num_branches: static number of branch points.
@@ -627,6 +662,8 @@ def slate(token_rewards, mask, sibling_ids, num_branches: int, *,
   Raises:
     ValueError: bad shapes, dtypes or options.
   """
+  normalize_by_std = _checks.check_bool(normalize_by_std, "normalize_by_std")
+  eps = _checks.check_number(eps, "eps", low=0.0)
   mask_b, sibling_ids, num_branches = groups.check_batch_groups(
       mask, sibling_ids, num_branches, name="sibling_ids",
       count_name="num_branches")
@@ -668,7 +705,9 @@ def _slate_adapter(rollouts: types.Rollouts, *, sibling_ids=None,
     if rollouts.group_ids is None:
       raise ValueError("slate needs sibling_ids or rollouts.group_ids.")
     sibling_ids = rollouts.group_ids
-    num_branches = num_branches or rollouts.num_groups
-  num_branches = num_branches or int(np.shape(rollouts.mask)[0])
+    if num_branches is None:
+      num_branches = rollouts.num_groups
+  if num_branches is None:
+    num_branches = int(np.shape(rollouts.mask)[0])
   return slate(rollouts.token_rewards, rollouts.mask, sibling_ids,
                num_branches, **kwargs)

@@ -72,7 +72,8 @@ def check_id_range(group_ids, num_groups: int, name: str = "group_ids",
 
 def check_group_ids(group_ids, batch: int, num_groups: int, *,
                     name: str = "group_ids",
-                    count_name: str = "num_groups") -> jax.Array:
+                    count_name: str = "num_groups",
+                    like: str | None = None) -> jax.Array:
   """Checks `int[B]` row group ids for a batch of B rows; returns int32.
 
   Concrete ids are also checked to lie in [0, num_groups) (see
@@ -84,6 +85,8 @@ def check_group_ids(group_ids, batch: int, num_groups: int, *,
     num_groups: static number of groups.
     name: the caller's name for `group_ids` (e.g. "sibling_ids").
     count_name: the caller's name for `num_groups` (e.g. "num_branches").
+    like: what fixes the batch size, for error messages (default "the B
+      rows of mask": every caller takes B from its mask).
 
   Raises:
     ValueError: `group_ids` is not an integer `[batch]` array, holds
@@ -91,7 +94,7 @@ def check_group_ids(group_ids, batch: int, num_groups: int, *,
       positive int.
   """
   _checks.check_shape(group_ids, (batch,), name,
-                      like=f"a batch of {batch} rows")
+                      like=like or f"the {batch} rows of mask")
   num_groups = _checks.check_positive_int(num_groups, count_name)
   ids = _checks.as_int(group_ids, name)
   check_id_range(group_ids, num_groups, name, count_name)
@@ -119,7 +122,8 @@ def check_batch_groups(mask, group_ids, num_groups: int, *,
   """
   batch, _ = _checks.check_batch(mask)
   group_ids = check_group_ids(group_ids, batch, num_groups, name=name,
-                              count_name=count_name)
+                              count_name=count_name,
+                              like=f"mask {tuple(jnp.shape(mask))}")
   return _checks.as_mask(mask), group_ids, int(num_groups)
 
 
@@ -274,8 +278,8 @@ def group_normalize(values, group_ids, num_groups: int, valid=None, *,
   """
   _checks.check_choice(mode, NORMALIZE_MODES, "mode")
   _checks.check_choice(singleton, SINGLETONS, "singleton")
-  if isinstance(ddof, bool) or not isinstance(ddof, int) or ddof < 0:
-    raise ValueError(f"ddof must be a non-negative int, got {ddof!r}.")
+  ddof = _checks.check_int(ddof, "ddof", low=0)
+  eps = _checks.check_number(eps, "eps", low=0.0)
   shape = tuple(jnp.shape(values))
   ids_shape = tuple(jnp.shape(group_ids))
   if not ids_shape or ids_shape != shape[:len(ids_shape)]:

@@ -121,7 +121,7 @@ class _Inputs:
 
 def _token_advantages(advantages, mask) -> jax.Array:
   if jnp.ndim(advantages) == 1:
-    return masking.broadcast_to_tokens(advantages, mask)
+    return masking.broadcast_to_tokens(advantages, mask, "advantages")
   _checks.check_rank(advantages, (1, 2), "advantages")
   _checks.check_same_shape(advantages, mask, "advantages", "mask")
   return jnp.where(mask, _checks.as_float(advantages, "advantages"), 0.0)

@@ -317,10 +317,14 @@ def next_valid(x, mask) -> tuple[jax.Array, jax.Array]:
   return jnp.where(exists, gathered, 0.0), exists
 
 
-def broadcast_to_tokens(row_values, mask) -> jax.Array:
-  """Broadcasts `[B]` row values over the valid tokens of `mask` `[B, T]`."""
+def broadcast_to_tokens(row_values, mask,
+                        name: str = "row_values") -> jax.Array:
+  """Broadcasts `[B]` row values over the valid tokens of `mask` `[B, T]`.
+
+  `name` is the caller's name for `row_values` in error messages.
+  """
   _checks.check_batch(mask)
-  _checks.check_shape(row_values, (mask.shape[0],), "row_values",
+  _checks.check_shape(row_values, (mask.shape[0],), name,
                       like=f"mask {tuple(mask.shape)}")
-  row_values = _checks.as_float(row_values, "row_values")
+  row_values = _checks.as_float(row_values, name)
   return jnp.where(_checks.as_mask(mask), row_values[:, None], 0.0)

@@ -7,8 +7,9 @@ is expected to hold reward 0). Shared conventions:
 
 * Groups are `group_ids: int[B]` in `[0, num_groups)` with a static
   `num_groups`; groups may be non-contiguous and of unequal size.
-* A row whose score is NaN is *unscorable*: its advantage is 0, it is left
-  out of every group and batch statistic, and no NaN reaches other rows.
+* A row whose score is not finite (NaN, ±inf) is *unscorable*: its
+  advantage is 0, it is left out of every group and batch statistic as if
+  absent, and no NaN or inf reaches other rows.
   Group sizes n_g count scorable rows only.
 * A *singleton* group has exactly one scorable row. verl replaces its
   statistics by μ=0, σ=1 (`singleton="raw"`, the default); `"zero"` gives
@@ -21,8 +22,8 @@ is expected to hold reward 0). Shared conventions:
   and `informative` (bool[B]: the row is scorable and its group has at least
   two distinct scorable scores, i.e. the group carries signal).
 
-Peer settings reproduced by `grpo` (verified against the golden numbers of
-`reference/peers.md` in `tests/outcome_test.py`):
+Peer settings reproduced by `grpo` (verified against the peers' golden
+numbers in `tests/outcome_test.py`):
 
 | peer behaviour                        | grpo settings                        |
 |---------------------------------------|--------------------------------------|
@@ -89,8 +90,7 @@ def _prepare(token_rewards, mask, group_ids, num_groups) -> _Batch:
 
 
 def _row_stats(scores, valid, group_ids, num_groups, ddof=1) -> _RowStats:
-  if isinstance(ddof, bool) or not isinstance(ddof, int) or ddof < 0:
-    raise ValueError(f"ddof must be a non-negative int, got {ddof!r}.")
+  ddof = _checks.check_int(ddof, "ddof", low=0)
   moments = groups.group_moments(scores, group_ids, num_groups, valid=valid,
                                  ddof=ddof)
   high = groups.group_max(scores, group_ids, num_groups, valid=valid)
@@ -121,6 +121,7 @@ def _normalise(scores, valid, group_ids, num_groups, center="group",
   _checks.check_choice(center, _CENTERS, "center")
   _checks.check_choice(scale, _SCALES, "scale")
   _checks.check_choice(singleton, _SINGLETONS, "singleton")
+  eps = _checks.check_number(eps, "eps", low=0.0)
   stats = _row_stats(scores, valid, group_ids, num_groups, ddof)
   if center == "group" and scale != "batch":
     row = groups.group_normalize(
@@ -191,7 +192,7 @@ def grpo(token_rewards, mask, group_ids, num_groups: int, *,
 
   Args:
     token_rewards: f[B, T] token rewards (bf16/f16/f32/int); s_b = Σ_t.
-      A NaN anywhere in a row makes the row unscorable (advantage 0).
+      NaN or ±inf anywhere in a row makes the row unscorable (advantage 0).
     mask: bool[B, T] valid tokens.
     group_ids: int[B] in [0, num_groups).
     num_groups: static number of groups G.
@@ -229,7 +230,7 @@ def drgrpo(token_rewards, mask, group_ids, num_groups: int, *,
   al., arXiv:2503.20783).
 
   Args:
-    token_rewards: f[B, T] token rewards; s_b = Σ_t (NaN: unscorable).
+    token_rewards: f[B, T] token rewards; s_b = Σ_t (non-finite: unscorable).
     mask: bool[B, T] valid tokens.
     group_ids: int[B] in [0, num_groups).
     num_groups: static number of groups G.
@@ -268,7 +269,7 @@ def grpo_passk(token_rewards, mask, group_ids, num_groups: int, *,
   Reinforcement Learning" (Tang et al., arXiv:2503.19595).
 
   Args:
-    token_rewards: f[B, T] token rewards; s_b = Σ_t (NaN: unscorable).
+    token_rewards: f[B, T] token rewards; s_b = Σ_t (non-finite: unscorable).
     mask: bool[B, T] valid tokens.
     group_ids: int[B] in [0, num_groups).
     num_groups: static number of groups G.
@@ -286,6 +287,8 @@ def grpo_passk(token_rewards, mask, group_ids, num_groups: int, *,
     ValueError: as for `grpo`.
   """
   _checks.check_choice(singleton, _SINGLETONS, "singleton")
+  normalize_by_std = _checks.check_bool(normalize_by_std, "normalize_by_std")
+  eps = _checks.check_number(eps, "eps", low=0.0)
   batch = _prepare(token_rewards, mask, group_ids, num_groups)
   scores, valid, ids = batch.scores, batch.scorable, batch.group_ids
   stats = _row_stats(scores, valid, ids, batch.num_groups, ddof)
@@ -324,7 +327,7 @@ def rloo(token_rewards, mask, group_ids, num_groups: int, *,
   from Human Feedback in LLMs" (Ahmadian et al., arXiv:2402.14740).
 
   Args:
-    token_rewards: f[B, T] token rewards; s_b = Σ_t (NaN: unscorable).
+    token_rewards: f[B, T] token rewards; s_b = Σ_t (non-finite: unscorable).
     mask: bool[B, T] valid tokens.
     group_ids: int[B] in [0, num_groups).
     num_groups: static number of groups G.
@@ -360,7 +363,7 @@ def opo(token_rewards, mask, group_ids, num_groups: int, *,
   arXiv:2505.23585).
 
   Args:
-    token_rewards: f[B, T] token rewards; s_b = Σ_t (NaN: unscorable).
+    token_rewards: f[B, T] token rewards; s_b = Σ_t (non-finite: unscorable).
     mask: bool[B, T] valid tokens.
     group_ids: int[B] in [0, num_groups).
     num_groups: static number of groups G.
@@ -393,18 +396,18 @@ def gpg(token_rewards, mask, group_ids, num_groups: int, *,
 
   α = B / max(#{b : s_b ≠ 0}, 1),  A_b = α·(s_b − μ_g)/f_norm.
 
-  B counts the scorable rows (verl: all rows; the same when no row is NaN).
+  B counts the scorable rows (verl: all rows; the same when every row is scorable).
   A singleton group has μ = 0 (verl; `singleton="raw"`) or A = 0.
 
   See "GPG: A Simple and Strong Reinforcement Learning Baseline for Model
   Reasoning" (Chu et al., arXiv:2504.02546).
 
   Args:
-    token_rewards: f[B, T] token rewards; s_b = Σ_t (NaN: unscorable).
+    token_rewards: f[B, T] token rewards; s_b = Σ_t (non-finite: unscorable).
     mask: bool[B, T] valid tokens.
     group_ids: int[B] in [0, num_groups).
     num_groups: static number of groups G.
-    f_norm: constant divisor (verl 1.0).
+    f_norm: constant divisor > 0 (verl 1.0).
     singleton: "raw" or "zero".
 
   Returns:
@@ -413,6 +416,7 @@ def gpg(token_rewards, mask, group_ids, num_groups: int, *,
   Raises:
     ValueError: as for `grpo`.
   """
+  f_norm = _checks.check_number(f_norm, "f_norm", low=0.0, low_open=True)
   batch, centred, stats = _prepare_centred(token_rewards, mask, group_ids,
                                           num_groups, singleton)
   rows = jnp.sum(batch.scorable.astype(jnp.float32))
@@ -440,7 +444,7 @@ def reinforce_plus_plus_baseline(token_rewards, mask, group_ids,
   Language Models" (Hu, arXiv:2501.03262).
 
   Args:
-    token_rewards: f[B, T] token rewards; s_b = Σ_t (NaN: unscorable).
+    token_rewards: f[B, T] token rewards; s_b = Σ_t (non-finite: unscorable).
     mask: bool[B, T] valid tokens.
     group_ids: int[B] in [0, num_groups).
     num_groups: static number of groups G.
@@ -477,10 +481,11 @@ def gdpo(reward_components, mask, group_ids, num_groups: int, *,
     broadcast. TRL uses eps=1e-4 and singleton="zero".
 
   Each Z_k uses `eps`, `ddof`, `singleton` as `grpo` (scale="none" when
-  `normalize_by_std` is False). A NaN component is left out of that
-  component's statistics and contributes 0 to R_b (TRL's nansum); a row
-  whose components are all NaN is unscorable (advantage 0, left out of the
-  batch normalisation).
+  `normalize_by_std` is False). A non-finite component (NaN, ±inf) is
+  missing: it is left out of that component's statistics and contributes 0
+  to R_b (TRL's nansum of NaN); a row whose components are all missing is
+  unscorable (advantage 0, left out of the batch normalisation). Whitening
+  a constant R (one row, or every row scoring the same) gives exactly 0.
 
   See "GDPO: Group reward-Decoupled Normalization Policy Optimization for
   Multi-reward RL Optimization" (Liu et al., arXiv:2601.05242).
@@ -505,6 +510,7 @@ def gdpo(reward_components, mask, group_ids, num_groups: int, *,
     ValueError: bad ranks/shapes or unknown options.
   """
   _checks.check_choice(variant, ("verl", "normalize_then_sum"), "variant")
+  normalize_by_std = _checks.check_bool(normalize_by_std, "normalize_by_std")
   mask, ids, num_groups = groups.check_batch_groups(mask, group_ids,
                                                    num_groups)
   _checks.check_rank(reward_components, 2, "reward_components")
@@ -516,6 +522,7 @@ def gdpo(reward_components, mask, group_ids, num_groups: int, *,
     weights = jnp.ones((components,), jnp.float32)
   _checks.check_shape(weights, (components,), "weights",
                       like=f"reward_components {(batch_size, components)}")
+  _checks.check_finite(weights, "weights")
   weights = _checks.as_float(jnp.asarray(weights), "weights")
   values, present = scoring.split_unscorable(values)
   scorable = jnp.any(present, axis=1)

@@ -16,11 +16,14 @@ step), `step_rewards: f[B, S]` and `step_mask: bool[B, S]`. A step is
 token; invalid steps carry no reward. Steps must be ordered: along a row the
 step ids of the valid tokens never decrease (each step is one contiguous
 run, steps in id order; `cajax.validate` checks it). A step's reward is
-written at its last valid token (its "step end"). Interior masked tokens are skipped by every return (carry
-across), and all outputs are 0 at masked tokens.
+written at its last valid token (its "step end"). Interior masked tokens are
+skipped by every return (carry across), and all outputs are 0 at masked
+tokens.
 
-Outcome rewards passed as `[B]` arrays may hold NaN for an unscorable row:
-such a row is left out of every group statistic.
+Outcome rewards passed as `[B]` arrays may hold NaN (or ±inf) for an
+unscorable row, and a non-finite reward at a valid step makes its row
+unscorable too: such a row gets 0 everywhere and is left out of every group
+and batch statistic.
 """
 
 from typing import NamedTuple
@@ -86,18 +89,27 @@ def _prepare_steps(step_rewards, step_mask, step_ids, mask,
                 ends)
 
 
+def _finite_step_rows(steps: _Steps) -> jax.Array:
+  """bool[B]: rows whose valid step rewards are all finite (the others are
+  unscorable; `_prepare_steps` already zeroed the invalid steps)."""
+  return scoring.finite_rows(steps.rewards)
+
+
+def _drop_rows(steps: _Steps, rows) -> _Steps:
+  """`steps` with the rows where `rows` is False emptied: no valid token or
+  step, so they take part in no return, statistic or whitening."""
+  tokens = steps.mask & rows[:, None]
+  valid = steps.valid & rows[:, None]
+  return _Steps(rewards=jnp.where(valid, steps.rewards, 0.0), valid=valid,
+                ids=steps.ids, mask=tokens,
+                counts=jnp.where(valid, steps.counts, 0.0),
+                ends=steps.ends & rows[:, None])
+
+
 def _at_step_ends(step_values, steps: _Steps) -> jax.Array:
   """Writes `[B, S]` step values at the step-end tokens, 0 elsewhere."""
   return jnp.where(steps.ends,
                    sequences.steps_to_tokens(step_values, steps.ids), 0.0)
-
-
-def _check_temperature(temperature) -> float:
-  if isinstance(temperature, bool) or not isinstance(
-      temperature, (int, float)) or not temperature > 0:
-    raise ValueError(f"temperature must be a static float > 0, got "
-                     f"{temperature!r}.")
-  return float(temperature)
 
 
 # --------------------------------------------------------------------------
@@ -147,8 +159,10 @@ def pure_step_rewards(step_rewards, step_mask, mode: str = "softmin",
     later = jnp.where(jnp.isfinite(later), later, 0.0)
     return jnp.where(valid, value - later, 0.0)
   if mode == "softmin":
-    weights = masking.masked_softmax(
-        -rewards, valid, axis=1, temperature=_check_temperature(temperature))
+    temperature = _checks.check_number(temperature, "temperature", low=0.0,
+                                       low_open=True)
+    weights = masking.masked_softmax(-rewards, valid, axis=1,
+                                     temperature=temperature)
   else:
     weights = masking.masked_softmax(jnp.zeros_like(rewards), valid, axis=1)
   return weights * rewards
@@ -160,24 +174,68 @@ def _whiten_nonzero(x, mask) -> jax.Array:
   N = #valid tokens with x ≠ 0, μ = Σ x / N, σ² = Σ_{all valid}(x − μ)² / N
   (the numerator includes the zero tokens, the count does not: the repo's
   quirk), out = (x − μ)·rsqrt(max(σ², 1e-8)), re-zeroed where x = 0.
+  Computed in units of a = max |x| so that no finite scale overflows or
+  underflows when squared.
   """
   nonzero = mask & (x != 0)
   count = jnp.sum(nonzero.astype(jnp.float32))
-  mean = masking.safe_divide(jnp.sum(jnp.where(mask, x, 0.0)), count)
-  centred = jnp.where(mask, x - mean, 0.0)
-  var = masking.safe_divide(jnp.sum(centred * centred), count)
-  out = centred * jax.lax.rsqrt(jnp.maximum(var, _PURE_VAR_FLOOR))
+  scale = jnp.max(jnp.where(mask, jnp.abs(x), 0.0))
+  unit = jnp.where(mask, x / jnp.where(scale > 0, scale, 1.0), 0.0)
+  mean = masking.safe_divide(jnp.sum(unit), count)
+  centred = jnp.where(mask, unit - mean, 0.0)
+  std = scale * jnp.sqrt(masking.safe_divide(jnp.sum(centred * centred),
+                                             count))
+  out = scale * centred / jnp.maximum(std, _PURE_VAR_FLOOR ** 0.5)
   return jnp.where(nonzero, out, 0.0)
 
 
-def _process_returns(step_values, steps: _Steps, group_ids, num_groups: int,
-                     verifiable_rewards, token_kl, *, baseline: str,
-                     verifiable_reward_coef: float, kl_coef: float,
-                     mask_step_end: bool, whiten: bool,
-                     gamma: float) -> types.EstimatorOutput:
-  """The PURE main-branch reward → return → advantage pipeline."""
+class _PrmInputs(NamedTuple):
+  steps: _Steps  # without the unscorable rows
+  rows: jax.Array  # bool[B], scorable rows
+  group_ids: jax.Array  # int32[B]
+  verifiable_rewards: jax.Array | None  # f32[B], 0 on unscorable rows
+  token_kl: jax.Array | None  # f32[B, T], 0 off the scorable tokens
+
+
+def _check_prm_inputs(step_rewards, mask, step_ids, step_mask, group_ids,
+                      num_groups, verifiable_rewards, token_kl, *, baseline,
+                      verifiable_reward_coef, kl_coef, mask_step_end,
+                      whiten) -> _PrmInputs:
+  """Checks the inputs and knobs shared by `pure` and `sum_form_prm`.
+
+  A row is unscorable when a valid step reward, its verifiable reward or
+  its KL at a valid token is not finite; it is dropped from the steps.
+  """
+  _checks.check_choice(baseline, PURE_BASELINES, "baseline")
+  _checks.check_number(verifiable_reward_coef, "verifiable_reward_coef")
+  _checks.check_number(kl_coef, "kl_coef")
+  _checks.check_bool(mask_step_end, "mask_step_end")
+  _checks.check_bool(whiten, "whiten")
+  steps = _prepare_steps(step_rewards, step_mask, step_ids, mask)
   batch = steps.mask.shape[0]
   group_ids = groups.check_group_ids(group_ids, batch, num_groups)
+  rows = _finite_step_rows(steps)
+  if verifiable_rewards is not None:
+    verifiable_rewards, scorable = scoring.row_scores(
+        verifiable_rewards, batch, "verifiable_rewards")
+    rows = rows & scorable
+  if token_kl is not None:
+    token_kl = _checks.as_float_like(token_kl, steps.mask, "token_kl")
+    rows = rows & scoring.finite_rows(token_kl, steps.mask)
+  steps = _drop_rows(steps, rows)
+  if verifiable_rewards is not None:
+    verifiable_rewards = jnp.where(rows, verifiable_rewards, 0.0)
+  if token_kl is not None:
+    token_kl = jnp.where(steps.mask, token_kl, 0.0)
+  return _PrmInputs(steps, rows, group_ids, verifiable_rewards, token_kl)
+
+
+def _process_returns(step_values, inputs: _PrmInputs, num_groups: int, *,
+                     baseline: str, verifiable_reward_coef: float,
+                     kl_coef: float, mask_step_end: bool, whiten: bool,
+                     gamma: float) -> types.EstimatorOutput:
+  """The PURE main-branch reward → return → advantage pipeline."""
+  steps, rows, group_ids = inputs.steps, inputs.rows, inputs.group_ids
   outcome = jnp.sum(step_values, axis=1)
   if baseline == "token":
     lengths = masking.sequence_lengths(steps.mask).astype(jnp.float32)
@@ -194,7 +252,7 @@ def _process_returns(step_values, steps: _Steps, group_ids, num_groups: int,
     per_step = masking.safe_divide(outcome, num_steps)
     # mean_{j≠b} x_j = x_b − RLOO(x)_b; 0 for a row alone in its group.
     others_mean = per_step - groups.group_normalize(
-        per_step, group_ids, num_groups, mode="rloo")
+        per_step, group_ids, num_groups, rows, mode="rloo")
     step_baseline = jnp.broadcast_to(others_mean[:, None], step_values.shape)
   else:
     step_baseline = jnp.zeros_like(step_values)
@@ -202,19 +260,15 @@ def _process_returns(step_values, steps: _Steps, group_ids, num_groups: int,
   rewards = _at_step_ends(shaped, steps)
   last = masking.last_token_mask(steps.mask) & steps.mask
   info = {"process_outcome": outcome}
-  if verifiable_rewards is not None:
-    vr, scorable = scoring.row_scores(verifiable_rewards, batch,
-                                      "verifiable_rewards")
-    vr_advantage = groups.group_normalize(vr, group_ids, num_groups,
-                                          scorable, mode="rloo",
-                                          singleton="zero")
+  if inputs.verifiable_rewards is not None:
+    vr_advantage = groups.group_normalize(inputs.verifiable_rewards,
+                                          group_ids, num_groups, rows,
+                                          mode="rloo", singleton="zero")
     rewards = rewards + jnp.where(
         last, (verifiable_reward_coef * vr_advantage)[:, None], 0.0)
     info["verifiable_advantage"] = vr_advantage
-  if token_kl is not None:
-    _checks.check_same_shape(token_kl, steps.mask, "token_kl", "mask")
-    kl = _checks.as_float(token_kl, "token_kl")
-    rewards = rewards - kl_coef * jnp.where(steps.mask, kl, 0.0)
+  if inputs.token_kl is not None:
+    rewards = rewards - kl_coef * inputs.token_kl
   # γ = 1 stays a Python number: the fast static-γ path of the recurrence.
   gamma = (1.0 if gamma == 1.0
            else jnp.where(steps.ends, jnp.float32(gamma), 1.0))
@@ -256,9 +310,10 @@ def pure(step_rewards, mask, step_ids, step_mask, group_ids, num_groups: int,
 
   Choices where the repo is undefined: groups of one row get a zero baseline
   (the repo asserts n > 1); a row with no valid step has oᵢ = 0; a group whose
-  other rows have no token gives bᵢ = 0; NaN `verifiable_rewards` mark
-  unscorable rows (VR term 0, left out of the others' mean); a batch with no
-  non-zero return gives all-zero advantages.
+  other rows have no token gives bᵢ = 0; a row with a non-finite valid step
+  reward, verifiable reward or KL (at a valid token) is unscorable: 0
+  everywhere and left out of every baseline, mean and the whitening as if
+  absent; a batch with no non-zero return gives all-zero advantages.
 
   See "Stop Summation: Min-Form Credit Assignment Is All Process Reward Model
   Needs for Reasoning" (Cheng et al., arXiv 2504.15275).
@@ -270,8 +325,8 @@ def pure(step_rewards, mask, step_ids, step_mask, group_ids, num_groups: int,
     step_mask: bool[B, S] valid steps.
     group_ids: int[B] prompt group of each row, in [0, num_groups).
     num_groups: static number of groups.
-    verifiable_rewards: optional f[B] verifier outcome vᵢ (NaN =
-      unscorable). Default None: PRM only.
+    verifiable_rewards: optional f[B] verifier outcome vᵢ (non-finite =
+      unscorable row). Default None: PRM only.
     token_kl: optional f[B, T] per-token KL estimate put in the reward.
       Default None.
     mode: "softmin" (default), "strict" or "uniform".
@@ -293,15 +348,16 @@ def pure(step_rewards, mask, step_ids, step_mask, group_ids, num_groups: int,
   Raises:
     ValueError: bad shapes, dtypes or options.
   """
-  _checks.check_choice(baseline, PURE_BASELINES, "baseline")
-  steps = _prepare_steps(step_rewards, step_mask, step_ids, mask)
-  step_values = pure_step_rewards(steps.rewards, steps.valid, mode=mode,
-                                  temperature=temperature)
-  out = _process_returns(
-      step_values, steps, group_ids, num_groups, verifiable_rewards,
-      token_kl, baseline=baseline,
-      verifiable_reward_coef=verifiable_reward_coef, kl_coef=kl_coef,
-      mask_step_end=mask_step_end, whiten=whiten, gamma=1.0)
+  knobs = dict(baseline=baseline,
+               verifiable_reward_coef=verifiable_reward_coef,
+               kl_coef=kl_coef, mask_step_end=mask_step_end, whiten=whiten)
+  inputs = _check_prm_inputs(step_rewards, mask, step_ids, step_mask,
+                             group_ids, num_groups, verifiable_rewards,
+                             token_kl, **knobs)
+  step_values = pure_step_rewards(inputs.steps.rewards, inputs.steps.valid,
+                                  mode=mode, temperature=temperature)
+  out = _process_returns(step_values, inputs, num_groups, gamma=1.0,
+                         **knobs)
   out.info["step_rewards"] = step_values
   return out
 
@@ -338,9 +394,10 @@ def sum_form_prm(step_rewards, mask, step_ids, step_mask, group_ids,
     step_mask: bool[B, S] valid steps.
     group_ids: int[B] prompt group of each row.
     num_groups: static number of groups.
-    verifiable_rewards: optional f[B] verifier outcome (NaN = unscorable).
+    verifiable_rewards: optional f[B] verifier outcome (non-finite =
+      unscorable row).
     token_kl: optional f[B, T] per-token KL estimate.
-    gamma: γ per step, default 1.0.
+    gamma: γ per step in [0, 1], default 1.0.
     baseline: "token" (default), "step" or "none".
     verifiable_reward_coef: default 1.0.
     kl_coef: default 0.001.
@@ -353,13 +410,15 @@ def sum_form_prm(step_rewards, mask, step_ids, step_mask, group_ids,
   Raises:
     ValueError: bad shapes, dtypes or options.
   """
-  _checks.check_choice(baseline, PURE_BASELINES, "baseline")
-  steps = _prepare_steps(step_rewards, step_mask, step_ids, mask)
-  return _process_returns(
-      steps.rewards, steps, group_ids, num_groups, verifiable_rewards,
-      token_kl, baseline=baseline,
-      verifiable_reward_coef=verifiable_reward_coef, kl_coef=kl_coef,
-      mask_step_end=mask_step_end, whiten=whiten, gamma=gamma)
+  gamma = _checks.check_number(gamma, "gamma", low=0.0, high=1.0)
+  knobs = dict(baseline=baseline,
+               verifiable_reward_coef=verifiable_reward_coef,
+               kl_coef=kl_coef, mask_step_end=mask_step_end, whiten=whiten)
+  inputs = _check_prm_inputs(step_rewards, mask, step_ids, step_mask,
+                             group_ids, num_groups, verifiable_rewards,
+                             token_kl, **knobs)
+  return _process_returns(inputs.steps.rewards, inputs, num_groups,
+                          gamma=gamma, **knobs)
 
 
 # --------------------------------------------------------------------------
@@ -400,11 +459,18 @@ def process_grpo(step_rewards, mask, step_ids, step_mask, group_ids,
     `EstimatorOutput` with advantages = returns f32[B, T] and
     info["normalized_step_rewards"] f32[B, S].
 
+  A row with a non-finite valid step reward is unscorable: 0 everywhere and
+  left out of its group's statistics.
+
   Raises:
-    ValueError: bad shapes or dtypes.
+    ValueError: bad shapes, dtypes or options.
   """
+  eps = _checks.check_number(eps, "eps", low=0.0)
+  normalize_by_std = _checks.check_bool(normalize_by_std, "normalize_by_std")
   steps = _prepare_steps(step_rewards, step_mask, step_ids, mask)
-  group_ids = groups.check_group_ids(group_ids, steps.rewards.shape[0], num_groups)
+  group_ids = groups.check_group_ids(group_ids, steps.rewards.shape[0],
+                                     num_groups)
+  steps = _drop_rows(steps, _finite_step_rows(steps))
   normalized = groups.group_normalize(
       steps.rewards, group_ids, num_groups, steps.valid,
       mode="std" if normalize_by_std else "mean", eps=eps, ddof=ddof,
@@ -468,8 +534,8 @@ def tp_grpo(outcome_rewards, step_labels, mask, step_ids, step_mask,
       −negative_scale·g   a wrong thought (label −1) in a correct answer,
       0                   thoughts that agree with the outcome or are unknown.
 
-  [GAP] The paper's code and exact formulas are unavailable (seed_methods.md
-  §2); this is the parametric form proposed there. Choices, each a knob:
+  [GAP] The paper's code and exact formulas are unavailable; this is a
+  parametric form of what its abstract describes. Choices, each a knob:
   step labels are sign(step_labels) (the GenPRM's judgement; 0 = unknown);
   thoughts are maximal runs of equal labels (`thought_segments`); only
   thoughts that contradict the outcome are rewarded, so the outcome target of
@@ -487,8 +553,10 @@ def tp_grpo(outcome_rewards, step_labels, mask, step_ids, step_mask,
   Efficient Math Learner" (He et al., arXiv 2507.23317).
 
   Args:
-    outcome_rewards: f[B] outcome scores sᵢ (NaN = unscorable: advantage 0).
-    step_labels: f[B, S] step judgements (sign used).
+    outcome_rewards: f[B] outcome scores sᵢ (non-finite = unscorable:
+      advantage 0, left out of every statistic).
+    step_labels: f[B, S] step judgements (sign used; a non-finite valid
+      one makes the row unscorable).
     mask: bool[B, T] valid response tokens.
     step_ids: int[B, T] step index of each token, −1 outside any step.
     step_mask: bool[B, S] valid steps.
@@ -515,12 +583,24 @@ def tp_grpo(outcome_rewards, step_labels, mask, step_ids, step_mask,
   """
   _checks.check_choice(adapt, TP_ADAPTS, "adapt")
   _checks.check_choice(credit, TP_CREDITS, "credit")
+  positive_scale = _checks.check_number(positive_scale, "positive_scale",
+                                        low=0.0)
+  negative_scale = _checks.check_number(negative_scale, "negative_scale",
+                                        low=0.0)
+  adapt_power = _checks.check_number(adapt_power, "adapt_power", low=0.0)
+  correct_threshold = _checks.check_number(correct_threshold,
+                                           "correct_threshold")
+  eps = _checks.check_number(eps, "eps", low=0.0)
+  normalize_by_std = _checks.check_bool(normalize_by_std, "normalize_by_std")
   steps = _prepare_steps(step_labels, step_mask, step_ids, mask,
                          rewards_name="step_labels")
   batch = steps.mask.shape[0]
   group_ids = groups.check_group_ids(group_ids, batch, num_groups)
   outcome, scorable = scoring.row_scores(outcome_rewards, batch,
                                          "outcome_rewards")
+  scorable = scorable & _finite_step_rows(steps)
+  steps = _drop_rows(steps, scorable)
+  outcome = jnp.where(scorable, outcome, 0.0)
   outcome_adv = groups.group_normalize(outcome, group_ids, num_groups,
                                        scorable,
                                        mode="std" if normalize_by_std
@@ -632,6 +712,12 @@ def _process_grpo_adapter(rollouts, **kwargs):
                    function=tp_grpo)
 def _tp_grpo_adapter(rollouts, **kwargs):
   """`tp_grpo` with sᵢ = Σₜ token_rewards and labels sign(step_rewards)."""
+  # tp_grpo calls its step input step_labels: name the Rollouts field here.
+  batch, _ = _checks.check_batch(rollouts.mask)
+  _checks.check_shape(rollouts.step_rewards, (batch, None), "step_rewards",
+                      like=f"mask {tuple(jnp.shape(rollouts.mask))}")
+  _checks.check_same_shape(rollouts.step_mask, rollouts.step_rewards,
+                           "step_mask", "step_rewards")
   return tp_grpo(scoring.row_sums(rollouts.token_rewards, rollouts.mask),
                  rollouts.step_rewards, rollouts.mask, rollouts.step_ids,
                  rollouts.step_mask, rollouts.group_ids, rollouts.num_groups,

@@ -37,6 +37,7 @@ _ADAPTERS: dict[str, Adapter] = {}
 _REQUIRED: dict[str, Required] = {}
 _EXAMPLES: dict[str, ExampleInputs] = {}
 _KEYWORDS: dict[str, tuple[str, ...]] = {}
+_FUNCTIONS: dict[str, Callable | None] = {}
 
 
 def _keyword_names(callable_, skip_first: bool) -> list[str]:
@@ -88,6 +89,7 @@ def register(name: str, required: Required = ("token_rewards",),
     _ADAPTERS[name] = adapter
     _REQUIRED[name] = required if callable(required) else tuple(required)
     _KEYWORDS[name] = tuple(sorted(set(keywords)))
+    _FUNCTIONS[name] = function
     if example_inputs is not None:
       _EXAMPLES[name] = example_inputs
     return adapter
@@ -151,6 +153,12 @@ def accepted_keywords(name: str) -> tuple[str, ...]:
   """Every keyword `estimate(name, ...)` accepts, sorted."""
   _check_name(name)
   return _KEYWORDS[name]
+
+
+def plain_function(name: str) -> Callable | None:
+  """The plain function the estimator `name` forwards its keywords to."""
+  _check_name(name)
+  return _FUNCTIONS[name]
 
 
 def _check_name(name: str) -> None:

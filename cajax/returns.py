@@ -32,19 +32,26 @@ _GAE_TELESCOPE_MIN_LAMBDA = 0.5
 
 
 def _static_or_coefficient(x, mask, name: str):
-  """A Python-number γ or λ stays a static float (it selects the fast path
-  of `sequences.reverse_discounted_cumsum`); else a scalar or `[B, T]`
-  float32 array."""
-  if _checks.is_static_number(x):
-    return float(x)
-  return _checks.scalar_or_like(x, mask, name, "mask")
+  """γ or λ in [0, 1]: a Python number stays a static float (it selects the
+  fast path of `sequences.reverse_discounted_cumsum`); else a scalar or
+  `[B, T]` float32 array (checked when concrete)."""
+  return _checks.check_coefficient(x, mask, name, "mask")
 
 
 def _maybe_whiten(x, mask, whiten: bool) -> jax.Array:
   """verl `masked_whiten` (batch-global, unbiased, eps 1e-8) or masking."""
-  if whiten:
+  if _checks.check_bool(whiten, "whiten"):
     return masking.masked_whiten(x, mask)
   return jnp.where(mask, x, 0.0)
+
+
+def _scorable_tokens(mask, *token_arrays) -> jax.Array:
+  """`mask` without the rows holding a non-finite valid entry in any of
+  `token_arrays` (the unscorable rows, which then act as absent)."""
+  rows = jnp.ones(mask.shape[:1], bool)
+  for x in token_arrays:
+    rows = rows & scoring.finite_rows(x, mask)
+  return mask & rows[:, None]
 
 
 def gae(token_rewards, values, mask, *, gamma=1.0, lambda_=1.0,
@@ -62,7 +69,9 @@ def gae(token_rewards, values, mask, *, gamma=1.0, lambda_=1.0,
 
   Differences from verl, on purpose: outputs are 0 at masked tokens (verl's
   whitened advantages hold −μ/σ and its returns hold carried values there);
-  a batch with a single valid token whitens to 0 instead of raising.
+  a batch with a single valid token whitens to 0 instead of raising; a row
+  with a non-finite reward or value at a valid token is unscorable (0
+  everywhere, left out of the whitening; verl's NaN reaches every row).
 
   See "High-Dimensional Continuous Control Using Generalized Advantage
   Estimation" (Schulman et al., arXiv:1506.02438).
@@ -71,9 +80,10 @@ def gae(token_rewards, values, mask, *, gamma=1.0, lambda_=1.0,
     token_rewards: f[B, T] per-token rewards rₜ.
     values: f[B, T] critic values vₜ.
     mask: bool[B, T] valid tokens.
-    gamma: discount γ, scalar or f[B, T] (verl `algorithm.gamma`, 1.0).
-    lambda_: GAE λ, scalar or f[B, T] (verl and TRL call it `lam`; verl
-      `algorithm.lam`, 1.0).
+    gamma: discount γ in [0, 1], scalar or f[B, T] (verl `algorithm.gamma`,
+      1.0).
+    lambda_: GAE λ in [0, 1], scalar or f[B, T] (verl and TRL call it
+      `lam`; verl `algorithm.lam`, 1.0).
     whiten: whiten the advantages batch-globally (verl always does).
 
   Returns:
@@ -81,7 +91,7 @@ def gae(token_rewards, values, mask, *, gamma=1.0, lambda_=1.0,
     info={"raw_advantages": Â before whitening}).
 
   Raises:
-    ValueError: wrong ranks or shapes.
+    ValueError: wrong ranks or shapes, or γ, λ outside [0, 1].
   """
   _checks.check_batch(mask)
   rewards = _checks.as_float_like(token_rewards, mask, "token_rewards")
@@ -89,6 +99,9 @@ def gae(token_rewards, values, mask, *, gamma=1.0, lambda_=1.0,
   mask = _checks.as_mask(mask)
   gamma = _static_or_coefficient(gamma, mask, "gamma")
   lam = _static_or_coefficient(lambda_, mask, "lambda_")
+  _checks.check_bool(whiten, "whiten")
+  mask = _scorable_tokens(mask, rewards, values)
+  rewards = jnp.where(mask, rewards, 0.0)
   values = jnp.where(mask, values, 0.0)
   if (isinstance(lam, float) and lam >= _GAE_TELESCOPE_MIN_LAMBDA
       and jnp.ndim(gamma) == 0):
@@ -160,16 +173,21 @@ def reinforce_plus_plus(token_rewards, mask, *, gamma=1.0,
     whiten: whiten the returns into advantages (verl always does).
 
   Returns:
-    EstimatorOutput(advantages, returns = G), f32[B, T], 0 at masked tokens.
+    EstimatorOutput(advantages, returns = G), f32[B, T], 0 at masked tokens
+    and on unscorable rows (a non-finite reward at a valid token; left out
+    of the whitening).
 
   Raises:
-    ValueError: wrong ranks or shapes.
+    ValueError: wrong ranks or shapes, or γ outside [0, 1].
   """
   _checks.check_batch(mask)
   rewards = _checks.as_float_like(token_rewards, mask, "token_rewards")
   mask = _checks.as_mask(mask)
   gamma = _static_or_coefficient(gamma, mask, "gamma")
-  if not skip_masked:
+  _checks.check_bool(whiten, "whiten")
+  mask = _scorable_tokens(mask, rewards)
+  rewards = jnp.where(mask, rewards, 0.0)
+  if not _checks.check_bool(skip_masked, "skip_masked"):
     next_valid = jnp.pad(mask[:, 1:], ((0, 0), (0, 1)))
     gamma = jnp.where(next_valid, gamma, 0.0)
   returns = sequences.reverse_discounted_cumsum(rewards, mask, gamma)
@@ -194,18 +212,26 @@ def remax(token_rewards, baseline_scores, mask) -> types.EstimatorOutput:
     mask: bool[B, T] valid tokens.
 
   Returns:
-    EstimatorOutput(advantages = G − b, returns = G), f32[B, T].
+    EstimatorOutput(advantages = G − b, returns = G), f32[B, T]; 0 on
+    unscorable rows (a non-finite reward at a valid token or a non-finite
+    baseline score).
 
   Raises:
     ValueError: wrong ranks or shapes.
   """
-  _checks.check_batch(mask)
+  batch, _ = _checks.check_batch(mask)
   rewards = _checks.as_float_like(token_rewards, mask, "token_rewards")
+  _checks.check_shape(baseline_scores, (batch,), "baseline_scores",
+                      like=f"mask {tuple(jnp.shape(mask))}")
+  baseline, finite = scoring.split_unscorable(
+      _checks.as_float(baseline_scores, "baseline_scores"))
   mask = _checks.as_mask(mask)
-  returns = sequences.reverse_discounted_cumsum(rewards, mask)
-  baseline = masking.broadcast_to_tokens(baseline_scores, mask)
-  return types.EstimatorOutput(advantages=returns - baseline,
-                               returns=returns, info={})
+  mask = _scorable_tokens(mask, rewards) & finite[:, None]
+  returns = sequences.reverse_discounted_cumsum(
+      jnp.where(mask, rewards, 0.0), mask)
+  return types.EstimatorOutput(
+      advantages=jnp.where(mask, returns - baseline[:, None], 0.0),
+      returns=returns, info={})
 
 
 def implicit_process_rewards(prm_logprobs, ref_logprobs, mask,
@@ -229,17 +255,17 @@ def implicit_process_rewards(prm_logprobs, ref_logprobs, mask,
                                              beta=beta)
 
 
-def _leave_one_out(rewards, source_mask, group_ids, num_groups: int,
+def _leave_one_out(rewards, source_mask, rows, group_ids, num_groups: int,
                    singleton: str) -> jax.Array:
   """PRIME's per-source RLOO on the entries of `source_mask`.
 
   r ← r·n/(n−1) − Σ_{j∈g} mean_j / (n−1), mean_j the mean of row j's source
-  entries (0 when it has none), n the group size. Singleton rows keep r
-  ("raw") or get 0 ("zero").
+  entries (0 when it has none), n the number of `rows` (scorable rows) in
+  the group. Singleton rows keep r ("raw") or get 0 ("zero").
   """
   row_mean = masking.masked_mean(rewards, source_mask, axis=1, eps=0.0)
-  ones = jnp.ones(row_mean.shape, jnp.float32)
-  size = groups.group_sum(ones, group_ids, num_groups)[group_ids]
+  size = groups.group_sum(rows.astype(jnp.float32), group_ids,
+                          num_groups)[group_ids]
   total = groups.group_sum(row_mean, group_ids, num_groups)[group_ids]
   scale = jnp.where(size > 1, size / jnp.maximum(size - 1.0, 1.0), 1.0)
   offset = jnp.where(size > 1, total / jnp.maximum(size - 1.0, 1.0), 0.0)
@@ -270,7 +296,9 @@ def prime(token_rewards, rm_scores, mask, group_ids, num_groups: int, *,
 
   [GAP] choices: a singleton group (verl divides by n − 1 = 0) keeps its raw
   rewards (`singleton="raw"`, as verl's RLOO loop does) or gets 0
-  (`"zero"`); a row with no valid token has mean 0 and still counts in n;
+  (`"zero"`); a row with no valid token has mean 0 and still counts in n; a
+  row with a non-finite score or process score (at a valid token) is
+  unscorable: 0 everywhere and left out of n, the means and the whitening;
   the outcome sits at the last valid token (verl uses the valid-token count
   − 1, which differs only with interior masked tokens); groups come from
   `group_ids` (any sizes) instead of contiguous blocks of `n_samples`.
@@ -285,31 +313,39 @@ def prime(token_rewards, rm_scores, mask, group_ids, num_groups: int, *,
     mask: bool[B, T] valid tokens.
     group_ids: int[B] prompt group of each row.
     num_groups: static number of groups.
-    outcome_coef: weight of the outcome source (verl `reward_gt_coef`, 5).
-    process_coef: weight of the process source (verl `reward_dpo_coef`, 5).
+    outcome_coef: weight of the outcome source (verl `reward_gt_coef`, 5),
+      finite.
+    process_coef: weight of the process source (verl `reward_dpo_coef`, 5),
+      finite.
     singleton: "raw" or "zero", the policy for one-row groups.
     whiten: whiten the returns into advantages (verl always does).
 
   Returns:
     EstimatorOutput(advantages, returns = G, info={"token_rewards": r}),
-    f32[B, T], 0 at masked tokens.
+    f32[B, T], 0 at masked tokens and on unscorable rows.
 
   Raises:
-    ValueError: wrong ranks, shapes, `num_groups` or `singleton`.
+    ValueError: wrong ranks, shapes, `num_groups` or options.
   """
   batch, _ = _checks.check_batch(mask)
   _checks.check_choice(singleton, ("raw", "zero"), "singleton")
+  outcome_coef = _checks.check_number(outcome_coef, "outcome_coef")
+  process_coef = _checks.check_number(process_coef, "process_coef")
+  _checks.check_bool(whiten, "whiten")
   group_ids = groups.check_group_ids(group_ids, batch, num_groups)
-  scores, _ = scoring.sequence_scores(token_rewards, mask)
+  scores, rows = scoring.sequence_scores(token_rewards, mask)
   mask = _checks.as_mask(mask)
-  last = masking.last_token_mask(mask)
-  outcome = jnp.where(last, scores[:, None], 0.0)
-  rewards = outcome_coef * _leave_one_out(outcome, last, group_ids,
-                                          num_groups, singleton)
   if rm_scores is not None:
     process = _checks.as_float_like(rm_scores, mask, "rm_scores")
+    rows = rows & scoring.finite_rows(process, mask)
+  mask = mask & rows[:, None]
+  last = masking.last_token_mask(mask) & mask
+  outcome = jnp.where(last, scores[:, None], 0.0)
+  rewards = outcome_coef * _leave_one_out(outcome, last, rows, group_ids,
+                                          num_groups, singleton)
+  if rm_scores is not None:
     rewards = rewards + process_coef * _leave_one_out(
-        jnp.where(mask, process, 0.0), mask, group_ids, num_groups,
+        jnp.where(mask, process, 0.0), mask, rows, group_ids, num_groups,
         singleton)
   returns = sequences.reverse_discounted_cumsum(rewards, mask)
   return types.EstimatorOutput(
@@ -357,6 +393,7 @@ def _prime_adapter(rollouts: types.Rollouts, rm_scores=None,
   implicit PRM's log-probs (PRIME initialises the PRM from the policy);
   otherwise (neither given) outcome rewards only.
   """
+  beta = _checks.check_number(beta, "beta")
   if rm_scores is None and rollouts.logprobs is not None and (
       rollouts.ref_logprobs is not None):
     rm_scores = implicit_process_rewards(rollouts.logprobs,

@@ -1,9 +1,13 @@
 """Row scores and the one rule for unscorable rows.
 
-A row whose score is NaN is *unscorable* (a reward model failed, a verifier
-timed out): every estimator gives it advantage 0 and leaves it out of its
-group's statistics, and no NaN reaches other rows. This module is the only
-place that turns NaN into that flag.
+A row whose score is not finite (NaN, +inf or −inf: a reward model failed, a
+verifier timed out, a value overflowed) is *unscorable*: every estimator
+gives it advantage 0 (and returns 0), leaves it out of every group and batch
+statistic as if the row were absent, and no NaN or inf reaches other rows.
+Each estimator marks a row unscorable when any of its score inputs is
+non-finite there: the row score or outcome, a step reward at a valid step,
+a per-token reward, value or log-prob at a valid token, a baseline score.
+This module is the only place that turns non-finite values into that flag.
 """
 
 import jax
@@ -13,10 +17,10 @@ from cajax import _checks
 
 
 def split_unscorable(scores) -> tuple[jax.Array, jax.Array]:
-  """Splits float scores into (scores with 0 where NaN, scorable mask).
+  """Splits float scores into (scores with 0 where not finite, scorable).
 
   Args:
-    scores: f32 array of any shape; NaN marks an unscorable entry.
+    scores: f32 array of any shape; NaN or ±inf marks an unscorable entry.
 
   Returns:
     (f32 scores with 0 on unscorable entries, bool scorable), both shaped
@@ -29,12 +33,36 @@ def split_unscorable(scores) -> tuple[jax.Array, jax.Array]:
     >>> values.tolist(), scorable.tolist()
     ([1.0, 0.0], [True, False])
   """
-  scorable = ~jnp.isnan(scores)
+  scorable = jnp.isfinite(scores)
   return jnp.where(scorable, scores, 0.0), scorable
 
 
+def finite_rows(values, valid=None) -> jax.Array:
+  """bool[B]: the rows of `values` whose (valid) entries are all finite.
+
+  Args:
+    values: f32[B, ...], e.g. per-token rewards or values, step rewards.
+    valid: optional bool like `values`; entries where it is False (masked
+      tokens, invalid steps) are ignored, whatever they hold.
+
+  Returns:
+    bool[B], False on rows holding a non-finite valid entry.
+  """
+  finite = jnp.isfinite(values)
+  if valid is not None:
+    finite = finite | ~valid
+  return jnp.all(finite.reshape(finite.shape[0], -1), axis=1)
+
+
+def keep_rows(values, rows) -> jax.Array:
+  """`values` ([B, ...]) with 0 on the rows where `rows` is False and at
+  every non-finite entry, so that nothing non-finite reaches arithmetic."""
+  rows = jnp.reshape(rows, rows.shape + (1,) * (jnp.ndim(values) - 1))
+  return jnp.where(rows & jnp.isfinite(values), values, 0.0)
+
+
 def row_sums(token_rewards, mask) -> jax.Array:
-  """Σ_t r[b, t] over all T positions: f32[B], NaN on unscorable rows.
+  """Σ_t r[b, t] over all T positions: f32[B], non-finite on unscorable rows.
 
   The per-row outcome that estimators taking `outcome_rewards: f[B]` (`capo`,
   `tp_grpo`, `pure`'s verifiable rewards) read from `Rollouts`.
@@ -49,7 +77,8 @@ def sequence_scores(token_rewards, mask) -> tuple[jax.Array, jax.Array]:
 
   Args:
     token_rewards: f[B, T]; padding is expected to hold 0 (verl sums every
-      position). NaN anywhere in a row marks the row unscorable.
+      position). NaN or ±inf anywhere in a row (or a sum that overflows)
+      marks the row unscorable.
     mask: bool[B, T] (shape check only).
 
   Returns:
@@ -74,7 +103,7 @@ def row_scores(outcome_rewards, batch: int,
   """Checks per-row `f[B]` outcome scores; splits off the unscorable rows.
 
   Args:
-    outcome_rewards: f[B] one score per row, NaN = unscorable.
+    outcome_rewards: f[B] one score per row, NaN or ±inf = unscorable.
     batch: B, the number of rows of the batch.
     name: the caller's argument name, for error messages.
 

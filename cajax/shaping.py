@@ -10,7 +10,8 @@ and reshape the per-token advantages of a padded `[B, T]` batch:
   outcome + step penalties into group-normalised token advantages.
 
 Outputs are float32 and exactly 0 at masked tokens and on unscorable rows
-(NaN outcome).
+(a non-finite outcome, or a non-finite certainty or logit at a valid token),
+which are left out of every statistic as if absent.
 """
 
 import functools
@@ -104,12 +105,27 @@ def ucas(token_rewards, self_certainty, token_logits, mask, group_ids,
   """
   _checks.check_choice(certainty_reduce, CERTAINTY_REDUCES,
                        "certainty_reduce")
+  beta_pos = _checks.check_number(beta_pos, "beta_pos", low=0.0)
+  beta_neg = _checks.check_number(beta_neg, "beta_neg", low=0.0)
+  token_coef = _checks.check_number(token_coef, "token_coef", low=0.0)
+  eps = _checks.check_number(eps, "eps", low=0.0)
+  normalize_by_std = _checks.check_bool(normalize_by_std, "normalize_by_std")
+  penalize_zero_adv_groups = _checks.check_bool(penalize_zero_adv_groups,
+                                                "penalize_zero_adv_groups")
   batch, _ = _checks.check_batch(mask)
-  _checks.check_same_shape(self_certainty, mask, "self_certainty", "mask")
-  _checks.check_same_shape(token_logits, mask, "token_logits", "mask")
+  self_certainty = _checks.as_float_like(self_certainty, mask,
+                                         "self_certainty")
+  token_logits = _checks.as_float_like(token_logits, mask, "token_logits")
   group_ids = groups.check_group_ids(group_ids, batch, num_groups)
   mask = _checks.as_mask(mask)
   scores, scorable = scoring.sequence_scores(token_rewards, mask)
+  scorable = (scorable & scoring.finite_rows(self_certainty, mask)
+              & scoring.finite_rows(token_logits, mask))
+  # Unscorable rows are left out of every statistic, the batch-global logit
+  # range included.
+  mask = mask & scorable[:, None]
+  self_certainty = jnp.where(mask, self_certainty, 0.0)
+  token_logits = jnp.where(mask, token_logits, 0.0)
   standardize = functools.partial(
       groups.group_normalize, group_ids=group_ids, num_groups=num_groups,
       valid=scorable, mode="std" if normalize_by_std else "mean", eps=eps)
@@ -126,7 +142,7 @@ def ucas(token_rewards, self_certainty, token_logits, mask, group_ids,
   shaped = advantage * multiplier
   lo, hi = masking.masked_min_max(token_logits, mask)
   span = hi - lo
-  logits = _checks.as_float(token_logits, "token_logits")
+  logits = token_logits
   # torch.isclose(max, min) with its default tolerances, as in the repo.
   close = jnp.abs(span) <= _ISCLOSE_ATOL + _ISCLOSE_RTOL * jnp.abs(lo)
   normalized = jnp.where(close, 0.5, (logits - lo) / (span + eps))
@@ -164,7 +180,7 @@ def capo_vote(critique_flags, critique_valid=None, mode: str = "majority",
     critique_flags: bool[B, N, S], True where critique n flags step s.
     critique_valid: optional bool[B, N] (default all True).
     mode: "union", "intersect" or "majority" (default).
-    threshold: majority threshold in [0, 1), default 0.5.
+    threshold: majority threshold in [0, 1], default 0.5.
 
   Returns:
     bool[B, S] wrong steps.
@@ -173,6 +189,7 @@ def capo_vote(critique_flags, critique_valid=None, mode: str = "majority",
     ValueError: bad shapes or options.
   """
   _checks.check_choice(mode, CAPO_VOTES, "mode")
+  threshold = _checks.check_number(threshold, "threshold", low=0.0, high=1.0)
   _checks.check_rank(critique_flags, 3, "critique_flags")
   batch, num_critiques, _ = critique_flags.shape
   flags = _checks.as_mask(critique_flags, "critique_flags")
@@ -207,7 +224,7 @@ def capo(outcome_rewards, critique_flags, mask, step_ids, step_mask,
     "outcome":  Aᵢₜ = W_whole·GRPO(r_v)ᵢ − W_process·1[t wrong].
 
   [GAP] The code is unreleased and the paper's W_whole, W_process and
-  normalisation are not available (seed_methods.md §4.2). Choices, each a
+  normalisation are not available. Choices, each a
   knob: W_whole = 1, W_process = 0.5 (< W_whole, so a correct answer with
   flawed steps still outscores a wrong one); token rewards normalised over
   the group's tokens (the "token-level rewards ... normalized to produce
@@ -231,12 +248,13 @@ def capo(outcome_rewards, critique_flags, mask, step_ids, step_mask,
     num_groups: static number of groups.
     critique_valid: optional bool[B, N], False for unparsable critiques.
     vote: "union", "intersect" or "majority" (default).
-    threshold: majority threshold, default 0.5.
-    whole_weight: W_whole, default 1.0.
-    process_weight: W_process, default 0.5.
+    threshold: majority threshold in [0, 1], default 0.5.
+    whole_weight: W_whole ≥ 0, default 1.0.
+    process_weight: W_process ≥ 0, default 0.5.
     normalization: "token" (default) or "outcome".
     penalize_correct: penalise wrong steps of correct answers (default True).
-    correct_threshold: r_v above it counts as correct, default 0.5.
+    correct_threshold: r_v above it counts as correct, in [0, 1], default
+      0.5.
     eps: default 1e-6.
     ddof: default 1.
 
@@ -249,6 +267,17 @@ def capo(outcome_rewards, critique_flags, mask, step_ids, step_mask,
     ValueError: bad shapes, dtypes or options.
   """
   _checks.check_choice(normalization, CAPO_NORMALIZATIONS, "normalization")
+  # Checked here under the caller's names (capo_vote calls them mode and
+  # threshold).
+  _checks.check_choice(vote, CAPO_VOTES, "vote")
+  threshold = _checks.check_number(threshold, "threshold", low=0.0, high=1.0)
+  whole_weight = _checks.check_number(whole_weight, "whole_weight", low=0.0)
+  process_weight = _checks.check_number(process_weight, "process_weight",
+                                        low=0.0)
+  penalize_correct = _checks.check_bool(penalize_correct, "penalize_correct")
+  correct_threshold = _checks.check_number(
+      correct_threshold, "correct_threshold", low=0.0, high=1.0)
+  eps = _checks.check_number(eps, "eps", low=0.0)
   batch, _ = _checks.check_batch(mask)
   _checks.check_rank(step_mask, 2, "step_mask")
   _checks.check_shape(step_mask, (batch, None), "step_mask",

@@ -12,6 +12,7 @@ from cajax import _checks
 from cajax import groups
 from cajax import masking
 from cajax import registry
+from cajax import scoring
 from cajax import sequences
 from cajax import types
 
@@ -31,7 +32,8 @@ def _group_token_mean(numerator, denominator, mask, group_ids,
       return jax.ops.segment_sum(jnp.where(mask, x, 0.0), group_ids,
                                  num_segments=num_groups)
 
-    ratio = row_total(numerator) / (row_total(denominator) + eps)
+    ratio = masking.safe_divide(row_total(numerator),
+                                row_total(denominator) + eps)
     return ratio[group_ids]
   segments = num_groups * length
   ids = jnp.where(mask, group_ids[:, None] * length + index, segments)
@@ -41,7 +43,7 @@ def _group_token_mean(numerator, denominator, mask, group_ids,
     return jax.ops.segment_sum(jnp.where(mask, x, 0.0).reshape(-1),
                                flat_ids, num_segments=segments + 1)
 
-  ratio = total(numerator) / (total(denominator) + eps)
+  ratio = masking.safe_divide(total(numerator), total(denominator) + eps)
   return ratio[ids]
 
 
@@ -67,6 +69,10 @@ def optimal_token_baseline(token_rewards, old_logprobs, sum_pi_squared, mask,
   row's valid tokens (left-compacted turns), and rows without valid tokens are
   left out of their group.
 
+  A row with a non-finite reward, log-prob, Σπ² or IS weight at a valid
+  token is unscorable: its advantages and returns are 0 and it is left out
+  of its group as if absent (verl's NaN reaches the whole group).
+
   See verl `compute_optimal_token_baseline_advantage` and
   `compute_multi_turn_optimal_token_baseline_advantage` (verl-project/verl,
   `verl/trainer/ppo/core_algos.py`).
@@ -81,7 +87,8 @@ def optimal_token_baseline(token_rewards, old_logprobs, sum_pi_squared, mask,
     rollout_is_weights: optional f[B, T] truncated rollout IS weights ρ̄ₜ.
     handle_zero_tail: zero the baseline on the unique longest row's tail.
     multi_turn: index positions by rank among valid tokens (verl TIR OTB).
-    eps: added to the baseline's denominator.
+    eps: ≥ 0, added to the baseline's denominator (a zero denominator gives
+      a zero baseline).
 
   Returns:
     EstimatorOutput(advantages, returns = G, info={"baselines": B}), all
@@ -96,14 +103,25 @@ def optimal_token_baseline(token_rewards, old_logprobs, sum_pi_squared, mask,
   sum_pi_squared = _checks.as_float_like(sum_pi_squared, mask,
                                         "sum_pi_squared")
   group_ids = groups.check_group_ids(group_ids, batch, num_groups)
+  handle_zero_tail = _checks.check_bool(handle_zero_tail, "handle_zero_tail")
+  multi_turn = _checks.check_bool(multi_turn, "multi_turn")
+  eps = _checks.check_number(eps, "eps", low=0.0)
   mask = _checks.as_mask(mask)
+  inputs = [rewards, old_logprobs, sum_pi_squared]
+  if rollout_is_weights is not None:
+    inputs.append(_checks.as_float_like(rollout_is_weights, mask,
+                                        "rollout_is_weights"))
+  rows = jnp.ones((batch,), bool)
+  for x in inputs:
+    rows = rows & scoring.finite_rows(x, mask)
+  mask = mask & rows[:, None]
+  rewards, old_logprobs, sum_pi_squared, *rho = (
+      jnp.where(mask, x, 0.0) for x in inputs)
 
   returns = sequences.reverse_discounted_cumsum(rewards, mask)
   weight = 1.0 - 2.0 * jnp.exp(old_logprobs) + sum_pi_squared
-  if rollout_is_weights is not None:
-    rho = _checks.as_float_like(rollout_is_weights, mask,
-                                "rollout_is_weights")
-    weight = weight * rho * rho
+  if rho:
+    weight = weight * rho[0] * rho[0]
   # Wₜ at valid t (jnp.cumsum is an associative scan on XLA CPU, several
   # times slower than the chunked-matmul prefix sum).
   cumulative = sequences.masked_cumsum(weight, mask)
@@ -114,7 +132,7 @@ def optimal_token_baseline(token_rewards, old_logprobs, sum_pi_squared, mask,
     member = lengths > 0
   else:
     index = None  # the token position
-    member = jnp.ones((batch,), bool)
+    member = rows
   baseline = _group_token_mean(returns * cumulative, cumulative, mask,
                                group_ids, num_groups, index, eps)
 

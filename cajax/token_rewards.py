@@ -136,7 +136,8 @@ def contrastive_token_reward(better_logprobs, worse_logprobs, mask,
   (stop-gradient): the rewards are weak supervision, not a training path.
 
   [GAP] T-REG's code is unavailable; the sigmoid of the log-prob difference
-  with a temperature τ (default 1) follows seed_methods.md §9.2.
+  with a temperature τ (default 1) is cajax's reading of the paper's
+  contrastive-prompting rewards.
 
   See "T-REG: Preference Optimization with Token-Level Reward Regularization"
   (Zhou, Zhang, Zhao, Meng, arXiv 2412.02685).
@@ -215,9 +216,9 @@ def t_reg_loss(chosen_rewards, chosen_mask, chosen_self_rewards,
     L_reg = ½·(mean_t (ρᵂₜ − c(2sᵂₜ − 1))² + mean_t (ρᴸₜ − c(2sᴸₜ − 1))²),
     c = target_scale.
 
-  [GAP] T-REG's exact regulariser is not recoverable (no code; §9.2 of
-  seed_methods.md); both forms, α = 1 and c = 0.1 (= the default β) are
-  documented choices. All inputs of sₜ are constants here.
+  [GAP] T-REG's exact regulariser is not recoverable (no code); both forms,
+  α = 1 and c = 0.1 (= the default β) are documented choices. All inputs of
+  sₜ are constants here.
 
   See "T-REG: Preference Optimization with Token-Level Reward Regularization"
   (Zhou, Zhang, Zhao, Meng, arXiv 2412.02685).

@@ -1,6 +1,6 @@
 """Containers passed between cajax functions: `Rollouts` and `EstimatorOutput`.
 
-Shapes (DESIGN.md §2): B rows, T response tokens, S steps, K reward
+Shapes: B rows, T response tokens, S steps, K reward
 components, G groups (static).
 """
 
@@ -31,8 +31,10 @@ class Rollouts:
       trailing False tokens are padding.
     token_rewards: f[B, T] rewards per token. The sequence score of a row is
       Σ_t token_rewards (verl); outcome rewards sit at the last valid token.
-      A row whose score is NaN is unscorable: it gets advantage 0 and is left
-      out of its group's statistics.
+      A row whose score is not finite (NaN, ±inf) is unscorable: it gets
+      advantage 0 and is left out of every statistic, as if absent. The
+      same holds for a non-finite value at a valid entry of any other score
+      input an estimator reads (step rewards, values, baseline scores, ...).
     group_ids: int[B] prompt group of each row, in [0, num_groups).
     num_groups: static number of groups G, required whenever `group_ids` is
       given. Left as None, it is inferred from concrete `group_ids` as

@@ -570,6 +570,31 @@ def test_gdpo_single_component_is_whitened_grpo():
   check_output(out, ref_whiten(grpo_tokens, mask), mask)
 
 
+@pytest.mark.parametrize("scale", [1e-30, 1e-20, 1e20, 1e30])
+def test_scores_of_any_scale_neither_overflow_nor_underflow(scale):
+  # At 1e20 the variance used to overflow (all-zero grpo), at 1e-20 the
+  # squared deviations underflowed (all-zero drgrpo, rloo and gpg). GRPO
+  # follows (s − μ)/(σ + ε) exactly at every scale (scale-invariant where
+  # σ ≫ ε); the estimators without a std division scale linearly.
+  ids = np.array([0, 0, 0, 1, 1, 1], np.int32)
+  base = np.array([1.0, 0.0, 0.25, 0.5, 1.0, -1.0])
+  mask = np.ones((6, 2), bool)
+  rewards = outcome_rewards((base * scale).astype(np.float32), mask)
+  scaled = rewards.sum(axis=1).astype(np.float64)
+  want = np.zeros(6)
+  for b in range(6):
+    member = scaled[ids == ids[b]]
+    want[b] = (scaled[b] - member.mean()) / (member.std(ddof=1) + 1e-6)
+  got = np.asarray(outcome.grpo(rewards, mask, ids, 2).advantages)[:, 0]
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  unit = outcome_rewards(base.astype(np.float32), mask)
+  for estimator in (outcome.drgrpo, outcome.rloo, outcome.gpg, outcome.opo):
+    got = np.asarray(estimator(rewards, mask, ids, 2).advantages, np.float64)
+    np.testing.assert_allclose(
+        got / scale, estimator(unit, mask, ids, 2).advantages, rtol=1e-5,
+        atol=1e-6, err_msg=estimator.__name__)
+
+
 def test_gdpo_whitening_a_constant_gives_exactly_zero():
   # verl leaves ±3e-4 of float residue divided by sqrt(eps) here.
   mask = np.ones((4, 5), bool)

@@ -479,11 +479,20 @@ def test_verifiable_reward_is_loo_at_last_token_and_shift_invariant():
                      whiten=False)
   ref = process.pure(*pure_args(d), whiten=False)
   close_crop(out.returns - ref.returns, [[1, 0, 1, 0], [-1, -1, 0, 0]])
-  # A prompt without ground truth (all rows equal) gets no VR term, and an
-  # unscorable (NaN) row gets none either.
-  for vr in ([0.0, 0.0], [1.0, np.nan]):
-    out = process.pure(*pure_args(d), verifiable_rewards=row_values(vr))
-    close(out.advantages, np.asarray(process.pure(*pure_args(d)).advantages))
+  # A prompt without ground truth (all rows equal) gets no VR term.
+  out = process.pure(*pure_args(d), verifiable_rewards=row_values([0, 0]))
+  close(out.advantages, np.asarray(process.pure(*pure_args(d)).advantages))
+  # A non-finite VR makes its row unscorable: 0 everywhere, and row 0 gets
+  # what it gets without row 1 in the batch.
+  alone = embed({k: v[:1] for k, v in two_rows().items()
+                 if k != "num_groups"})
+  want = process.pure(*pure_args(alone), verifiable_rewards=row_values([1]))
+  for bad in (np.nan, np.inf, -np.inf):
+    out = process.pure(*pure_args(d),
+                       verifiable_rewards=row_values([1.0, bad]))
+    assert not np.any(np.asarray(out.advantages)[1])
+    assert not np.any(np.asarray(out.returns)[1])
+    close(out.advantages[0], np.asarray(want.advantages)[0])
 
 
 def test_softmin_tends_to_min_and_strict_gives_suffix_min():
@@ -582,7 +591,9 @@ def test_tp_grpo_matches_reference(adapt, credit):
   adv, thoughts = ref_tp_grpo(d, outcome, adapt=adapt, credit=credit,
                               adapt_power=2.0)
   close(out.advantages, adv)
-  valid, _, _ = ref_steps(d["step_mask"], d["step_ids"], d["mask"])
+  # The unscorable row 4 has no valid step left, hence no thought.
+  thoughts = np.array(thoughts)
+  thoughts[4] = -1
   np.testing.assert_array_equal(out.info["thought_ids"], thoughts)
   assert np.all(np.asarray(out.advantages)[4] == 0)
 

@@ -6,6 +6,7 @@ rollouts, so estimators registered later are picked up automatically.
 """
 
 import functools
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -364,8 +365,10 @@ def test_validate_accepts_binary_float_mask_and_lists_all_problems():
 # generic contract over every registered estimator
 # --------------------------------------------------------------------------
 
-B, T, PAD = 8, 8, 3
-PAD_FILL = 0.37  # padded values of float fields other than token_rewards
+B, T, PAD, STEPS = 8, 8, 3, 3
+# Padded values of float fields other than token_rewards: masked entries
+# are ignored whatever they hold, NaN included.
+PAD_FILL = np.nan
 
 
 def _pad_tokens(x, fill):
@@ -404,49 +407,415 @@ def _bf16(rollouts):
       if jnp.issubdtype(x.dtype, jnp.floating) else x, rollouts)
 
 
+def _stacked_output(out):
+  """[2, B, T]: advantages and returns of an `EstimatorOutput`."""
+  return jnp.stack([out.advantages, out.returns])
+
+
 def _check_contract(name, out, mask):
-  for field in ("advantages", "returns"):
-    value = np.asarray(getattr(out, field))
+  for index, field in enumerate(("advantages", "returns")):
+    value = out[index]
     assert value.shape == (B, T) and value.dtype == np.float32, (
         f"{name}.{field}: {value.shape} {value.dtype}")
     assert np.all(np.isfinite(value)), f"{name}.{field} not finite"
     assert np.all(value[~mask] == 0.0), f"{name}.{field} nonzero at mask"
 
 
+# Float inputs an estimator may read, and those in reward units (scaled by
+# the scale-robustness check). `rm_scores` is prime's example keyword input.
+FLOAT_FIELDS = ("token_rewards", "values", "old_logprobs", "ref_logprobs",
+                "logprobs", "entropy", "self_certainty", "token_logits",
+                "sum_pi_squared", "step_rewards", "reward_components",
+                "baseline_scores")
+REWARD_UNITS = ("token_rewards", "values", "step_rewards",
+                "reward_components", "baseline_scores", "rm_scores")
+POISON_ROW = 1
+POISONS = (np.nan, np.inf, -np.inf)
+LARGE_SCALES = (1e10, 1e20, 1e30)
+SMALL_SCALES = (1e-10, 1e-20, 1e-30)
+
+# How each estimator's outputs respond to scaling every reward-unit input by
+# c (with the listed static keywords, which keep it homogeneous: thresholds
+# and constant penalties are the knobs that do not scale). "invariant": the
+# same advantages at every c ≥ 1e10 (σ ≫ eps), and no entry that was
+# non-zero underflows to 0 at c ≤ 1e-10; "invariant_large": only the
+# former (UCAS clamps tiny positive advantages against its logit penalty);
+# "linear": out(c) = c·out(1) at every c. A singleton group passes its raw
+# score through (verl's μ=0, σ=1), which scales linearly, so matchtir keeps
+# only the first turn (later turns of this batch have singleton turn
+# groups).
+SCALING = {
+    "grpo": ("invariant", "invariant", {}),
+    "drgrpo": ("linear", "linear", {}),
+    "grpo_passk": ("invariant", "invariant", {}),
+    "rloo": ("linear", "linear", {}),
+    "opo": ("linear", "linear", {}),
+    "gpg": ("linear", "linear", {}),
+    "reinforce_plus_plus_baseline": ("invariant", "invariant", {}),
+    "gdpo": ("invariant", "invariant", {}),
+    "gae": ("invariant", "linear", {}),
+    "reinforce_plus_plus": ("invariant", "linear", {}),
+    "remax": ("linear", "linear", {}),
+    "optimal_token_baseline": ("linear", "linear", {}),
+    "prime": ("invariant", "linear", {}),
+    "pure": ("invariant", "linear", {"mode": "strict"}),
+    "sum_form_prm": ("invariant", "linear", {}),
+    "process_grpo": ("invariant", "invariant", {}),
+    "tp_grpo": ("invariant", "invariant", {"correct_threshold": 0.0}),
+    "ucas": ("invariant_large", "invariant_large", {}),
+    "capo": ("invariant", "linear", {"process_weight": 0.0}),
+    "istar": ("linear", "linear", {"step_weight": 0.0}),
+    "matchtir": ("invariant", "invariant", {"num_turns": 1}),
+    "r3l": ("linear", "linear", {"r_max": float("inf")}),
+    "slate": ("invariant", "invariant", {}),
+}
+
+
+def test_every_estimator_has_a_scaling_rule():
+  assert set(SCALING) == set(NAMES)
+
+
+def _stack(trees):
+  return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _poison_at(value, mask, step_ids, row, poison):
+  """`value` with one valid entry of `row` (every entry for [B, K] and [B])
+  set to `poison`: the last valid token, or that token's step."""
+  value = np.array(value)
+  last = np.flatnonzero(mask[row])[-1]
+  if value.shape == mask.shape:
+    value[row, last] = poison
+  elif value.ndim == 2 and step_ids is not None and (
+      value.shape[1] == STEPS):
+    value[row, step_ids[row, last]] = poison
+  else:
+    value[row] = poison
+  return jnp.asarray(value)
+
+
+def _without_row(tree, row):
+  """Drops `row` from every [B, ...] leaf (the batch without that row)."""
+  def drop(x):
+    if np.ndim(x) and np.shape(x)[0] == B:
+      return jnp.asarray(np.delete(np.asarray(x), row, axis=0))
+    return x
+  return jax.tree_util.tree_map(drop, tree)
+
+
+def _poison_variants(name, rollouts, kwargs):
+  """(field, rollouts, kwargs) with one valid entry of POISON_ROW set to
+  each non-finite value, for every float input the estimator may read."""
+  mask = np.asarray(rollouts.mask)
+  step_ids = np.asarray(rollouts.step_ids)
+  labels, variants = [], []
+  fields = [f for f in FLOAT_FIELDS if getattr(rollouts, f) is not None]
+  keys = [k for k, v in kwargs.items()
+          if jnp.issubdtype(jnp.result_type(v), jnp.floating)]
+  for field in fields + keys:
+    for poison in POISONS:
+      if field in keys:
+        value = _poison_at(kwargs[field], mask, step_ids, POISON_ROW, poison)
+        variants.append((rollouts, {**kwargs, field: value}))
+      else:
+        value = _poison_at(getattr(rollouts, field), mask, step_ids,
+                           POISON_ROW, poison)
+        variants.append((rollouts.replace(**{field: value}), kwargs))
+      labels.append(field)
+  return labels, variants
+
+
+def _scaled(rollouts, kwargs, scale):
+  changes = {f: getattr(rollouts, f) * scale for f in REWARD_UNITS
+             if getattr(rollouts, f, None) is not None}
+  kwargs = {k: v * scale if k in REWARD_UNITS else v
+            for k, v in kwargs.items()}
+  return rollouts.replace(**changes), kwargs
+
+
+
+def _check_unscorable_rule(name, labels, poisoned, clean, reduced, required):
+  """Non-finite inputs: finite outputs, NaN ≡ ±inf, and either nothing
+  changes (the entry is not read) or the row is 0 and every other row is
+  what the batch without that row gives."""
+  others = np.delete(np.arange(B), POISON_ROW)
+  scale = max(1.0, float(np.max(np.abs(clean))))
+  for i in range(0, len(labels), len(POISONS)):
+    field = labels[i]
+    where = f"{name}: non-finite {field}"
+    group = poisoned[i:i + len(POISONS)]
+    assert np.all(np.isfinite(group)), f"{where} leaks a non-finite value"
+    for other in group[1:]:
+      np.testing.assert_array_equal(other, group[0],
+                                    err_msg=f"{where}: inf differs from NaN")
+    unscorable = not np.any(group[0][:, POISON_ROW]) and np.allclose(
+        group[0][:, others], reduced, rtol=1e-5, atol=1e-5 * scale)
+    if unscorable:
+      continue
+    if np.array_equal(group[0], clean):
+      assert field not in required, f"{where} is ignored"
+      continue
+    assert not np.any(group[0][:, POISON_ROW]), (
+        f"{where}: the unscorable row is not 0")
+    np.testing.assert_allclose(
+        group[0][:, others], reduced, rtol=1e-5, atol=1e-5 * scale,
+        err_msg=f"{where}: other rows differ from the batch without it")
+
+
+def _check_scaling(name, scaled, scales):
+  """`scaled[k]` holds the outputs at `scales[k]`; scales[0] is 1."""
+  reference = scaled[0].astype(np.float64)
+  kinds = SCALING[name][:2]
+  for index, kind in enumerate(kinds):
+    want = reference[index]
+    peak = max(float(np.max(np.abs(want))), 1e-30)
+    field = ("advantages", "returns")[index]
+    for k, scale in enumerate(scales[1:], start=1):
+      got = scaled[k][index].astype(np.float64)
+      where = f"{name}.{field} at scale {scale:g}"
+      assert np.all(np.isfinite(got)), f"{where} not finite"
+      if kind == "linear":
+        np.testing.assert_allclose(got / scale, want, rtol=1e-4,
+                                   atol=1e-4 * peak, err_msg=where)
+      elif scale > 1:
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * peak,
+                                   err_msg=where)
+      elif kind == "invariant":
+        lost = (want != 0) & (got == 0)
+        assert not np.any(lost), f"{where} underflows to 0"
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_estimator_contract(name):
+  """Shapes, dtypes, masking, bf16, padding, the unscorable-row rule and
+  scale robustness of one estimator, all from one compile."""
   rollouts = synthetic_rollouts.make_rollouts(batch=B, length=T,
-                                              group_size=4, num_steps=3,
+                                              group_size=4, num_steps=STEPS,
                                               seed=1)
   kwargs = cajax.example_inputs(name, rollouts, np.random.default_rng(0))
   padded_kwargs = _pad_kwargs(kwargs)
+  labels, variants = _poison_variants(name, rollouts, kwargs)
+  scales = (1.0,) + LARGE_SCALES + SMALL_SCALES
+  scale_kwargs = SCALING[name][2]
+  scaled_inputs = [_scaled(rollouts, kwargs, c) for c in scales]
 
-  def run(base, low, wide):
-    return (cajax.estimate(name, base, **kwargs),
-            cajax.estimate(name, low, **kwargs),
-            cajax.estimate(name, wide, **padded_kwargs))
+  def estimate(rollouts, kwargs, **static):
+    return _stacked_output(cajax.estimate(name, rollouts, **kwargs,
+                                          **static))
 
-  inputs = (rollouts, _bf16(rollouts), _padded(rollouts))
+  def run(base, low, wide, poisoned, reduced, scaled):
+    return (estimate(*base), estimate(*low), estimate(*wide),
+            jax.vmap(estimate)(*poisoned), estimate(*reduced),
+            jax.vmap(functools.partial(estimate, **scale_kwargs))(*scaled))
+
+  inputs = ((rollouts, kwargs), (_bf16(rollouts), kwargs),
+            (_padded(rollouts), padded_kwargs),
+            _stack(variants), _without_row((rollouts, kwargs), POISON_ROW),
+            _stack(scaled_inputs))
   # One jit per estimator; XLA's backend optimisation is turned down because
   # this test checks values, not speed, and it compiles every estimator.
   compiled = jax.jit(run).lower(*inputs).compile(
       compiler_options={"xla_backend_optimization_level": 0})
-  out, out_bf16, out_wide = compiled(*inputs)
+  out, out_bf16, out_wide, poisoned, reduced, scaled = (
+      np.asarray(x) for x in compiled(*inputs))
   mask = np.asarray(rollouts.mask)
   _check_contract(name, out, mask)
   # A stub returning zeros would pass every check above.
-  assert np.any(np.asarray(out.advantages)[mask] != 0), name
+  assert np.any(out[0][mask] != 0), name
   _check_contract(f"{name}[bf16]", out_bf16, mask)
-  for field in ("advantages", "returns"):
-    base = np.asarray(getattr(out, field))
-    scale = max(1.0, float(np.max(np.abs(base))))
-    np.testing.assert_allclose(np.asarray(getattr(out_bf16, field)), base,
-                               rtol=0, atol=5e-2 * scale,
+  scale = max(1.0, float(np.max(np.abs(out))))
+  for index, field in enumerate(("advantages", "returns")):
+    np.testing.assert_allclose(out_bf16[index], out[index], rtol=0,
+                               atol=5e-2 * scale,
                                err_msg=f"{name}.{field} bf16")
-    wide = np.asarray(getattr(out_wide, field))
+    wide = out_wide[index]
     assert wide.shape == (B, T + PAD), f"{name}.{field} padded shape"
-    np.testing.assert_allclose(wide[:, :T], base, rtol=1e-5,
+    np.testing.assert_allclose(wide[:, :T], out[index], rtol=1e-5,
                                atol=1e-5 * scale,
                                err_msg=f"{name}.{field} padding")
     np.testing.assert_array_equal(wide[:, T:], 0.0,
                                   err_msg=f"{name}.{field} padding")
+  required = set(registry.required_fields(name)) | set(kwargs)
+  _check_unscorable_rule(name, labels, poisoned, out, reduced, required)
+  _check_scaling(name, scaled, scales)
+
+
+# --------------------------------------------------------------------------
+# hyperparameter domains over every registered estimator
+# --------------------------------------------------------------------------
+
+# Values outside each knob's domain (beyond the generic probes below).
+OUT_OF_DOMAIN = {
+    "eps": (-1e-6,), "gamma": (-0.1, 1.5), "lambda_": (-0.1, 1.5),
+    "f_norm": (0.0, -1.0), "tau": (0.0, -1.0), "temperature": (0.0, -0.1),
+    "threshold": (1.5, -0.1), "alpha": (-1.0,), "beta_pos": (-0.1,),
+    "beta_neg": (-0.1,), "token_coef": (-0.1,), "positive_scale": (-0.1,),
+    "negative_scale": (-0.1,), "adapt_power": (-1.0,),
+    "whole_weight": (-1.0,), "process_weight": (-1.0,), "ddof": (-1,),
+    "num_turns": (0,), "num_steps": (0,), "num_branches": (0,),
+}
+# Knobs that also take per-token arrays, hence traced values.
+ARRAY_KNOBS = {("gae", "gamma"), ("gae", "lambda_"),
+               ("reinforce_plus_plus", "gamma")}
+# Per-estimator domains that differ from the generic one.
+DOMAIN_OVERRIDES = {("capo", "correct_threshold"): (1.5, -0.1)}
+
+
+def _knob_defaults(name):
+  """{keyword: default} of every knob of `name` with a scalar default."""
+  defaults = {}
+  functions = [registry._ADAPTERS[name]]  # pylint: disable=protected-access
+  if registry.plain_function(name) is not None:
+    functions.insert(0, registry.plain_function(name))
+  for function in functions:
+    for param in inspect.signature(function).parameters.values():
+      if param.name in registry.accepted_keywords(name) and (
+          param.default is not param.empty):
+        defaults.setdefault(param.name, param.default)
+  return defaults
+
+
+def _probes(name, knob, default):
+  """(value, traced) pairs every knob must reject with a ValueError."""
+  bad = list(DOMAIN_OVERRIDES.get((name, knob), OUT_OF_DOMAIN.get(knob, ())))
+  if isinstance(default, bool):
+    bad += ["yes", 1]
+  elif isinstance(default, str):
+    bad += ["not-an-option", 1.0]
+  elif isinstance(default, int) or knob in ("num_turns", "num_steps",
+                                            "num_branches"):
+    bad += ["2", 1.5]
+  elif isinstance(default, float):
+    bad += [str(default), float("nan")]
+  return bad
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_hyperparameter_domains(name):
+  """Every knob rejects strings, wrong types, NaN and out-of-domain values
+  with a ValueError naming the knob, its domain and the value, and a traced
+  value either raises that way too (static knobs) or works (array knobs),
+  never failing deep inside jax."""
+  rollouts = synthetic_rollouts.make_rollouts(batch=B, length=T,
+                                              group_size=4, num_steps=STEPS,
+                                              seed=1)
+  kwargs = cajax.example_inputs(name, rollouts, np.random.default_rng(0))
+  defaults = _knob_defaults(name)
+  for knob in ("num_turns", "num_steps", "num_branches"):
+    if knob in registry.accepted_keywords(name):
+      defaults.setdefault(knob, None)
+  assert defaults or name == "remax", name
+
+  def trace(knob, value):
+    def run(rollouts, kwargs, value):
+      return cajax.estimate(name, rollouts, **kwargs, **{knob: value})
+    traced = not isinstance(value, (str, type(None)))
+    fn = functools.partial(run, value=value) if not traced else run
+    args = (rollouts, kwargs) + ((jnp.asarray(value),) if traced else ())
+    return jax.eval_shape(fn, *args)
+
+  for knob, default in defaults.items():
+    for value in _probes(name, knob, default):
+      with pytest.raises(ValueError) as error:
+        jax.eval_shape(lambda r, k, v=value, n=knob: cajax.estimate(
+            name, r, **k, **{n: v}), rollouts, kwargs)
+      message = str(error.value)
+      assert knob in message and "must be" in message, (name, knob, message)
+      if not isinstance(value, float) or not np.isnan(value):
+        assert repr(value) in message or str(value) in message, (
+            name, knob, value, message)
+    if default is None or isinstance(default, str):
+      continue
+    try:  # a traced value of a scalar knob
+      trace(knob, default)
+    except ValueError as error:
+      assert (name, knob) not in ARRAY_KNOBS, (name, knob, str(error))
+      assert knob in str(error) and "traced" in str(error), (
+          name, knob, str(error))
+    else:
+      assert (name, knob) in ARRAY_KNOBS, f"{name}: traced {knob} accepted"
+
+
+# --------------------------------------------------------------------------
+# error messages name the caller's arguments
+# --------------------------------------------------------------------------
+
+# Plain-function inputs by parameter name, built from one synthetic batch.
+def _plain_inputs():
+  r = synthetic_rollouts.make_rollouts(batch=B, length=T, group_size=4,
+                                       num_steps=STEPS, seed=1,
+                                       as_numpy=True)
+  inputs = {f: getattr(r, f) for f in (
+      "token_rewards", "values", "mask", "group_ids", "old_logprobs",
+      "ref_logprobs", "sum_pi_squared", "baseline_scores", "step_rewards",
+      "step_ids", "step_mask", "reward_components", "self_certainty",
+      "token_logits")}
+  inputs.update(
+      num_groups=2, prm_logprobs=r.logprobs, rm_scores=0.1 * r.values,
+      outcome_rewards=r.token_rewards.sum(axis=1),
+      step_labels=r.step_rewards, sibling_ids=r.group_ids, num_branches=2,
+      critique_flags=np.random.default_rng(0).random((B, 4, STEPS)) < 0.3)
+  return inputs
+
+
+def _wrong_shapes(x):
+  """A batch one row short, and a trailing axis one entry short (or added
+  for 1-D inputs); shapes that are valid for the input are filtered out by
+  the caller's expectations."""
+  return [x[:-1], x[:, :-1] if np.ndim(x) >= 2 else x[:, None]]
+
+
+# Shapes that are valid: K = 1 components, a mask of another length for
+# gdpo (it reads only rows), N − 1 critiques.
+_VALID_SHAPES = {("gdpo", "reward_components", (B, 1)),
+                 ("gdpo", "mask", (B, T - 1)),
+                 ("capo", "critique_flags", (B, 3, STEPS))}
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES
+                                  if registry.plain_function(n)])
+def test_shape_errors_name_the_callers_argument(name):
+  function = registry.plain_function(name)
+  inputs = _plain_inputs()
+  params = [p.name for p in inspect.signature(function).parameters.values()
+            if p.kind == p.POSITIONAL_OR_KEYWORD and p.default is p.empty]
+  args = {p: inputs[p] for p in params}
+  extra = {"num_steps": STEPS} if name == "istar" else {}
+  for param in params:
+    if np.ndim(args[param]) == 0:
+      continue
+    for wrong in _wrong_shapes(args[param]):
+      if (name, param, wrong.shape) in _VALID_SHAPES:
+        continue
+      with pytest.raises(ValueError, match=param):
+        jax.eval_shape(lambda w=wrong, p=param: function(
+            **{**args, p: w}, **extra))
+
+
+def test_registry_shape_errors_name_the_rollouts_field():
+  rollouts = synthetic_rollouts.make_rollouts(batch=B, length=T,
+                                              group_size=4, num_steps=STEPS,
+                                              seed=1, as_numpy=True)
+  for name in NAMES:
+    kwargs = cajax.example_inputs(name, rollouts, 0)
+    for field in registry.required_fields(name):
+      for wrong in _wrong_shapes(np.asarray(getattr(rollouts, field))):
+        if field == "reward_components" and wrong.shape == (B, 1):
+          continue
+        with pytest.raises(ValueError, match=field):
+          jax.eval_shape(lambda r, w=wrong, f=field: cajax.estimate(
+              name, r.replace(**{f: w}), **kwargs), rollouts)
+
+
+@pytest.mark.parametrize("loss", sorted(cajax.losses.POLICY_LOSSES))
+def test_policy_loss_shape_errors_name_the_argument(loss):
+  logprobs = np.zeros((4, 5), np.float32)
+  mask = np.ones((4, 5), bool)
+  args = dict(logprobs=logprobs, old_logprobs=logprobs,
+              advantages=logprobs, mask=mask)
+  for param in args:
+    for wrong in _wrong_shapes(args[param]) + [args[param][:, 0]]:
+      if param == "advantages" and wrong.shape == (4,):
+        continue  # per-row advantages are broadcast over the tokens
+      with pytest.raises(ValueError, match=param):
+        cajax.losses.policy_loss(loss, **{**args, param: wrong})

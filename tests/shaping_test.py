@@ -85,8 +85,9 @@ def ref_ucas(d, beta_pos=0.25, beta_neg=0.35, coef=0.05, eps=1e-6,
     total = sum(vals)
     certainty.append(total if reduce == "sum" else
                      (total / len(vals) if vals else 0.0))
+  # The batch-global logit range leaves unscorable rows out (as if absent).
   logits = [float(d["token_logits"][b, t]) for b in range(batch)
-            for t in range(length) if mask[b, t]]
+            for t in range(length) if mask[b, t] and ok[b]]
   lo, hi = (min(logits), max(logits)) if logits else (0.0, 0.0)
   adv = {b: ref_zscore(scores[b], [scores[j] for j in members[b]], eps,
                        scale) for b in range(batch) if ok[b]}
