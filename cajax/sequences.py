@@ -135,10 +135,11 @@ def _reverse_linear_scan(x, mask, gamma) -> jax.Array:
 # Tried: the powers as products over the bits of k (3x slower than exp on
 # XLA CPU), and k from popcounts of per-chunk bitmasks (integer reductions
 # and popcount fusions run unvectorised: 2x slower overall).
-# Traced or per-token γ, and γ too small for γ^{c-1} to stay far from
-# underflow, keep the blocked scan.
+# Traced or per-token γ, and γ so small that γ^c < 1e-7, keep the blocked
+# scan: x·γ^k must stay a normal float32 for every |x| ≥ 1e-30 (rewards of
+# any scale from 1e-30 up), else tiny rewards late in a chunk flush to 0.
 _MATMUL_CHUNKS = (64, 32, 16)
-_MIN_CHUNK_DECAY = 1e-20
+_MIN_CHUNK_DECAY = 1e-7
 
 
 def _matmul_chunk(gamma: float):

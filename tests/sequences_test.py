@@ -256,6 +256,20 @@ class ReverseDiscountedCumsumTest(parameterized.TestCase):
         out, ref_reverse_discounted_cumsum(x, mask, discount), **F32)
     self.assertTrue(np.all(np.asarray(out)[~mask] == 0.0))
 
+  @parameterized.product(discount=[1.0, 0.9, 0.5, 0.3], scale=[1e-30, 1e30])
+  def test_static_discount_at_any_reward_scale(self, discount, scale):
+    # Rewards of 1e-30 used to flush to 0 late in a matmul chunk when γ^k
+    # pushed x·γ^k below float32's normal range; 1e30 must not overflow.
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(3, 200)).astype(np.float32)
+    mask = rng.uniform(size=(3, 200)) < 0.9
+    out = jax.jit(functools.partial(sequences.reverse_discounted_cumsum,
+                                    gamma=discount))(x * scale, mask)
+    want = ref_reverse_discounted_cumsum(x, mask, discount)
+    # A flushed reward would be off by about |x| ~ 1.
+    np.testing.assert_allclose(np.asarray(out, np.float64) / scale, want,
+                               rtol=1e-4, atol=1e-4)
+
   def test_bad_inputs(self):
     x = np.zeros((2, 3), np.float32)
     mask = np.ones((2, 3), bool)
