@@ -277,7 +277,7 @@ class ReverseDiscountedCumsumTest(parameterized.TestCase):
       sequences.reverse_discounted_cumsum(np.zeros((2, 4)), mask)
     with self.assertRaisesRegex(ValueError, "mask must have rank 2"):
       sequences.reverse_discounted_cumsum(x, np.ones(3, bool))
-    with self.assertRaisesRegex(ValueError, "discount must have shape"):
+    with self.assertRaisesRegex(ValueError, "gamma must have shape"):
       sequences.reverse_discounted_cumsum(x, mask, np.ones((3, 2)))
     with self.assertRaisesRegex(ValueError, "x must be real"):
       sequences.reverse_discounted_cumsum(np.zeros((2, 3), np.complex64),
