@@ -1,21 +1,37 @@
-r"""On-device check of the compiled Pallas-Triton kernels, then timings.
+r"""One GPU run: kernel checks, kernel timings, estimator timings, one table.
 
 1. Correctness at small shapes: values and gradients of
    `linear_token_logprobs` ([D, V] and [V, D] weights), `token_logprobs` and
    `linear_token_stats` with the compiled kernels, against the "xla"
    implementation (matmuls at precision HIGHEST). Exits 1 on a mismatch.
-2. Timing at the Qwen2.5-7B head shape in bf16 (N=16384, D=3584, V=152064):
-   forward and forward+backward of Σ log p + 0.01·Σ H for pallas_triton, xla
-   and the naive materialised log_softmax, with ms, TFLOP/s (2NDV forward,
-   8NDV forward+backward with recomputation), XLA's compiled temporary
-   memory per path and the ratio to one plain `hidden @ weight` matmul.
+2. Kernel timing at the Qwen2.5-7B head shape in bf16 (N=16384, D=3584,
+   V=152064): forward and forward+backward of Σ log p + 0.01·Σ H for
+   pallas_triton, xla and the naive materialised log_softmax, with ms,
+   TFLOP/s (2NDV forward, 8NDV forward+backward with recomputation), XLA's
+   compiled temporary memory per path and the ratio to one plain
+   `hidden @ weight` matmul.
+3. Every registered estimator, jitted, at B=512, T=4096 and B=64, T=32768,
+   against the same-bytes elementwise floor of `experiments.bench_advantages`
+   (interleaved rounds, each side's best round median).
 
-Without a GPU it prints a message and exits 0; `--force_platform=cpu` runs
-the same code paths on CPU with --check_impl=interpret at tiny shapes (the
-smoke test does that).
+Estimator flags are those of `experiments.bench_advantages` (--shapes,
+--only, --rounds, --repeats). Steps 2 and 3 print one markdown table
+(kernel rows compare with the matmul, estimator rows with the floor) and
+the run's wall time, meant to take under 5 minutes on one H100-class GPU
+(not yet measured: no GPU was available). Exits 1 if any path fails to
+run.
+
+Without a GPU it prints a message and exits 0. Dry runs without a GPU:
+`--force_platform=cpu --check_impl=interpret` with tiny shapes runs every
+code path on CPU (the smoke test does that), and `--lower_platform=cuda`
+lowers every timed function for CUDA with `jax.export` (no device needed).
 
   python -m experiments.gpu_check
   python -m experiments.gpu_check --shape=8192x4096x131072 --repeats=5
+  python -m experiments.gpu_check --force_platform=cpu \
+      --check_impl=interpret --shape=64x32x256 --check_shape=16x8x40 \
+      --shapes=16x64 --rounds=1 --time_implementations=xla,naive
+  python -m experiments.gpu_check --lower_platform=cuda
 """
 
 import statistics
@@ -28,13 +44,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import cajax
 import cajax_kernels as kernels
+from experiments import bench_advantages
+from experiments import synthetic_rollouts
 from experiments.kernel_baselines import naive_logprobs
 from experiments.kernel_baselines import parse_shape
 
 _SHAPE = flags.DEFINE_string("shape", "16384x3584x152064",
                              "NxDxV of the timing run.")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "timed repeats (median).")
 _FORCE = flags.DEFINE_string(
     "force_platform", "",
     "run even without a GPU on this platform (e.g. cpu, for a dry run).")
@@ -46,6 +64,18 @@ _TIME_IMPLS = flags.DEFINE_list(
 _CHECK_SHAPE = flags.DEFINE_string("check_shape", "300x136x5000",
                                    "NxDxV of the correctness checks.")
 _SKIP_TIMING = flags.DEFINE_bool("skip_timing", False, "only run checks.")
+# The estimator timings share their flags with experiments.bench_advantages
+# (defined when it is imported): --shapes (BxT; empty: no estimator rows),
+# --only (estimator names; default all), --rounds, and --repeats, which
+# also sets the kernel timings' repeats.
+_REPEATS = bench_advantages._REPEATS  # pylint: disable=protected-access
+_ROUNDS = bench_advantages._ROUNDS  # pylint: disable=protected-access
+_ESTIMATOR_SHAPES = bench_advantages._SHAPES  # pylint: disable=protected-access
+_ESTIMATORS = bench_advantages._ONLY  # pylint: disable=protected-access
+_LOWER = flags.DEFINE_string(
+    "lower_platform", "",
+    "only lower every timed function for this platform with jax.export "
+    "(e.g. cuda; no device needed) and report.")
 
 HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -126,44 +156,123 @@ def _temp_gib(f, *args) -> str:
   return f"{analysis.temp_size_in_bytes / 2**30:.2f}"
 
 
-def timings(n: int, d: int, v: int, paths) -> bool:
-  """Prints the timing table; False if any path failed to run."""
-  rng = np.random.default_rng(1)
+def _kernel_inputs(n: int, d: int, v: int):
   key = jax.random.key(0)
   h = jax.random.normal(key, (n, d), jnp.bfloat16)
   w = (jax.random.normal(jax.random.fold_in(key, 1), (d, v), jnp.float32)
        / np.sqrt(d)).astype(jnp.bfloat16)
-  y = jnp.asarray(rng.integers(0, v, n), jnp.int32)
+  y = jax.random.randint(jax.random.fold_in(key, 2), (n,), 0, v, jnp.int32)
+  return h, w, y
+
+
+def _kernel_fns(path: str):
+  """(pass name, jitted fn, FLOPs multiple of 2NDV) for one path."""
+
+  def loss(h, w, y):
+    lp, ent = logprob_fn(path)(h, w, y)
+    return jnp.sum(lp) + 0.01 * jnp.sum(ent)
+
+  return (("fwd", jax.jit(logprob_fn(path)), 1),
+          ("fwd+bwd", jax.jit(jax.value_and_grad(loss, argnums=(0, 1))), 4))
+
+
+def kernel_rows(n: int, d: int, v: int, paths) -> tuple[list[str], bool]:
+  """Table rows of the kernel timings; False if any path failed to run."""
+  h, w, y = _kernel_inputs(n, d, v)
   flops = 2.0 * n * d * v
   matmul_ms = _median_ms(jax.jit(lambda h, w: h @ w), h, w)
-  print(f"\nbf16 N={n} D={d} V={v}; one hidden @ weight: {matmul_ms:.2f} ms "
-        f"({flops / matmul_ms / 1e9:.0f} TFLOP/s)")
-  print("| path | pass | ms | TFLOP/s | / matmul | temp memory GiB |")
-  print("|---|---|---|---|---|---|")
+  shape = f"{n}x{d}x{v}"
+  rows = [f"| hidden @ weight (bf16) | {shape} | | {matmul_ms:.3f} | | 1.00 "
+          f"| {flops / matmul_ms / 1e9:.0f} TFLOP/s |"]
   ok = True
   for path in paths:
-    fwd = jax.jit(logprob_fn(path))
-
-    def loss(h, w, y, path=path):
-      lp, ent = logprob_fn(path)(h, w, y)
-      return jnp.sum(lp) + 0.01 * jnp.sum(ent)
-
-    both = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
-    for name, f, cost in (("fwd", fwd, flops), ("fwd+bwd", both, 4 * flops)):
+    for name, f, multiple in _kernel_fns(path):
       try:
         ms = _median_ms(f, h, w, y)
       except Exception as e:  # pylint: disable=broad-except
-        print(f"| {path} | {name} | failed: {type(e).__name__}: "
-              f"{str(e)[:200]} | | | |")
+        rows.append(f"| {path} | {shape} | {name} | failed: "
+                    f"{type(e).__name__}: {str(e)[:120]} | | | |")
         ok = False
         continue
-      print(f"| {path} | {name} | {ms:.2f} | {cost / ms / 1e9:.0f} | "
-            f"{ms / matmul_ms:.2f} | {_temp_gib(f, h, w, y)} |", flush=True)
+      rows.append(
+          f"| {path} | {shape} | {name} | {ms:.3f} | {matmul_ms:.3f} | "
+          f"{ms / matmul_ms:.2f} | {multiple * flops / ms / 1e9:.0f} "
+          f"TFLOP/s, temp {_temp_gib(f, h, w, y)} GiB |")
+      print(f"  timed {path} {name}: {ms:.3f} ms", flush=True)
+  return rows, ok
+
+
+def _estimator_names():
+  return _ESTIMATORS.value or list(cajax.estimator_names())
+
+
+def _rollouts(text: str):
+  batch, length = bench_advantages.parse_shape(text)
+  return synthetic_rollouts.make_rollouts(
+      batch=batch, length=length, group_size=min(8, batch), num_steps=16,
+      seed=0)
+
+
+def estimator_rows(shapes, names) -> tuple[list[str], bool]:
+  """Table rows of every estimator against its floor at each shape."""
+  rows, ok = [], True
+  for text in shapes:
+    rollouts = _rollouts(text)
+    for name in names:
+      try:
+        fn, floor, args, floor_args = bench_advantages.make_case(name,
+                                                                 rollouts)
+        ms, floor_ms = bench_advantages.time_pair(
+            fn, args, floor, floor_args, _ROUNDS.value, _REPEATS.value)
+      except Exception as e:  # pylint: disable=broad-except
+        rows.append(f"| {name} | {text} | advantages | failed: "
+                    f"{type(e).__name__}: {str(e)[:120]} | | | |")
+        ok = False
+        continue
+      rows.append(f"| {name} | {text} | advantages | {ms:.3f} | "
+                  f"{floor_ms:.3f} | {ms / floor_ms:.2f} | vs floor |")
+      print(f"  timed {name} {text}: {ms:.3f} ms, floor {floor_ms:.3f} ms",
+            flush=True)
+  return rows, ok
+
+
+def lower_all(platform: str) -> bool:
+  """Lowers every timed function for `platform` with jax.export."""
+  from jax import export  # pylint: disable=g-import-not-at-top
+  # Pallas-Triton kernels are custom calls without serialisation
+  # guarantees; lowering them is the check here, not shipping them.
+  unchecked = [export.DisabledSafetyCheck.custom_call(
+      "__gpu$xla.gpu.triton")]
+  specs = tuple(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in
+                _kernel_inputs(*parse_shape(_CHECK_SHAPE.value)))
+  cases = [(f"{path} {name}", f, specs)
+           for path in _TIME_IMPLS.value for name, f, _ in _kernel_fns(path)]
+  for text in _ESTIMATOR_SHAPES.value[:1]:
+    rollouts = _rollouts(text)
+    for name in _estimator_names():
+      fn, floor, args, floor_args = bench_advantages.make_case(name, rollouts)
+      cases += [(f"{name} {text}", fn, args),
+                (f"{name} floor {text}", floor, floor_args)]
+  ok = True
+  for label, f, args in cases:
+    try:
+      export.export(f, platforms=[platform], disabled_checks=unchecked)(
+          *args)
+      print(f"  ok   lowered for {platform}: {label}")
+    except Exception as e:  # pylint: disable=broad-except
+      print(f"  FAIL lowering for {platform}: {label}: {type(e).__name__}: "
+            f"{str(e)[:300]}")
+      ok = False
   return ok
 
 
 def main(argv):
   del argv
+  start = time.perf_counter()
+  if _LOWER.value:
+    ok = lower_all(_LOWER.value)
+    print("all lowered" if ok else "LOWERING FAILURE")
+    sys.exit(0 if ok else 1)
   platform = _FORCE.value or "gpu"
   devices = [dev for dev in jax.devices() if dev.platform in (
       ("cuda", "rocm", "gpu") if platform == "gpu" else (platform,))]
@@ -178,8 +287,22 @@ def main(argv):
     print("CORRECTNESS FAILURE")
     sys.exit(1)
   print("all correctness checks passed")
-  if not _SKIP_TIMING.value and not timings(*parse_shape(_SHAPE.value),
-                                            _TIME_IMPLS.value):
+  if _SKIP_TIMING.value:
+    return 0
+  kernels_rows, kernels_ok = kernel_rows(*parse_shape(_SHAPE.value),
+                                         _TIME_IMPLS.value)
+  estimators_rows, estimators_ok = estimator_rows(_ESTIMATOR_SHAPES.value,
+                                                  _estimator_names())
+  print(f"\n{devices[0].device_kind}, jax {jax.__version__}; kernel rows: "
+        f"bf16, ratio to one hidden @ weight; estimator rows: ratio to the "
+        f"same-bytes floor ({_ROUNDS.value} rounds x {_REPEATS.value} "
+        f"repeats, best round median)\n")
+  print("| path or estimator | shape | pass | ms | matmul or floor ms | "
+        "ratio | notes |")
+  print("|---|---|---|---:|---:|---:|---|")
+  print("\n".join(kernels_rows + estimators_rows))
+  print(f"\nwall time of this run: {time.perf_counter() - start:.0f} s")
+  if not (kernels_ok and estimators_ok):
     print("TIMING FAILURE")
     sys.exit(1)
   return 0

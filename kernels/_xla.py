@@ -187,10 +187,10 @@ def linear_backward(h, w, dz_fn, *, vmax: int, size: int, layout: str,
 
   dh = Σ_c dz_c W_cᵀ accumulates in f32 (in blocks of C rows); dW_c =
   hᵀ dz_c is one full-N matmul per chunk (f32 accumulation) written over
-  its columns of dW. The chunks run last to first: the clamped last chunk writes zeros
-  over the columns it re-reads (their dz is 0) and the chunk before
-  overwrites them with their real gradient, so dW is only ever written,
-  never read back. That keeps the dynamic-update-slice in place, the loop
+  its columns of dW. The chunks run last to first: the clamped last chunk
+  writes zeros over the columns it re-reads (their dz is 0) and the chunk
+  before overwrites them with their real gradient, so dW is only ever
+  written, never read back. That keeps the dynamic-update-slice in place, the loop
   carry being the dW output itself (a read-modify-write of a bf16 carry
   makes XLA:CPU keep a second W-sized buffer).
 

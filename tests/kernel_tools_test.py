@@ -25,11 +25,26 @@ def test_gpu_check_cpu_dry_run_with_interpreted_kernels():
   result = _run("experiments.gpu_check", "--force_platform=cpu",
                 "--check_impl=interpret", "--check_shape=12x16x40",
                 "--shape=32x16x64", "--repeats=1",
-                "--time_implementations=xla,naive,interpret")
+                "--time_implementations=xla,naive,interpret",
+                "--shapes=16x64", "--only=grpo,pure", "--rounds=1")
   assert result.returncode == 0, result.stdout + result.stderr
   assert "all correctness checks passed" in result.stdout
   assert "FAIL" not in result.stdout
+  # One table: 3 paths x 2 passes, the matmul row, 2 estimator rows.
   assert result.stdout.count("| fwd+bwd |") == 3
+  assert result.stdout.count("| 16x64 | advantages |") == 2
+  assert sum(line.startswith("|---") for line in
+             result.stdout.splitlines()) == 1
+
+
+def test_gpu_check_lowers_for_cuda_without_a_device():
+  result = _run("experiments.gpu_check", "--lower_platform=cuda",
+                "--check_shape=12x16x40", "--shapes=16x64",
+                "--only=grpo,pure,matchtir",
+                "--time_implementations=pallas_triton,xla")
+  assert result.returncode == 0, result.stdout + result.stderr
+  assert "all lowered" in result.stdout
+  assert result.stdout.count("  ok   lowered for cuda") == 4 + 6
 
 
 def test_bench_kernels_reports_memory_fractions(tmp_path):
