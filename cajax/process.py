@@ -26,6 +26,7 @@ unscorable too: such a row gets 0 everywhere and is left out of every group
 and batch statistic.
 """
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -280,6 +281,20 @@ def _process_returns(step_values, inputs: _PrmInputs, num_groups: int, *,
                                info=info)
 
 
+def _prm_advantages(transform, step_rewards, mask, step_ids, step_mask,
+                    group_ids, num_groups, verifiable_rewards, token_kl, *,
+                    gamma: float, **knobs):
+  """`pure` and `sum_form_prm` with the step transform r → r* given:
+  checks, drops unscorable rows, runs `_process_returns`. Returns the
+  output and r*."""
+  inputs = _check_prm_inputs(step_rewards, mask, step_ids, step_mask,
+                             group_ids, num_groups, verifiable_rewards,
+                             token_kl, **knobs)
+  step_values = transform(inputs.steps.rewards, inputs.steps.valid)
+  return _process_returns(step_values, inputs, num_groups, gamma=gamma,
+                          **knobs), step_values
+
+
 def pure(step_rewards, mask, step_ids, step_mask, group_ids, num_groups: int,
          *, verifiable_rewards=None, token_kl=None, mode: str = "softmin",
          temperature: float = 0.1, baseline: str = "token",
@@ -348,16 +363,13 @@ def pure(step_rewards, mask, step_ids, step_mask, group_ids, num_groups: int,
   Raises:
     ValueError: bad shapes, dtypes or options.
   """
-  knobs = dict(baseline=baseline,
-               verifiable_reward_coef=verifiable_reward_coef,
-               kl_coef=kl_coef, mask_step_end=mask_step_end, whiten=whiten)
-  inputs = _check_prm_inputs(step_rewards, mask, step_ids, step_mask,
-                             group_ids, num_groups, verifiable_rewards,
-                             token_kl, **knobs)
-  step_values = pure_step_rewards(inputs.steps.rewards, inputs.steps.valid,
-                                  mode=mode, temperature=temperature)
-  out = _process_returns(step_values, inputs, num_groups, gamma=1.0,
-                         **knobs)
+  out, step_values = _prm_advantages(
+      functools.partial(pure_step_rewards, mode=mode,
+                        temperature=temperature),
+      step_rewards, mask, step_ids, step_mask, group_ids, num_groups,
+      verifiable_rewards, token_kl, gamma=1.0, baseline=baseline,
+      verifiable_reward_coef=verifiable_reward_coef, kl_coef=kl_coef,
+      mask_step_end=mask_step_end, whiten=whiten)
   out.info["step_rewards"] = step_values
   return out
 
@@ -411,14 +423,13 @@ def sum_form_prm(step_rewards, mask, step_ids, step_mask, group_ids,
     ValueError: bad shapes, dtypes or options.
   """
   gamma = _checks.check_number(gamma, "gamma", low=0.0, high=1.0)
-  knobs = dict(baseline=baseline,
-               verifiable_reward_coef=verifiable_reward_coef,
-               kl_coef=kl_coef, mask_step_end=mask_step_end, whiten=whiten)
-  inputs = _check_prm_inputs(step_rewards, mask, step_ids, step_mask,
-                             group_ids, num_groups, verifiable_rewards,
-                             token_kl, **knobs)
-  return _process_returns(inputs.steps.rewards, inputs, num_groups,
-                          gamma=gamma, **knobs)
+  out, _ = _prm_advantages(
+      lambda rewards, valid: rewards, step_rewards, mask, step_ids,
+      step_mask, group_ids, num_groups, verifiable_rewards, token_kl,
+      gamma=gamma, baseline=baseline,
+      verifiable_reward_coef=verifiable_reward_coef, kl_coef=kl_coef,
+      mask_step_end=mask_step_end, whiten=whiten)
+  return out
 
 
 # --------------------------------------------------------------------------
