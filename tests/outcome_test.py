@@ -595,6 +595,44 @@ def test_scores_of_any_scale_neither_overflow_nor_underflow(scale):
         atol=1e-6, err_msg=estimator.__name__)
 
 
+_SCALE_IDS = np.array([0, 0, 0, 1, 1, 1, 2, 2], np.int32)
+_SCALE_MASK = np.ones((8, 2), bool)
+
+
+@functools.partial(jax.jit, static_argnames="name")
+def _scaled_estimator(rewards, name):
+  return getattr(outcome, name)(rewards, _SCALE_MASK, _SCALE_IDS,
+                                3).advantages[:, 0]
+
+
+@hypothesis.settings(max_examples=25, deadline=None)
+@hypothesis.given(
+    steps=st.lists(st.integers(-16, 16), min_size=8, max_size=8),
+    exponent=st.integers(-30, 30))
+def test_scale_property(steps, exponent):
+  # Without a std division the advantages scale linearly in the scores at
+  # any scale; GRPO is scale-invariant wherever σ ≫ ε. (Scores are
+  # multiples of 1/16 so that no scaled score is a float32 subnormal, which
+  # XLA flushes to 0.)
+  scores = np.asarray(steps) / 16.0
+  scale = 10.0 ** exponent
+  unit = outcome_rewards(np.asarray(scores, np.float32), _SCALE_MASK)
+  scaled = outcome_rewards(np.asarray(scores, np.float32) * np.float32(scale),
+                           _SCALE_MASK)
+  for name in ("drgrpo", "rloo", "gpg", "opo"):
+    want = np.asarray(_scaled_estimator(unit, name), np.float64)
+    got = np.asarray(_scaled_estimator(scaled, name), np.float64) / scale
+    np.testing.assert_allclose(got, want, rtol=1e-4,
+                               atol=1e-5 * (1 + np.max(np.abs(want))),
+                               err_msg=name)
+  sigma = min(np.std(np.asarray(scores)[_SCALE_IDS == g], ddof=1)
+              for g in range(3))
+  if sigma * scale > 1e-2:  # σ ≫ ε = 1e-6
+    np.testing.assert_allclose(_scaled_estimator(scaled, "grpo"),
+                               _scaled_estimator(unit, "grpo"), rtol=1e-3,
+                               atol=1e-3)
+
+
 def test_gdpo_whitening_a_constant_gives_exactly_zero():
   # verl leaves ±3e-4 of float residue divided by sqrt(eps) here.
   mask = np.ones((4, 5), bool)
