@@ -9,10 +9,12 @@ Conventions shared by every function here:
 * `axis=None` reduces over the whole batch (verl's batch-global statistics).
 """
 
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cajax import _checks
 
@@ -90,7 +92,7 @@ class Moments(NamedTuple):
 
 
 def reduced_moments(x, valid, reduce_sum, reduce_max, expand,
-                    ddof: int) -> Moments:
+                    ddof: int, count_max_min=None) -> Moments:
   """Count, mean and std of the valid `x` of each cell, at any finite scale.
 
   The cells are whatever `reduce_sum` / `reduce_max` reduce over (an axis, or
@@ -109,15 +111,25 @@ def reduced_moments(x, valid, reduce_sum, reduce_max, expand,
     reduce_max: per-cell max of an entry-shaped array (−inf when empty).
     expand: per-cell array → entry-shaped array.
     ddof: delta degrees of freedom of the std.
+    count_max_min: optional (x, valid) → per-cell (count, max, min) of the
+      valid entries in one pass; the largest deviation is then max − min
+      (fl(max − x) decreases with x, so this is exactly the max of the
+      rounded deviations).
 
   Returns:
     `Moments`.
   """
-  count = reduce_sum(valid.astype(jnp.float32))
-  pivot = reduce_max(jnp.where(valid, x, -jnp.inf))
+  if count_max_min is None:
+    count = reduce_sum(valid.astype(jnp.float32))
+    pivot = reduce_max(jnp.where(valid, x, -jnp.inf))
+  else:
+    count, pivot, low = count_max_min(x, valid)
   pivot = jnp.where(count > 0, pivot, 0.0)
   shifted = jnp.where(valid, x - expand(pivot), 0.0)  # ≤ 0
-  scale = jnp.maximum(reduce_max(-shifted), 0.0)
+  if count_max_min is None:
+    scale = jnp.maximum(reduce_max(-shifted), 0.0)
+  else:
+    scale = jnp.where(count > 0, jnp.maximum(pivot - low, 0.0), 0.0)
   unit = shifted / expand(jnp.where(scale > 0, scale, 1.0))
   unit_mean = reduce_sum(unit) / jnp.maximum(count, 1.0)
   centred = jnp.where(valid, unit - expand(unit_mean), 0.0)
@@ -129,12 +141,58 @@ def reduced_moments(x, valid, reduce_sum, reduce_max, expand,
                  centred=centred, spread=spread)
 
 
+def _fused_reduce(operands, inits, ops, axis: Axis):
+  """Per-cell float32 reductions of `operands` in one pass, with the count.
+
+  XLA:CPU hands float sums and maxima to a library reduction that reads a
+  materialised input: one extra [B, T] pass per reduction. A variadic
+  `lax.reduce` that also carries an int32 operand (here the valid count) is
+  not taken by the library and runs as one loop that computes its operands
+  on the fly. Returns the int32-count-free results, in order.
+  """
+  *values, valid = operands
+  ndim = valid.ndim
+  axes = tuple(range(ndim)) if axis is None else tuple(
+      a % ndim for a in np.atleast_1d(axis))
+
+  def combine(a, b):
+    return tuple(op(x, y) for op, x, y in zip(ops + (jnp.add,), a, b))
+
+  operands = tuple(values) + (valid.astype(jnp.int32),)
+  inits = tuple(np.float32(i) for i in inits) + (np.int32(0),)
+  if axis is None and ndim == 2:
+    # Rows in chunks of up to 128 first: a loop that reduces straight to a
+    # scalar is one sequential chain (slow, and less accurate).
+    batch, length = valid.shape
+    chunk = math.gcd(length, 128)
+    operands = tuple(o.reshape(batch, length // chunk, chunk)
+                     for o in operands)
+    operands = jax.lax.reduce(operands, inits, combine, (2,))
+    axes = (0, 1)
+  out = jax.lax.reduce(operands, inits, combine, axes)
+  return out[:-1], out[-1].astype(jnp.float32)
+
+
 def _axis_moments(x, mask, axis: Axis, ddof: int) -> Moments:
-  """`reduced_moments` over `axis` of prepared inputs."""
+  """`reduced_moments` over `axis` of prepared inputs, in three passes."""
   def expand(cell):
     return cell if axis is None else jnp.expand_dims(cell, axis)
-  return reduced_moments(x, mask, lambda v: jnp.sum(v, axis=axis),
-                         lambda v: jnp.max(v, axis=axis), expand, ddof)
+
+  def reduce_sum(v):
+    (total,), count = _fused_reduce((v, mask), (0.0,), (jnp.add,), axis)
+    # Reading the (never negative) count keeps XLA from dropping it, which
+    # would turn the reduction back into a single library one.
+    return jnp.where(count >= 0, total, jnp.nan)
+
+  def count_max_min(x, valid):
+    (high, low), count = _fused_reduce(
+        (jnp.where(valid, x, -jnp.inf), jnp.where(valid, x, jnp.inf), valid),
+        (-np.inf, np.inf), (jnp.maximum, jnp.minimum), axis)
+    return count, high, low
+
+  return reduced_moments(x, mask, reduce_sum,
+                         lambda v: jnp.max(v, axis=axis), expand, ddof,
+                         count_max_min)
 
 
 def masked_var(x, mask, axis: Axis = None, ddof: int = 1,
@@ -296,6 +354,7 @@ def next_valid(x, mask) -> tuple[jax.Array, jax.Array]:
 
   Examples:
     >>> import jax.numpy as jnp
+import numpy as np
     >>> from cajax import masking
     >>> x = jnp.array([[1.0, 2.0, 3.0, 4.0]])
     >>> mask = jnp.array([[True, False, True, False]])
