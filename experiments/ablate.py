@@ -14,6 +14,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 
 from experiments.ablation import pipeline
@@ -34,6 +35,8 @@ _PARALLEL = flags.DEFINE_integer(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:  # orbax logs every restore.
+    logging.set_verbosity(logging.WARNING)
   jax.config.update("jax_compilation_cache_dir", os.environ.get(
       "JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/cajax/jax")))
   names = pipeline.NAMES if _ABLATION.value == "all" else (_ABLATION.value,)

@@ -54,6 +54,8 @@ def test_verdict_rule():
   assert report.verdict([-0.2, -0.3, -0.25])["verdict"] == "not reproduced"
   assert report.verdict([0.5, -0.4, 0.1])["verdict"] == "inconclusive"
   assert report.verdict([0.5])["verdict"] == "inconclusive"
+  # Two seeds that agree exactly give a zero-width interval: not enough.
+  assert report.verdict([0.03, 0.03])["verdict"] == "inconclusive"
 
 
 def test_samples_to_target_is_censored_at_the_budget():

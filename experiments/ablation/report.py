@@ -5,8 +5,9 @@ seed s, d_s = m(arm) − m(baseline) with m the claim's reduced metric, signed
 so that positive means the direction the paper reports. With n seeds, the
 95% interval is mean(d) ± t_{0.975, n−1} · sd(d)/√n. The claim is
 "reproduced" when the interval lies above 0, "not reproduced" when it lies
-below 0 (the opposite direction), and "inconclusive" otherwise (including
-n < 2).
+below 0 (the opposite direction), and "inconclusive" otherwise, and always
+with fewer than 3 seeds (two seeds can agree by chance and give a
+zero-width interval).
 """
 
 import json
@@ -20,6 +21,9 @@ import numpy as np
 from scipy import stats
 
 from experiments.rl import metrics as metrics_lib
+
+
+MIN_SEEDS = 3
 
 
 def collect(runs) -> dict:
@@ -72,7 +76,7 @@ def verdict(differences: list[float]) -> dict:
             "verdict": "inconclusive"}
   half = stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n)
   low, high = d.mean() - half, d.mean() + half
-  word = ("reproduced" if low > 0 else
+  word = ("inconclusive" if n < MIN_SEEDS else "reproduced" if low > 0 else
           "not reproduced" if high < 0 else "inconclusive")
   return {"mean": float(d.mean()), "low": float(low), "high": float(high),
           "n": n, "verdict": word}
