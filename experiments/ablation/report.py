@@ -147,7 +147,8 @@ def write(ablation, results: dict, judged: list[dict], outdir: str, *,
            "Verdict rule: per seed, d = metric(arm) − metric(baseline), "
            "signed so that > 0 is the paper's direction; 95% t-interval "
            "over seeds; reproduced if it lies above 0, not reproduced if "
-           "below 0, inconclusive otherwise.", "",
+           "below 0, inconclusive otherwise and with fewer than "
+           f"{MIN_SEEDS} seeds.", "",
            "| claim | paper | metric | arm | baseline | arm mean | "
            "baseline mean | d (95% interval) | verdict |",
            "|---|---|---|---|---|---|---|---|---|"]
