@@ -141,14 +141,25 @@ def reduced_moments(x, valid, reduce_sum, reduce_max, expand,
                  centred=centred, spread=spread)
 
 
-def _fused_reduce(operands, inits, ops, axis: Axis):
+def fused_reduce(operands, inits, ops, axis: Axis = None):
   """Per-cell float32 reductions of `operands` in one pass, with the count.
 
   XLA:CPU hands float sums and maxima to a library reduction that reads a
   materialised input: one extra [B, T] pass per reduction. A variadic
   `lax.reduce` that also carries an int32 operand (here the valid count) is
   not taken by the library and runs as one loop that computes its operands
-  on the fly. Returns the int32-count-free results, in order.
+  on the fly.
+
+  Args:
+    operands: float32 arrays, then a bool mask (all the same shape); the
+      mask's True count is reduced alongside.
+    inits: the identity of each float reduction.
+    ops: binary reductions (jnp.add, jnp.maximum, ...), one per float
+      operand.
+    axis: axes to reduce; None reduces everything.
+
+  Returns:
+    (tuple of the float results, f32 counts of the mask).
   """
   *values, valid = operands
   ndim = valid.ndim
@@ -173,19 +184,25 @@ def _fused_reduce(operands, inits, ops, axis: Axis):
   return out[:-1], out[-1].astype(jnp.float32)
 
 
+def fused_sum(x, valid, axis: Axis = None) -> jax.Array:
+  """Σ x over `axis` as one fused pass (`fused_reduce`); x is summed as
+  given (mask it first), `valid` only rides along."""
+  (total,), count = fused_reduce((x, valid), (0.0,), (jnp.add,), axis)
+  # Reading the (never negative) count keeps XLA from dropping it, which
+  # would turn the reduction back into a single library one.
+  return jnp.where(count >= 0, total, jnp.nan)
+
+
 def _axis_moments(x, mask, axis: Axis, ddof: int) -> Moments:
   """`reduced_moments` over `axis` of prepared inputs, in three passes."""
   def expand(cell):
     return cell if axis is None else jnp.expand_dims(cell, axis)
 
   def reduce_sum(v):
-    (total,), count = _fused_reduce((v, mask), (0.0,), (jnp.add,), axis)
-    # Reading the (never negative) count keeps XLA from dropping it, which
-    # would turn the reduction back into a single library one.
-    return jnp.where(count >= 0, total, jnp.nan)
+    return fused_sum(v, mask, axis)
 
   def count_max_min(x, valid):
-    (high, low), count = _fused_reduce(
+    (high, low), count = fused_reduce(
         (jnp.where(valid, x, -jnp.inf), jnp.where(valid, x, jnp.inf), valid),
         (-np.inf, np.inf), (jnp.maximum, jnp.minimum), axis)
     return count, high, low

@@ -179,13 +179,14 @@ def _whiten_nonzero(x, mask) -> jax.Array:
   underflows when squared.
   """
   nonzero = mask & (x != 0)
-  count = jnp.sum(nonzero.astype(jnp.float32))
-  scale = jnp.max(jnp.where(mask, jnp.abs(x), 0.0))
+  # Three fused passes (count and scale together), see masking.fused_reduce.
+  (scale,), count = masking.fused_reduce(
+      (jnp.where(mask, jnp.abs(x), 0.0), nonzero), (0.0,), (jnp.maximum,))
   unit = jnp.where(mask, x / jnp.where(scale > 0, scale, 1.0), 0.0)
-  mean = masking.safe_divide(jnp.sum(unit), count)
+  mean = masking.safe_divide(masking.fused_sum(unit, mask), count)
   centred = jnp.where(mask, unit - mean, 0.0)
-  std = scale * jnp.sqrt(masking.safe_divide(jnp.sum(centred * centred),
-                                             count))
+  std = scale * jnp.sqrt(masking.safe_divide(
+      masking.fused_sum(centred * centred, mask), count))
   out = scale * centred / jnp.maximum(std, _PURE_VAR_FLOOR ** 0.5)
   return jnp.where(nonzero, out, 0.0)
 

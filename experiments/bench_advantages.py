@@ -11,6 +11,7 @@ process, interleaved, so machine noise hits them alike.
   python -m experiments.bench_advantages
   python -m experiments.bench_advantages --shapes=512x4096 --only=gae,grpo
   python -m experiments.bench_advantages --quick --output=/tmp/table.md
+  python -m experiments.bench_advantages --clock=process  # busy machines
 """
 
 import time
@@ -34,6 +35,10 @@ _ROUNDS = flags.DEFINE_integer(
     "rounds", 9, "Interleaved rounds of (estimator, floor) timings.")
 _GROUP_SIZE = flags.DEFINE_integer("group_size", 8, "Rows per prompt group.")
 _NUM_STEPS = flags.DEFINE_integer("num_steps", 16, "Step axis size S.")
+_CLOCK = flags.DEFINE_enum(
+    "clock", "wall", ["wall", "process"],
+    "wall: elapsed time; process: CPU time of this process (all its "
+    "threads), steadier when other jobs share the cores.")
 _OUTPUT = flags.DEFINE_string(
     "output", None, "Write the markdown table to this file.")
 
@@ -79,13 +84,16 @@ def floor_pass(inputs):
   return total, total * 2.0
 
 
-def time_pair(fn, args, floor, floor_args, rounds: int, repeats: int):
+def time_pair(fn, args, floor, floor_args, rounds: int, repeats: int,
+              clock=time.perf_counter):
   """ms of fn and floor: the best round's median, rounds interleaved.
 
   Each round times `repeats` calls of fn, then of the floor, and keeps each
   median; the reported time is the smallest round median of each. Shared
   machines have slow spells lasting whole rounds; the best round is the one
-  least disturbed, and both sides get the same rule.
+  least disturbed, and both sides get the same rule. `clock` is
+  `time.perf_counter` (elapsed) or `time.process_time` (this process's CPU
+  time: other jobs on the same cores then cost little but cache misses).
   """
   jax.block_until_ready(fn(*args))
   jax.block_until_ready(floor(*floor_args))
@@ -95,15 +103,16 @@ def time_pair(fn, args, floor, floor_args, rounds: int, repeats: int):
                                     (medians[1], floor, floor_args)):
       times = []
       for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         jax.block_until_ready(call(*call_args))
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
       target.append(float(np.median(times)))
   return min(medians[0]) * 1e3, min(medians[1]) * 1e3
 
 
 def benchmark(names, shapes, rounds: int, repeats: int, group_size: int,
-              num_steps: int) -> list[tuple[str, str, float, float]]:
+              num_steps: int, clock=time.perf_counter
+              ) -> list[tuple[str, str, float, float]]:
   """Rows (estimator, shape, ms, floor ms) for every name and shape."""
   rows = []
   for batch, length in shapes:
@@ -112,7 +121,8 @@ def benchmark(names, shapes, rounds: int, repeats: int, group_size: int,
         num_steps=num_steps, seed=0)
     for name in names:
       fn, floor, args, floor_args = make_case(name, rollouts)
-      ms, floor_ms = time_pair(fn, args, floor, floor_args, rounds, repeats)
+      ms, floor_ms = time_pair(fn, args, floor, floor_args, rounds, repeats,
+                               clock)
       rows.append((name, f"{batch}x{length}", ms, floor_ms))
       print(f"{name:30s} {batch}x{length:<8d} {ms:9.3f} ms  floor "
             f"{floor_ms:7.3f} ms  ratio {ms / floor_ms:6.2f}", flush=True)
@@ -138,11 +148,13 @@ def main(argv):
                                      else _SHAPES.value)]
   rounds, repeats = (1, 2) if _QUICK.value else (_ROUNDS.value,
                                                  _REPEATS.value)
+  clock = (time.process_time if _CLOCK.value == "process"
+           else time.perf_counter)
   rows = benchmark(names, shapes, rounds, repeats, _GROUP_SIZE.value,
-                   _NUM_STEPS.value)
+                   _NUM_STEPS.value, clock)
   table = markdown_table(rows)
   print(f"\n{jax.devices()[0].device_kind} ({jax.default_backend()}), "
-        f"jax {jax.__version__}\n")
+        f"jax {jax.__version__}, {_CLOCK.value} clock\n")
   print(table)
   if _OUTPUT.value:
     with open(_OUTPUT.value, "w") as f:
