@@ -311,7 +311,7 @@ def test_create_model_shards_over_fsdp_in_a_subprocess():
              JAX_PLATFORMS="cpu")
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   proc = subprocess.run([sys.executable, "-c", _MESH_SCRIPT], cwd=root,
-                        env=env, capture_output=True, text=True, timeout=300)
+                        env=env, capture_output=True, text=True, timeout=1200)
   assert "MESH_OK" in proc.stdout, proc.stderr[-3000:]
   with pytest.raises(ValueError, match="axis named 'fsdp'"):
     decoder_lib.create_model(

@@ -255,7 +255,7 @@ def test_generate_command_line(checkpoints):
       [sys.executable, "-m", "experiments.generate",
        f"--model_path={directory}", "--prompt_ids=3,1,4",
        "--max_new_tokens=5", "--temperature=0"],
-      cwd=root, env=env, capture_output=True, text=True, timeout=300)
+      cwd=root, env=env, capture_output=True, text=True, timeout=1200)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert f"ids: {','.join(map(str, ids))}" in proc.stdout.splitlines()
   with pytest.raises(ValueError, match="exactly one of prompt, prompt_ids"):
