@@ -24,6 +24,7 @@ from cajax import text_rewards
 from cajax import token_baseline
 from cajax import token_rewards
 from cajax.agentic import istar
+from cajax.agentic import istar_prm_dpo_loss
 from cajax.agentic import istar_step_rewards
 from cajax.agentic import matchtir
 from cajax.agentic import r3l

@@ -482,8 +482,8 @@ def r3l(token_rewards, mask, group_ids, num_groups: int, *,
   of the KL term and the token-mean denominator, as in the repo.
 
   An all-success group gives `success_score` to every member (not 0); an
-  all-fail group gives 0. `docs/index.md` writes Â = α for successes, the
-  code 1.0: `success_score` defaults to the code.
+  all-fail group gives 0. The paper's project page writes Â = α for
+  successes, its code 1.0: `success_score` defaults to the code.
 
   See "R³L: Reflect-then-Retry RL with Language-Guided Exploration, Pivotal
   Credit, and Positive Amplification" (Shi et al., arXiv 2601.03715).

@@ -39,9 +39,6 @@ import jax.numpy as jnp
 
 from cajax import _checks
 from cajax import masking
-# The iStar implicit-PRM trajectory-DPO loss lives beside its estimator; it
-# is re-exported here so that every loss is reachable as cajax.losses.*.
-from cajax.agentic import istar_prm_dpo_loss  # pylint: disable=unused-import
 
 AGGREGATION_MODES = ("token-mean", "token-sum", "seq-mean-token-mean",
                      "seq-mean-token-sum", "seq-mean-token-sum-norm")

@@ -22,8 +22,8 @@ is expected to hold reward 0). Shared conventions:
   and `informative` (bool[B]: the row is scorable and its group has at least
   two distinct scorable scores, i.e. the group carries signal).
 
-Peer settings reproduced by `grpo` (verified against the peers' golden
-numbers in `tests/outcome_test.py`):
+Peer settings reproduced by `grpo` (verified against the worked numbers of
+docs/golden_numbers.md in tests/outcome_test.py):
 
 | peer behaviour                        | grpo settings                        |
 |---------------------------------------|--------------------------------------|

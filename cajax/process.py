@@ -10,15 +10,15 @@ a checker) into per-token advantages of a padded `[B, T]` batch:
 * `tp_grpo`: thought-level, capability-adaptive process rewards on top of
   GRPO (TP-GRPO; parametric where the paper is not available).
 
-Steps: `step_ids: int[B, T]` gives the step of each token (−1 outside any
-step), `step_rewards: f[B, S]` and `step_mask: bool[B, S]`. A step is
-*valid* when its `step_mask` entry is True and it owns at least one valid
-token; invalid steps carry no reward. Steps must be ordered: along a row the
-step ids of the valid tokens never decrease (each step is one contiguous
-run, steps in id order; `cajax.validate` checks it). A step's reward is
-written at its last valid token (its "step end"). Interior masked tokens are
-skipped by every return (carry across), and all outputs are 0 at masked
-tokens.
+Steps (docs/conventions.md): `step_ids: int[B, T]` gives the step of each
+token (−1 outside any step), `step_rewards: f[B, S]` and
+`step_mask: bool[B, S]`. A step is *valid* when its `step_mask` entry is True
+and it owns at least one valid token; invalid steps carry no reward. Steps
+must be ordered: along a row the step ids of the valid tokens never decrease
+(each step is one contiguous run, steps in id order; `cajax.validate` checks
+it). A step's reward is written at its last valid token (its "step end").
+Interior masked tokens are skipped by every return (carry across), and all
+outputs are 0 at masked tokens.
 
 Outcome rewards passed as `[B]` arrays may hold NaN (or ±inf) for an
 unscorable row, and a non-finite reward at a valid step makes its row

@@ -1,6 +1,6 @@
 """Containers passed between cajax functions: `Rollouts` and `EstimatorOutput`.
 
-Shapes: B rows, T response tokens, S steps, K reward
+Shapes (docs/conventions.md): B rows, T response tokens, S steps, K reward
 components, G groups (static).
 """
 

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import cajax
-from experiments import synthetic_rollouts
+from cajax import testing
 
 _SHAPES = flags.DEFINE_list(
     "shapes", ["512x4096", "64x32768"], "BxT shapes to benchmark.")
@@ -116,7 +116,7 @@ def benchmark(names, shapes, rounds: int, repeats: int, group_size: int,
   """Rows (estimator, shape, ms, floor ms) for every name and shape."""
   rows = []
   for batch, length in shapes:
-    rollouts = synthetic_rollouts.make_rollouts(
+    rollouts = testing.make_rollouts(
         batch=batch, length=length, group_size=min(group_size, batch),
         num_steps=num_steps, seed=0)
     for name in names:

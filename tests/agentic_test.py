@@ -12,7 +12,7 @@ import pytest
 
 import cajax
 from cajax import agentic
-from experiments import synthetic_rollouts
+from cajax import testing
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 BF16_TOL = dict(rtol=1e-2, atol=1e-2)
@@ -616,7 +616,7 @@ NAMES = ("istar", "matchtir", "r3l", "slate")
 
 
 def _rollouts(seed):
-  return synthetic_rollouts.make_rollouts(batch=9, length=12, group_size=3,
+  return testing.make_rollouts(batch=9, length=12, group_size=3,
                                           seed=seed)
 
 

@@ -1,7 +1,7 @@
 """Tests of cajax/outcome.py against float64 NumPy loop references.
 
-The references below are written from the formulas in reference/peers.md
-with explicit Python loops over rows and groups; they share no code with
+The references below are written from the peers' formulas (verl, TRL,
+OpenRLHF, Tunix; docs/peer_settings.md) with explicit Python loops over rows and groups; they share no code with
 cajax.
 """
 
@@ -330,7 +330,7 @@ def check_output(out, expected, mask, atol=ATOL, rtol=RTOL):
 
 
 # --------------------------------------------------------------------------
-# golden numbers from reference/peers.md
+# worked numbers of docs/golden_numbers.md
 # --------------------------------------------------------------------------
 
 GOLDEN = [

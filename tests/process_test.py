@@ -1,8 +1,8 @@
 """Tests of cajax/process.py against float64 NumPy loop references.
 
-The references are written from seed_methods.md §1 (PURE main branch),
-DeepSeekMath §4.1.3 and §2.2 (TP-GRPO) with explicit Python loops; they share
-no code with cajax. Hand-computed goldens pin the PURE repo quirks.
+The references are written from the PURE repository's main branch,
+DeepSeekMath §4.1.3 and the TP-GRPO description with explicit Python loops;
+they share no code with cajax. Hand-computed goldens pin the PURE repo quirks.
 """
 
 import functools

@@ -16,14 +16,14 @@ import pytest
 import cajax
 from cajax import outcome
 from cajax import registry
-from experiments import synthetic_rollouts
+from cajax import testing
 
 NAMES = cajax.estimator_names()
 OUTCOME_NAMES = ("drgrpo", "gdpo", "gpg", "grpo", "grpo_passk", "opo",
                  "reinforce_plus_plus_baseline", "rloo")
 
 
-# The names DESIGN.md §3 promises to users.
+# The estimator names README.md promises to users.
 CONTRACT_NAMES = (
     "gae", "grpo", "drgrpo", "grpo_passk", "rloo", "opo", "gpg", "remax",
     "reinforce_plus_plus", "reinforce_plus_plus_baseline", "gdpo",
@@ -159,9 +159,9 @@ def test_num_groups_is_required_with_group_ids():
 
 
 def test_readme_loop_findings():
-  rollouts = synthetic_rollouts.make_rollouts(batch=8, length=8,
-                                              group_size=4, num_steps=3,
-                                              seed=4)
+  rollouts = testing.make_rollouts(batch=8, length=8,
+                                   group_size=4, num_steps=3,
+                                   seed=4)
   # pure with an explicit verifiable reward (it used to clash with the one
   # the adapter derives from token_rewards).
   vr = np.linspace(-1.0, 0.0, 8).astype(np.float32)
@@ -255,15 +255,15 @@ def test_jit_recompiles_for_each_num_groups():
 
 
 def good_numpy_rollouts():
-  return synthetic_rollouts.make_rollouts(batch=8, length=8, group_size=4,
-                                          num_steps=3, seed=2,
-                                          as_numpy=True)
+  return testing.make_rollouts(batch=8, length=8, group_size=4,
+                               num_steps=3, seed=2,
+                               as_numpy=True)
 
 
 def test_validate_passes_good_batches():
   rollouts = good_numpy_rollouts()
   assert cajax.validate(rollouts) is rollouts
-  cajax.validate(synthetic_rollouts.make_rollouts(seed=3))
+  cajax.validate(testing.make_rollouts(seed=3))
   rewards = np.array(rollouts.token_rewards)
   rewards[1, 0] = np.nan  # an unscorable row is allowed
   cajax.validate(rollouts.replace(token_rewards=rewards))
@@ -589,9 +589,8 @@ def _check_scaling(name, scaled, scales):
 def test_estimator_contract(name):
   """Shapes, dtypes, masking, bf16, padding, the unscorable-row rule and
   scale robustness of one estimator, all from one compile."""
-  rollouts = synthetic_rollouts.make_rollouts(batch=B, length=T,
-                                              group_size=4, num_steps=STEPS,
-                                              seed=1)
+  rollouts = testing.make_rollouts(batch=B, length=T, group_size=4,
+                                   num_steps=STEPS, seed=1)
   kwargs = cajax.example_inputs(name, rollouts, np.random.default_rng(0))
   padded_kwargs = _pad_kwargs(kwargs)
   labels, variants = _poison_variants(name, rollouts, kwargs)
@@ -696,9 +695,9 @@ def test_hyperparameter_domains(name):
   with a ValueError naming the knob, its domain and the value, and a traced
   value either raises that way too (static knobs) or works (array knobs),
   never failing deep inside jax."""
-  rollouts = synthetic_rollouts.make_rollouts(batch=B, length=T,
-                                              group_size=4, num_steps=STEPS,
-                                              seed=1)
+  rollouts = testing.make_rollouts(batch=B, length=T,
+                                   group_size=4, num_steps=STEPS,
+                                   seed=1)
   kwargs = cajax.example_inputs(name, rollouts, np.random.default_rng(0))
   defaults = _knob_defaults(name)
   for knob in ("num_turns", "num_steps", "num_branches"):
@@ -742,9 +741,9 @@ def test_hyperparameter_domains(name):
 
 # Plain-function inputs by parameter name, built from one synthetic batch.
 def _plain_inputs():
-  r = synthetic_rollouts.make_rollouts(batch=B, length=T, group_size=4,
-                                       num_steps=STEPS, seed=1,
-                                       as_numpy=True)
+  r = testing.make_rollouts(batch=B, length=T, group_size=4,
+                            num_steps=STEPS, seed=1,
+                            as_numpy=True)
   inputs = {f: getattr(r, f) for f in (
       "token_rewards", "values", "mask", "group_ids", "old_logprobs",
       "ref_logprobs", "sum_pi_squared", "baseline_scores", "step_rewards",
@@ -793,9 +792,9 @@ def test_shape_errors_name_the_callers_argument(name):
 
 
 def test_registry_shape_errors_name_the_rollouts_field():
-  rollouts = synthetic_rollouts.make_rollouts(batch=B, length=T,
-                                              group_size=4, num_steps=STEPS,
-                                              seed=1, as_numpy=True)
+  rollouts = testing.make_rollouts(batch=B, length=T,
+                                   group_size=4, num_steps=STEPS,
+                                   seed=1, as_numpy=True)
   for name in NAMES:
     kwargs = cajax.example_inputs(name, rollouts, 0)
     for field in registry.required_fields(name):

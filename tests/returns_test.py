@@ -1,9 +1,8 @@
 """Tests for cajax.returns against float64 NumPy loop transcriptions.
 
 The references below transcribe verl's `core_algos.py` loops (GAE,
-REINFORCE++, ReMax, OTB), the verl PRIME recipe and rlax's multistep and
-V-trace definitions, one trajectory at a time with explicit Python loops.
-They share no code with the implementation.
+REINFORCE++, ReMax) and the verl PRIME recipe one trajectory at a time with
+explicit Python loops. They share no code with the implementation.
 """
 
 import collections
@@ -18,10 +17,8 @@ import pytest
 
 from cajax import masking
 from cajax import registry
-from cajax import multistep
-from cajax import off_policy
 from cajax import returns
-from cajax import token_baseline
+from cajax import testing
 from cajax import types
 
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -77,68 +74,6 @@ def ref_token_returns(r, m, gamma, skip):
   return out
 
 
-def ref_otb(r, m, gid, old_lp, spp, isw=None, zero_tail=True):
-  """verl compute_optimal_token_baseline_advantage."""
-  r = r * m
-  ret = np.flip(np.cumsum(np.flip(r, 1), 1), 1)
-  w = 1 - 2 * np.exp(old_lp) + spp
-  if isw is not None:
-    w = w * isw ** 2
-  wc = np.cumsum(w * m, 1)
-  base = np.zeros_like(ret)
-  members = collections.defaultdict(list)
-  for b, g in enumerate(gid):
-    members[g].append(b)
-  for rows in members.values():
-    if len(rows) == 1:
-      continue
-    for t in range(r.shape[1]):
-      num = sum(ret[j, t] * wc[j, t] * m[j, t] for j in rows)
-      den = sum(wc[j, t] * m[j, t] for j in rows) + 1e-8
-      for j in rows:
-        base[j, t] = num / den
-    if zero_tail:
-      lengths = [int(m[j].sum()) for j in rows]
-      ordered = sorted(lengths)
-      longest = [j for j, n in zip(rows, lengths) if n == ordered[-1]]
-      if len(longest) == 1 and ordered[-1] > ordered[-2]:
-        base[longest[0], ordered[-2]:] = 0.0
-  return (ret - base) * m, ret
-
-
-def ref_otb_tir(r, m, gid, old_lp, spp, zero_tail=True):
-  """verl compute_multi_turn_optimal_token_baseline_advantage."""
-  ret = np.flip(np.cumsum(np.flip(r * m, 1), 1), 1)
-  wc = np.cumsum((1 - 2 * np.exp(old_lp) + spp) * m, 1)
-  lengths = m.sum(1).astype(int)
-  width = max(int(lengths.max()), 1)
-  all_w = np.zeros((len(r), width))
-  all_r = np.zeros((len(r), width))
-  for i in range(len(r)):
-    all_w[i, :lengths[i]] = wc[i, m[i]]
-    all_r[i, :lengths[i]] = ret[i, m[i]]
-  members = collections.defaultdict(list)
-  for i, g in enumerate(gid):
-    if lengths[i]:
-      members[g].append(i)
-  base = np.zeros_like(all_r)
-  for rows in members.values():
-    if len(rows) == 1:
-      continue
-    b_star = (all_r[rows] * all_w[rows]).sum(0) / (all_w[rows].sum(0) + 1e-8)
-    base[rows] = b_star
-    if zero_tail:
-      group_lengths = lengths[rows]
-      ordered = np.sort(group_lengths)
-      at_max = np.flatnonzero(group_lengths == ordered[-1])
-      if len(at_max) == 1 and ordered[-1] > ordered[-2]:
-        base[rows[at_max[0]], ordered[-2]:] = 0.0
-  adv = np.zeros_like(ret)
-  for i in range(len(r)):
-    adv[i, m[i]] = (all_r[i] - base[i])[:lengths[i]]
-  return adv, ret
-
-
 def ref_prime(r, rm, m, gid, c_out=5.0, c_proc=5.0):
   """verl PRIME recipe compute_rloo_advantage_return, groups by id."""
   batch, length = r.shape
@@ -174,83 +109,11 @@ def ref_prime(r, rm, m, gid, c_out=5.0, c_proc=5.0):
   return ref_whiten(ret, m), ret
 
 
-def ref_lambda_returns(r, d, v, lam):
-  out = np.zeros_like(r)
-  for b in range(len(r)):
-    g = v[b, -1]
-    for t in reversed(range(r.shape[1])):
-      g = r[b, t] + d[b, t] * ((1 - lam[b, t]) * v[b, t] + lam[b, t] * g)
-      out[b, t] = g
-  return out
-
-
-def ref_n_step(r, d, v, n, lam):
-  batch, length = r.shape
-  out = np.zeros_like(r)
-  for b in range(batch):
-    for t in range(length):
-      end = min(t + n - 1, length - 1)
-      g = v[b, end]
-      for i in range(end, t - 1, -1):
-        g = r[b, i] + d[b, i] * ((1 - lam[b, i]) * v[b, i] + lam[b, i] * g)
-      out[b, t] = g
-  return out
-
-
-def ref_truncated_gae(r, d, lam, values):
-  out = np.zeros_like(r)
-  for b in range(len(r)):
-    a = 0.0
-    for t in reversed(range(r.shape[1])):
-      delta = r[b, t] + d[b, t] * values[b, t + 1] - values[b, t]
-      a = delta + d[b, t] * lam[b, t] * a
-      out[b, t] = a
-  return out
-
-
-def ref_vtrace(v_tm1, v_t, r, d, rho, lam, mask, rho_bar=1.0, pg_bar=1.0):
-  """rlax vtrace (+ td_error_and_advantage); masked steps carry."""
-  batch, length = r.shape
-  errors = np.zeros_like(r)
-  q = np.zeros_like(r)
-  for b in range(batch):
-    acc = 0.0
-    for t in reversed(range(length)):
-      if mask[b, t]:
-        td = min(rho_bar, rho[b, t]) * (r[b, t] + d[b, t] * v_t[b, t]
-                                        - v_tm1[b, t])
-        acc = td + d[b, t] * min(1.0, rho[b, t]) * lam[b, t] * acc
-        errors[b, t] = acc
-    for t in range(length):
-      if not mask[b, t]:
-        continue
-      later = [s for s in range(t + 1, length) if mask[b, s]]
-      if later:
-        s = later[0]
-        boot = (lam[b, t] * (errors[b, s] + v_tm1[b, s])
-                + (1 - lam[b, t]) * v_tm1[b, s])
-      else:
-        boot = v_t[b, t]
-      q[b, t] = r[b, t] + d[b, t] * boot
-  pg = np.minimum(pg_bar, rho) * (q - v_tm1) * mask
-  return errors, pg, q
-
-
 # ---------------------------------------------------------------------------
 # Fixtures and helpers.
 
 B, T = 6, 5
-MASKS = {
-    "no_padding": np.ones((B, T), bool),
-    "right_padding": np.arange(T)[None, :] < np.array([5, 3, 1, 4, 2, 5])[
-        :, None],
-    "interior": np.array([[1, 0, 0, 1, 1], [1, 1, 0, 1, 0], [0, 1, 1, 0, 1],
-                          [1, 1, 1, 1, 0], [1, 0, 1, 0, 0], [1, 1, 0, 0, 1]],
-                         bool),
-    "empty_and_single": np.array([[0, 0, 0, 0, 0], [0, 0, 1, 0, 0],
-                                  [1, 1, 1, 0, 0], [1, 1, 0, 1, 0],
-                                  [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]], bool),
-}
+MASKS = testing.example_masks()
 # Every mask jitted; the eager path once (op-by-op dispatch is slow on CPU).
 MASK_CASES = [(name, True) for name in MASKS] + [("interior", False)]
 GROUP_IDS = np.array([0, 1, 0, 1, 2, 0], np.int32)   # non-contiguous; 2 is
@@ -281,20 +144,8 @@ def assert_tokens(out, ref, mask, tol=None):
   assert np.all(out[~mask] == 0.0)
 
 
-@functools.lru_cache(maxsize=None)
-def _jitted(fn, static):
-  return jax.jit(functools.partial(fn, **dict(static)))
-
-
-def maybe_jit(fn, jit, **static):
-  """`fn` with static keywords bound, jitted once per configuration."""
-  if jit:
-    return _jitted(fn, tuple(sorted(static.items())))
-  return functools.partial(fn, **static)
-
-
 # ---------------------------------------------------------------------------
-# Goldens (reference/peers.md, worked numbers).
+# Worked numbers (docs/golden_numbers.md).
 
 
 def test_gae_goldens():
@@ -355,7 +206,7 @@ def test_reinforce_plus_plus_pipeline_goldens():
 @pytest.mark.parametrize("mask_name,jit", MASK_CASES)
 def test_gae_matches_verl(mask_name, jit):
   mask, x = MASKS[mask_name], data(1)
-  fn = maybe_jit(returns.gae, jit, gamma=0.9, lambda_=0.8)
+  fn = testing.jit_with_static(returns.gae, jit, gamma=0.9, lambda_=0.8)
   out = fn(f32(x["r"]), f32(x["v"]), mask)
   raw, ret = ref_gae(f32(x["r"]), f32(x["v"]), mask, 0.9, 0.8)
   assert_tokens(out.info["raw_advantages"], raw, mask)
@@ -393,7 +244,7 @@ def test_gae_static_and_traced_coefficients(gamma, lam):
 def test_reinforce_plus_plus_matches_verl(mask_name, jit):
   mask, x = MASKS[mask_name], data(3)
   for skip in (True, False):
-    fn = maybe_jit(returns.reinforce_plus_plus, jit, gamma=0.8,
+    fn = testing.jit_with_static(returns.reinforce_plus_plus, jit, gamma=0.8,
                    skip_masked=skip)
     out = fn(f32(x["r"]), mask)
     ret = ref_token_returns(x["r"], mask, 0.8, skip)
@@ -406,51 +257,10 @@ def test_reinforce_plus_plus_matches_verl(mask_name, jit):
 def test_remax_matches_verl(mask_name, jit):
   mask, x = MASKS[mask_name], data(4)
   baseline = np.linspace(-1, 1, B)
-  out = maybe_jit(returns.remax, jit)(f32(x["r"]), f32(baseline), mask)
+  out = testing.jit_with_static(returns.remax, jit)(f32(x["r"]), f32(baseline), mask)
   ret = np.flip(np.cumsum(np.flip(x["r"] * mask, 1), 1), 1)
   assert_tokens(out.returns, ret, mask)
   assert_tokens(out.advantages, ret - baseline[:, None], mask)
-
-
-@pytest.mark.parametrize("mask_name,jit", MASK_CASES)
-def test_optimal_token_baseline_matches_verl(mask_name, jit):
-  mask, x = MASKS[mask_name], data(5)
-  fn = maybe_jit(token_baseline.optimal_token_baseline, jit, num_groups=NUM_GROUPS)
-  out = fn(f32(x["r"]), f32(x["lp"]), f32(x["spp"]), mask, GROUP_IDS)
-  adv, ret = ref_otb(x["r"], mask, GROUP_IDS, x["lp"], x["spp"])
-  assert_tokens(out.advantages, adv, mask, dict(rtol=1e-4, atol=1e-4))
-  assert_tokens(out.returns, ret, mask)
-
-
-@pytest.mark.parametrize("mask_name", list(MASKS))
-def test_optimal_token_baseline_options(mask_name):
-  mask, x = MASKS[mask_name], data(6)
-  common = (f32(x["r"]), f32(x["lp"]), f32(x["spp"]), mask, GROUP_IDS)
-  otb = functools.partial(maybe_jit, token_baseline.optimal_token_baseline,
-                          True, num_groups=NUM_GROUPS)
-  out = otb(handle_zero_tail=False)(*common,
-                                    rollout_is_weights=f32(x["rho"]))
-  adv, _ = ref_otb(x["r"], mask, GROUP_IDS, x["lp"], x["spp"], x["rho"],
-                   zero_tail=False)
-  assert_tokens(out.advantages, adv, mask, dict(rtol=1e-4, atol=1e-4))
-  for tail in (True, False):
-    out = otb(multi_turn=True, handle_zero_tail=tail)(*common)
-    adv, _ = ref_otb_tir(x["r"], mask, GROUP_IDS, x["lp"], x["spp"], tail)
-    assert_tokens(out.advantages, adv, mask, dict(rtol=1e-4, atol=1e-4))
-
-
-def test_optimal_token_baseline_singleton_and_zero_tail():
-  mask = np.arange(4)[None, :] < np.array([4, 2, 3])[:, None]
-  r = np.zeros((3, 4), np.float32)
-  r[0, 3], r[1, 1], r[2, 2] = 1.0, 0.5, 2.0
-  ones = np.zeros((3, 4), np.float32)
-  out = jax.jit(token_baseline.optimal_token_baseline, static_argnums=5)(
-      r, ones - 1.0, ones + 0.5, mask, np.array([0, 0, 1]), 2)
-  # Singleton row 2: advantage = return.
-  np.testing.assert_allclose(out.advantages[2], [2, 2, 2, 0])
-  # Unique longest row 0: baseline 0 from position 2 (the other length).
-  np.testing.assert_allclose(out.info["baselines"][0, 2:], [0, 0])
-  assert np.all(np.asarray(out.info["baselines"])[0, :2] != 0)
 
 
 @pytest.mark.parametrize("mask_name,jit", MASK_CASES)
@@ -458,7 +268,7 @@ def test_prime_matches_recipe(mask_name, jit):
   mask, x = MASKS[mask_name], data(7)
   rewards = np.where(mask, x["r"], 0.0)
   rm = np.where(mask, x["v"] * 0.1, 0.0)
-  fn = maybe_jit(returns.prime, jit, num_groups=NUM_GROUPS)
+  fn = testing.jit_with_static(returns.prime, jit, num_groups=NUM_GROUPS)
   out = fn(f32(rewards), f32(rm), mask, GROUP_IDS)
   adv, ret = ref_prime(f32(rewards), f32(rm), mask, GROUP_IDS)
   assert_tokens(out.returns, ret, mask, dict(rtol=1e-4, atol=1e-4))
@@ -485,112 +295,6 @@ def test_prime_outcome_is_rloo_and_singleton_policy():
 # rlax parity.
 
 
-@pytest.mark.parametrize("jit", [False, True])
-def test_lambda_and_discounted_returns(jit):
-  x = data(8)
-  fn = maybe_jit(multistep.lambda_returns, jit)
-  out = fn(f32(x["r"]), f32(x["d"]), f32(x["v"]), f32(x["lam"]))
-  np.testing.assert_allclose(
-      out, ref_lambda_returns(x["r"], x["d"], x["v"], x["lam"]), **TOL)
-  out = multistep.lambda_returns(f32(x["r"]), f32(x["d"]), f32(x["v"]), 0.7)
-  np.testing.assert_allclose(
-      out, ref_lambda_returns(x["r"], x["d"], x["v"], np.full((B, T), .7)),
-      **TOL)
-  boot = np.linspace(-1, 1, B)
-  expected = ref_lambda_returns(x["r"], x["d"], np.repeat(boot[:, None], T, 1),
-                                np.ones((B, T)))
-  for v in (f32(boot), f32(np.repeat(boot[:, None], T, 1))):
-    np.testing.assert_allclose(
-        multistep.discounted_returns(f32(x["r"]), f32(x["d"]), v), expected,
-        **TOL)
-  scalar = multistep.discounted_returns(f32(x["r"]), 0.9, 2.0)
-  np.testing.assert_allclose(
-      scalar, ref_lambda_returns(x["r"], np.full((B, T), .9),
-                                 np.full((B, T), 2.0), np.ones((B, T))),
-      **TOL)
-
-
-@pytest.mark.parametrize("n", [1, 3, 5, 7])
-def test_n_step_bootstrapped_returns(n):
-  x = data(9)
-  out = multistep.n_step_bootstrapped_returns(f32(x["r"]), f32(x["d"]),
-                                            f32(x["v"]), n,
-                                            lambda_t=f32(x["lam"]))
-  np.testing.assert_allclose(
-      out, ref_n_step(x["r"], x["d"], x["v"], n, x["lam"]), **TOL)
-
-
-def test_n_step_hand_computed():
-  # Gₜ = rₜ₊₁ + γ(rₜ₊₂ + γ vₜ₊₂); the last step bootstraps from its own v.
-  r = np.array([[1.0] * 5, [2.0] * 5], np.float32)
-  d = np.array([[0.5] * 5, [0.9] * 5], np.float32)
-  v = np.array([[3.0] * 5, [4.0] * 5], np.float32)
-  out = multistep.n_step_bootstrapped_returns(r, d, v, 2)
-  np.testing.assert_allclose(out[0], [2.25] * 4 + [2.5], atol=1e-6)
-  np.testing.assert_allclose(out[1], [7.04] * 4 + [5.6], atol=1e-5)
-
-
-@pytest.mark.parametrize("jit", [False, True])
-def test_truncated_gae(jit):
-  x = data(10)
-  values = np.concatenate([x["v"], x["r"][:, :1]], axis=1)
-  fn = maybe_jit(multistep.truncated_generalized_advantage_estimation, jit)
-  out = fn(f32(x["r"]), f32(x["d"]), f32(x["lam"]), f32(values))
-  np.testing.assert_allclose(
-      out, ref_truncated_gae(x["r"], x["d"], x["lam"], values), **TOL)
-
-
-@pytest.mark.parametrize("mask_name,jit", MASK_CASES + [(None, True)])
-def test_vtrace(mask_name, jit):
-  x = data(11)
-  mask = np.ones((B, T), bool) if mask_name is None else MASKS[mask_name]
-  v_tm1, v_t = x["v"], np.roll(x["v"], -1, axis=1) + 0.1
-  fn = maybe_jit(off_policy.vtrace_td_error_and_advantage, jit,
-                 clip_rho_threshold=1.2, clip_pg_rho_threshold=0.9)
-  out = fn(f32(v_tm1), f32(v_t), f32(x["r"]), f32(x["d"]), f32(x["rho"]),
-           f32(x["lam"]), sample_mask=None if mask_name is None else mask)
-  errors, pg, q = ref_vtrace(v_tm1, v_t, x["r"], x["d"], x["rho"], x["lam"],
-                             mask, rho_bar=1.2, pg_bar=0.9)
-  assert_tokens(out.errors, errors, mask)
-  assert_tokens(out.q_estimate, q, mask)
-  assert_tokens(out.pg_advantage, pg, mask)
-  plain = off_policy.vtrace(f32(v_tm1), f32(v_t), f32(x["r"]), f32(x["d"]),
-                         f32(x["rho"]), 0.9, sample_mask=mask)
-  errors, _, _ = ref_vtrace(v_tm1, v_t, x["r"], x["d"], x["rho"],
-                            np.full((B, T), 0.9), mask)
-  assert_tokens(plain, errors, mask)
-
-
-def test_vtrace_two_episodes_equal_separate():
-  # rlax vtrace_test idea: a discount of 0 splits one trace into two.
-  x = data(12, batch=1, length=8)
-  d = f32(x["d"])
-  d[0, 3] = 0.0
-  args = [f32(x["v"]), f32(x["v"] + 0.3), f32(x["r"]), d, f32(x["rho"])]
-  whole = off_policy.vtrace(*args)
-  first = off_policy.vtrace(*(a[:, :4] for a in args))
-  np.testing.assert_allclose(whole[:, :4], first, **TOL)
-
-
-def test_stop_target_gradients():
-  x = data(13, batch=2, length=4)
-  r, d, v = f32(x["r"]), f32(x["d"]), f32(x["v"])
-
-  def total(fn, flag):
-    return jax.jit(jax.grad(lambda vv: jnp.sum(fn(vv, flag))))(v)
-
-  def lam_fn(vv, flag):
-    return multistep.lambda_returns(r, d, vv, 0.5, stop_target_gradients=flag)
-
-  def vtrace_fn(vv, flag):
-    return off_policy.vtrace(vv, vv, r, d, f32(x["rho"]),
-                          stop_target_gradients=flag)
-
-  assert np.all(total(lam_fn, True) == 0) and np.any(total(lam_fn, False))
-  # sg(e + v) − v has gradient −1 with respect to v_tm1.
-  np.testing.assert_allclose(total(vtrace_fn, True), -np.ones_like(v))
-
-
 # ---------------------------------------------------------------------------
 # Edge cases.
 
@@ -598,25 +302,21 @@ def test_stop_target_gradients():
 def test_t_equals_one_and_bf16():
   x = data(14, batch=3, length=1)
   mask = np.array([[True], [False], [True]])
-  out = maybe_jit(returns.gae, True)(f32(x["r"]), f32(x["v"]), mask)
+  out = testing.jit_with_static(returns.gae, True)(f32(x["r"]), f32(x["v"]), mask)
   raw, _ = ref_gae(f32(x["r"]), f32(x["v"]), mask, 1.0, 1.0)
   assert_tokens(out.advantages, ref_whiten(raw, mask), mask,
                 dict(rtol=1e-4, atol=1e-4))
-  np.testing.assert_allclose(
-      maybe_jit(multistep.n_step_bootstrapped_returns, True, n=3)(
-          f32(x["r"]), 0.9, f32(x["v"])),
-      x["r"] + 0.9 * x["v"], **TOL)
 
   x, mask = data(15), MASKS["interior"]
   r16 = jnp.asarray(x["r"], jnp.bfloat16)
   v16 = jnp.asarray(x["v"], jnp.bfloat16)
   r64, v64 = np.asarray(r16, np.float64), np.asarray(v16, np.float64)
-  out = maybe_jit(returns.gae, True, gamma=0.9, lambda_=0.9, whiten=False)(
+  out = testing.jit_with_static(returns.gae, True, gamma=0.9, lambda_=0.9, whiten=False)(
       r16, v16, mask)
   assert out.advantages.dtype == jnp.float32
   assert_tokens(out.advantages, ref_gae(r64, v64, mask, 0.9, 0.9)[0], mask,
                 dict(rtol=1e-2, atol=1e-2))
-  out = maybe_jit(returns.reinforce_plus_plus, True)(r16, mask)
+  out = testing.jit_with_static(returns.reinforce_plus_plus, True)(r16, mask)
   assert_tokens(out.returns, ref_token_returns(r64, mask, 1.0, True), mask,
                 dict(rtol=1e-2, atol=1e-2))
 
@@ -625,17 +325,14 @@ def test_single_valid_token_and_all_masked_batch():
   mask = np.zeros((2, 3), bool)
   mask[1, 1] = True
   r = np.ones((2, 3), np.float32)
-  gae = maybe_jit(returns.gae, True)
+  gae = testing.jit_with_static(returns.gae, True)
   ids = np.array([0, 0])
   for out in (gae(r, r, mask),
-              maybe_jit(returns.reinforce_plus_plus, True)(r, mask),
-              maybe_jit(returns.prime, True, num_groups=1)(r, r, mask, ids)):
+              testing.jit_with_static(returns.reinforce_plus_plus, True)(r, mask),
+              testing.jit_with_static(returns.prime, True, num_groups=1)(r, r, mask, ids)):
     assert np.all(np.isfinite(out.advantages))
     assert np.all(np.asarray(out.advantages) == 0.0)   # whitened lone token
   empty = np.zeros((2, 3), bool)
-  out = maybe_jit(token_baseline.optimal_token_baseline, True,
-                  num_groups=1)(r, -r, r, empty, ids)
-  assert np.all(np.asarray(out.advantages) == 0.0)
   assert np.all(np.asarray(gae(r, r, empty).advantages) == 0.0)
 
 
@@ -643,7 +340,7 @@ def test_masked_inputs_may_hold_nan():
   mask, x = MASKS["interior"], data(16)
   r = np.where(mask, x["r"], np.nan).astype(np.float32)
   v = np.where(mask, x["v"], np.nan).astype(np.float32)
-  out = maybe_jit(returns.gae, True, gamma=0.9, lambda_=0.8)(r, v, mask)
+  out = testing.jit_with_static(returns.gae, True, gamma=0.9, lambda_=0.8)(r, v, mask)
   raw, _ = ref_gae(np.nan_to_num(r), np.nan_to_num(v), mask, 0.9, 0.8)
   assert_tokens(out.info["raw_advantages"], raw, mask)
 
@@ -659,15 +356,6 @@ def test_bad_inputs_raise():
     returns.prime(r, None, mask, np.zeros(3, np.int32), 1)
   with pytest.raises(ValueError, match="singleton"):
     returns.prime(r, None, mask, np.zeros(2, np.int32), 1, singleton="x")
-  with pytest.raises(ValueError, match="num_groups"):
-    token_baseline.optimal_token_baseline(r, r, r, mask,
-                                          np.zeros(2, np.int32), 0)
-  with pytest.raises(ValueError, match="values"):
-    multistep.truncated_generalized_advantage_estimation(r, 0.9, 0.9, r)
-  with pytest.raises(ValueError, match="n must"):
-    multistep.n_step_bootstrapped_returns(r, 0.9, r, 0)
-  with pytest.raises(ValueError, match="sample_mask"):
-    off_policy.vtrace(r, r, r, 0.9, r + 1, sample_mask=np.ones((2, 2), bool))
 
 
 # ---------------------------------------------------------------------------
@@ -682,8 +370,7 @@ def test_registered_estimators_match_plain_functions():
       old_logprobs=f32(x["lp"]), logprobs=f32(x["lp"] + 0.1),
       ref_logprobs=f32(x["lp"]), sum_pi_squared=f32(x["spp"]),
       baseline_scores=f32(np.arange(B) * 0.1))
-  for name in ("gae", "reinforce_plus_plus", "remax",
-               "optimal_token_baseline", "prime"):
+  for name in ("gae", "reinforce_plus_plus", "remax", "prime"):
     assert name in registry.estimator_names()
   pairs = [
       (registry.estimate("gae", rollouts, gamma=0.9),
@@ -693,10 +380,6 @@ def test_registered_estimators_match_plain_functions():
        returns.reinforce_plus_plus(rollouts.token_rewards, mask)),
       (registry.estimate("remax", rollouts),
        returns.remax(rollouts.token_rewards, rollouts.baseline_scores, mask)),
-      (registry.estimate("optimal_token_baseline", rollouts),
-       token_baseline.optimal_token_baseline(
-           rollouts.token_rewards, rollouts.old_logprobs,
-           rollouts.sum_pi_squared, mask, GROUP_IDS, NUM_GROUPS)),
       # Implicit-PRM fallback: 0.05·(logprobs − ref_logprobs) = 0.005.
       (registry.estimate("prime", rollouts),
        returns.prime(rollouts.token_rewards, np.where(mask, 0.005, 0.0),
@@ -746,27 +429,11 @@ def test_gae_with_lambda_one_is_return_minus_value(batch):
 
 
 @jax.jit
-def _n_step_and_lambda(r, v, gamma, lam):
-  return (multistep.n_step_bootstrapped_returns(r, gamma, v, _PT,
-                                              lambda_t=lam),
-          multistep.lambda_returns(r, gamma, v, lam))
-
-
-@hypothesis.given(_batches(), st.floats(0.0, 1.0))
-def test_n_step_with_n_equal_t_is_lambda_return(batch, lam):
-  _, r, v, gamma = batch
-  n_step, lam_ret = _n_step_and_lambda(r, v, gamma, np.float32(lam))
-  np.testing.assert_allclose(n_step, lam_ret, rtol=1e-4, atol=1e-4)
-
-
-@jax.jit
 def _all_estimators(mask, r, v, gamma):
   ids = jnp.arange(_PB, dtype=jnp.int32) % 2
   outs = (
       returns.gae(r, v, mask, gamma=gamma, lambda_=0.9),
       returns.reinforce_plus_plus(r, mask, gamma=gamma),
-      token_baseline.optimal_token_baseline(
-          r, -jnp.abs(v), jnp.abs(v) * 0.1 + 0.1, mask, ids, 2),
       returns.prime(jnp.where(mask, r, 0), v * 0.1, mask, ids, 2),
   )
   return [(out.advantages, out.returns) for out in outs]

@@ -1,7 +1,7 @@
 """Tests of cajax/shaping.py (UCAS, CAPO) against float64 NumPy references.
 
-The references follow seed_methods.md §3 (UCAS, the authors' repo) and §4
-(CAPO, with the [GAP] choices documented in cajax.shaping) using explicit
+The references follow the UCAS authors' repository and the CAPO paper (with
+the [GAP] choices documented in cajax.shaping) using explicit
 Python loops; they share no code with cajax.
 """
 
@@ -17,7 +17,7 @@ import pytest
 
 import cajax
 from cajax import shaping
-from experiments import synthetic_rollouts
+from cajax import testing
 
 ATOL = RTOL = 1e-5
 # One shape for every batch, so that eager ops compile once.
@@ -27,7 +27,7 @@ B, T, S, N, G = 6, 10, 4, 4, 3
 def make_batch(seed, length=T):
   """Groups {0,1,2}, {3,4} and the singleton {5}; interior skips, outcome
   rewards at the last valid token; row 4 is emptied (no valid token)."""
-  r = synthetic_rollouts.make_rollouts(batch=B, length=length, group_size=3,
+  r = testing.make_rollouts(batch=B, length=length, group_size=3,
                                        num_steps=S, seed=seed, as_numpy=True)
   rng = np.random.default_rng(seed + 1)
   d = {k: np.array(getattr(r, k)) for k in (

@@ -1,20 +1,69 @@
-"""Random but well-formed `cajax.Rollouts` with every field filled.
+"""Test batches for code built on cajax: random rollouts and named masks.
 
-Used by the benchmarks and by the tests that run every registered estimator.
-Rows have random lengths (right padding), optional interior observation
-tokens, groups of equal size, steps of random length and binary outcome
-rewards at the last valid token.
+`make_rollouts` builds a random but well-formed `cajax.Rollouts` with every
+field filled (the benchmarks and the tests that run every registered
+estimator use it); `example_masks` holds small hand-written masks with the
+layouts every estimator must handle; `jit_with_static` jits a function once
+per setting of its static keywords.
 """
 
+import functools
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-import cajax
+from cajax import types
+
+
+def example_masks() -> dict[str, np.ndarray]:
+  """Named bool[6, 5] masks: no padding, right padding, interior holes, and
+  rows that are empty or hold a single valid token.
+
+  Examples:
+    >>> from cajax import testing
+    >>> testing.example_masks()["right_padding"].sum(axis=1).tolist()
+    [5, 3, 1, 4, 2, 5]
+  """
+  batch, length = 6, 5
+  return {
+      "no_padding": np.ones((batch, length), bool),
+      "right_padding": np.arange(length)[None, :] < np.array(
+          [5, 3, 1, 4, 2, 5])[:, None],
+      "interior": np.array([[1, 0, 0, 1, 1], [1, 1, 0, 1, 0],
+                            [0, 1, 1, 0, 1], [1, 1, 1, 1, 0],
+                            [1, 0, 1, 0, 0], [1, 1, 0, 0, 1]], bool),
+      "empty_and_single": np.array([[0, 0, 0, 0, 0], [0, 0, 1, 0, 0],
+                                    [1, 1, 1, 0, 0], [1, 1, 0, 1, 0],
+                                    [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]], bool),
+  }
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(fn, static: tuple):
+  return jax.jit(functools.partial(fn, **dict(static)))
+
+
+def jit_with_static(fn, jit: bool = True, **static):
+  """`fn` with `static` keywords bound; jitted once per configuration.
+
+  Args:
+    fn: the function.
+    jit: jit it (False returns the eager partial, for the op-by-op path).
+    **static: hashable keyword arguments to bind (they become static).
+
+  Returns:
+    A callable taking the remaining arguments.
+  """
+  if jit:
+    return _jitted(fn, tuple(sorted(static.items())))
+  return functools.partial(fn, **static)
 
 
 def make_rollouts(batch: int = 8, length: int = 16, group_size: int = 4,
                   num_steps: int = 4, num_components: int = 2,
                   seed: int = 0, interior_skips: bool = True,
-                  as_numpy: bool = False) -> cajax.Rollouts:
+                  as_numpy: bool = False) -> types.Rollouts:
   """Builds a random `Rollouts` of shape [batch, length].
 
   Args:
@@ -29,6 +78,12 @@ def make_rollouts(batch: int = 8, length: int = 16, group_size: int = 4,
 
   Returns:
     A `cajax.Rollouts` with float32 fields, bool masks and int32 ids.
+
+  Examples:
+    >>> from cajax import testing
+    >>> rollouts = testing.make_rollouts(batch=4, length=6, group_size=2)
+    >>> rollouts.mask.shape, rollouts.step_rewards.shape, rollouts.num_groups
+    ((4, 6), (4, 4), 2)
   """
   if batch % group_size:
     raise ValueError(f"batch={batch} must be a multiple of "
@@ -85,6 +140,5 @@ def make_rollouts(batch: int = 8, length: int = 16, group_size: int = 4,
       baseline_scores=rng.integers(0, 2, size=batch).astype(np.float32),
   )
   if not as_numpy:
-    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
     fields = {name: jnp.asarray(value) for name, value in fields.items()}
-  return cajax.Rollouts(num_groups=batch // group_size, **fields)
+  return types.Rollouts(num_groups=batch // group_size, **fields)
