@@ -131,7 +131,8 @@ def n_step_bootstrapped_returns(r_t, discount_t, v_t, n: int, lambda_t=1.0,
   v_t = _checks.as_float(v_t, "v_t")
   shape = r_t.shape
   length = shape[1]
-  lambda_t = jnp.broadcast_to(_checks.scalar_or_like(lambda_t, r_t, "lambda_t", "r_t"), shape)
+  lambda_t = jnp.broadcast_to(
+      _checks.scalar_or_like(lambda_t, r_t, "lambda_t", "r_t"), shape)
   discount_t = jnp.broadcast_to(discount_t, shape)
 
   def extend(x, fill):

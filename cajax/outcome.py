@@ -210,6 +210,24 @@ def grpo(token_rewards, mask, group_ids, num_groups: int, *,
   Raises:
     ValueError: bad ranks/shapes, a non-static `num_groups` or an unknown
       option.
+
+  Examples:
+    Two prompts with two responses each; the outcome reward sits at the last
+    valid token and row 2 is one token shorter:
+
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import cajax
+    >>> token_rewards = jnp.array([[0., 0., 1.], [0., 0., 0.],
+    ...                            [0., 1., 0.], [0., 0., 0.]])
+    >>> mask = jnp.array([[1, 1, 1], [1, 1, 1], [1, 1, 0], [1, 1, 1]], bool)
+    >>> group_ids = jnp.array([0, 0, 1, 1])
+    >>> out = cajax.grpo(token_rewards, mask, group_ids, num_groups=2)
+    >>> print(np.asarray(out.advantages).round(2))
+    [[ 0.71  0.71  0.71]
+     [-0.71 -0.71 -0.71]
+     [ 0.71  0.71  0.  ]
+     [-0.71 -0.71 -0.71]]
   """
   batch = _prepare(token_rewards, mask, group_ids, num_groups)
   row, stats = _normalise(batch.scores, batch.scorable, batch.group_ids,
@@ -242,6 +260,21 @@ def drgrpo(token_rewards, mask, group_ids, num_groups: int, *,
 
   Raises:
     ValueError: as for `grpo`.
+
+  Examples:
+    Three responses to one prompt scored 1, 0 and 0.5; the advantage is the
+    score minus the group mean:
+
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import cajax
+    >>> token_rewards = jnp.array([[0., 1.], [0., 0.], [0.5, 0.]])
+    >>> mask = jnp.ones((3, 2), bool)
+    >>> out = cajax.drgrpo(token_rewards, mask, jnp.zeros(3, int), num_groups=1)
+    >>> print(np.asarray(out.advantages).round(2))
+    [[ 0.5  0.5]
+     [-0.5 -0.5]
+     [ 0.   0. ]]
   """
   return grpo(token_rewards, mask, group_ids, num_groups, center=center,
               scale="none", singleton=singleton)
@@ -285,6 +318,18 @@ def grpo_passk(token_rewards, mask, group_ids, num_groups: int, *,
 
   Raises:
     ValueError: as for `grpo`.
+
+  Examples:
+    Only the best of the four responses gets (r₁ − r₂)/σ = 0.5 / 0.435:
+
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import cajax
+    >>> token_rewards = jnp.array([[1.0], [0.5], [0.0], [0.2]])
+    >>> out = cajax.grpo_passk(token_rewards, jnp.ones((4, 1), bool),
+    ...                        jnp.zeros(4, int), num_groups=1)
+    >>> print(np.asarray(out.advantages[:, 0]).round(3))
+    [1.15 0.   0.   0.  ]
   """
   _checks.check_choice(singleton, _SINGLETONS, "singleton")
   normalize_by_std = _checks.check_bool(normalize_by_std, "normalize_by_std")
@@ -338,6 +383,18 @@ def rloo(token_rewards, mask, group_ids, num_groups: int, *,
 
   Raises:
     ValueError: as for `grpo`.
+
+  Examples:
+    Through the registry: two responses to prompt 0 and a single one to
+    prompt 1, which keeps its score:
+
+    >>> import jax.numpy as jnp
+    >>> import cajax
+    >>> rollouts = cajax.Rollouts(mask=jnp.ones((3, 1), bool),
+    ...                           token_rewards=jnp.array([[1.], [0.], [1.]]),
+    ...                           group_ids=jnp.array([0, 0, 1]), num_groups=2)
+    >>> cajax.estimate("rloo", rollouts).advantages[:, 0].tolist()
+    [1.0, -1.0, 1.0]
   """
   batch = _prepare(token_rewards, mask, group_ids, num_groups)
   _checks.check_choice(singleton, _SINGLETONS, "singleton")
@@ -374,6 +431,18 @@ def opo(token_rewards, mask, group_ids, num_groups: int, *,
 
   Raises:
     ValueError: as for `grpo`.
+
+  Examples:
+    The baseline weights each score by its response length (1 and 3 tokens
+    here): (1·1 + 3·0) / 4 = 0.25.
+
+    >>> import jax.numpy as jnp
+    >>> import cajax
+    >>> mask = jnp.array([[1, 0, 0], [1, 1, 1]], bool)
+    >>> token_rewards = jnp.array([[1., 0., 0.], [0., 0., 0.]])
+    >>> out = cajax.opo(token_rewards, mask, jnp.array([0, 0]), num_groups=1)
+    >>> out.advantages[:, 0].tolist()
+    [0.75, -0.25]
   """
   _checks.check_choice(singleton, _SINGLETONS, "singleton")
   batch = _prepare(token_rewards, mask, group_ids, num_groups)
@@ -415,6 +484,18 @@ def gpg(token_rewards, mask, group_ids, num_groups: int, *,
 
   Raises:
     ValueError: as for `grpo`.
+
+  Examples:
+    One of the two scores is non-zero, so the centred scores ±0.5 are scaled
+    by 2 / 1:
+
+    >>> import jax.numpy as jnp
+    >>> import cajax
+    >>> scores_at_end = jnp.array([[0., 1.], [0., 0.]])
+    >>> group_ids = jnp.array([0, 0])
+    >>> out = cajax.gpg(scores_at_end, jnp.ones((2, 2), bool), group_ids, 1)
+    >>> out.advantages.tolist()
+    [[1.0, 1.0], [-1.0, -1.0]]
   """
   f_norm = _checks.check_number(f_norm, "f_norm", low=0.0, low_open=True)
   batch, centred, stats = _prepare_centred(token_rewards, mask, group_ids,
@@ -456,6 +537,22 @@ def reinforce_plus_plus_baseline(token_rewards, mask, group_ids,
 
   Raises:
     ValueError: as for `grpo`.
+
+  Examples:
+    Group-centred scores, then whitened over all 5 valid tokens, so the
+    longer response weighs more:
+
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import cajax
+    >>> token_rewards = jnp.array([[0., 0., 1.], [0., 0., 0.]])
+    >>> mask = jnp.array([[1, 1, 1], [1, 1, 0]], bool)
+    >>> out = cajax.reinforce_plus_plus_baseline(token_rewards, mask,
+    ...                                          jnp.array([0, 0]),
+    ...                                          num_groups=1)
+    >>> print(np.asarray(out.advantages).round(2))
+    [[ 0.73  0.73  0.73]
+     [-1.1  -1.1   0.  ]]
   """
   batch, centred, stats = _prepare_centred(token_rewards, mask, group_ids,
                                           num_groups, singleton)
@@ -508,6 +605,22 @@ def gdpo(reward_components, mask, group_ids, num_groups: int, *,
 
   Raises:
     ValueError: bad ranks/shapes or unknown options.
+
+  Examples:
+    Two reward functions scored each of four responses to one prompt:
+
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import cajax
+    >>> reward_components = jnp.array([[1., 0.], [0., 1.], [1., 1.], [0., 0.]])
+    >>> mask = jnp.ones((4, 2), bool)
+    >>> out = cajax.gdpo(reward_components, mask, jnp.zeros(4, int),
+    ...                  num_groups=1)
+    >>> print(np.asarray(out.advantages).round(2))
+    [[ 0.    0.  ]
+     [ 0.    0.  ]
+     [ 1.32  1.32]
+     [-1.32 -1.32]]
   """
   _checks.check_choice(variant, ("verl", "normalize_then_sum"), "variant")
   normalize_by_std = _checks.check_bool(normalize_by_std, "normalize_by_std")

@@ -92,6 +92,21 @@ def gae(token_rewards, values, mask, *, gamma=1.0, lambda_=1.0,
 
   Raises:
     ValueError: wrong ranks or shapes, or γ, λ outside [0, 1].
+
+  Examples:
+    One response whose token 1 is a masked tool observation (skipped),
+    reward at the end:
+
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import cajax
+    >>> token_rewards = jnp.array([[0., 0., 0., 1.]])
+    >>> values = jnp.array([[0.5, 9.0, 0.6, 0.7]])
+    >>> mask = jnp.array([[True, False, True, True]])
+    >>> out = cajax.gae(token_rewards, values, mask, gamma=0.9, lambda_=1.0,
+    ...                 whiten=False)
+    >>> print(np.asarray(out.advantages).round(2))
+    [[0.31 0.   0.3  0.3 ]]
   """
   _checks.check_batch(mask)
   rewards = _checks.as_float_like(token_rewards, mask, "token_rewards")
@@ -179,6 +194,20 @@ def reinforce_plus_plus(token_rewards, mask, *, gamma=1.0,
 
   Raises:
     ValueError: wrong ranks or shapes, or γ outside [0, 1].
+
+  Examples:
+    Two responses, rewards at the last valid token; `returns` are the
+    discounted rewards-to-go before whitening:
+
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import cajax
+    >>> token_rewards = jnp.array([[0., 0., 1.], [0., 0., 0.]])
+    >>> mask = jnp.array([[1, 1, 1], [1, 1, 0]], bool)
+    >>> out = cajax.reinforce_plus_plus(token_rewards, mask, gamma=0.5)
+    >>> print(np.asarray(out.returns).round(2))
+    [[0.25 0.5  1.  ]
+     [0.   0.   0.  ]]
   """
   _checks.check_batch(mask)
   rewards = _checks.as_float_like(token_rewards, mask, "token_rewards")
@@ -218,6 +247,19 @@ def remax(token_rewards, baseline_scores, mask) -> types.EstimatorOutput:
 
   Raises:
     ValueError: wrong ranks or shapes.
+
+  Examples:
+    Each row's greedy response to the same prompt scored `baseline_scores`:
+
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import cajax
+    >>> token_rewards = jnp.array([[0., 0., 1.], [0., 0., 0.]])
+    >>> mask = jnp.array([[1, 1, 1], [1, 1, 0]], bool)
+    >>> out = cajax.remax(token_rewards, jnp.array([0.5, 0.5]), mask)
+    >>> print(np.asarray(out.advantages).round(2))
+    [[ 0.5  0.5  0.5]
+     [-0.5 -0.5  0. ]]
   """
   batch, _ = _checks.check_batch(mask)
   rewards = _checks.as_float_like(token_rewards, mask, "token_rewards")
@@ -326,6 +368,21 @@ def prime(token_rewards, rm_scores, mask, group_ids, num_groups: int, *,
 
   Raises:
     ValueError: wrong ranks, shapes, `num_groups` or options.
+
+  Examples:
+    Two responses to one prompt with outcome rewards only
+    (`rm_scores=None`):
+
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import cajax
+    >>> token_rewards = jnp.array([[0., 0., 1.], [0., 0., 0.]])
+    >>> mask = jnp.array([[1, 1, 1], [1, 1, 0]], bool)
+    >>> out = cajax.prime(token_rewards, None, mask, jnp.array([0, 0]),
+    ...                   num_groups=1, whiten=False)
+    >>> print(np.asarray(out.returns).round(2))
+    [[ 5.  5.  5.]
+     [-5. -5.  0.]]
   """
   batch, _ = _checks.check_batch(mask)
   _checks.check_choice(singleton, ("raw", "zero"), "singleton")

@@ -26,30 +26,9 @@ def _check_tokens(x, mask, name: str):
   return _checks.as_float(x, name), _checks.as_mask(mask)
 
 
-# Performance notes (XLA CPU, batch-major [B, T] f32, measured against a
-# fused elementwise pass that reads x and mask and writes one [B, T] output;
-# 2 shared cores, so ratios are noisy to about ±30%):
-# * A plain `lax.scan` over T on time-major arrays costs ~5x that pass: XLA
-#   CPU pays a fixed ~0.4 µs per while-loop iteration, so it is overhead-bound
-#   (64x32768 is ~30x). The [B, T] <-> [T, B] transposes around it add as
-#   much again; a *pure* transpose of a parameter is ~2x the pass, but one
-#   fused with elementwise work (`where(m, x, 0).T`) is ~15x, and two
-#   transposes in one program can lose the fast path too.
-# * Slower, tried and dropped: jnp.cumsum (lowers to associative_scan on CPU,
-#   ~25x); block matmuls [B·T/c, c] @ [c, c] for in-block suffix sums (XLA CPU
-#   dots at these shapes take 5-10x the pass for c = 8..128); in-block
-#   Hillis-Steele doubling on [B, n, c] (concat/pad shifts, 15-60x: the
-#   fusions recompute shifted operands) or on flat [B, T] with position masks
-#   (a single doubling level runs at the pass's speed, but 3-4 levels fuse
-#   into kernels that cost 15x); a two-level scan over column blocks of the
-#   batch-major array (strided slices, 30-75x).
-# * Kept: a two-level scan in time-major blocks [n, c, B] (below). Pass 1
-#   scans the c positions of all n blocks at once for each block's
-#   (return, discount product); pass 2 scans the n block summaries for the
-#   return entering each block; pass 3 rescans the c positions from those
-#   carries. 2c + n loop iterations instead of T, no division or γ^{-t}, any
-#   discount including 0. About 1.3-1.4x faster than the plain scan at
-#   512x4096 and 64x32768, and its sums are shorter chains (more accurate).
+# Rows this long take a two-level scan in time-major blocks [n, c, B]
+# (2c + n loop iterations instead of T); docs/performance.md has the
+# measurements behind this and the formulations that were slower.
 _BLOCKED_SCAN_MIN_LENGTH = 512
 
 
@@ -121,23 +100,15 @@ def _reverse_linear_scan(x, mask, gamma) -> jax.Array:
   return out[:, :length]
 
 
-# Static scalar γ (the common case: a Python float hyperparameter) takes a
-# chunked matmul path instead. With k_t the number of valid tokens before t
-# in its chunk of c tokens, the in-chunk return is
-#   L_t = γ^{-k_t} Σ_{s ≥ t} m_s γ^{k_s} x_s,
-# a product with a constant triangular [c, c] matrix, as is k itself. Only
-# integer powers γ^{±k}, k < c, occur (exp(k·ln γ), a few ulp; no γ^{-t}
-# blow-up across the row); the chunks are chained by a scan over the T/c
-# chunk summaries. XLA CPU runs the two
-# [B·T/c, c] @ [c, c] dots at about the speed of an elementwise pass, so the
-# whole is 5 unfused passes: 2.8 ms against 5.2 ms for the blocked scan at
-# 512x4096, γ = 0.99 (γ = 1 skips the count dot and the powers: 1.3-1.7 ms).
-# Tried: the powers as products over the bits of k (3x slower than exp on
-# XLA CPU), and k from popcounts of per-chunk bitmasks (integer reductions
-# and popcount fusions run unvectorised: 2x slower overall).
-# Traced or per-token γ, and γ so small that γ^c < 1e-7, keep the blocked
-# scan: x·γ^k must stay a normal float32 for every |x| ≥ 1e-30 (rewards of
-# any scale from 1e-30 up), else tiny rewards late in a chunk flush to 0.
+# Static scalar γ (a Python float) takes chunked matmuls instead: with k_t
+# the number of valid tokens before t in its chunk of c tokens, the in-chunk
+# return is L_t = γ^{-k_t} Σ_{s ≥ t} m_s γ^{k_s} x_s, a product with a
+# constant triangular [c, c] matrix (k is another), and a scan over the T/c
+# chunk summaries chains the chunks. Only γ^{±k}, k < c, occur, so nothing
+# blows up along a row; XLA:CPU runs these dots at about the speed of an
+# elementwise pass (docs/performance.md). Traced or per-token γ, and γ so
+# small that γ^c < 1e-7, keep the blocked scan: x·γ^k must stay a normal
+# float32 for every |x| ≥ 1e-30, else tiny rewards late in a chunk flush to 0.
 _MATMUL_CHUNKS = (64, 32, 16)
 _MIN_CHUNK_DECAY = 1e-7
 

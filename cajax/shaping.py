@@ -102,6 +102,23 @@ def ucas(token_rewards, self_certainty, token_logits, mask, group_ids,
 
   Raises:
     ValueError: bad shapes, dtypes or options.
+
+  Examples:
+    Two responses to one prompt with per-token self-certainty and sampled-
+    token logits:
+
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import cajax
+    >>> token_rewards = jnp.array([[0., 1.], [0., 0.]])
+    >>> self_certainty = jnp.array([[1.0, 2.0], [0.5, 0.5]])
+    >>> token_logits = jnp.array([[3.0, 1.0], [2.0, 0.0]])
+    >>> mask = jnp.ones((2, 2), bool)
+    >>> out = cajax.ucas(token_rewards, self_certainty, token_logits, mask,
+    ...                  jnp.array([0, 0]), num_groups=1)
+    >>> print(np.asarray(out.advantages).round(2))
+    [[ 0.54  0.58]
+     [-0.59 -0.55]]
   """
   _checks.check_choice(certainty_reduce, CERTAINTY_REDUCES,
                        "certainty_reduce")
@@ -265,6 +282,25 @@ def capo(outcome_rewards, critique_flags, mask, step_ids, step_mask,
 
   Raises:
     ValueError: bad shapes, dtypes or options.
+
+  Examples:
+    Three critiques (`critique_flags[b, n, s]`) vote on the two steps of two
+    responses; two of three flag step 1 of row 0, whose tokens are
+    penalised:
+
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import cajax
+    >>> critique_flags = jnp.array([[[0, 1], [0, 1], [0, 0]],
+    ...                             [[0, 0], [1, 0], [0, 0]]], bool)
+    >>> step_ids = jnp.array([[0, 1, 1], [0, 0, 1]])
+    >>> outcome_rewards = jnp.array([1.0, 0.0])
+    >>> out = cajax.capo(outcome_rewards, critique_flags, jnp.ones((2, 3), bool),
+    ...                  step_ids, jnp.ones((2, 2), bool), jnp.array([0, 0]),
+    ...                  num_groups=1)
+    >>> print(np.asarray(out.advantages).round(2))
+    [[ 1.63  0.41  0.41]
+     [-0.82 -0.82 -0.82]]
   """
   _checks.check_choice(normalization, CAPO_NORMALIZATIONS, "normalization")
   # Checked here under the caller's names (capo_vote calls them mode and

@@ -26,6 +26,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from cajax import groups
+
 
 class StepTotals(NamedTuple):
   """Per-step reductions over the kept tokens, each `[B, S]`.
@@ -169,8 +171,7 @@ def scatter_totals(step_ids, kept, num_steps: int, sums=(),
   the maxima as one scatter-max, the last positions as another.
   """
   batch, length = kept.shape
-  flat = jnp.where(kept, jnp.arange(batch)[:, None] * num_steps + step_ids,
-                   batch * num_steps).reshape(-1)
+  flat = groups.flat_segment_ids(step_ids, kept, num_steps).reshape(-1)
 
   def scatter(columns, init, op):
     updates = jnp.stack([c.reshape(-1) for c in columns], axis=-1)

@@ -3,8 +3,9 @@
 `make_rollouts` builds a random but well-formed `cajax.Rollouts` with every
 field filled (the benchmarks and the tests that run every registered
 estimator use it); `example_masks` holds small hand-written masks with the
-layouts every estimator must handle; `jit_with_static` jits a function once
-per setting of its static keywords.
+layouts every estimator must handle; `assert_masked_allclose` checks the
+output convention; `jit_with_static` jits a function once per setting of its
+static keywords.
 """
 
 import functools
@@ -37,6 +38,26 @@ def example_masks() -> dict[str, np.ndarray]:
                                     [1, 1, 1, 0, 0], [1, 1, 0, 1, 0],
                                     [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]], bool),
   }
+
+
+def assert_masked_allclose(actual, expected, mask, rtol: float = 1e-5,
+                           atol: float = 1e-5) -> None:
+  """Asserts `actual` is finite, close to `expected` where `mask` is True
+  and exactly 0 where it is False (the cajax output convention).
+
+  Examples:
+    >>> import numpy as np
+    >>> from cajax import testing
+    >>> mask = np.array([[True, False]])
+    >>> testing.assert_masked_allclose(np.array([[1.0, 0.0]]),
+    ...                                np.array([[1.0, 7.0]]), mask)
+  """
+  actual = np.asarray(actual, np.float64)
+  mask = np.asarray(mask, bool)
+  assert np.all(np.isfinite(actual)), "non-finite output"
+  np.testing.assert_allclose(actual[mask], np.asarray(expected)[mask],
+                             rtol=rtol, atol=atol)
+  assert np.all(actual[~mask] == 0.0), "non-zero output at masked entries"
 
 
 @functools.lru_cache(maxsize=None)

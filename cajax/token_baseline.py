@@ -36,7 +36,8 @@ def _group_token_mean(numerator, denominator, mask, group_ids,
                                 row_total(denominator) + eps)
     return ratio[group_ids]
   segments = num_groups * length
-  ids = jnp.where(mask, group_ids[:, None] * length + index, segments)
+  ids = groups.flat_segment_ids(index, mask, length, group_ids[:, None],
+                                   num_groups)
   flat_ids = ids.reshape(-1)
 
   def total(x):
@@ -96,6 +97,24 @@ def optimal_token_baseline(token_rewards, old_logprobs, sum_pi_squared, mask,
 
   Raises:
     ValueError: wrong ranks, shapes or `num_groups`.
+
+  Examples:
+    Two responses to one prompt with their old-policy log-probs and Σπ² per
+    token:
+
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import cajax
+    >>> token_rewards = jnp.array([[0., 0., 1.], [0., 0., 0.]])
+    >>> old_logprobs = jnp.full((2, 3), -1.0)
+    >>> sum_pi_squared = jnp.full((2, 3), 0.5)
+    >>> mask = jnp.array([[1, 1, 1], [1, 1, 0]], bool)
+    >>> out = cajax.optimal_token_baseline(
+    ...     token_rewards, old_logprobs, sum_pi_squared, mask,
+    ...     jnp.array([0, 0]), num_groups=1)
+    >>> print(np.asarray(out.advantages).round(2))
+    [[ 0.5  0.5  1. ]
+     [-0.5 -0.5  0. ]]
   """
   batch, length = _checks.check_batch(mask)
   rewards = _checks.as_float_like(token_rewards, mask, "token_rewards")

@@ -10,11 +10,24 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-_ARRAY_FIELDS = (
-    "mask", "token_rewards", "group_ids", "values", "old_logprobs",
-    "ref_logprobs", "logprobs", "entropy", "self_certainty", "token_logits",
-    "sum_pi_squared", "step_ids", "step_rewards", "step_mask",
-    "reward_components", "baseline_scores")
+# The `Rollouts` fields by layout and meaning; `cajax.validate` checks each
+# group by its rule.
+TOKEN_FLOAT_FIELDS = (
+    "token_rewards", "values", "old_logprobs", "ref_logprobs", "logprobs",
+    "entropy", "self_certainty", "token_logits", "sum_pi_squared")  # f[B, T]
+ROW_FLOAT_FIELDS = ("step_rewards", "reward_components",
+                    "baseline_scores")  # f[B, S], f[B, K], f[B]
+FLOAT_FIELDS = TOKEN_FLOAT_FIELDS + ROW_FLOAT_FIELDS
+# Scores: NaN marks an unscorable row (for reward_components, a missing
+# component) rather than a bug.
+SCORE_FIELDS = ("token_rewards", "step_rewards", "reward_components",
+                "baseline_scores")
+LAYOUT_FIELDS = ("mask", "group_ids", "step_ids", "step_mask")
+
+# Annotations only (arrays of any framework are accepted).
+Floats = Any
+Ints = Any
+Bools = Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,23 +71,23 @@ class Rollouts:
     reward_components: f[B, K] per-row scores of K reward functions (GDPO).
     baseline_scores: f[B] per-row baseline scores (ReMax greedy reward).
   """
-  mask: Any
-  token_rewards: Any = None
-  group_ids: Any = None
+  mask: Bools
+  token_rewards: Floats = None
+  group_ids: Ints | None = None
   num_groups: int | None = None
-  values: Any = None
-  old_logprobs: Any = None
-  ref_logprobs: Any = None
-  logprobs: Any = None
-  entropy: Any = None
-  self_certainty: Any = None
-  token_logits: Any = None
-  sum_pi_squared: Any = None
-  step_ids: Any = None
-  step_rewards: Any = None
-  step_mask: Any = None
-  reward_components: Any = None
-  baseline_scores: Any = None
+  values: Floats = None
+  old_logprobs: Floats = None
+  ref_logprobs: Floats = None
+  logprobs: Floats = None
+  entropy: Floats = None
+  self_certainty: Floats = None
+  token_logits: Floats = None
+  sum_pi_squared: Floats = None
+  step_ids: Ints | None = None
+  step_rewards: Floats = None
+  step_mask: Bools | None = None
+  reward_components: Floats = None
+  baseline_scores: Floats = None
 
   def __post_init__(self):
     # Also runs when JAX rebuilds the pytree (with tracers or placeholder
@@ -99,7 +112,9 @@ class Rollouts:
 
 
 jax.tree_util.register_dataclass(
-    Rollouts, data_fields=list(_ARRAY_FIELDS), meta_fields=["num_groups"])
+    Rollouts, data_fields=[field.name for field in dataclasses.fields(Rollouts)
+                           if field.name != "num_groups"],
+    meta_fields=["num_groups"])
 
 
 class EstimatorOutput(NamedTuple):

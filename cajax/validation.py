@@ -9,13 +9,6 @@ import numpy as np
 
 from cajax import types
 
-# Score fields: a NaN entry carries meaning (its row is unscorable: advantage
-# 0, left out of every statistic; for `reward_components`, that component is
-# missing) rather than signalling a bug.
-_NAN_ALLOWED = ("token_rewards", "step_rewards", "reward_components",
-                "baseline_scores")
-
-
 def validate(rollouts: types.Rollouts) -> types.Rollouts:
   """Checks values of a concrete `Rollouts`; returns it unchanged.
 
@@ -49,9 +42,7 @@ def validate(rollouts: types.Rollouts) -> types.Rollouts:
                         f"values other than 0/1; pass a bool mask.")
 
   check_mask("mask", mask)
-  for name in ("token_rewards", "values", "old_logprobs", "ref_logprobs",
-               "logprobs", "entropy", "self_certainty", "token_logits",
-               "sum_pi_squared", "step_ids"):
+  for name in types.TOKEN_FLOAT_FIELDS + ("step_ids",):
     value = getattr(rollouts, name)
     if value is not None and np.shape(value) != (batch, length):
       problems.append(f"rollouts.{name} has shape {np.shape(value)}, "
@@ -106,17 +97,14 @@ def validate(rollouts: types.Rollouts) -> types.Rollouts:
       problems.append(
           f"rollouts.step_mask has shape {np.shape(rollouts.step_mask)} but "
           f"step_rewards has {np.shape(rollouts.step_rewards)}.")
-  for name in ("token_rewards", "values", "old_logprobs", "ref_logprobs",
-               "logprobs", "entropy", "self_certainty", "token_logits",
-               "sum_pi_squared", "step_rewards", "reward_components",
-               "baseline_scores"):
+  for name in types.FLOAT_FIELDS:
     value = getattr(rollouts, name)
     if value is None:
       continue
     value = np.asarray(value, dtype=np.float64)
     if np.isinf(value).any():
       problems.append(f"rollouts.{name} contains inf.")
-    if name not in _NAN_ALLOWED and np.isnan(value).any():
+    if name not in types.SCORE_FIELDS and np.isnan(value).any():
       problems.append(f"rollouts.{name} contains NaN.")
   if problems:
     raise ValueError("invalid rollouts:\n  " + "\n  ".join(problems))

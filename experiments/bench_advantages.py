@@ -24,6 +24,7 @@ import numpy as np
 
 import cajax
 from cajax import testing
+from experiments import timing
 
 _SHAPES = flags.DEFINE_list(
     "shapes", ["512x4096", "64x32768"], "BxT shapes to benchmark.")
@@ -43,11 +44,6 @@ _OUTPUT = flags.DEFINE_string(
     "output", None, "Write the markdown table to this file.")
 
 QUICK_SHAPES = ("16x64",)
-
-
-def parse_shape(text: str) -> tuple[int, int]:
-  batch, length = (int(v) for v in text.lower().split("x"))
-  return batch, length
 
 
 def _is_array(value) -> bool:
@@ -95,19 +91,13 @@ def time_pair(fn, args, floor, floor_args, rounds: int, repeats: int,
   `time.perf_counter` (elapsed) or `time.process_time` (this process's CPU
   time: other jobs on the same cores then cost little but cache misses).
   """
-  jax.block_until_ready(fn(*args))
-  jax.block_until_ready(floor(*floor_args))
   medians = ([], [])
   for _ in range(rounds):
-    for target, call, call_args in ((medians[0], fn, args),
-                                    (medians[1], floor, floor_args)):
-      times = []
-      for _ in range(repeats):
-        start = clock()
-        jax.block_until_ready(call(*call_args))
-        times.append(clock() - start)
-      target.append(float(np.median(times)))
-  return min(medians[0]) * 1e3, min(medians[1]) * 1e3
+    medians[0].append(timing.median_ms(fn, *args, repeats=repeats,
+                                       clock=clock))
+    medians[1].append(timing.median_ms(floor, *floor_args, repeats=repeats,
+                                       clock=clock))
+  return min(medians[0]), min(medians[1])
 
 
 def benchmark(names, shapes, rounds: int, repeats: int, group_size: int,
@@ -144,7 +134,7 @@ def main(argv):
   unknown = sorted(set(names) - set(cajax.estimator_names()))
   if unknown:
     raise app.UsageError(f"unknown estimators {unknown}")
-  shapes = [parse_shape(s) for s in (QUICK_SHAPES if _QUICK.value
+  shapes = [timing.parse_shape(s) for s in (QUICK_SHAPES if _QUICK.value
                                      else _SHAPES.value)]
   rounds, repeats = (1, 2) if _QUICK.value else (_ROUNDS.value,
                                                  _REPEATS.value)

@@ -11,9 +11,6 @@ forward+backward at a small shape (median of repeats, side by side).
   python -m experiments.bench_kernels --shapes=16384x3584x152064 --repeats=3
 """
 
-import statistics
-import time
-
 from absl import app
 from absl import flags
 import jax
@@ -22,7 +19,8 @@ import numpy as np
 
 import cajax_kernels as kernels
 from experiments.kernel_baselines import naive_logprobs
-from experiments.kernel_baselines import parse_shape
+from experiments.timing import median_ms
+from experiments.timing import parse_shape
 
 _SHAPES = flags.DEFINE_list(
     "shapes", ["16384x3584x152064", "2048x1024x32768"],
@@ -107,14 +105,8 @@ def time_table(dtype) -> list[str]:
           "|---|---|---|"]
   base = None
   for name, impl in paths(_TIME_IMPLS.value):
-    f = jax.jit(loss_fn(impl))
-    jax.block_until_ready(f(hidden, weight, labels))
-    times = []
-    for _ in range(_REPEATS.value):
-      start = time.perf_counter()
-      jax.block_until_ready(f(hidden, weight, labels))
-      times.append(time.perf_counter() - start)
-    ms = 1e3 * statistics.median(times)
+    ms = median_ms(jax.jit(loss_fn(impl)), hidden, weight, labels,
+                   repeats=_REPEATS.value)
     base = ms if base is None else base
     rows.append(f"| {name} | {ms:.1f} | {ms / base:.2f}× |")
     print(rows[-1], flush=True)

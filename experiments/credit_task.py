@@ -30,6 +30,7 @@ sum-form credit accumulates and min-form credit ignores.
 """
 
 import dataclasses
+from typing import Literal
 
 import numpy as np
 
@@ -40,19 +41,37 @@ POSITIONS = ("early", "middle", "late")
 OBSERVATION_TOKENS = 2  # masked tokens between turns for `turn` decisions
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class TaskConfig:
-  """Shape and difficulty of a controlled-bifurcation batch."""
+  """Shape and difficulty of a controlled-bifurcation batch.
+
+  Attributes:
+    num_prompts: prompt groups in the batch.
+    group_size: responses per prompt.
+    num_steps: steps per response.
+    step_length: tokens per step.
+    granularity: what the decisive choice is: a token, a step or a turn.
+    p_good: probability of taking the good branch.
+    p_success_good: probability of success after the good branch.
+    p_success_bad: probability of success after the bad branch.
+    reward_noise: probability of flipping each outcome reward.
+    position: where the decision sits: early, middle or late.
+    signal_quality: q in q·ideal + (1 − q)·noise for step rewards, critic
+      values and critiques.
+    hack_rate: fraction of distractor steps whose PRM reward is inflated.
+    hack_bonus: the inflation added to a hacked step's PRM reward.
+    seed: NumPy seed.
+  """
   num_prompts: int = 32
   group_size: int = 8
   num_steps: int = 8
   step_length: int = 6
-  granularity: str = "step"
-  position: str = "middle"
+  granularity: Literal["token", "step", "turn"] = "step"
   p_good: float = 0.5
   p_success_good: float = 0.9
   p_success_bad: float = 0.1
   reward_noise: float = 0.0
+  position: Literal["early", "middle", "late"] = "middle"
   signal_quality: float = 0.8
   hack_rate: float = 0.0
   hack_bonus: float = 2.0

@@ -34,7 +34,6 @@ lowers every timed function for CUDA with `jax.export` (no device needed).
   python -m experiments.gpu_check --lower_platform=cuda
 """
 
-import statistics
 import sys
 import time
 
@@ -45,11 +44,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import cajax
+from cajax import testing
 import cajax_kernels as kernels
 from experiments import bench_advantages
-from experiments import synthetic_rollouts
+from experiments import timing
 from experiments.kernel_baselines import naive_logprobs
-from experiments.kernel_baselines import parse_shape
 
 _SHAPE = flags.DEFINE_string("shape", "16384x3584x152064",
                              "NxDxV of the timing run.")
@@ -99,7 +98,7 @@ def _close(name, got, want, tol) -> bool:
 def correctness_checks(impl: str) -> bool:
   """Compiled kernels vs the xla implementation; True when all pass."""
   rng = np.random.default_rng(0)
-  n, d, v = parse_shape(_CHECK_SHAPE.value)
+  n, d, v = timing.parse_shape(_CHECK_SHAPE.value)
   valid = v - min(10, v // 2)
   ok = True
   for dtype, tol in ((jnp.float32, 2e-4), (jnp.bfloat16, 2e-2)):
@@ -138,13 +137,7 @@ def correctness_checks(impl: str) -> bool:
 
 
 def _median_ms(f, *args) -> float:
-  jax.block_until_ready(f(*args))
-  times = []
-  for _ in range(_REPEATS.value):
-    start = time.perf_counter()
-    jax.block_until_ready(f(*args))
-    times.append(time.perf_counter() - start)
-  return 1e3 * statistics.median(times)
+  return timing.median_ms(f, *args, repeats=_REPEATS.value)
 
 
 def _temp_gib(f, *args) -> str:
@@ -207,8 +200,8 @@ def _estimator_names():
 
 
 def _rollouts(text: str):
-  batch, length = bench_advantages.parse_shape(text)
-  return synthetic_rollouts.make_rollouts(
+  batch, length = timing.parse_shape(text)
+  return testing.make_rollouts(
       batch=batch, length=length, group_size=min(8, batch), num_steps=16,
       seed=0)
 
@@ -244,7 +237,7 @@ def lower_all(platform: str) -> bool:
   unchecked = [export.DisabledSafetyCheck.custom_call(
       "__gpu$xla.gpu.triton")]
   specs = tuple(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in
-                _kernel_inputs(*parse_shape(_CHECK_SHAPE.value)))
+                _kernel_inputs(*timing.parse_shape(_CHECK_SHAPE.value)))
   cases = [(f"{path} {name}", f, specs)
            for path in _TIME_IMPLS.value for name, f, _ in _kernel_fns(path)]
   for text in _ESTIMATOR_SHAPES.value[:1]:
@@ -289,7 +282,7 @@ def main(argv):
   print("all correctness checks passed")
   if _SKIP_TIMING.value:
     return 0
-  kernels_rows, kernels_ok = kernel_rows(*parse_shape(_SHAPE.value),
+  kernels_rows, kernels_ok = kernel_rows(*timing.parse_shape(_SHAPE.value),
                                          _TIME_IMPLS.value)
   estimators_rows, estimators_ok = estimator_rows(_ESTIMATOR_SHAPES.value,
                                                   _estimator_names())

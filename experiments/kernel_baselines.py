@@ -7,12 +7,6 @@ import jax
 import jax.numpy as jnp
 
 
-def parse_shape(text: str) -> tuple[int, int, int]:
-  """Parses "NxDxV" into (N, D, V)."""
-  n, d, v = (int(x) for x in text.lower().split("x"))
-  return n, d, v
-
-
 def naive_logprobs(hidden, weight, labels):
   """Materialised float32 logits, log_softmax, gather and entropy.
 

@@ -42,6 +42,10 @@ class _Config:
   cotangent_scale: int = 1
 
 
+# The entry points on materialised logits have no weight, hence no weight
+# layout and no matmul precision.
+_FROM_LOGITS = {"weight_layout": None, "precision": None}
+
 def _local_partials(cfg: _Config, x, w, labels, hi, extra: bool):
   if cfg.implementation == "xla":
     return _xla.partials(
@@ -265,11 +269,11 @@ def token_logprobs(logits, labels, temperature: float = 1.0,
   Raises:
     ValueError: on bad shapes, dtypes, temperature or settings.
   """
-  return _logprobs_public(
-      logits, "logits", labels, None, temperature=temperature,
-      implementation=implementation, weight_layout=None,
-      valid_vocab_size=valid_vocab_size, block_sizes=block_sizes,
-      precision=None)
+  return _logprobs_public(logits, "logits", labels, None,
+                          temperature=temperature,
+                          implementation=implementation,
+                          valid_vocab_size=valid_vocab_size,
+                          block_sizes=block_sizes, **_FROM_LOGITS)
 
 
 def linear_token_logprobs(hidden, weight, labels, temperature: float = 1.0,
@@ -376,11 +380,11 @@ def token_stats(logits, labels, stats: Sequence[str] = _common.STAT_NAMES,
   Raises:
     ValueError: on unknown stat names or bad inputs.
   """
-  return _forward_stats(
-      logits, "logits", labels, None, stats, temperature=temperature,
-      implementation=implementation, weight_layout=None,
-      valid_vocab_size=valid_vocab_size, block_sizes=block_sizes,
-      precision=None)
+  return _forward_stats(logits, "logits", labels, None, stats,
+                        temperature=temperature,
+                        implementation=implementation,
+                        valid_vocab_size=valid_vocab_size,
+                        block_sizes=block_sizes, **_FROM_LOGITS)
 
 
 def _forward_stats(source, source_name: str, labels, weight, stats,

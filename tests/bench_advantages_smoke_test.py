@@ -1,39 +1,48 @@
-"""Smoke test of experiments.bench_advantages on tiny shapes."""
+"""Smoke test of experiments.bench_advantages and experiments.timing."""
 
-from absl.testing import absltest
 import jax.numpy as jnp
+import pytest
 
 import cajax
 from experiments import bench_advantages
+from experiments import timing
 
 
-class BenchAdvantagesSmokeTest(absltest.TestCase):
-
-  def test_tiny_benchmark_and_table(self):
-    names = ["reinforce_plus_plus", "grpo", "gae"]
-    self.assertContainsSubset(names, cajax.estimator_names())
-    rows = bench_advantages.benchmark(names, [(8, 16)], rounds=1, repeats=1,
-                                      group_size=4, num_steps=3)
-    self.assertLen(rows, len(names))
-    for name, shape, ms, floor_ms in rows:
-      self.assertIn(name, names)
-      self.assertEqual(shape, "8x16")
-      self.assertGreater(ms, 0.0)
-      self.assertGreater(floor_ms, 0.0)
-    table = bench_advantages.markdown_table(rows).splitlines()
-    self.assertEqual(table[0], "| estimator | shape (BxT) | ms | floor ms | "
-                     "ratio |")
-    self.assertLen(table, 2 + len(names))
-
-  def test_floor_reads_every_input(self):
-    adv, ret = bench_advantages.floor_pass(
-        [jnp.ones((2, 3)), jnp.full((2,), 2.0), jnp.ones((2, 4))])
-    self.assertEqual(adv.shape, (2, 3))
-    self.assertTrue(bool(jnp.all(adv == 7.0)) and bool(jnp.all(ret == 14.0)))
-
-  def test_parse_shape(self):
-    self.assertEqual(bench_advantages.parse_shape("512x4096"), (512, 4096))
+def test_tiny_benchmark_and_table():
+  names = ["reinforce_plus_plus", "grpo", "gae"]
+  assert set(names) <= set(cajax.estimator_names())
+  rows = bench_advantages.benchmark(names, [(8, 16)], rounds=1, repeats=1,
+                                    group_size=4, num_steps=3)
+  assert len(rows) == len(names)
+  for name, shape, ms, floor_ms in rows:
+    assert name in names and shape == "8x16"
+    assert ms > 0.0 and floor_ms > 0.0
+  table = bench_advantages.markdown_table(rows).splitlines()
+  assert table[0] == "| estimator | shape (BxT) | ms | floor ms | ratio |"
+  assert len(table) == 2 + len(names)
 
 
-if __name__ == "__main__":
-  absltest.main()
+def test_floor_reads_every_input():
+  adv, ret = bench_advantages.floor_pass(
+      [jnp.ones((2, 3)), jnp.full((2,), 2.0), jnp.ones((2, 4))])
+  assert adv.shape == (2, 3)
+  assert bool(jnp.all(adv == 7.0)) and bool(jnp.all(ret == 14.0))
+
+
+def test_parse_shape():
+  assert timing.parse_shape("512x4096") == (512, 4096)
+  assert timing.parse_shape("16X64x8") == (16, 64, 8)
+  for bad in ("", "0x4", "ax4", "4x-1"):
+    with pytest.raises(ValueError, match="shape"):
+      timing.parse_shape(bad)
+
+
+def test_median_ms_calls_and_waits():
+  calls = []
+
+  def fn(x):
+    calls.append(x)
+    return jnp.asarray(x)
+
+  assert timing.median_ms(fn, 3, repeats=4) >= 0.0
+  assert calls == [3] * 5  # one warm-up call, then the timed ones

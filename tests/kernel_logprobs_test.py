@@ -16,82 +16,12 @@ import numpy as np
 import pytest
 
 import cajax_kernels as kernels
+from kernel_reference import make_data
+from kernel_reference import ref_linear
+from kernel_reference import ref_logits
+from kernel_reference import to_f64
 
 SMALL = kernels.BlockSizes(vocab_chunk=128)
-
-
-# -------------------------------------------------------------- reference ---
-
-
-def ref_row_stats(raw, label, temperature, valid):
-  """float64 statistics and logit-gradient map of one row (explicit)."""
-  z = np.asarray(raw[:valid], np.float64) / temperature
-  m = max(z)
-  e = np.array([np.exp(v - m) for v in z])
-  s = sum(e)
-  lse = m + np.log(s)
-  p = e / s
-  ent = lse - sum(p[j] * z[j] for j in range(valid))
-  ok = 0 <= label < valid
-  out = {
-      "logprobs": z[label] - lse if ok else 0.0,
-      "entropy": ent,
-      "self_certainty": lse - sum(z) / valid,
-      "sum_pi_squared": sum(p * p),
-      "label_logit": float(raw[label]) if ok else 0.0,
-  }
-
-  def dz(g_lp, g_h):
-    grad = np.zeros(len(raw))
-    for j in range(valid):
-      onehot = 1.0 if (ok and j == label) else 0.0
-      g = (g_lp if ok else 0.0) * (onehot - p[j])
-      g -= g_h * p[j] * (z[j] - lse + ent)
-      grad[j] = g / temperature
-    return grad
-
-  return out, dz
-
-
-def ref_logits(logits, labels, temperature, valid=None, g_lp=None, g_h=None):
-  """Per-row stats [N] and d logits [N, V] of Σ g_lp·lp + Σ g_h·H."""
-  logits = np.asarray(logits, np.float64)
-  n, v = logits.shape
-  valid = v if valid is None else valid
-  stats = {k: np.zeros(n) for k in ("logprobs", "entropy", "self_certainty",
-                                     "sum_pi_squared", "label_logit")}
-  grad = np.zeros((n, v))
-  for i in range(n):
-    row, dz = ref_row_stats(logits[i], int(labels[i]), temperature, valid)
-    for k in stats:
-      stats[k][i] = row[k]
-    if g_lp is not None:
-      grad[i] = dz(float(g_lp[i]), float(g_h[i]))
-  return stats, grad
-
-
-def ref_linear(h, w_dv, labels, temperature, valid=None, g_lp=None, g_h=None):
-  """Stats and (dh, dW[D, V]) for logits = h @ W, all float64."""
-  h = np.asarray(h, np.float64)
-  w_dv = np.asarray(w_dv, np.float64)
-  stats, dz = ref_logits(h @ w_dv, labels, temperature, valid, g_lp, g_h)
-  return stats, dz @ w_dv.T, h.T @ dz
-
-
-def _data(n, d, v, seed, dtype=jnp.float32, scale=1.0):
-  rng = np.random.default_rng(seed)
-  h = (rng.normal(size=(n, d)) * scale).astype(np.float32)
-  w = (rng.normal(size=(d, v)) / np.sqrt(d)).astype(np.float32)
-  labels = rng.integers(0, v, size=n).astype(np.int32)
-  labels[0] = 0
-  labels[-1] = v - 1
-  g = rng.normal(size=(2, n)).astype(np.float32)
-  return (jnp.asarray(h, dtype), jnp.asarray(w, dtype), jnp.asarray(labels),
-          jnp.asarray(g[0]), jnp.asarray(g[1]))
-
-
-def _f64(x):
-  return np.asarray(jnp.asarray(x, jnp.float32), np.float64)
 
 
 TOL = dict(rtol=2e-5, atol=2e-5)
@@ -118,10 +48,10 @@ def _linear_vjp(temperature, layout, valid, implementation="xla",
 @pytest.mark.parametrize("n,d,v,temperature", [
     (1, 3, 5, 0.7), (37, 20, 300, 1.0), (16, 8, 128, 1.3), (37, 20, 300, 0.7)])
 def test_linear_values_and_vjp_match_float64(n, d, v, temperature):
-  h, w, labels, g_lp, g_h = _data(n, d, v, seed=n + v)
+  h, w, labels, g_lp, g_h = make_data(n, d, v, seed=n + v)
   (lp, ent), (dh, dw) = _linear_vjp(temperature, "dv", None)(
       h, w, labels, g_lp, g_h)
-  ref, dh0, dw0 = ref_linear(_f64(h), _f64(w), labels, temperature, None,
+  ref, dh0, dw0 = ref_linear(to_f64(h), to_f64(w), labels, temperature, None,
                              g_lp, g_h)
   np.testing.assert_allclose(lp, ref["logprobs"], **TOL)
   np.testing.assert_allclose(ent, ref["entropy"], **TOL)
@@ -132,11 +62,11 @@ def test_linear_values_and_vjp_match_float64(n, d, v, temperature):
 
 def test_linear_tied_layout_and_padded_vocab():
   n, d, v, valid = 29, 12, 260, 250
-  h, w, labels, g_lp, g_h = _data(n, d, v, seed=3)
+  h, w, labels, g_lp, g_h = make_data(n, d, v, seed=3)
   labels = labels.at[1].set(valid - 1).at[2].set(valid).at[3].set(-100)
   (lp, ent), (dh, dwt) = _linear_vjp(1.3, "vd", valid)(
       h, w.T, labels, g_lp, g_h)
-  ref, dh0, dw0 = ref_linear(_f64(h), _f64(w), labels, 1.3, valid, g_lp, g_h)
+  ref, dh0, dw0 = ref_linear(to_f64(h), to_f64(w), labels, 1.3, valid, g_lp, g_h)
   np.testing.assert_allclose(lp, ref["logprobs"], **TOL)
   np.testing.assert_allclose(ent, ref["entropy"], **TOL)
   np.testing.assert_allclose(dh, dh0, **TOL)
@@ -147,7 +77,7 @@ def test_linear_tied_layout_and_padded_vocab():
 
 
 def test_ignored_label_gets_no_logprob_gradient():
-  h, w, labels, _, _ = _data(4, 5, 9, seed=4)
+  h, w, labels, _, _ = make_data(4, 5, 9, seed=4)
   labels = labels.at[2].set(-1)
 
   def one_row(hh):
@@ -158,14 +88,14 @@ def test_ignored_label_gets_no_logprob_gradient():
 
 
 def test_bf16_linear_close_to_float64_of_bf16_values():
-  h, w, labels, g_lp, g_h = _data(33, 24, 200, seed=5, dtype=jnp.bfloat16)
+  h, w, labels, g_lp, g_h = make_data(33, 24, 200, seed=5, dtype=jnp.bfloat16)
   (lp, ent), (dh, dw) = _linear_vjp(1.0, None, None)(h, w, labels, g_lp, g_h)
-  ref, dh0, dw0 = ref_linear(_f64(h), _f64(w), labels, 1.0, None, g_lp, g_h)
+  ref, dh0, dw0 = ref_linear(to_f64(h), to_f64(w), labels, 1.0, None, g_lp, g_h)
   assert lp.dtype == jnp.float32 and dh.dtype == dw.dtype == jnp.bfloat16
   np.testing.assert_allclose(lp, ref["logprobs"], rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(ent, ref["entropy"], rtol=1e-4, atol=1e-4)
-  np.testing.assert_allclose(_f64(dh), dh0, rtol=1e-2, atol=1e-2)
-  np.testing.assert_allclose(_f64(dw), dw0, rtol=1e-2, atol=1e-2)
+  np.testing.assert_allclose(to_f64(dh), dh0, rtol=1e-2, atol=1e-2)
+  np.testing.assert_allclose(to_f64(dw), dw0, rtol=1e-2, atol=1e-2)
 
 
 @pytest.mark.parametrize("dtype,layout", [
@@ -174,22 +104,22 @@ def test_bf16_linear_close_to_float64_of_bf16_values():
 def test_linear_backward_row_blocks_and_clamped_chunks(dtype, layout):
   # N = 37 rows in blocks of 8 (last block clamped) and V = 45 columns in
   # chunks of 8 (last chunk clamped, written before the chunk it overlaps).
-  h, w, labels, g_lp, g_h = _data(37, 6, 45, seed=21, dtype=dtype)
+  h, w, labels, g_lp, g_h = make_data(37, 6, 45, seed=21, dtype=dtype)
   blocks = kernels.BlockSizes(vocab_chunk=8)
   weight = w if layout == "dv" else w.T
   (lp, _), (dh, dw) = _linear_vjp(0.9, layout, None, blocks=blocks)(
       h, weight, labels, g_lp, g_h)
-  ref, dh0, dw0 = ref_linear(_f64(h), _f64(w), labels, 0.9, None, g_lp, g_h)
+  ref, dh0, dw0 = ref_linear(to_f64(h), to_f64(w), labels, 0.9, None, g_lp, g_h)
   tol = TOL if dtype == jnp.float32 else dict(rtol=1e-2, atol=1e-2)
   assert dh.dtype == dw.dtype == dtype
   np.testing.assert_allclose(lp, ref["logprobs"], **TOL)
-  np.testing.assert_allclose(_f64(dh), dh0, **tol)
-  np.testing.assert_allclose(_f64(dw), dw0 if layout == "dv" else dw0.T,
+  np.testing.assert_allclose(to_f64(dh), dh0, **tol)
+  np.testing.assert_allclose(to_f64(dw), dw0 if layout == "dv" else dw0.T,
                              **tol)
 
 
 def test_leading_batch_dims_and_jit_matches_eager():
-  h, w, labels, _, _ = _data(12, 6, 40, seed=6)
+  h, w, labels, _, _ = make_data(12, 6, 40, seed=6)
   f = functools.partial(kernels.linear_token_logprobs, implementation="xla",
                         block_sizes=SMALL)
   lp, ent = f(h.reshape(3, 4, 6), w, labels.reshape(3, 4))
@@ -200,7 +130,7 @@ def test_leading_batch_dims_and_jit_matches_eager():
 
 
 def test_unused_entropy_is_a_symbolic_zero():
-  h, w, labels, g_lp, _ = _data(9, 4, 30, seed=7)
+  h, w, labels, g_lp, _ = make_data(9, 4, 30, seed=7)
   loss = lambda h, w: jnp.sum(g_lp * kernels.linear_token_logprobs(  # pylint: disable=g-long-lambda
       h, w, labels, implementation="xla")[0])
   jaxpr = str(jax.make_jaxpr(jax.grad(loss, (0, 1)))(h, w))
@@ -210,7 +140,7 @@ def test_unused_entropy_is_a_symbolic_zero():
   jaxpr_both = str(jax.make_jaxpr(jax.grad(both, (0, 1)))(h, w))
   # The entropy term (p · (log p + H)) adds multiplies only when used.
   assert jaxpr.count(" mul ") < jaxpr_both.count(" mul ")
-  _, dh0, dw0 = ref_linear(_f64(h), _f64(w), labels, 1.0, None, g_lp,
+  _, dh0, dw0 = ref_linear(to_f64(h), to_f64(w), labels, 1.0, None, g_lp,
                            np.zeros(9))
   dh, dw = jax.grad(loss, (0, 1))(h, w)
   np.testing.assert_allclose(dh, dh0, **TOL)
@@ -285,7 +215,7 @@ def _logits_case(kind, n=24, v=300, seed=9):
 def test_logits_values_and_vjp_match_float64(kind, temperature):
   x, labels, g_lp, g_h = _logits_case(kind)
   (lp, ent), dx = _logits_vjp(temperature, None)(x, labels, g_lp, g_h)
-  ref, dx0 = ref_logits(_f64(x), labels, temperature, None, g_lp, g_h)
+  ref, dx0 = ref_logits(to_f64(x), labels, temperature, None, g_lp, g_h)
   scale = float(np.max(np.abs(ref["logprobs"]))) + 1.0
   for got in (lp, ent, dx):
     assert np.all(np.isfinite(got))
@@ -302,11 +232,11 @@ def test_bf16_logits_and_small_vocab():
   x, labels, g_lp, g_h = _logits_case("normal", n=10, v=7)
   x = x.astype(jnp.bfloat16)
   (lp, ent), dx = _logits_vjp(1.0, None)(x, labels, g_lp, g_h)
-  ref, dx0 = ref_logits(_f64(x), labels, 1.0, None, g_lp, g_h)
+  ref, dx0 = ref_logits(to_f64(x), labels, 1.0, None, g_lp, g_h)
   assert dx.dtype == jnp.bfloat16
   np.testing.assert_allclose(lp, ref["logprobs"], **TOL)
   np.testing.assert_allclose(ent, ref["entropy"], **TOL)
-  np.testing.assert_allclose(_f64(dx), dx0, rtol=1e-2, atol=1e-2)
+  np.testing.assert_allclose(to_f64(dx), dx0, rtol=1e-2, atol=1e-2)
 
 
 # ------------------------------------------------------------------ stats ---
@@ -314,12 +244,12 @@ def test_bf16_logits_and_small_vocab():
 
 @pytest.mark.parametrize("temperature,valid", [(1.0, None), (0.7, 190)])
 def test_linear_stats_match_float64(temperature, valid):
-  h, w, labels, _, _ = _data(21, 10, 200, seed=10)
+  h, w, labels, _, _ = make_data(21, 10, 200, seed=10)
   labels = labels.at[4].set(-5)
   out = jax.jit(lambda h, w, y: kernels.linear_token_stats(  # pylint: disable=g-long-lambda
       h, w, y, temperature=temperature, implementation="xla",
       valid_vocab_size=valid, block_sizes=SMALL))(h, w, labels)
-  ref, _, _ = ref_linear(_f64(h), _f64(w), labels, temperature, valid)
+  ref, _, _ = ref_linear(to_f64(h), to_f64(w), labels, temperature, valid)
   assert set(out) == set(ref)
   for name, value in out.items():
     np.testing.assert_allclose(value, ref[name], rtol=3e-5, atol=3e-5,
@@ -330,7 +260,7 @@ def test_stats_subset_from_logits_and_no_gradient():
   x, labels, _, _ = _logits_case("normal", n=6, v=50)
   out = kernels.token_stats(x, labels, stats=("sum_pi_squared",),
                             implementation="xla")
-  ref, _ = ref_logits(_f64(x), labels, 1.0)
+  ref, _ = ref_logits(to_f64(x), labels, 1.0)
   assert list(out) == ["sum_pi_squared"]
   np.testing.assert_allclose(out["sum_pi_squared"], ref["sum_pi_squared"],
                              **TOL)
@@ -344,7 +274,7 @@ def test_stats_subset_from_logits_and_no_gradient():
 def test_property_vocab_permutation_and_padding_invariance(perm_seed, pad):
   """Permuting the vocabulary (with labels) and appending masked padding
   rows changes neither log-probs nor entropy."""
-  h, w, labels, _, _ = _data(7, 5, 30, seed=11)
+  h, w, labels, _, _ = make_data(7, 5, 30, seed=11)
   perm = np.random.default_rng(perm_seed).permutation(30)
   inverse = np.argsort(perm)
   w2 = jnp.concatenate([w[:, perm], jnp.full((5, pad), 50.0)], axis=1)
@@ -361,7 +291,7 @@ def test_property_vocab_permutation_and_padding_invariance(perm_seed, pad):
 
 
 def test_bad_inputs_raise_value_error():
-  h, w, labels, _, _ = _data(4, 3, 6, seed=12)
+  h, w, labels, _, _ = make_data(4, 3, 6, seed=12)
   cases = [
       lambda: kernels.linear_token_logprobs(h, w, labels[:3]),
       lambda: kernels.linear_token_logprobs(h, w, labels.astype(jnp.float32)),

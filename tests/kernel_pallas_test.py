@@ -13,7 +13,10 @@ import pytest
 
 import cajax_kernels as kernels
 from cajax_kernels import _pallas
-from kernel_logprobs_test import _data, _f64, ref_linear, ref_logits  # pylint: disable=g-bad-import-order
+from kernel_reference import make_data
+from kernel_reference import ref_linear
+from kernel_reference import ref_logits
+from kernel_reference import to_f64
 
 TINY = kernels.BlockSizes(block_n=8, block_v=16, block_d=8, vocab_split=32,
                           vocab_chunk=48)
@@ -29,14 +32,14 @@ def _vjp(f, primals, cotangents):
 @pytest.mark.parametrize("layout,temperature", [("dv", 0.7), ("vd", 1.3)])
 def test_interpret_linear_matches_float64(layout, temperature):
   n, d, v, valid = 19, 20, 70, 66
-  h, w, labels, g_lp, g_h = _data(n, d, v, seed=20)
+  h, w, labels, g_lp, g_h = make_data(n, d, v, seed=20)
   labels = labels.at[1].set(valid - 1).at[2].set(valid).at[3].set(-1)
   w_in = w if layout == "dv" else w.T
   f = jax.jit(lambda h, w: kernels.linear_token_logprobs(  # pylint: disable=g-long-lambda
       h, w, labels, temperature, "interpret", valid_vocab_size=valid,
       block_sizes=TINY))
   (lp, ent), (dh, dw) = _vjp(f, (h, w_in), (g_lp, g_h))
-  ref, dh0, dw0 = ref_linear(_f64(h), _f64(w), labels, temperature, valid,
+  ref, dh0, dw0 = ref_linear(to_f64(h), to_f64(w), labels, temperature, valid,
                              g_lp, g_h)
   np.testing.assert_allclose(lp, ref["logprobs"], **TOL)
   np.testing.assert_allclose(ent, ref["entropy"], **TOL)
@@ -56,27 +59,27 @@ def test_interpret_logits_extreme_and_bf16():
     f = jax.jit(lambda x: kernels.token_logprobs(  # pylint: disable=g-long-lambda
         x, labels, 0.7, "interpret", block_sizes=TINY))
     (lp, ent), (dx,) = _vjp(f, (xd,), (g[0], g[1]))
-    ref, dx0 = ref_logits(_f64(xd), labels, 0.7, None, g[0], g[1])
+    ref, dx0 = ref_logits(to_f64(xd), labels, 0.7, None, g[0], g[1])
     assert dx.dtype == dtype
     np.testing.assert_allclose(lp, ref["logprobs"], rtol=2e-5, atol=0.3)
     np.testing.assert_allclose(ent, ref["entropy"], rtol=2e-5, atol=1e-4)
-    np.testing.assert_allclose(_f64(dx), dx0, rtol=1e-2, atol=1e-2)
+    np.testing.assert_allclose(to_f64(dx), dx0, rtol=1e-2, atol=1e-2)
     assert float(lp[3]) == 0.0 and abs(float(ent[3])) < 1e-6
 
 
 def test_interpret_stats_match_float64():
-  h, w, labels, _, _ = _data(13, 9, 50, seed=22)
+  h, w, labels, _, _ = make_data(13, 9, 50, seed=22)
   labels = labels.at[5].set(-3)
   out = jax.jit(lambda h, w: kernels.linear_token_stats(  # pylint: disable=g-long-lambda
       h, w.T, labels, temperature=1.3, implementation="interpret",
       valid_vocab_size=45, block_sizes=TINY))(h, w)
-  ref, _, _ = ref_linear(_f64(h), _f64(w), labels, 1.3, 45)
+  ref, _, _ = ref_linear(to_f64(h), to_f64(w), labels, 1.3, 45)
   for name in kernels.api._common.STAT_NAMES:  # pylint: disable=protected-access
     np.testing.assert_allclose(out[name], ref[name], **TOL, err_msg=name)
-  logits = jnp.asarray(_f64(h) @ _f64(w), jnp.float32)
+  logits = jnp.asarray(to_f64(h) @ to_f64(w), jnp.float32)
   out = kernels.token_stats(logits, labels, stats=("self_certainty",),
                             implementation="interpret", block_sizes=TINY)
-  ref, _ = ref_logits(_f64(logits), labels, 1.0)
+  ref, _ = ref_logits(to_f64(logits), labels, 1.0)
   np.testing.assert_allclose(out["self_certainty"], ref["self_certainty"],
                              **TOL)
 

@@ -9,14 +9,14 @@ import textwrap
 SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
     import cajax_kernels as kernels
-    from kernel_logprobs_test import _data, _f64, ref_linear
+    from kernel_reference import make_data, to_f64, ref_linear
 
     assert jax.device_count() == 4
     mesh = jax.sharding.Mesh(np.array(jax.devices()), ("x",))
     n, d, v, valid = 12, 8, 40, 37
-    h, w, labels, g_lp, g_h = _data(n, d, v, seed=30)
+    h, w, labels, g_lp, g_h = make_data(n, d, v, seed=30)
     labels = labels.at[1].set(-1).at[2].set(valid - 1).at[3].set(38)
-    ref, dh0, dw0 = ref_linear(_f64(h), _f64(w), labels, 0.7, valid, g_lp, g_h)
+    ref, dh0, dw0 = ref_linear(to_f64(h), to_f64(w), labels, 0.7, valid, g_lp, g_h)
     blocks = kernels.BlockSizes(block_n=8, block_v=8, block_d=8,
                                 vocab_split=8, vocab_chunk=6)
     common = dict(temperature=0.7, valid_vocab_size=valid, block_sizes=blocks)

@@ -1,8 +1,8 @@
 """Tests of cajax/outcome.py against float64 NumPy loop references.
 
 The references below are written from the peers' formulas (verl, TRL,
-OpenRLHF, Tunix; docs/peer_settings.md) with explicit Python loops over rows and groups; they share no code with
-cajax.
+OpenRLHF, Tunix; docs/peer_settings.md) with explicit Python loops over rows
+and groups; they share no code with cajax.
 """
 
 import functools

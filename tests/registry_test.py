@@ -5,6 +5,7 @@ The generic contract test runs every registered name on synthetic
 rollouts, so estimators registered later are picked up automatically.
 """
 
+import dataclasses
 import functools
 import inspect
 
@@ -17,6 +18,7 @@ import cajax
 from cajax import outcome
 from cajax import registry
 from cajax import testing
+from cajax import types
 
 NAMES = cajax.estimator_names()
 OUTCOME_NAMES = ("drgrpo", "gdpo", "gpg", "grpo", "grpo_passk", "opo",
@@ -818,3 +820,10 @@ def test_policy_loss_shape_errors_name_the_argument(loss):
         continue  # per-row advantages are broadcast over the tokens
       with pytest.raises(ValueError, match=param):
         cajax.losses.policy_loss(loss, **{**args, param: wrong})
+
+
+def test_field_groups_cover_rollouts():
+  fields = {f.name for f in dataclasses.fields(cajax.Rollouts)}
+  groups = types.FLOAT_FIELDS + types.LAYOUT_FIELDS + ("num_groups",)
+  assert sorted(groups) == sorted(fields)
+  assert set(types.SCORE_FIELDS) <= set(types.FLOAT_FIELDS)

@@ -22,6 +22,7 @@ from cajax import testing
 from cajax import types
 
 TOL = dict(rtol=1e-5, atol=1e-5)
+maybe_jit = testing.jit_with_static
 
 # ---------------------------------------------------------------------------
 # float64 references.
@@ -121,15 +122,12 @@ NUM_GROUPS = 3                                         # a singleton.
 
 
 def data(seed=0, batch=B, length=T):
+  """Rewards, values, old log-probs and Σπ² of a random batch."""
   rng = np.random.default_rng(seed)
-  return dict(
-      r=rng.normal(size=(batch, length)),
-      v=rng.normal(size=(batch, length)),
-      lp=-np.abs(rng.normal(size=(batch, length))),
-      spp=rng.uniform(0.05, 1.0, size=(batch, length)),
-      rho=np.exp(rng.normal(size=(batch, length)) * 0.5),
-      lam=rng.uniform(0.0, 1.0, size=(batch, length)),
-      d=rng.uniform(0.5, 1.0, size=(batch, length)))
+  shape = (batch, length)
+  return dict(r=rng.normal(size=shape), v=rng.normal(size=shape),
+              lp=-np.abs(rng.normal(size=shape)),
+              spp=rng.uniform(0.05, 1.0, size=shape))
 
 
 def f32(x):
@@ -137,11 +135,7 @@ def f32(x):
 
 
 def assert_tokens(out, ref, mask, tol=None):
-  """Equal to `ref` on valid tokens and exactly 0 elsewhere."""
-  out = np.asarray(out, np.float64)
-  assert out.dtype == np.float64 and np.all(np.isfinite(out))
-  np.testing.assert_allclose(out[mask], ref[mask], **(tol or TOL))
-  assert np.all(out[~mask] == 0.0)
+  testing.assert_masked_allclose(out, ref, mask, **(tol or TOL))
 
 
 # ---------------------------------------------------------------------------
@@ -206,7 +200,7 @@ def test_reinforce_plus_plus_pipeline_goldens():
 @pytest.mark.parametrize("mask_name,jit", MASK_CASES)
 def test_gae_matches_verl(mask_name, jit):
   mask, x = MASKS[mask_name], data(1)
-  fn = testing.jit_with_static(returns.gae, jit, gamma=0.9, lambda_=0.8)
+  fn = maybe_jit(returns.gae, jit, gamma=0.9, lambda_=0.8)
   out = fn(f32(x["r"]), f32(x["v"]), mask)
   raw, ret = ref_gae(f32(x["r"]), f32(x["v"]), mask, 0.9, 0.8)
   assert_tokens(out.info["raw_advantages"], raw, mask)
@@ -244,7 +238,7 @@ def test_gae_static_and_traced_coefficients(gamma, lam):
 def test_reinforce_plus_plus_matches_verl(mask_name, jit):
   mask, x = MASKS[mask_name], data(3)
   for skip in (True, False):
-    fn = testing.jit_with_static(returns.reinforce_plus_plus, jit, gamma=0.8,
+    fn = maybe_jit(returns.reinforce_plus_plus, jit, gamma=0.8,
                    skip_masked=skip)
     out = fn(f32(x["r"]), mask)
     ret = ref_token_returns(x["r"], mask, 0.8, skip)
@@ -257,7 +251,7 @@ def test_reinforce_plus_plus_matches_verl(mask_name, jit):
 def test_remax_matches_verl(mask_name, jit):
   mask, x = MASKS[mask_name], data(4)
   baseline = np.linspace(-1, 1, B)
-  out = testing.jit_with_static(returns.remax, jit)(f32(x["r"]), f32(baseline), mask)
+  out = maybe_jit(returns.remax, jit)(f32(x["r"]), f32(baseline), mask)
   ret = np.flip(np.cumsum(np.flip(x["r"] * mask, 1), 1), 1)
   assert_tokens(out.returns, ret, mask)
   assert_tokens(out.advantages, ret - baseline[:, None], mask)
@@ -268,7 +262,7 @@ def test_prime_matches_recipe(mask_name, jit):
   mask, x = MASKS[mask_name], data(7)
   rewards = np.where(mask, x["r"], 0.0)
   rm = np.where(mask, x["v"] * 0.1, 0.0)
-  fn = testing.jit_with_static(returns.prime, jit, num_groups=NUM_GROUPS)
+  fn = maybe_jit(returns.prime, jit, num_groups=NUM_GROUPS)
   out = fn(f32(rewards), f32(rm), mask, GROUP_IDS)
   adv, ret = ref_prime(f32(rewards), f32(rm), mask, GROUP_IDS)
   assert_tokens(out.returns, ret, mask, dict(rtol=1e-4, atol=1e-4))
@@ -302,7 +296,7 @@ def test_prime_outcome_is_rloo_and_singleton_policy():
 def test_t_equals_one_and_bf16():
   x = data(14, batch=3, length=1)
   mask = np.array([[True], [False], [True]])
-  out = testing.jit_with_static(returns.gae, True)(f32(x["r"]), f32(x["v"]), mask)
+  out = maybe_jit(returns.gae, True)(f32(x["r"]), f32(x["v"]), mask)
   raw, _ = ref_gae(f32(x["r"]), f32(x["v"]), mask, 1.0, 1.0)
   assert_tokens(out.advantages, ref_whiten(raw, mask), mask,
                 dict(rtol=1e-4, atol=1e-4))
@@ -311,12 +305,12 @@ def test_t_equals_one_and_bf16():
   r16 = jnp.asarray(x["r"], jnp.bfloat16)
   v16 = jnp.asarray(x["v"], jnp.bfloat16)
   r64, v64 = np.asarray(r16, np.float64), np.asarray(v16, np.float64)
-  out = testing.jit_with_static(returns.gae, True, gamma=0.9, lambda_=0.9, whiten=False)(
+  out = maybe_jit(returns.gae, True, gamma=0.9, lambda_=0.9, whiten=False)(
       r16, v16, mask)
   assert out.advantages.dtype == jnp.float32
   assert_tokens(out.advantages, ref_gae(r64, v64, mask, 0.9, 0.9)[0], mask,
                 dict(rtol=1e-2, atol=1e-2))
-  out = testing.jit_with_static(returns.reinforce_plus_plus, True)(r16, mask)
+  out = maybe_jit(returns.reinforce_plus_plus, True)(r16, mask)
   assert_tokens(out.returns, ref_token_returns(r64, mask, 1.0, True), mask,
                 dict(rtol=1e-2, atol=1e-2))
 
@@ -325,11 +319,11 @@ def test_single_valid_token_and_all_masked_batch():
   mask = np.zeros((2, 3), bool)
   mask[1, 1] = True
   r = np.ones((2, 3), np.float32)
-  gae = testing.jit_with_static(returns.gae, True)
+  gae = maybe_jit(returns.gae, True)
   ids = np.array([0, 0])
   for out in (gae(r, r, mask),
-              testing.jit_with_static(returns.reinforce_plus_plus, True)(r, mask),
-              testing.jit_with_static(returns.prime, True, num_groups=1)(r, r, mask, ids)):
+              maybe_jit(returns.reinforce_plus_plus, True)(r, mask),
+              maybe_jit(returns.prime, True, num_groups=1)(r, r, mask, ids)):
     assert np.all(np.isfinite(out.advantages))
     assert np.all(np.asarray(out.advantages) == 0.0)   # whitened lone token
   empty = np.zeros((2, 3), bool)
@@ -340,7 +334,7 @@ def test_masked_inputs_may_hold_nan():
   mask, x = MASKS["interior"], data(16)
   r = np.where(mask, x["r"], np.nan).astype(np.float32)
   v = np.where(mask, x["v"], np.nan).astype(np.float32)
-  out = testing.jit_with_static(returns.gae, True, gamma=0.9, lambda_=0.8)(r, v, mask)
+  out = maybe_jit(returns.gae, True, gamma=0.9, lambda_=0.8)(r, v, mask)
   raw, _ = ref_gae(np.nan_to_num(r), np.nan_to_num(v), mask, 0.9, 0.8)
   assert_tokens(out.info["raw_advantages"], raw, mask)
 

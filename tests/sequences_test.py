@@ -2,8 +2,6 @@
 
 import functools
 
-from absl.testing import absltest
-from absl.testing import parameterized
 import hypothesis
 from hypothesis import strategies as st
 import jax
@@ -147,295 +145,312 @@ def _variants(fn, **static):
   return {"eager": bound, "jit": jax.jit(bound)}
 
 
-class ReverseDiscountedCumsumTest(parameterized.TestCase):
+@pytest.mark.parametrize("discount", [1.0, 0.9, 0.5, 0.0])
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+def test_reverse_discounted_cumsum_scalar_discount(discount, mode):
+  x = _values(MASK.shape)
+  fn = _variants(sequences.reverse_discounted_cumsum, gamma=discount)
+  out = fn[mode](x, MASK)
+  assert out.dtype == jnp.float32
+  np.testing.assert_allclose(
+      out, ref_reverse_discounted_cumsum(x, MASK, discount), **F32)
+  assert np.all(np.asarray(out)[~MASK] == 0.0)
 
-  @parameterized.product(discount=[1.0, 0.9, 0.5, 0.0],
-                         mode=["eager", "jit"])
-  def test_scalar_discount(self, discount, mode):
-    x = _values(MASK.shape)
-    fn = _variants(sequences.reverse_discounted_cumsum, gamma=discount)
-    out = fn[mode](x, MASK)
-    self.assertEqual(out.dtype, jnp.float32)
+
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+def test_reverse_discounted_cumsum_per_token_discount(mode):
+  rng = np.random.default_rng(1)
+  x = _values(MASK.shape, 1)
+  gamma = rng.uniform(0.0, 1.0, size=MASK.shape).astype(np.float32)
+  gamma[0, 3] = 0.0  # an episode end inside a row
+  fn = _variants(sequences.reverse_discounted_cumsum)
+  np.testing.assert_allclose(
+      fn[mode](x, MASK, gamma),
+      ref_reverse_discounted_cumsum(x, MASK, gamma), **F32)
+
+
+def test_reverse_discounted_cumsum_golden_skip_semantics():
+  # Interior masked token is skipped: no discount and its value is ignored.
+  x = np.array([[1.0, 100.0, 2.0, 4.0, 7.0]], np.float32)
+  mask = np.array([[True, False, True, True, False]])
+  out = sequences.reverse_discounted_cumsum(x, mask, 0.5)
+  # G2 = 2 + .5*4 = 4; G0 = 1 + .5*G2 = 3 (token 1 skipped).
+  np.testing.assert_allclose(out, [[3.0, 0.0, 4.0, 4.0, 0.0]], **F32)
+
+
+def test_reverse_discounted_cumsum_traced_discount():
+  x = _values(MASK.shape, 2)
+  fn = jax.jit(sequences.reverse_discounted_cumsum)
+  np.testing.assert_allclose(
+      fn(x, MASK, jnp.float32(0.95)),
+      ref_reverse_discounted_cumsum(x, MASK, 0.95), **F32)
+
+
+def test_reverse_discounted_cumsum_t1():
+  x = np.array([[2.5], [-1.0]], np.float32)
+  mask = np.array([[True], [False]])
+  np.testing.assert_allclose(
+      sequences.reverse_discounted_cumsum(x, mask, 0.9), [[2.5], [0.0]])
+
+
+def test_reverse_discounted_cumsum_bf16_and_int_inputs():
+  x = _values(MASK.shape, 3)
+  out = sequences.reverse_discounted_cumsum(
+      jnp.asarray(x, jnp.bfloat16), MASK, 0.9)
+  assert out.dtype == jnp.float32
+  expected = ref_reverse_discounted_cumsum(
+      np.asarray(jnp.asarray(x, jnp.bfloat16), np.float64), MASK, 0.9)
+  np.testing.assert_allclose(out, expected, **BF16)
+  ints = np.arange(MASK.size).reshape(MASK.shape).astype(np.int32)
+  np.testing.assert_allclose(
+      sequences.reverse_discounted_cumsum(ints, MASK.astype(np.int32)),
+      ref_reverse_discounted_cumsum(ints, MASK), **F32)
+
+
+@pytest.mark.parametrize("discount", [0.9, 0.99, 1.0])
+def test_reverse_discounted_cumsum_long_rows_stay_float32_accurate(discount):
+  length = 32768
+  rng = np.random.default_rng(4)
+  x = rng.uniform(0.0, 1.0, size=(2, length)).astype(np.float32)
+  mask = np.ones((2, length), bool)
+  mask[1, 1000:1100] = False
+  mask[1, 30000:] = False
+  out = jax.jit(functools.partial(sequences.reverse_discounted_cumsum,
+                                  gamma=discount))(x, mask)
+  np.testing.assert_allclose(
+      out, ref_reverse_discounted_cumsum(x, mask, discount),
+      rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("length", [700, 1024])
+def test_reverse_discounted_cumsum_blocked_path_long_rows(length):
+  # Rows of >= 512 tokens take the two-level blocked scan; 700 is not a
+  # multiple of its block size, so the padded tail is exercised too.
+  rng = np.random.default_rng(length)
+  x = rng.normal(size=(4, length)).astype(np.float32)
+  mask = rng.uniform(size=(4, length)) < 0.8
+  mask[1, length // 2:] = False
+  mask[2] = False
+  mask[3, :] = False
+  mask[3, length - 1] = True
+  gamma = rng.uniform(0.0, 1.0, size=(4, length)).astype(np.float32)
+  gamma[0, ::37] = 0.0
+  fn = jax.jit(sequences.reverse_discounted_cumsum)
+  for discount in (gamma, jnp.float32(0.97), jnp.float32(1.0)):
     np.testing.assert_allclose(
-        out, ref_reverse_discounted_cumsum(x, MASK, discount), **F32)
-    self.assertTrue(np.all(np.asarray(out)[~MASK] == 0.0))
-
-  @parameterized.parameters("eager", "jit")
-  def test_per_token_discount(self, mode):
-    rng = np.random.default_rng(1)
-    x = _values(MASK.shape, 1)
-    gamma = rng.uniform(0.0, 1.0, size=MASK.shape).astype(np.float32)
-    gamma[0, 3] = 0.0  # an episode end inside a row
-    fn = _variants(sequences.reverse_discounted_cumsum)
-    np.testing.assert_allclose(
-        fn[mode](x, MASK, gamma),
-        ref_reverse_discounted_cumsum(x, MASK, gamma), **F32)
-
-  def test_golden_skip_semantics(self):
-    # Interior masked token is skipped: no discount and its value is ignored.
-    x = np.array([[1.0, 100.0, 2.0, 4.0, 7.0]], np.float32)
-    mask = np.array([[True, False, True, True, False]])
-    out = sequences.reverse_discounted_cumsum(x, mask, 0.5)
-    # G2 = 2 + .5*4 = 4; G0 = 1 + .5*G2 = 3 (token 1 skipped).
-    np.testing.assert_allclose(out, [[3.0, 0.0, 4.0, 4.0, 0.0]], **F32)
-
-  def test_traced_discount(self):
-    x = _values(MASK.shape, 2)
-    fn = jax.jit(sequences.reverse_discounted_cumsum)
-    np.testing.assert_allclose(
-        fn(x, MASK, jnp.float32(0.95)),
-        ref_reverse_discounted_cumsum(x, MASK, 0.95), **F32)
-
-  def test_t1(self):
-    x = np.array([[2.5], [-1.0]], np.float32)
-    mask = np.array([[True], [False]])
-    np.testing.assert_allclose(
-        sequences.reverse_discounted_cumsum(x, mask, 0.9), [[2.5], [0.0]])
-
-  def test_bf16_and_int_inputs(self):
-    x = _values(MASK.shape, 3)
-    out = sequences.reverse_discounted_cumsum(
-        jnp.asarray(x, jnp.bfloat16), MASK, 0.9)
-    self.assertEqual(out.dtype, jnp.float32)
-    expected = ref_reverse_discounted_cumsum(
-        np.asarray(jnp.asarray(x, jnp.bfloat16), np.float64), MASK, 0.9)
-    np.testing.assert_allclose(out, expected, **BF16)
-    ints = np.arange(MASK.size).reshape(MASK.shape).astype(np.int32)
-    np.testing.assert_allclose(
-        sequences.reverse_discounted_cumsum(ints, MASK.astype(np.int32)),
-        ref_reverse_discounted_cumsum(ints, MASK), **F32)
-
-  @parameterized.parameters(0.9, 0.99, 1.0)
-  def test_long_rows_stay_float32_accurate(self, discount):
-    length = 32768
-    rng = np.random.default_rng(4)
-    x = rng.uniform(0.0, 1.0, size=(2, length)).astype(np.float32)
-    mask = np.ones((2, length), bool)
-    mask[1, 1000:1100] = False
-    mask[1, 30000:] = False
-    out = jax.jit(functools.partial(sequences.reverse_discounted_cumsum,
-                                    gamma=discount))(x, mask)
-    np.testing.assert_allclose(
-        out, ref_reverse_discounted_cumsum(x, mask, discount),
-        rtol=1e-5, atol=0)
-
-  @parameterized.parameters(700, 1024)
-  def test_blocked_path_long_rows(self, length):
-    # Rows of >= 512 tokens take the two-level blocked scan; 700 is not a
-    # multiple of its block size, so the padded tail is exercised too.
-    rng = np.random.default_rng(length)
-    x = rng.normal(size=(4, length)).astype(np.float32)
-    mask = rng.uniform(size=(4, length)) < 0.8
-    mask[1, length // 2:] = False
-    mask[2] = False
-    mask[3, :] = False
-    mask[3, length - 1] = True
-    gamma = rng.uniform(0.0, 1.0, size=(4, length)).astype(np.float32)
-    gamma[0, ::37] = 0.0
-    fn = jax.jit(sequences.reverse_discounted_cumsum)
-    for discount in (gamma, jnp.float32(0.97), jnp.float32(1.0)):
-      np.testing.assert_allclose(
-          fn(x, mask, discount),
-          ref_reverse_discounted_cumsum(x, mask, np.asarray(discount)),
-          **F32)
-
-  @parameterized.parameters(1.0, 0.97, 0.3, 0.2, 0.01)
-  def test_static_discount_long_rows(self, discount):
-    # A Python-number γ takes the chunked matmul path (chunk 64, 32 or 16 by
-    # γ; 0.01 falls back to the scan); 700 is no multiple of any chunk.
-    rng = np.random.default_rng(7)
-    x = rng.normal(size=(4, 700)).astype(np.float32)
-    mask = rng.uniform(size=(4, 700)) < 0.8
-    mask[1, 350:] = False
-    mask[2] = False
-    mask[3, :] = False
-    mask[3, 699] = True
-    out = jax.jit(functools.partial(sequences.reverse_discounted_cumsum,
-                                    gamma=discount))(x, mask)
-    np.testing.assert_allclose(
-        out, ref_reverse_discounted_cumsum(x, mask, discount), **F32)
-    self.assertTrue(np.all(np.asarray(out)[~mask] == 0.0))
-
-  @parameterized.product(discount=[1.0, 0.9, 0.5, 0.3], scale=[1e-30, 1e30])
-  def test_static_discount_at_any_reward_scale(self, discount, scale):
-    # Rewards of 1e-30 used to flush to 0 late in a matmul chunk when γ^k
-    # pushed x·γ^k below float32's normal range; 1e30 must not overflow.
-    rng = np.random.default_rng(8)
-    x = rng.normal(size=(3, 200)).astype(np.float32)
-    mask = rng.uniform(size=(3, 200)) < 0.9
-    out = jax.jit(functools.partial(sequences.reverse_discounted_cumsum,
-                                    gamma=discount))(x * scale, mask)
-    want = ref_reverse_discounted_cumsum(x, mask, discount)
-    # A flushed reward would be off by about |x| ~ 1.
-    np.testing.assert_allclose(np.asarray(out, np.float64) / scale, want,
-                               rtol=1e-4, atol=1e-4)
-
-  def test_bad_inputs(self):
-    x = np.zeros((2, 3), np.float32)
-    mask = np.ones((2, 3), bool)
-    with self.assertRaisesRegex(ValueError, "x must have shape"):
-      sequences.reverse_discounted_cumsum(np.zeros((2, 4)), mask)
-    with self.assertRaisesRegex(ValueError, "mask must have rank 2"):
-      sequences.reverse_discounted_cumsum(x, np.ones(3, bool))
-    with self.assertRaisesRegex(ValueError, "gamma must have shape"):
-      sequences.reverse_discounted_cumsum(x, mask, np.ones((3, 2)))
-    with self.assertRaisesRegex(ValueError, "x must be real"):
-      sequences.reverse_discounted_cumsum(np.zeros((2, 3), np.complex64),
-                                          mask)
+        fn(x, mask, discount),
+        ref_reverse_discounted_cumsum(x, mask, np.asarray(discount)),
+        **F32)
 
 
-class SuffixMinTest(parameterized.TestCase):
-
-  @parameterized.parameters("eager", "jit")
-  def test_matches_reference(self, mode):
-    x = _values(MASK.shape, 5)
-    out = _variants(sequences.suffix_min)[mode](x, MASK)
-    np.testing.assert_allclose(out, ref_suffix_min(x, MASK), **F32)
-    self.assertTrue(np.all(np.asarray(out)[~MASK] == 0.0))
-
-  def test_golden_and_t1(self):
-    x = np.array([[3.0, -9.0, 1.0, 2.0]], np.float32)
-    mask = np.array([[True, False, True, True]])
-    np.testing.assert_allclose(sequences.suffix_min(x, mask),
-                               [[1.0, 0.0, 1.0, 2.0]])
-    np.testing.assert_allclose(
-        sequences.suffix_min(np.array([[4.0]]), np.array([[True]])), [[4.0]])
-
-  def test_bf16(self):
-    x = jnp.asarray(_values(MASK.shape, 6), jnp.bfloat16)
-    out = sequences.suffix_min(x, MASK)
-    self.assertEqual(out.dtype, jnp.float32)
-    np.testing.assert_allclose(
-        out, ref_suffix_min(np.asarray(x, np.float64), MASK), **BF16)
-
-  def test_bad_inputs(self):
-    with self.assertRaisesRegex(ValueError, "x must have shape"):
-      sequences.suffix_min(np.zeros((2, 2)), np.ones((2, 3), bool))
+@pytest.mark.parametrize("discount", [1.0, 0.97, 0.3, 0.2, 0.01])
+def test_reverse_discounted_cumsum_static_discount_long_rows(discount):
+  # A Python-number γ takes the chunked matmul path (chunk 64, 32 or 16 by
+  # γ; 0.01 falls back to the scan); 700 is no multiple of any chunk.
+  rng = np.random.default_rng(7)
+  x = rng.normal(size=(4, 700)).astype(np.float32)
+  mask = rng.uniform(size=(4, 700)) < 0.8
+  mask[1, 350:] = False
+  mask[2] = False
+  mask[3, :] = False
+  mask[3, 699] = True
+  out = jax.jit(functools.partial(sequences.reverse_discounted_cumsum,
+                                  gamma=discount))(x, mask)
+  np.testing.assert_allclose(
+      out, ref_reverse_discounted_cumsum(x, mask, discount), **F32)
+  assert np.all(np.asarray(out)[~mask] == 0.0)
 
 
-class ContiguousRunsTest(parameterized.TestCase):
-
-  @parameterized.parameters("eager", "jit")
-  def test_matches_reference(self, mode):
-    run_ids, num_runs = _variants(sequences.contiguous_runs)[mode](MASK)
-    want_ids, want_runs = ref_contiguous_runs(MASK)
-    np.testing.assert_array_equal(run_ids, want_ids)
-    np.testing.assert_array_equal(num_runs, want_runs)
-    self.assertEqual(run_ids.dtype, jnp.int32)
-
-  def test_t1_and_numeric_mask(self):
-    run_ids, num_runs = sequences.contiguous_runs(np.array([[1], [0]]))
-    np.testing.assert_array_equal(run_ids, [[0], [-1]])
-    np.testing.assert_array_equal(num_runs, [1, 0])
-
-  def test_bad_inputs(self):
-    with self.assertRaisesRegex(ValueError, "mask must have rank 2"):
-      sequences.contiguous_runs(np.ones(3, bool))
+@pytest.mark.parametrize("discount", [1.0, 0.9, 0.5, 0.3])
+@pytest.mark.parametrize("scale", [1e-30, 1e30])
+def test_reverse_discounted_cumsum_static_discount_at_any_reward_scale(discount, scale):
+  # Rewards of 1e-30 used to flush to 0 late in a matmul chunk when γ^k
+  # pushed x·γ^k below float32's normal range; 1e30 must not overflow.
+  rng = np.random.default_rng(8)
+  x = rng.normal(size=(3, 200)).astype(np.float32)
+  mask = rng.uniform(size=(3, 200)) < 0.9
+  out = jax.jit(functools.partial(sequences.reverse_discounted_cumsum,
+                                  gamma=discount))(x * scale, mask)
+  want = ref_reverse_discounted_cumsum(x, mask, discount)
+  # A flushed reward would be off by about |x| ~ 1.
+  np.testing.assert_allclose(np.asarray(out, np.float64) / scale, want,
+                             rtol=1e-4, atol=1e-4)
 
 
-class StepsTest(parameterized.TestCase):
+def test_reverse_discounted_cumsum_bad_inputs():
+  x = np.zeros((2, 3), np.float32)
+  mask = np.ones((2, 3), bool)
+  with pytest.raises(ValueError, match="x must have shape"):
+    sequences.reverse_discounted_cumsum(np.zeros((2, 4)), mask)
+  with pytest.raises(ValueError, match="mask must have rank 2"):
+    sequences.reverse_discounted_cumsum(x, np.ones(3, bool))
+  with pytest.raises(ValueError, match="gamma must have shape"):
+    sequences.reverse_discounted_cumsum(x, mask, np.ones((3, 2)))
+  with pytest.raises(ValueError, match="x must be real"):
+    sequences.reverse_discounted_cumsum(np.zeros((2, 3), np.complex64),
+                                        mask)
 
-  @parameterized.parameters("eager", "jit")
-  def test_steps_to_tokens(self, mode):
-    step_ids = _step_ids(MASK, 3)
-    step_ids[0, 0] = 5  # out of range -> 0
-    step_values = _values((MASK.shape[0], 3), 7)
-    out = _variants(sequences.steps_to_tokens)[mode](step_values, step_ids)
-    np.testing.assert_allclose(out, ref_steps_to_tokens(step_values,
-                                                        step_ids), **F32)
 
-  def test_steps_to_tokens_bf16(self):
-    step_ids = _step_ids(MASK, 3)
-    step_values = jnp.asarray(_values((MASK.shape[0], 3), 8), jnp.bfloat16)
-    out = sequences.steps_to_tokens(step_values, step_ids)
-    self.assertEqual(out.dtype, jnp.float32)
-    np.testing.assert_allclose(
-        out, ref_steps_to_tokens(np.asarray(step_values, np.float64),
-                                 step_ids), **BF16)
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+def test_suffix_min_matches_reference(mode):
+  x = _values(MASK.shape, 5)
+  out = _variants(sequences.suffix_min)[mode](x, MASK)
+  np.testing.assert_allclose(out, ref_suffix_min(x, MASK), **F32)
+  assert np.all(np.asarray(out)[~MASK] == 0.0)
 
-  @parameterized.product(reduce=["sum", "mean", "max", "min"],
-                         with_mask=[False, True], mode=["eager", "jit"])
-  def test_tokens_to_steps(self, reduce, with_mask, mode):
-    step_ids = _step_ids(np.ones_like(MASK), 4, seed=9)
-    step_ids[1, 0] = -1
-    step_ids[2, 1] = 7  # >= num_steps: ignored
-    values = _values(MASK.shape, 10)
-    mask = MASK if with_mask else None
-    fn = _variants(sequences.tokens_to_steps, num_steps=4, reduce=reduce)
-    np.testing.assert_allclose(
-        fn[mode](values, step_ids, mask=mask),
-        ref_tokens_to_steps(values, step_ids, 4, mask, reduce), **F32)
 
-  @parameterized.parameters("eager", "jit")
-  def test_step_token_counts(self, mode):
-    step_ids = _step_ids(np.ones_like(MASK), 3, seed=11)
-    fn = _variants(sequences.step_token_counts, num_steps=3)
-    for mask in (None, MASK):
-      want = ref_tokens_to_steps(np.ones(MASK.shape), step_ids, 3, mask)
-      np.testing.assert_allclose(fn[mode](step_ids, mask=mask), want)
+def test_suffix_min_golden_and_t1():
+  x = np.array([[3.0, -9.0, 1.0, 2.0]], np.float32)
+  mask = np.array([[True, False, True, True]])
+  np.testing.assert_allclose(sequences.suffix_min(x, mask),
+                             [[1.0, 0.0, 1.0, 2.0]])
+  np.testing.assert_allclose(
+      sequences.suffix_min(np.array([[4.0]]), np.array([[True]])), [[4.0]])
 
-  @parameterized.parameters("eager", "jit")
-  def test_step_end_mask(self, mode):
-    step_ids = _step_ids(np.ones_like(MASK), 3, seed=12)
-    step_ids[0, 3] = -1
-    fn = _variants(sequences.step_end_mask)
-    for mask in (None, MASK):
-      np.testing.assert_array_equal(fn[mode](step_ids, mask=mask),
-                                    ref_step_end_mask(step_ids, mask))
 
-  def test_step_end_mask_golden(self):
-    # The step-0 token before an observation ends at its last valid token.
-    step_ids = np.array([[0, 0, 0, 1, 1, -1]], np.int32)
-    mask = np.array([[True, True, False, True, True, False]])
-    np.testing.assert_array_equal(
-        sequences.step_end_mask(step_ids, mask),
-        [[False, True, False, False, True, False]])
+def test_suffix_min_bf16():
+  x = jnp.asarray(_values(MASK.shape, 6), jnp.bfloat16)
+  out = sequences.suffix_min(x, MASK)
+  assert out.dtype == jnp.float32
+  np.testing.assert_allclose(
+      out, ref_suffix_min(np.asarray(x, np.float64), MASK), **BF16)
 
-  @parameterized.parameters("eager", "jit")
-  def test_step_prefix_mask(self, mode):
-    step_ids = _step_ids(MASK, 4, seed=13)
-    k = np.array([0, 1, 2, 3, 4, 1], np.int32)
-    fn = _variants(sequences.step_prefix_mask)
-    np.testing.assert_array_equal(fn[mode](step_ids, k),
-                                  ref_step_prefix_mask(step_ids, k))
-    np.testing.assert_array_equal(fn[mode](step_ids, 2),
-                                  ref_step_prefix_mask(step_ids, 2))
 
-  def test_t1(self):
-    step_ids = np.array([[0], [-1]], np.int32)
-    np.testing.assert_allclose(
-        sequences.tokens_to_steps(np.array([[3.0], [4.0]]), step_ids, 1),
-        [[3.0], [0.0]])
-    np.testing.assert_array_equal(sequences.step_end_mask(step_ids),
-                                  [[True], [False]])
+def test_suffix_min_bad_inputs():
+  with pytest.raises(ValueError, match="x must have shape"):
+    sequences.suffix_min(np.zeros((2, 2)), np.ones((2, 3), bool))
 
-  def test_bad_inputs(self):
-    step_ids = np.zeros((2, 3), np.int32)
-    values = np.zeros((2, 3), np.float32)
-    with self.assertRaisesRegex(ValueError, "step_values must have rank 2"):
-      sequences.steps_to_tokens(np.zeros(3), step_ids)
-    with self.assertRaisesRegex(ValueError, "step_ids must have 2 rows"):
-      sequences.steps_to_tokens(np.zeros((2, 4)), np.zeros((3, 3), np.int32))
-    with self.assertRaisesRegex(ValueError, "step_ids must be an integer"):
-      sequences.steps_to_tokens(np.zeros((2, 4)), values)
-    with self.assertRaisesRegex(ValueError, "num_steps must be a static"):
-      sequences.tokens_to_steps(values, step_ids, 0)
-    with self.assertRaisesRegex(ValueError, "reduce must be one of"):
-      sequences.tokens_to_steps(values, step_ids, 2, reduce="prod")
-    with self.assertRaisesRegex(ValueError, "step_ids must have shape"):
-      sequences.tokens_to_steps(values, np.zeros((2, 4), np.int32), 2)
-    with self.assertRaisesRegex(ValueError, "mask must have shape"):
-      sequences.tokens_to_steps(values, step_ids, 2, mask=np.ones((2, 2)))
-    with self.assertRaisesRegex(ValueError, "token_values must have rank 2"):
-      sequences.tokens_to_steps(np.zeros(3), step_ids, 2)
-    with self.assertRaisesRegex(ValueError, "step_ids must have rank 2"):
-      sequences.step_end_mask(np.zeros(3, np.int32))
-    with self.assertRaisesRegex(ValueError, "mask must have shape"):
-      sequences.step_end_mask(step_ids, np.ones((2, 2), bool))
-    with self.assertRaisesRegex(ValueError, "num_prefix_steps"):
-      sequences.step_prefix_mask(step_ids, np.zeros(3, np.int32))
-    with self.assertRaisesRegex(ValueError, "num_prefix_steps"):
-      sequences.step_prefix_mask(step_ids, np.zeros(2, np.float32))
+
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+def test_contiguous_runs_matches_reference(mode):
+  run_ids, num_runs = _variants(sequences.contiguous_runs)[mode](MASK)
+  want_ids, want_runs = ref_contiguous_runs(MASK)
+  np.testing.assert_array_equal(run_ids, want_ids)
+  np.testing.assert_array_equal(num_runs, want_runs)
+  assert run_ids.dtype == jnp.int32
+
+
+def test_contiguous_runs_t1_and_numeric_mask():
+  run_ids, num_runs = sequences.contiguous_runs(np.array([[1], [0]]))
+  np.testing.assert_array_equal(run_ids, [[0], [-1]])
+  np.testing.assert_array_equal(num_runs, [1, 0])
+
+
+def test_contiguous_runs_bad_inputs():
+  with pytest.raises(ValueError, match="mask must have rank 2"):
+    sequences.contiguous_runs(np.ones(3, bool))
+
+
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+def test_steps_to_tokens(mode):
+  step_ids = _step_ids(MASK, 3)
+  step_ids[0, 0] = 5  # out of range -> 0
+  step_values = _values((MASK.shape[0], 3), 7)
+  out = _variants(sequences.steps_to_tokens)[mode](step_values, step_ids)
+  np.testing.assert_allclose(out, ref_steps_to_tokens(step_values,
+                                                      step_ids), **F32)
+
+
+def test_steps_to_tokens_bf16():
+  step_ids = _step_ids(MASK, 3)
+  step_values = jnp.asarray(_values((MASK.shape[0], 3), 8), jnp.bfloat16)
+  out = sequences.steps_to_tokens(step_values, step_ids)
+  assert out.dtype == jnp.float32
+  np.testing.assert_allclose(
+      out, ref_steps_to_tokens(np.asarray(step_values, np.float64),
+                               step_ids), **BF16)
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max", "min"])
+@pytest.mark.parametrize("with_mask", [False, True])
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+def test_tokens_to_steps(reduce, with_mask, mode):
+  step_ids = _step_ids(np.ones_like(MASK), 4, seed=9)
+  step_ids[1, 0] = -1
+  step_ids[2, 1] = 7  # >= num_steps: ignored
+  values = _values(MASK.shape, 10)
+  mask = MASK if with_mask else None
+  fn = _variants(sequences.tokens_to_steps, num_steps=4, reduce=reduce)
+  np.testing.assert_allclose(
+      fn[mode](values, step_ids, mask=mask),
+      ref_tokens_to_steps(values, step_ids, 4, mask, reduce), **F32)
+
+
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+def test_step_token_counts(mode):
+  step_ids = _step_ids(np.ones_like(MASK), 3, seed=11)
+  fn = _variants(sequences.step_token_counts, num_steps=3)
+  for mask in (None, MASK):
+    want = ref_tokens_to_steps(np.ones(MASK.shape), step_ids, 3, mask)
+    np.testing.assert_allclose(fn[mode](step_ids, mask=mask), want)
+
+
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+def test_step_end_mask(mode):
+  step_ids = _step_ids(np.ones_like(MASK), 3, seed=12)
+  step_ids[0, 3] = -1
+  fn = _variants(sequences.step_end_mask)
+  for mask in (None, MASK):
+    np.testing.assert_array_equal(fn[mode](step_ids, mask=mask),
+                                  ref_step_end_mask(step_ids, mask))
+
+
+def test_step_end_mask_golden():
+  # The step-0 token before an observation ends at its last valid token.
+  step_ids = np.array([[0, 0, 0, 1, 1, -1]], np.int32)
+  mask = np.array([[True, True, False, True, True, False]])
+  np.testing.assert_array_equal(
+      sequences.step_end_mask(step_ids, mask),
+      [[False, True, False, False, True, False]])
+
+
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+def test_step_prefix_mask(mode):
+  step_ids = _step_ids(MASK, 4, seed=13)
+  k = np.array([0, 1, 2, 3, 4, 1], np.int32)
+  fn = _variants(sequences.step_prefix_mask)
+  np.testing.assert_array_equal(fn[mode](step_ids, k),
+                                ref_step_prefix_mask(step_ids, k))
+  np.testing.assert_array_equal(fn[mode](step_ids, 2),
+                                ref_step_prefix_mask(step_ids, 2))
+
+
+def test_steps_t1():
+  step_ids = np.array([[0], [-1]], np.int32)
+  np.testing.assert_allclose(
+      sequences.tokens_to_steps(np.array([[3.0], [4.0]]), step_ids, 1),
+      [[3.0], [0.0]])
+  np.testing.assert_array_equal(sequences.step_end_mask(step_ids),
+                                [[True], [False]])
+
+
+def test_steps_bad_inputs():
+  step_ids = np.zeros((2, 3), np.int32)
+  values = np.zeros((2, 3), np.float32)
+  with pytest.raises(ValueError, match="step_values must have rank 2"):
+    sequences.steps_to_tokens(np.zeros(3), step_ids)
+  with pytest.raises(ValueError, match="step_ids must have 2 rows"):
+    sequences.steps_to_tokens(np.zeros((2, 4)), np.zeros((3, 3), np.int32))
+  with pytest.raises(ValueError, match="step_ids must be an integer"):
+    sequences.steps_to_tokens(np.zeros((2, 4)), values)
+  with pytest.raises(ValueError, match="num_steps must be a static"):
+    sequences.tokens_to_steps(values, step_ids, 0)
+  with pytest.raises(ValueError, match="reduce must be one of"):
+    sequences.tokens_to_steps(values, step_ids, 2, reduce="prod")
+  with pytest.raises(ValueError, match="step_ids must have shape"):
+    sequences.tokens_to_steps(values, np.zeros((2, 4), np.int32), 2)
+  with pytest.raises(ValueError, match="mask must have shape"):
+    sequences.tokens_to_steps(values, step_ids, 2, mask=np.ones((2, 2)))
+  with pytest.raises(ValueError, match="token_values must have rank 2"):
+    sequences.tokens_to_steps(np.zeros(3), step_ids, 2)
+  with pytest.raises(ValueError, match="step_ids must have rank 2"):
+    sequences.step_end_mask(np.zeros(3, np.int32))
+  with pytest.raises(ValueError, match="mask must have shape"):
+    sequences.step_end_mask(step_ids, np.ones((2, 2), bool))
+  with pytest.raises(ValueError, match="num_prefix_steps"):
+    sequences.step_prefix_mask(step_ids, np.zeros(3, np.int32))
+  with pytest.raises(ValueError, match="num_prefix_steps"):
+    sequences.step_prefix_mask(step_ids, np.zeros(2, np.float32))
 
 
 # ----------------------------------------------------------------------------
@@ -565,6 +580,3 @@ def test_prefix_count_matches_loop(shape):
   with pytest.raises(ValueError, match="flags must have rank 2"):
     sequences.prefix_count(flags[0])
 
-
-if __name__ == "__main__":
-  absltest.main()

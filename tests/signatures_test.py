@@ -82,3 +82,29 @@ def test_signature_follows_glossary(name):
 def test_order_checker_rejects_a_wrong_order():
   ranks = [_layout_rank(p) for p in ("step_mask", "step_ids")]
   assert ranks != sorted(ranks)
+
+
+@pytest.mark.parametrize("name", cajax.estimator_names())
+def test_docstring_has_a_doctested_example(name):
+  doc = getattr(cajax, name).__doc__
+  assert "\n  Examples:\n" in doc and ">>> " in doc.split("Examples:")[1], (
+      f"{name} needs an `Examples:` block (run by --doctest-modules)")
+
+
+def test_readme_table_names_module_and_test_of_every_estimator():
+  readme = (_GLOSSARY.parents[1] / "README.md").read_text(encoding="utf-8")
+  rows = {line.split("|")[1].strip(" `"): line for line in readme.splitlines()
+          if line.startswith("| `")}
+  for name in cajax.estimator_names():
+    assert name in rows, f"README's estimator table lacks {name}"
+    module = getattr(cajax, name).__module__.replace(".", "/") + ".py"
+    assert f"]({module})" in rows[name], (name, module)
+    test = "tests/" + module.split("/")[-1].replace(".py", "_test.py")
+    assert f"]({test})" in rows[name], (name, test)
+
+
+@pytest.mark.parametrize("name", cajax.estimator_names())
+def test_registry_keywords_are_glossary_names(name):
+  known = set().union(*glossary_sections().values())
+  unknown = set(cajax.registry.accepted_keywords(name)) - known
+  assert not unknown, f"{name}: {sorted(unknown)} not in docs/glossary.md"

@@ -21,6 +21,7 @@ from cajax import token_baseline
 from cajax import types
 
 TOL = dict(rtol=1e-5, atol=1e-5)
+maybe_jit = testing.jit_with_static
 B, T = 6, 5
 MASKS = testing.example_masks()
 # Every mask jitted; the eager path once (op-by-op dispatch is slow on CPU).
@@ -28,15 +29,12 @@ MASK_CASES = [(name, True) for name in MASKS] + [("interior", False)]
 
 
 def data(seed=0, batch=B, length=T):
+  """Rewards, old log-probs, Σπ² and rollout IS weights, random."""
   rng = np.random.default_rng(seed)
-  return dict(
-      r=rng.normal(size=(batch, length)),
-      v=rng.normal(size=(batch, length)),
-      lp=-np.abs(rng.normal(size=(batch, length))),
-      spp=rng.uniform(0.05, 1.0, size=(batch, length)),
-      rho=np.exp(rng.normal(size=(batch, length)) * 0.5),
-      lam=rng.uniform(0.0, 1.0, size=(batch, length)),
-      d=rng.uniform(0.5, 1.0, size=(batch, length)))
+  lp = -np.abs(rng.normal(size=(batch, length)))
+  return {"r": rng.normal(size=lp.shape), "lp": lp,
+          "spp": rng.uniform(0.05, 1.0, size=lp.shape),
+          "rho": np.exp(rng.normal(size=lp.shape) * 0.5)}
 
 
 def f32(x):
@@ -44,11 +42,7 @@ def f32(x):
 
 
 def assert_tokens(out, ref, mask, tol=None):
-  """Equal to `ref` on valid tokens and exactly 0 elsewhere."""
-  out = np.asarray(out, np.float64)
-  assert out.dtype == np.float64 and np.all(np.isfinite(out))
-  np.testing.assert_allclose(out[mask], ref[mask], **(tol or TOL))
-  assert np.all(out[~mask] == 0.0)
+  testing.assert_masked_allclose(out, ref, mask, **(tol or TOL))
 GROUP_IDS = np.array([0, 1, 0, 1, 2, 0], np.int32)   # non-contiguous; 2 is
 NUM_GROUPS = 3                                         # a singleton.
 
@@ -118,7 +112,8 @@ def ref_otb_tir(r, m, gid, old_lp, spp, zero_tail=True):
 @pytest.mark.parametrize("mask_name,jit", MASK_CASES)
 def test_optimal_token_baseline_matches_verl(mask_name, jit):
   mask, x = MASKS[mask_name], data(5)
-  fn = testing.jit_with_static(token_baseline.optimal_token_baseline, jit, num_groups=NUM_GROUPS)
+  fn = maybe_jit(token_baseline.optimal_token_baseline, jit,
+                 num_groups=NUM_GROUPS)
   out = fn(f32(x["r"]), f32(x["lp"]), f32(x["spp"]), mask, GROUP_IDS)
   adv, ret = ref_otb(x["r"], mask, GROUP_IDS, x["lp"], x["spp"])
   assert_tokens(out.advantages, adv, mask, dict(rtol=1e-4, atol=1e-4))
@@ -160,7 +155,7 @@ def test_optimal_token_baseline_singleton_and_zero_tail():
 def test_all_masked_batch_is_zero():
   r = np.ones((2, 3), np.float32)
   empty = np.zeros((2, 3), bool)
-  out = testing.jit_with_static(token_baseline.optimal_token_baseline,
+  out = maybe_jit(token_baseline.optimal_token_baseline,
                                 num_groups=1)(r, -r, r, empty,
                                               np.array([0, 0]))
   assert np.all(np.asarray(out.advantages) == 0.0)
