@@ -15,7 +15,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 _TEXT_SUFFIXES = {".py", ".md", ".ini", ".txt", ".cfg", ".toml", ".yaml",
                   ".yml", ".sh", ""}
 _TOP_DIRS = ("cajax", "kernels", "experiments", "tests", "docs", ".ci")
-_BOUNDARY = r"(?<![\w./-])({})(?![\w/-])"
+# A path right after "=" is a command's output argument, not a citation.
+_BOUNDARY = r"(?<![\w./=-])({})(?![\w/-])"
 # A path into one of the top-level folders.
 _FOLDER_PATH = re.compile(_BOUNDARY.format(
     "(?:" + "|".join(re.escape(d) for d in _TOP_DIRS) + r")/[\w./-]*[\w/]"))
@@ -61,7 +62,7 @@ def exists(path: str, source: pathlib.Path) -> bool:
 
 def test_scanner_finds_citations():
   text = ("see docs/nowhere.md, cajax/returns.py::gae, [x](gone.md) and "
-          "README.md; not https://a.b/docs/x.md")
+          "README.md; not https://a.b/docs/x.md or --output=docs/new.png")
   assert cited_paths(text) == {"docs/nowhere.md", "cajax/returns.py",
                                "gone.md", "README.md"}
   assert cited_paths(text, markdown=False) == {
