@@ -20,9 +20,8 @@ _BOUNDARY = r"(?<![\w./=-])({})(?![\w/-])"
 # A path into one of the top-level folders.
 _FOLDER_PATH = re.compile(_BOUNDARY.format(
     "(?:" + "|".join(re.escape(d) for d in _TOP_DIRS) + r")/[\w./-]*[\w/]"))
-# Markdown files name siblings freely; code only cites README.md-like names
-# (lower-case names in code are output files such as credit.md).
-_MD_NAME = re.compile(_BOUNDARY.format(r"[\w-]+\.md"))
+# Bare file names cite only in README.md style; lower-case ones (credit.md,
+# report.md) are files that commands write. Markdown links always cite.
 _UPPER_MD_NAME = re.compile(_BOUNDARY.format(r"[A-Z][A-Z_]*\.md"))
 _LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
 # Private material of the developers that users never have.
@@ -44,13 +43,10 @@ def tracked_files() -> list[pathlib.Path]:
 
 def cited_paths(text: str, markdown: bool = True) -> set[str]:
   """Repository-looking paths in `text` (links, folders, *.md names)."""
-  found = set(_FOLDER_PATH.findall(text))
+  found = set(_FOLDER_PATH.findall(text)) | set(_UPPER_MD_NAME.findall(text))
   if markdown:
-    found.update(_MD_NAME.findall(text))
     found.update(link for link in _LINK.findall(text)
                  if "://" not in link and not link.startswith("mailto:"))
-  else:
-    found.update(_UPPER_MD_NAME.findall(text))
   return {path.rstrip(".") for path in found
           if not any(c in path for c in "<>*{}$")}
 
@@ -62,7 +58,8 @@ def exists(path: str, source: pathlib.Path) -> bool:
 
 def test_scanner_finds_citations():
   text = ("see docs/nowhere.md, cajax/returns.py::gae, [x](gone.md) and "
-          "README.md; not https://a.b/docs/x.md or --output=docs/new.png")
+          "README.md; not https://a.b/docs/x.md, --output=docs/new.png or "
+          "report.md")
   assert cited_paths(text) == {"docs/nowhere.md", "cajax/returns.py",
                                "gone.md", "README.md"}
   assert cited_paths(text, markdown=False) == {
