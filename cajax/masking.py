@@ -371,7 +371,6 @@ def next_valid(x, mask) -> tuple[jax.Array, jax.Array]:
 
   Examples:
     >>> import jax.numpy as jnp
-import numpy as np
     >>> from cajax import masking
     >>> x = jnp.array([[1.0, 2.0, 3.0, 4.0]])
     >>> mask = jnp.array([[True, False, True, False]])
