@@ -9,6 +9,7 @@ Conventions shared by every function here:
 * `axis=None` reduces over the whole batch (verl's batch-global statistics).
 """
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -141,6 +142,10 @@ def reduced_moments(x, valid, reduce_sum, reduce_max, expand,
                  centred=centred, spread=spread)
 
 
+_PLAIN_REDUCTIONS = {jnp.add: jnp.sum, jnp.maximum: jnp.max,
+                     jnp.minimum: jnp.min}
+
+
 def fused_reduce(operands, inits, ops, axis: Axis = None):
   """Per-cell float32 reductions of `operands` in one pass, with the count.
 
@@ -148,20 +153,26 @@ def fused_reduce(operands, inits, ops, axis: Axis = None):
   materialised input: one extra [B, T] pass per reduction. A variadic
   `lax.reduce` that also carries an int32 operand (here the valid count) is
   not taken by the library and runs as one loop that computes its operands
-  on the fly.
+  on the fly. Derivatives are those of the plain reductions.
 
   Args:
     operands: float32 arrays, then a bool mask (all the same shape); the
       mask's True count is reduced alongside.
     inits: the identity of each float reduction.
-    ops: binary reductions (jnp.add, jnp.maximum, ...), one per float
-      operand.
+    ops: jnp.add, jnp.maximum or jnp.minimum, one per float operand.
     axis: axes to reduce; None reduces everything.
 
   Returns:
     (tuple of the float results, f32 counts of the mask).
   """
   *values, valid = operands
+  axis = axis if axis is None or isinstance(axis, int) else tuple(axis)
+  return _fused_reduce(tuple(values), valid, tuple(float(i) for i in inits),
+                       tuple(ops), axis)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def _fused_reduce(values, valid, inits, ops, axis):
   ndim = valid.ndim
   axes = tuple(range(ndim)) if axis is None else tuple(
       a % ndim for a in np.atleast_1d(axis))
@@ -170,7 +181,7 @@ def fused_reduce(operands, inits, ops, axis: Axis = None):
     return tuple(op(x, y) for op, x, y in zip(ops + (jnp.add,), a, b))
 
   operands = tuple(values) + (valid.astype(jnp.int32),)
-  inits = tuple(np.float32(i) for i in inits) + (np.int32(0),)
+  starts = tuple(np.float32(i) for i in inits) + (np.int32(0),)
   if axis is None and ndim == 2:
     # Rows in chunks of up to 128 first: a loop that reduces straight to a
     # scalar is one sequential chain (slow, and less accurate).
@@ -178,10 +189,24 @@ def fused_reduce(operands, inits, ops, axis: Axis = None):
     chunk = math.gcd(length, 128)
     operands = tuple(o.reshape(batch, length // chunk, chunk)
                      for o in operands)
-    operands = jax.lax.reduce(operands, inits, combine, (2,))
+    operands = jax.lax.reduce(operands, starts, combine, (2,))
     axes = (0, 1)
-  out = jax.lax.reduce(operands, inits, combine, axes)
-  return out[:-1], out[-1].astype(jnp.float32)
+  out = jax.lax.reduce(operands, starts, combine, axes)
+  return tuple(out[:-1]), out[-1].astype(jnp.float32)
+
+
+@_fused_reduce.defjvp
+def _fused_reduce_jvp(inits, ops, axis, primals, tangents):
+  """The plain reductions' derivatives (lax.reduce has none with an int
+  operand)."""
+  del inits
+  values, valid = primals
+  def plain(values):
+    return tuple(_PLAIN_REDUCTIONS[op](v, axis=axis)
+                 for op, v in zip(ops, values))
+  outs, douts = jax.jvp(plain, (values,), (tangents[0],))
+  count = jnp.sum(valid.astype(jnp.float32), axis=axis)
+  return (outs, count), (douts, jnp.zeros_like(count))
 
 
 def fused_sum(x, valid, axis: Axis = None) -> jax.Array:

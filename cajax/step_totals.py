@@ -115,12 +115,13 @@ def step_totals(step_ids, kept, num_steps: int, sums=(),
   sum_in = [_chunks(jnp.where(kept, x, 0.0), chunk, 0.0) for x in sums]
   max_in = [_chunks(jnp.where(kept, x, -jnp.inf), chunk, -jnp.inf)
             for x in maxima]
-  chunk_key, chunk_count, *chunk_values = _chunk_reduce(
+  chunk_key, chunk_count, *chunk_values = (
+      _chunk_reduce(
       [_chunks(key, chunk, -1), keep.astype(jnp.int32)] + sum_in + max_in,
       [jnp.int32(-1), jnp.int32(0)] + [jnp.float32(0.0)] * len(sum_in)
       + [jnp.float32(-jnp.inf)] * len(max_in),
       [jnp.maximum, jnp.add] + [jnp.add] * len(sum_in)
-      + [jnp.maximum] * len(max_in))
+      + [jnp.maximum] * len(max_in)))
   chunk_sums = chunk_values[:len(sum_in)]
   chunk_maxima = chunk_values[len(sum_in):]
   chunk_id = jnp.where(chunk_key >= 0, chunk_key // padded, -1)
@@ -198,3 +199,26 @@ def totals(step_ids, kept, num_steps: int, sums=(), maxima=(),
   if ordered and fits(kept.shape[1], num_steps):
     return step_totals(step_ids, kept, num_steps, sums, maxima)
   return scatter_totals(step_ids, kept, num_steps, sums, maxima)
+
+
+def at_positions(step_values, positions, length: int) -> jax.Array:
+  """`[B, T]` array with `step_values[b, k]` at token `positions[b, k]`.
+
+  Every other token holds 0. A position of −1 writes nothing. One scatter
+  of S updates per row: cheap, unlike a scatter of every token.
+
+  Args:
+    step_values: f32[B, S] values.
+    positions: int32[B, S] distinct token positions in [0, T), or −1.
+    length: static T.
+
+  Returns:
+    f32[B, T].
+  """
+  batch, num_steps = positions.shape
+  flat = jnp.where(positions >= 0,
+                   jnp.arange(batch)[:, None] * length + positions,
+                   batch * length).reshape(-1)
+  out = jnp.zeros((batch * length,), step_values.dtype)
+  values = jnp.broadcast_to(step_values, (batch, num_steps)).reshape(-1)
+  return out.at[flat].set(values, mode="drop").reshape(batch, length)
