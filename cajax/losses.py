@@ -75,10 +75,9 @@ class _Inputs:
   def __init__(self, logprobs, old_logprobs, advantages, mask,
                need_old: bool = True):
     _checks.check_batch(mask)
-    _checks.check_same_shape(logprobs, mask, "logprobs", "mask")
+    logprobs = _checks.as_float_like(logprobs, mask, "logprobs")
     self.mask = _checks.as_mask(mask)
-    self.logprobs = jnp.where(self.mask,
-                              _checks.as_float(logprobs, "logprobs"), 0.0)
+    self.logprobs = jnp.where(self.mask, logprobs, 0.0)
     if old_logprobs is None:
       if need_old:
         raise ValueError("old_logprobs is required by this policy loss, got "
@@ -86,9 +85,8 @@ class _Inputs:
       self.old_logprobs = None
       self.log_ratio = None
     else:
-      _checks.check_same_shape(old_logprobs, mask, "old_logprobs", "mask")
-      self.old_logprobs = _sg(jnp.where(
-          self.mask, _checks.as_float(old_logprobs, "old_logprobs"), 0.0))
+      self.old_logprobs = _sg(jnp.where(self.mask, _checks.as_float_like(
+          old_logprobs, mask, "old_logprobs"), 0.0))
       self.log_ratio = self.logprobs - self.old_logprobs
     self.advantages = _sg(_token_advantages(advantages, self.mask))
 
@@ -120,8 +118,8 @@ def _token_advantages(advantages, mask) -> jax.Array:
   if jnp.ndim(advantages) == 1:
     return masking.broadcast_to_tokens(advantages, mask, "advantages")
   _checks.check_rank(advantages, (1, 2), "advantages")
-  _checks.check_same_shape(advantages, mask, "advantages", "mask")
-  return jnp.where(mask, _checks.as_float(advantages, "advantages"), 0.0)
+  return jnp.where(mask, _checks.as_float_like(advantages, mask, "advantages"),
+                   0.0)
 
 
 def _check_positive(value, name: str) -> None:
@@ -953,11 +951,10 @@ def value_loss(values, old_values, returns, mask, *,
   """
   _checks.check_batch(mask)
   names = ("values", "old_values", "returns")
-  for name, arr in zip(names, (values, old_values, returns)):
-    _checks.check_same_shape(arr, mask, name, "mask")
+  arrays = [_checks.as_float_like(a, mask, n)
+            for n, a in zip(names, (values, old_values, returns))]
   mask = _checks.as_mask(mask)
-  v, v_old, target = (jnp.where(mask, _checks.as_float(a, n), 0.0)
-                      for n, a in zip(names, (values, old_values, returns)))
+  v, v_old, target = (jnp.where(mask, a, 0.0) for a in arrays)
   v_old, target = _sg(v_old), _sg(target)
   unclipped = jnp.square(v - target)
   if clip is None:

@@ -22,8 +22,7 @@ from cajax import step_totals
 
 def _check_tokens(x, mask, name: str):
   _checks.check_batch(mask)
-  _checks.check_same_shape(x, mask, name, "mask")
-  return _checks.as_float(x, name), _checks.as_mask(mask)
+  return _checks.as_float_like(x, mask, name), _checks.as_mask(mask)
 
 
 # Rows this long take a two-level scan in time-major blocks [n, c, B]

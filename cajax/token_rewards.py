@@ -27,10 +27,8 @@ from cajax import sequences
 
 def _token_pair(x, y, mask, x_name: str, y_name: str):
   _checks.check_batch(mask)
-  _checks.check_same_shape(x, mask, x_name, "mask")
-  _checks.check_same_shape(y, mask, y_name, "mask")
-  return (_checks.as_float(x, x_name), _checks.as_float(y, y_name),
-          _checks.as_mask(mask))
+  return (_checks.as_float_like(x, mask, x_name),
+          _checks.as_float_like(y, mask, y_name), _checks.as_mask(mask))
 
 
 def implicit_token_reward(logprobs, ref_logprobs, mask,
