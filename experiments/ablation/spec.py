@@ -7,7 +7,8 @@ Each `experiments/configs/ablations/<name>.py` defines `get_ablation()` (an
 
 An `Ablation` holds:
   name, description: for the report.
-  base: the loop config module the arms override (e.g. "chain_arith").
+  base: the loop config module the arms override ("chain_arith" unless
+    set).
   common: flat overrides for every arm ({"task.prm": "hackable", ...}).
   arms: {arm name: flat overrides} in plotting order.
   sizes: {size name: flat overrides}; "default" and "smoke" at least.
@@ -35,12 +36,12 @@ class Ablation:
   """One ablation (see the module docstring for the fields)."""
   name: str
   description: str
-  base: str
-  common: dict
   arms: dict
   sizes: dict
   claims: list
   plot_metrics: list
+  base: str = "chain_arith"
+  common: dict = dataclasses.field(default_factory=dict)
 
 
 # The size every ablation uses in tests: seconds per run.
@@ -50,6 +51,34 @@ SMOKE = {"task.min_ops": 1, "task.max_ops": 2, "model.name": "tiny",
          "rl.num_steps": 2, "rl.prompts_per_step": 2,
          "rl.samples_per_prompt": 4, "eval_every": 1, "eval_problems": 4,
          "checkpoint_every": 1}
+
+
+# The outcome-only baseline arm most ablations compare against.
+GRPO = {"rl.estimator": "grpo"}
+
+
+def summary(doc: str) -> str:
+  """The report's description: a config module docstring's second paragraph."""
+  return doc.split("\n\n")[1].replace("\n", " ")
+
+
+def sizes(num_steps: int, eval_every: int, **default) -> dict:
+  """{"default": RL steps, 8 prompts per step, 64 eval problems and
+  `default` overrides; "smoke": SMOKE}."""
+  return {"default": {"rl.num_steps": num_steps, "rl.prompts_per_step": 8,
+                      "eval_every": eval_every, "eval_problems": 64,
+                      **default},
+          "smoke": SMOKE}
+
+
+def claim(name: str, paper: str, arm: str, baseline: str, *,
+          metric: str = "accuracy", reduce: str = "final",
+          better: str = "higher", last_k: int = 2, **extra) -> dict:
+  """One claim (fields in the module docstring); accuracy at the end by
+  default."""
+  return dict(name=name, paper=paper, arm=arm, baseline=baseline,
+              metric=metric, reduce=reduce, better=better, last_k=last_k,
+              **extra)
 
 
 def load(name: str):

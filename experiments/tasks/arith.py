@@ -239,12 +239,55 @@ def demo_text(steps: list[DemoStep], start: int, step_format: str,
   return "".join(pieces) + answer
 
 
-def check_budget(max_response_len: int, needed: int) -> None:
-  """Raises ValueError when a response budget cannot hold a solution."""
-  if max_response_len < needed:
-    raise ValueError(f"max_response_len={max_response_len} cannot hold a "
-                     f"solution of max_ops operations; it needs at least "
+# Ends every prompt (the model answers after it; never sampled).
+PROMPT_END = "?"
+
+
+class ChainProblems:
+  """Problems of the chain tasks: needs `config` (a ChainConfig),
+  `tokenizer` and `name`."""
+
+  def sample_problems(self, rng: np.random.Generator,
+                      n: int) -> list[base.Problem]:
+    """n problems, k uniform in [min_ops, max_ops]; deterministic in rng."""
+    return [self._problem(*self.config.sample_chain(rng)) for _ in range(n)]
+
+  def problem_from_text(self, text: str) -> base.Problem:
+    """The problem of a chain written as text, e.g. "3+4*2-1".
+
+    Raises:
+      ValueError: the text is not a chain of the task's numbers and
+        operators.
+    """
+    return self._problem(*self.config.parse_chain(text))
+
+  def _problem(self, start: int, operations) -> base.Problem:
+    text = self.config.prompt_text(start, operations)
+    return base.Problem(
+        prompt_ids=[self.tokenizer.bos_id] + self.tokenizer.encode(
+            text + PROMPT_END),
+        answer=str(self.config.final_value(start, operations)),
+        uid=stable_hash(self.name, text) >> 1, text=text, start=start,
+        operations=tuple(operations))
+
+
+def lengths(config: ChainConfig, step_len: int) -> tuple[int, int]:
+  """(max_prompt_len, max_response_len) for chains whose steps take
+  `step_len` tokens.
+
+  The response budget defaults to two solutions' worth (room for wrong and
+  filler steps). Raises ValueError when a set budget cannot hold a solution.
+  """
+  d = config.digits
+  prompt_len = 1 + d + config.max_ops * (1 + d) + 1
+  answer_len = 1 + d + 1  # > z EOS
+  needed = config.max_ops * step_len + answer_len
+  budget = config.max_response_len or 2 * needed - answer_len
+  if budget < needed:
+    raise ValueError(f"max_response_len={budget} cannot hold a solution of "
+                     f"max_ops={config.max_ops} operations; it needs at least "
                      f"{needed} tokens.")
+  return prompt_len, budget
 
 
 class StepChecker:

@@ -54,7 +54,7 @@ SYMBOLS = "0123456789+-*[]=!>?"
 CALL_OPEN, CALL_CLOSE = "[", "]"
 RESULT, ERROR = "=", "!"
 ANSWER = ">"
-PROMPT_END = "?"
+PROMPT_END = arith.PROMPT_END
 TOOL_NAME = "calc"
 CALL_PATTERN = re.compile(
     rf"^\[{arith.NUMBER}([-+*]){arith.NUMBER}\]$")
@@ -89,7 +89,7 @@ def tool_call(x: int, op: str, y: int) -> dict:
   return {"name": TOOL_NAME, "arguments": {"x": x, "op": op, "y": y}}
 
 
-class CalculatorTask:
+class CalculatorTask(arith.ChainProblems):
   """The calculator tool-use task (see the module docstring)."""
 
   name = "calculator"
@@ -105,37 +105,15 @@ class CalculatorTask:
     self.banned_tokens = self.tokenizer.banned_tokens
     self._close = self.tokenizer.id(CALL_CLOSE)
     self.stop_tokens = (self.tokenizer.eos_id, self._close)
-    d = self.config.digits
-    self.max_prompt_len = 1 + d + self.config.max_ops * (1 + d) + 1
     self.max_tool_calls = (self.config.max_tool_calls
                            or 2 * self.config.max_ops)
+    d = self.config.digits
     call_len = (2 * d + 3) + (1 + d)  # [x op y] then =z
-    answer_len = 1 + d + 1  # > z EOS
-    self.max_response_len = self.config.max_response_len or (
-        2 * self.config.max_ops * call_len + answer_len)
-    arith.check_budget(self.max_response_len,
-                       self.config.max_ops * call_len + answer_len)
+    self.max_prompt_len, self.max_response_len = arith.lengths(
+        self.config, call_len)
     self.max_steps = self.max_response_len
 
   # -- problems --------------------------------------------------------------
-
-  def sample_problems(self, rng: np.random.Generator,
-                      n: int) -> list[base.Problem]:
-    """n problems, k uniform in [min_ops, max_ops]; deterministic in rng."""
-    return [self._problem(*self.config.sample_chain(rng)) for _ in range(n)]
-
-  def problem_from_text(self, text: str) -> base.Problem:
-    """The problem of a chain written as text, e.g. "3+4*2-1"."""
-    return self._problem(*self.config.parse_chain(text))
-
-  def _problem(self, start: int, operations) -> base.Problem:
-    text = self.config.prompt_text(start, operations)
-    return base.Problem(
-        prompt_ids=[self.tokenizer.bos_id] + self.tokenizer.encode(
-            text + PROMPT_END),
-        answer=str(self.config.final_value(start, operations)),
-        uid=arith.stable_hash(self.name, text) >> 1, text=text, start=start,
-        operations=tuple(operations))
 
   def gt_calls(self, problem: base.Problem) -> list[dict]:
     """The calls of the true chain, in order."""

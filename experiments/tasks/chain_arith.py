@@ -39,10 +39,10 @@ from experiments.tasks import scoring
 SYMBOLS = "0123456789+-*=;>?"
 STEP_END = ";"
 ANSWER = ">"
-PROMPT_END = "?"
+PROMPT_END = arith.PROMPT_END
 
 
-class ChainArithTask(base.NoEnvironment):
+class ChainArithTask(arith.ChainProblems, base.NoEnvironment):
   """The chain-arithmetic task (see the module docstring).
 
   Attributes:
@@ -60,40 +60,11 @@ class ChainArithTask(base.NoEnvironment):
     self.tokenizer = base.CharVocab(SYMBOLS, banned_symbols=PROMPT_END)
     self.banned_tokens = self.tokenizer.banned_tokens
     self.stop_tokens = (self.tokenizer.eos_id,)
-    d = self.config.digits
-    self.max_prompt_len = 1 + d + self.config.max_ops * (1 + d) + 1
-    step_len = 3 * d + 3  # x op y = z ;
-    answer_len = 1 + d + 1  # > z EOS
-    self.max_response_len = self.config.max_response_len or (
-        2 * self.config.max_ops * step_len + answer_len)
-    arith.check_budget(self.max_response_len,
-                       self.config.max_ops * step_len + answer_len)
+    step_len = 3 * self.config.digits + 3  # x op y = z ;
+    self.max_prompt_len, self.max_response_len = arith.lengths(
+        self.config, step_len)
     # Every step holds at least one token.
     self.max_steps = self.max_response_len
-
-  def sample_problems(self, rng: np.random.Generator,
-                      n: int) -> list[base.Problem]:
-    """n problems, k uniform in [min_ops, max_ops]; deterministic in rng."""
-    return [self._problem(*self.config.sample_chain(rng)) for _ in range(n)]
-
-  def _problem(self, start: int, operations) -> base.Problem:
-    text = self.config.prompt_text(start, operations)
-    prompt = [self.tokenizer.bos_id] + self.tokenizer.encode(
-        text + PROMPT_END)
-    return base.Problem(
-        prompt_ids=prompt,
-        answer=str(self.config.final_value(start, operations)),
-        uid=arith.stable_hash(self.name, text) >> 1, text=text, start=start,
-        operations=tuple(operations))
-
-  def problem_from_text(self, text: str) -> base.Problem:
-    """The problem of a chain written as text, e.g. "3+4*2-1".
-
-    Raises:
-      ValueError: the text is not a chain of the task's numbers and
-        operators.
-    """
-    return self._problem(*self.config.parse_chain(text))
 
   def score(self, problem: base.Problem, response_ids,
             observation_mask=None) -> base.Score:

@@ -15,16 +15,16 @@ step rewards (`process_grpo`); and PURE / sum form with verifiable reward on
 from experiments.ablation import spec
 
 _PRM_ONLY = {"verifiable_reward_coef": 0.0}
+_FILLER = dict(metric="task/filler_steps", better="lower")
 
 
 def get_ablation() -> spec.Ablation:
   return spec.Ablation(
       name="pure",
-      description=__doc__.split("\n\n")[1].replace("\n", " "),
-      base="chain_arith",
+      description=spec.summary(__doc__),
       common={"task.prm": "hackable"},
       arms={
-          "grpo": {"rl.estimator": "grpo"},
+          "grpo": spec.GRPO,
           "pure_softmin": {"rl.estimator": "pure",
                            "rl.estimator_kwargs": {**_PRM_ONLY,
                                                    "mode": "softmin"}},
@@ -39,28 +39,20 @@ def get_ablation() -> spec.Ablation:
           "sum_form_vr10": {"rl.estimator": "sum_form_prm",
                             "rl.verifiable_fraction": 0.1},
       },
-      sizes={
-          "default": {"rl.num_steps": 40, "rl.prompts_per_step": 8,
-                      "eval_every": 10, "eval_problems": 64},
-          "smoke": spec.SMOKE,
-      },
+      sizes=spec.sizes(num_steps=40, eval_every=10),
       claims=[
-          dict(name="min form beats sum form (accuracy)",
-               paper="sum-form credit collapses training; min-form is stable",
-               metric="accuracy", reduce="final", last_k=2, better="higher",
-               arm="pure_softmin", baseline="sum_form"),
-          dict(name="sum form pads with filler (hacking)",
-               paper="the policy hacks the PRM with rewarded filler steps",
-               metric="task/filler_steps", reduce="final", last_k=2,
-               better="lower", arm="pure_softmin", baseline="sum_form"),
-          dict(name="normalised step rewards also hack",
-               paper="(our second sum form) DeepSeekMath-style step rewards",
-               metric="task/filler_steps", reduce="final", last_k=2,
-               better="lower", arm="pure_softmin", baseline="process_grpo"),
-          dict(name="10% verifiable reward curbs hacking",
-               paper="~10% VR alleviates reward hacking",
-               metric="task/filler_steps", reduce="final", last_k=2,
-               better="lower", arm="sum_form_vr10", baseline="sum_form"),
+          spec.claim("min form beats sum form (accuracy)",
+                     "sum-form credit collapses training; min-form is stable",
+                     "pure_softmin", "sum_form"),
+          spec.claim("sum form pads with filler (hacking)",
+                     "the policy hacks the PRM with rewarded filler steps",
+                     "pure_softmin", "sum_form", **_FILLER),
+          spec.claim("normalised step rewards also hack",
+                     "(our second sum form) DeepSeekMath-style step rewards",
+                     "pure_softmin", "process_grpo", **_FILLER),
+          spec.claim("10% verifiable reward curbs hacking",
+                     "~10% VR alleviates reward hacking", "sum_form_vr10",
+                     "sum_form", **_FILLER),
       ],
       plot_metrics=["accuracy", "task/filler_steps", "response_length"],
   )

@@ -15,37 +15,26 @@ _R3L = {"rl.estimator": "r3l", "rl.retry_samples": 2,
         "rl.estimator_kwargs": {"alpha": 3.0}}
 
 
-_ACCURACY = dict(metric="accuracy", reduce="final", last_k=2,
-                 better="higher", arm="r3l")
-
-
 def get_ablation() -> spec.Ablation:
   return spec.Ablation(
       name="r3l",
-      description=__doc__.split("\n\n")[1].replace("\n", " "),
-      base="chain_arith",
-      common={},
+      description=spec.summary(__doc__),
       arms={
-          "grpo": {"rl.estimator": "grpo"},
+          "grpo": spec.GRPO,
           "r3l": _R3L,
           "no_retry": {**_R3L, "rl.retry_samples": 0},
           "no_pivot": {**_R3L, "rl.mask_retry_prefix": False},
           "no_amplify": {**_R3L, "rl.estimator_kwargs": {"alpha": 1.0}},
       },
-      sizes={
-          "default": {"rl.num_steps": 60, "rl.prompts_per_step": 8,
-                      "eval_every": 15, "eval_problems": 64},
-          "smoke": spec.SMOKE,
-      },
+      sizes=spec.sizes(num_steps=60, eval_every=15),
       claims=[
-          dict(_ACCURACY, name="R3L beats GRPO", paper="GSM8K 0.721 vs 0.474",
-               baseline="grpo"),
-          dict(_ACCURACY, name="retries help",
-               paper="removing reflect-retry hurts", baseline="no_retry"),
-          dict(_ACCURACY, name="pivotal credit helps",
-               paper="removing pivotal credit hurts", baseline="no_pivot"),
-          dict(_ACCURACY, name="positive amplification helps",
-               paper="removing amplification hurts", baseline="no_amplify"),
+          spec.claim("R3L beats GRPO", "GSM8K 0.721 vs 0.474", "r3l", "grpo"),
+          spec.claim("retries help", "removing reflect-retry hurts", "r3l",
+                     "no_retry"),
+          spec.claim("pivotal credit helps", "removing pivotal credit hurts",
+                     "r3l", "no_pivot"),
+          spec.claim("positive amplification helps",
+                     "removing amplification hurts", "r3l", "no_amplify"),
       ],
       plot_metrics=["accuracy", "task/wrong_steps"],
   )

@@ -17,36 +17,28 @@ _MATCHTIR = {"rl.estimator": "matchtir", "rl.token_rewards": "steps",
 _CALCULATOR = dict(name="calculator", min_ops=2, max_ops=3, ops="+-*",
                    modulus=10, prm="oracle", prm_noise=0.0, prm_seed=0,
                    assignment="greedy", max_response_len=48)
-_ACCURACY = dict(metric="accuracy", reduce="final", last_k=2,
-                 better="higher")
 
 
 def get_ablation() -> spec.Ablation:
   return spec.Ablation(
       name="tool",
-      description=__doc__.split("\n\n")[1].replace("\n", " "),
-      base="chain_arith",
+      description=spec.summary(__doc__),
       common={"task": _CALCULATOR},
       arms={
-          "grpo": {"rl.estimator": "grpo"},
+          "grpo": spec.GRPO,
           "matchtir_hard": {**_MATCHTIR, "task.assignment": "hungarian"},
           "matchtir_soft": {**_MATCHTIR, "task.assignment": "sinkhorn"},
           "istar": {"rl.estimator": "istar"},
       },
-      sizes={
-          "default": {"rl.num_steps": 60, "rl.prompts_per_step": 8,
-                      "eval_every": 15, "eval_problems": 64},
-          "smoke": spec.SMOKE,
-      },
+      sizes=spec.sizes(num_steps=60, eval_every=15),
       claims=[
-          dict(_ACCURACY, name="hard matching beats trajectory reward",
-               paper="MatchTIR (KM) 36.1 vs GRPO 31.3 (Qwen3-4B)",
-               arm="matchtir_hard", baseline="grpo"),
-          dict(_ACCURACY, name="hard matching at least soft",
-               paper="KM 36.1 vs OT 34.5", arm="matchtir_hard",
-               baseline="matchtir_soft"),
-          dict(_ACCURACY, name="iStar raises success",
-               paper="WebShop 77.4 -> 86.5", arm="istar", baseline="grpo"),
+          spec.claim("hard matching beats trajectory reward",
+                     "MatchTIR (KM) 36.1 vs GRPO 31.3 (Qwen3-4B)",
+                     "matchtir_hard", "grpo"),
+          spec.claim("hard matching at least soft", "KM 36.1 vs OT 34.5",
+                     "matchtir_hard", "matchtir_soft"),
+          spec.claim("iStar raises success", "WebShop 77.4 -> 86.5", "istar",
+                     "grpo"),
       ],
       plot_metrics=["accuracy", "task/wrong_steps"],
   )

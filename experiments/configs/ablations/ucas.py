@@ -11,24 +11,15 @@ from experiments.ablation import spec
 def get_ablation() -> spec.Ablation:
   return spec.Ablation(
       name="ucas",
-      description=__doc__.split("\n\n")[1].replace("\n", " "),
-      base="chain_arith",
-      common={},
-      arms={"grpo": {"rl.estimator": "grpo"},
-                "ucas": {"rl.estimator": "ucas"}},
-      sizes={
-          "default": {"rl.num_steps": 80, "rl.prompts_per_step": 8,
-                      "eval_every": 20, "eval_problems": 64},
-          "smoke": spec.SMOKE,
-      },
+      description=spec.summary(__doc__),
+      arms={"grpo": spec.GRPO, "ucas": {"rl.estimator": "ucas"}},
+      sizes=spec.sizes(num_steps=80, eval_every=20),
       claims=[
-          dict(name="UCAS keeps entropy higher",
-               paper="entropy ~0.20 (UCAS) vs ~0.01 (GRPO)",
-               metric="train:entropy", reduce="final", last_k=10,
-               better="higher", arm="ucas", baseline="grpo"),
-          dict(name="UCAS accuracy at least GRPO's",
-               paper="reward 0.81 vs 0.795", metric="accuracy", reduce="final",
-               last_k=2, better="higher", arm="ucas", baseline="grpo"),
+          spec.claim("UCAS keeps entropy higher",
+                     "entropy ~0.20 (UCAS) vs ~0.01 (GRPO)", "ucas", "grpo",
+                     metric="train:entropy", last_k=10),
+          spec.claim("UCAS accuracy at least GRPO's", "reward 0.81 vs 0.795",
+                     "ucas", "grpo"),
       ],
       plot_metrics=["accuracy", "train:entropy", "response_length"],
   )
