@@ -41,10 +41,10 @@ def main(argv):
       "JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/cajax/jax")))
   names = pipeline.NAMES if _ABLATION.value == "all" else (_ABLATION.value,)
   command = "python -m experiments.ablate " + " ".join(sys.argv[1:])
-  for name in names:
-    judged = pipeline.run(name, size=_SIZE.value, seeds=_SEEDS.value,
-                          workdir=_WORKDIR.value, parallel=_PARALLEL.value,
-                          command=command.strip())
+  judged_by_name = pipeline.run(
+      names, size=_SIZE.value, seeds=_SEEDS.value, workdir=_WORKDIR.value,
+      parallel=_PARALLEL.value, command=command.strip())
+  for name, judged in judged_by_name.items():
     report = os.path.join(_WORKDIR.value, name, _SIZE.value, "report.md")
     print(f"\n{name}: {report}")
     for claim in judged:

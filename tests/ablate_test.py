@@ -33,18 +33,19 @@ def workdir(tmp_path_factory):
 @pytest.mark.parametrize("name", pipeline.NAMES)
 def test_smoke_ablation_end_to_end(workdir, name):
   ablation = spec.load(name).get_ablation()
-  judged = pipeline.run(name, size="smoke", seeds=1, workdir=str(workdir),
-                        parallel=2, command="test", show_progress=False)
+  judged = pipeline.run([name], size="smoke", seeds=1, workdir=str(workdir),
+                        parallel=2, command="test",
+                        show_progress=False)[name]
   assert [c["name"] for c in judged] == [c["name"] for c in ablation.claims]
   _check_outputs(workdir / name / "smoke", name, ablation)
 
 
 def test_rerun_resumes_instead_of_recomputing(workdir):
-  pipeline.run("ucas", size="smoke", seeds=1, workdir=str(workdir),
+  pipeline.run(["ucas"], size="smoke", seeds=1, workdir=str(workdir),
                parallel=2, command="test", show_progress=False)
   logs = sorted(workdir.rglob("*.log"))
   sizes = [p.stat().st_size for p in logs]
-  pipeline.run("ucas", size="smoke", seeds=1, workdir=str(workdir),
+  pipeline.run(["ucas"], size="smoke", seeds=1, workdir=str(workdir),
                parallel=2, command="test", show_progress=False)
   assert [p.stat().st_size for p in sorted(workdir.rglob("*.log"))] == sizes
 

@@ -1,4 +1,4 @@
-"""One ablation end to end: warm start, arms x seeds, evidence, report."""
+"""Ablations end to end: warm starts, arms x seeds, evidence, reports."""
 
 import os
 import platform
@@ -19,13 +19,29 @@ def machine() -> str:
           f"({jax.devices()[0].platform})")
 
 
-def run(name: str, *, size: str, seeds: int, workdir: str, parallel: int,
-        command: str, show_progress: bool = True) -> list[dict]:
-  """Runs (or resumes) ablation `name`; returns its judged claims."""
+def run(names, *, size: str, seeds: int, workdir: str, parallel: int,
+        command: str, show_progress: bool = True) -> dict[str, list[dict]]:
+  """Runs (or resumes) the ablations `names`; {name: its judged claims}.
+
+  Every warm start runs first, side by side; then every arm of every
+  ablation shares one pool of `parallel` processes, so no core idles at
+  the end of one ablation while the next could start.
+  """
+  plans = {name: runner.plan(name, size, seeds, workdir) for name in names}
+  warm = {r.workdir: r for w, _ in plans.values() for r in w}
+  runner.execute(list(warm.values()), parallel, show_progress)
+  runner.execute([r for _, runs in plans.values() for r in runs], parallel,
+                 show_progress)
+  return {name: evidence(name, *plans[name], size=size, seeds=seeds,
+                         workdir=workdir, command=command)
+          for name in names}
+
+
+def evidence(name: str, warm: list, runs: list, *, size: str, seeds: int,
+             workdir: str, command: str) -> list[dict]:
+  """Writes results.json, plots and report.md of finished runs; returns
+  the judged claims."""
   ablation = spec.load(name).get_ablation()
-  config_file, warm, runs = runner.plan(name, size, seeds, workdir)
-  runner.execute(warm, config_file, parallel, show_progress)
-  runner.execute(runs, config_file, parallel, show_progress)
   outdir = os.path.join(workdir, name, size)
   results = report.collect(runs)
   judged = [report.judge(dict(c), results) for c in ablation.claims]

@@ -29,6 +29,7 @@ _SINGLE_THREAD = ("--xla_cpu_multi_thread_eigen=false "
 class Run:
   """One training process: an arm and seed, or a shared warm start."""
   name: str
+  config_file: str  # the ablation's config module
   config_arg: str
   workdir: str
   num_steps: int
@@ -52,7 +53,11 @@ class Run:
 
 
 def plan(name: str, size: str, seeds: int, workdir: str):
-  """(warm-start runs, arm runs) of an ablation, arm runs by seed then arm."""
+  """(warm-start runs, arm runs) of an ablation, arm runs by seed then arm.
+
+  Warm-start runs of different ablations with the same key are equal (the
+  same workdir), so a caller may pool several ablations' plans.
+  """
   module = spec.load(name)
   ablation = module.get_ablation()
   config_file = module.__file__
@@ -63,30 +68,32 @@ def plan(name: str, size: str, seeds: int, workdir: str):
       key = spec.warm_start_key(config)
       warm_dir = os.path.join(workdir, "warm_starts", key)
       if key not in warm and config.warm_start.steps > 0:
-        warm[key] = Run(f"warm start {key[:6]}", f"{arm},0,{size}", warm_dir,
-                        0, ("--config.rl.num_steps=0",))
+        warm[key] = Run(f"warm start {key[:6]}", config_file,
+                        f"{arm},0,{size}", warm_dir, 0,
+                        ("--config.rl.num_steps=0",))
       init = (("--config.init_checkpoint="
                + os.path.join(warm_dir, "warm_start"),)
               if config.warm_start.steps > 0 else ())
-      runs.append(Run(f"{arm} s{seed}", f"{arm},{seed},{size}",
+      runs.append(Run(f"{name}/{arm} s{seed}", config_file,
+                      f"{arm},{seed},{size}",
                       os.path.join(workdir, name, size, arm, f"seed{seed}"),
                       config.rl.num_steps, init))
-  return config_file, list(warm.values()), runs
+  return list(warm.values()), runs
 
 
-def _start(run: Run, config_file: str, log) -> subprocess.Popen:
+def _start(run: Run, log) -> subprocess.Popen:
   env = dict(os.environ, PYTHONUNBUFFERED="1",
              XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " "
                         + _SINGLE_THREAD).strip())
   cmd = [sys.executable, "-m", "experiments.train",
-         f"--config={config_file}:{run.config_arg}",
+         f"--config={run.config_file}:{run.config_arg}",
          f"--workdir={run.workdir}", *run.extra_flags]
   return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                           cwd=os.path.dirname(os.path.dirname(
                               os.path.dirname(os.path.abspath(__file__)))))
 
 
-def execute(runs: list[Run], config_file: str, parallel: int,
+def execute(runs: list[Run], parallel: int,
             show_progress: bool = True, poll_seconds: float = 1.0) -> None:
   """Runs `runs` (skipping finished ones), `parallel` at a time.
 
@@ -104,7 +111,7 @@ def execute(runs: list[Run], config_file: str, parallel: int,
         log = open(os.path.join(os.path.dirname(run.workdir.rstrip("/")),
                                 f"{os.path.basename(run.workdir)}.log"), "a",
                    encoding="utf-8")
-        active[run.name] = (run, _start(run, config_file, log), log)
+        active[run.name] = (run, _start(run, log), log)
         total = run.num_steps or None
         bars[run.name] = tqdm.tqdm(total=total, desc=run.name,
                                    disable=not show_progress, leave=False,
