@@ -36,7 +36,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:  # orbax logs every restore.
-    logging.set_verbosity(logging.WARNING)
+    logging.set_verbosity(logging.ERROR)
   jax.config.update("jax_compilation_cache_dir", os.environ.get(
       "JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/cajax/jax")))
   names = pipeline.NAMES if _ABLATION.value == "all" else (_ABLATION.value,)

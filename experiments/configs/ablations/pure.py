@@ -39,7 +39,7 @@ def get_ablation() -> spec.Ablation:
           "sum_form_vr10": {"rl.estimator": "sum_form_prm",
                             "rl.verifiable_fraction": 0.1},
       },
-      sizes=spec.sizes(num_steps=40, eval_every=10),
+      sizes=spec.sizes(num_steps=80, eval_every=20),
       claims=[
           spec.claim("min form beats sum form (accuracy)",
                      "sum-form credit collapses training; min-form is stable",

@@ -26,7 +26,7 @@ def get_ablation() -> spec.Ablation:
           "no_pivot": {**_R3L, "rl.mask_retry_prefix": False},
           "no_amplify": {**_R3L, "rl.estimator_kwargs": {"alpha": 1.0}},
       },
-      sizes=spec.sizes(num_steps=60, eval_every=15),
+      sizes=spec.sizes(num_steps=120, eval_every=20),
       claims=[
           spec.claim("R3L beats GRPO", "GSM8K 0.721 vs 0.474", "r3l", "grpo"),
           spec.claim("retries help", "removing reflect-retry hurts", "r3l",

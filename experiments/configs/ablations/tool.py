@@ -30,7 +30,7 @@ def get_ablation() -> spec.Ablation:
           "matchtir_soft": {**_MATCHTIR, "task.assignment": "sinkhorn"},
           "istar": {"rl.estimator": "istar"},
       },
-      sizes=spec.sizes(num_steps=60, eval_every=15),
+      sizes=spec.sizes(num_steps=150, eval_every=25),
       claims=[
           spec.claim("hard matching beats trajectory reward",
                      "MatchTIR (KM) 36.1 vs GRPO 31.3 (Qwen3-4B)",

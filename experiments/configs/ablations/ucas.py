@@ -13,11 +13,11 @@ def get_ablation() -> spec.Ablation:
       name="ucas",
       description=spec.summary(__doc__),
       arms={"grpo": spec.GRPO, "ucas": {"rl.estimator": "ucas"}},
-      sizes=spec.sizes(num_steps=80, eval_every=20),
+      sizes=spec.sizes(num_steps=300, eval_every=50),
       claims=[
           spec.claim("UCAS keeps entropy higher",
                      "entropy ~0.20 (UCAS) vs ~0.01 (GRPO)", "ucas", "grpo",
-                     metric="train:entropy", last_k=10),
+                     metric="train:entropy", last_k=50),
           spec.claim("UCAS accuracy at least GRPO's", "reward 0.81 vs 0.795",
                      "ucas", "grpo"),
       ],
