@@ -349,7 +349,10 @@ def turn_rewards(token_rewards, mask, *, num_turns: int | None = None):
     token_rewards: f[B, T]; rewards elsewhere than turn ends are ignored.
     mask: bool[B, T]; turns are its maximal runs of True.
     num_turns: static K; default ⌈T/2⌉, the most runs T tokens can hold.
-      Turns with index ≥ K are dropped.
+      Turns with index ≥ K are dropped. A bound on the real number of turns
+      (the tool-call budget + 1) is much cheaper: every `[B, K]` statistic
+      shrinks, and few enough turns are found by a search instead of a
+      scatter of every token (`cajax.step_totals`).
 
   Returns:
     (rewards f32[B, K], turn_valid bool[B, K], turn_ids int32[B, T]).
@@ -361,17 +364,14 @@ def turn_rewards(token_rewards, mask, *, num_turns: int | None = None):
   num_turns = _checks.check_positive_int(num_turns, "num_turns")
   turn_ids, count = sequences.contiguous_runs(mask)
   mask = _checks.as_mask(mask)
-  # A turn (maximal run of mask) ends where the next token is masked; each
-  # turn has exactly one end, so one scatter-set (no segment sums over B·K
-  # segments) moves its reward to [B, K]. Turns ≥ K index out of bounds and
-  # are dropped.
+  # A turn (maximal run of mask) ends where the next token is masked, so
+  # its reward is the sum over the turn of the rewards kept at ends only.
+  # Turn ids never decrease along a row: the ordered step search applies.
   ends = mask & ~jnp.pad(mask[:, 1:], ((0, 0), (0, 1)))
-  batch = mask.shape[0]
-  flat = groups.flat_segment_ids(turn_ids, ends & (turn_ids < num_turns),
-                                    num_turns)
-  per_turn = jnp.zeros((batch * num_turns,), jnp.float32).at[
-      flat.reshape(-1)].set(jnp.where(ends, rewards, 0.0).reshape(-1),
-                            mode="drop").reshape(batch, num_turns)
+  totals = step_totals.totals(
+      turn_ids, ends & (turn_ids < num_turns), num_turns,
+      sums=(jnp.where(ends, rewards, 0.0),))
+  per_turn = totals.sums[0]
   turn_valid = jnp.arange(num_turns)[None, :] < count[:, None]
   return per_turn, turn_valid, turn_ids
 

@@ -50,11 +50,23 @@ def _is_array(value) -> bool:
   return isinstance(value, (np.ndarray, jax.Array))
 
 
+def static_options(name: str, rollouts: cajax.Rollouts) -> dict:
+  """Static options a caller sets from its own budget: matchtir's turn axis
+  holds the batch's most turns (a tool-call budget + 1), not its ⌈T/2⌉
+  default, which would make every turn statistic half a `[B, T]` pass."""
+  if name != "matchtir":
+    return {}
+  mask = np.asarray(rollouts.mask, bool)
+  starts = mask & ~np.pad(mask[:, :-1], ((0, 0), (1, 0)))
+  return dict(num_turns=max(1, int(starts.sum(axis=1).max())))
+
+
 def make_case(name: str, rollouts: cajax.Rollouts, seed: int = 0):
   """Jitted estimator and floor for `name`, and their shared arguments."""
   kwargs = cajax.example_inputs(name, rollouts, np.random.default_rng(seed))
   arrays = {k: jnp.asarray(v) for k, v in kwargs.items() if _is_array(v)}
   static = {k: v for k, v in kwargs.items() if not _is_array(v)}
+  static.update(static_options(name, rollouts))
 
   def run(rollouts, arrays):
     out = cajax.estimate(name, rollouts, **arrays, **static)

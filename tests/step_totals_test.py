@@ -1,11 +1,14 @@
 """The scatter-free step search agrees with the scatter form and a loop."""
 
+import functools
+
 import hypothesis
 from hypothesis import strategies as st
 import jax
 import numpy as np
 import pytest
 
+from cajax import agentic
 from cajax import process
 from cajax import sequences
 from cajax import step_totals
@@ -104,6 +107,28 @@ def test_step_ends_and_counts(layout):
 
 @pytest.mark.parametrize("length,num_steps,expected", [
     (4096, 16, True), (32768, 16, True), (4096, 4096, False),
-    (1, 1, False), (64, 2, True)])
+    (1, 1, False), (64, 2, True), (45, 2, True), (45, 3, False)])
 def test_fits(length, num_steps, expected):
   assert step_totals.fits(length, num_steps) == expected
+
+
+@hypothesis.given(_layouts(), st.integers(1, 4))
+def test_turn_rewards_search_matches_a_loop(layout, num_turns):
+  """Turns (runs of mask) found by the search when few fit (K ≤ 2 here), by
+  the scatter otherwise (K = 3, 4 and the default ⌈T/2⌉); turns past K are
+  dropped."""
+  _, mask, values = layout
+  want = np.zeros((_B, (_T + 1) // 2))
+  count = np.zeros(_B, int)
+  for b in range(_B):
+    for t in range(_T):
+      if mask[b, t] and (t == 0 or not mask[b, t - 1]):
+        count[b] += 1
+      if mask[b, t] and (t + 1 == _T or not mask[b, t + 1]):
+        want[b, count[b] - 1] = values[0, b, t]
+  for k in (num_turns, None):
+    got, valid, _ = jax.jit(functools.partial(
+        agentic.turn_rewards, num_turns=k))(values[0], mask)
+    k = got.shape[1]
+    np.testing.assert_allclose(got, want[:, :k], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(valid, np.arange(k)[None] < count[:, None])
