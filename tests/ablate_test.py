@@ -76,3 +76,11 @@ def test_bad_run_argument_is_a_clear_error():
     spec.build_config(ablation, "nope,0,default")
   with pytest.raises(ValueError, match="unknown ablation"):
     spec.load("chess")
+
+
+def test_arms_differing_only_in_scoring_share_a_warm_start():
+  for name in pipeline.NAMES:
+    ablation = spec.load(name).get_ablation()
+    keys = {spec.warm_start_key(spec.build_config(ablation, f"{arm},0,default"))
+            for arm in ablation.arms}
+    assert len(keys) == 1, name

@@ -133,11 +133,19 @@ def build_config(ablation: Ablation, arg: str) -> ml_collections.ConfigDict:
   return config
 
 
+# Task settings that only change how responses are scored, never the
+# demonstrations: the process reward model and its matching.
+_SCORING_ONLY = ("prm", "assignment", "unmatched_penalty")
+
+
 def warm_start_key(config: ml_collections.ConfigDict) -> str:
-  """Runs whose warm start would be identical share one (this hash)."""
-  # The process reward model does not change the demonstrations.
+  """Runs whose warm start would be identical share one (this hash).
+
+  Arms that differ only in scoring settings share it, so their paired
+  comparison starts from the same policy.
+  """
   task = {k: v for k, v in config.task.to_dict().items()
-          if not k.startswith("prm")}
+          if not k.startswith(_SCORING_ONLY)}
   shared = {"task": task, "model": config.model.to_dict(),
             "warm_start": config.warm_start.to_dict(),
             "budget": config.sampling.max_new_tokens,
