@@ -14,9 +14,20 @@ NAMES = ("pure", "tp_grpo", "ucas", "tool", "r3l")
 
 
 def machine() -> str:
-  return (f"{platform.machine()} {platform.processor() or 'cpu'}, "
-          f"{os.cpu_count()} cores, jax {jax.__version__} "
+  """The processor model (or architecture), cores and jax backend."""
+  return (f"{_processor()}, {os.cpu_count()} cores, jax {jax.__version__} "
           f"({jax.devices()[0].platform})")
+
+
+def _processor() -> str:
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
 
 
 def run(names, *, size: str, seeds: int, workdir: str, parallel: int,

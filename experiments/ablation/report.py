@@ -141,7 +141,7 @@ def write(ablation, results: dict, judged: list[dict], outdir: str, *,
   with open(os.path.join(outdir, "results.json"), "w", encoding="utf-8") as f:
     json.dump({"ablation": ablation.name, "size": size, "seeds": seeds,
                "arms": results, "claims": judged}, f, indent=1, default=float)
-  lines = [f"# Ablation `{ablation.name}` ({size} size, {seeds} seeds)", "",
+  lines = [f"# Ablation `{ablation.name}` ({size} size, {seeds} seed{'s' * (seeds != 1)})", "",
            ablation.description, "", f"Command: `{command}`  ",
            f"Machine: {machine}", "",
            "Verdict rule: per seed, d = metric(arm) − metric(baseline), "
