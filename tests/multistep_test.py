@@ -12,14 +12,10 @@ import numpy as np
 import pytest
 
 from cajax import multistep
-from cajax import testing
-
-TOL = dict(rtol=1e-5, atol=1e-5)
-maybe_jit = testing.jit_with_static
-B, T = 6, 5
-MASKS = testing.example_masks()
-# Every mask jitted; the eager path once (op-by-op dispatch is slow on CPU).
-MASK_CASES = [(name, True) for name in MASKS] + [("interior", False)]
+from recurrence_cases import B
+from recurrence_cases import T
+from recurrence_cases import TOL
+from recurrence_cases import maybe_jit
 
 
 def data(seed=0, batch=B, length=T):
@@ -32,7 +28,6 @@ def data(seed=0, batch=B, length=T):
 
 def f32(x):
   return np.asarray(x, np.float32)
-
 
 
 def ref_lambda_returns(r, d, v, lam):

@@ -12,13 +12,12 @@ import pytest
 
 from cajax import off_policy
 from cajax import testing
-
-TOL = dict(rtol=1e-5, atol=1e-5)
-maybe_jit = testing.jit_with_static
-B, T = 6, 5
-MASKS = testing.example_masks()
-# Every mask jitted; the eager path once (op-by-op dispatch is slow on CPU).
-MASK_CASES = [(name, True) for name in MASKS] + [("interior", False)]
+from recurrence_cases import B
+from recurrence_cases import MASK_CASES
+from recurrence_cases import MASKS
+from recurrence_cases import T
+from recurrence_cases import TOL
+from recurrence_cases import maybe_jit
 
 
 def data(seed=0, batch=B, length=T):

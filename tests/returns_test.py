@@ -20,9 +20,17 @@ from cajax import registry
 from cajax import returns
 from cajax import testing
 from cajax import types
+from recurrence_cases import B
+from recurrence_cases import MASK_CASES
+from recurrence_cases import MASKS
+from recurrence_cases import PAD
+from recurrence_cases import PB
+from recurrence_cases import PT
+from recurrence_cases import T
+from recurrence_cases import TOL
+from recurrence_cases import maybe_jit
+from recurrence_cases import masked_batches
 
-TOL = dict(rtol=1e-5, atol=1e-5)
-maybe_jit = testing.jit_with_static
 
 # ---------------------------------------------------------------------------
 # float64 references.
@@ -113,10 +121,6 @@ def ref_prime(r, rm, m, gid, c_out=5.0, c_proc=5.0):
 # ---------------------------------------------------------------------------
 # Fixtures and helpers.
 
-B, T = 6, 5
-MASKS = testing.example_masks()
-# Every mask jitted; the eager path once (op-by-op dispatch is slow on CPU).
-MASK_CASES = [(name, True) for name in MASKS] + [("interior", False)]
 GROUP_IDS = np.array([0, 1, 0, 1, 2, 0], np.int32)   # non-contiguous; 2 is
 NUM_GROUPS = 3                                         # a singleton.
 
@@ -392,20 +396,6 @@ def test_registered_estimators_match_plain_functions():
 # ---------------------------------------------------------------------------
 # Properties.
 
-_PB, _PT, _PAD = 3, 5, 2   # fixed shapes: one compile per jitted function.
-_floats = st.floats(-3, 3, allow_nan=False, width=32)
-
-
-@st.composite
-def _batches(draw):
-  size = _PB * _PT
-  mask = np.array(draw(st.lists(st.booleans(), min_size=size,
-                                max_size=size))).reshape(_PB, _PT)
-  r, v = (np.array(draw(st.lists(_floats, min_size=size, max_size=size)),
-                   np.float32).reshape(_PB, _PT) for _ in range(2))
-  gamma = np.float32(draw(st.floats(0.5, 1.0)))
-  return mask, r, v, gamma
-
 
 @jax.jit
 def _gae_vs_return(r, v, mask, gamma):
@@ -414,9 +404,10 @@ def _gae_vs_return(r, v, mask, gamma):
   return adv.advantages, ret.returns
 
 
-@hypothesis.given(_batches())
-def test_gae_with_lambda_one_is_return_minus_value(batch):
-  mask, r, v, gamma = batch
+@hypothesis.given(masked_batches(), st.floats(0.5, 1.0))
+def test_gae_with_lambda_one_is_return_minus_value(batch, gamma):
+  mask, r, v = batch
+  gamma = np.float32(gamma)
   adv, ret = _gae_vs_return(r, v, mask, gamma)
   assert_tokens(adv, np.asarray(ret, np.float64) - v, mask,
                 dict(rtol=1e-4, atol=1e-4))
@@ -424,7 +415,7 @@ def test_gae_with_lambda_one_is_return_minus_value(batch):
 
 @jax.jit
 def _all_estimators(mask, r, v, gamma):
-  ids = jnp.arange(_PB, dtype=jnp.int32) % 2
+  ids = jnp.arange(PB, dtype=jnp.int32) % 2
   outs = (
       returns.gae(r, v, mask, gamma=gamma, lambda_=0.9),
       returns.reinforce_plus_plus(r, mask, gamma=gamma),
@@ -433,17 +424,18 @@ def _all_estimators(mask, r, v, gamma):
   return [(out.advantages, out.returns) for out in outs]
 
 
-@hypothesis.given(_batches())
-def test_padding_invariance(batch):
-  mask, r, v, gamma = batch
-  garbage = np.full((_PB, _PAD), 7.0, np.float32)
+@hypothesis.given(masked_batches(), st.floats(0.5, 1.0))
+def test_padding_invariance(batch, gamma):
+  mask, r, v = batch
+  gamma = np.float32(gamma)
+  garbage = np.full((PB, PAD), 7.0, np.float32)
   wide = _all_estimators(
-      np.concatenate([mask, np.zeros((_PB, _PAD), bool)], axis=1),
+      np.concatenate([mask, np.zeros((PB, PAD), bool)], axis=1),
       np.concatenate([r, garbage], axis=1),
       np.concatenate([v, garbage], axis=1), gamma)
   narrow = _all_estimators(mask, r, v, gamma)
   for narrow_pair, wide_pair in zip(narrow, wide):
     for a, b in zip(narrow_pair, wide_pair):
-      np.testing.assert_allclose(np.asarray(b)[:, :_PT], a, rtol=1e-4,
+      np.testing.assert_allclose(np.asarray(b)[:, :PT], a, rtol=1e-4,
                                  atol=1e-4)
-      assert np.all(np.asarray(b)[:, _PT:] == 0.0)
+      assert np.all(np.asarray(b)[:, PT:] == 0.0)

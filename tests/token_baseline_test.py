@@ -19,13 +19,16 @@ from cajax import registry
 from cajax import testing
 from cajax import token_baseline
 from cajax import types
-
-TOL = dict(rtol=1e-5, atol=1e-5)
-maybe_jit = testing.jit_with_static
-B, T = 6, 5
-MASKS = testing.example_masks()
-# Every mask jitted; the eager path once (op-by-op dispatch is slow on CPU).
-MASK_CASES = [(name, True) for name in MASKS] + [("interior", False)]
+from recurrence_cases import B
+from recurrence_cases import MASK_CASES
+from recurrence_cases import MASKS
+from recurrence_cases import PAD
+from recurrence_cases import PB
+from recurrence_cases import PT
+from recurrence_cases import T
+from recurrence_cases import TOL
+from recurrence_cases import maybe_jit
+from recurrence_cases import masked_batches
 
 
 def data(seed=0, batch=B, length=T):
@@ -182,37 +185,23 @@ def test_registered_estimator_matches_plain_function():
   np.testing.assert_allclose(got.returns, want.returns, **TOL)
 
 
-_PB, _PT, _PAD = 3, 5, 2   # fixed shapes: one compile per jitted function.
-_floats = st.floats(-3, 3, allow_nan=False, width=32)
-
-
-@st.composite
-def _batches(draw):
-  size = _PB * _PT
-  mask = np.array(draw(st.lists(st.booleans(), min_size=size,
-                                max_size=size))).reshape(_PB, _PT)
-  r, v = (np.array(draw(st.lists(_floats, min_size=size, max_size=size)),
-                   np.float32).reshape(_PB, _PT) for _ in range(2))
-  return mask, r, v
-
-
 @functools.partial(jax.jit, static_argnums=3)
 def _otb(mask, r, v, multi_turn):
-  ids = jnp.arange(_PB, dtype=jnp.int32) % 2
+  ids = jnp.arange(PB, dtype=jnp.int32) % 2
   out = token_baseline.optimal_token_baseline(
       r, -jnp.abs(v), jnp.abs(v) * 0.1 + 0.1, mask, ids, 2,
       multi_turn=multi_turn)
   return out.advantages, out.returns
 
 
-@hypothesis.given(_batches(), st.booleans())
+@hypothesis.given(masked_batches(), st.booleans())
 def test_padding_invariance(batch, multi_turn):
   mask, r, v = batch
-  garbage = np.full((_PB, _PAD), 7.0, np.float32)
-  wide = _otb(np.concatenate([mask, np.zeros((_PB, _PAD), bool)], axis=1),
+  garbage = np.full((PB, PAD), 7.0, np.float32)
+  wide = _otb(np.concatenate([mask, np.zeros((PB, PAD), bool)], axis=1),
               np.concatenate([r, garbage], axis=1),
               np.concatenate([v, garbage], axis=1), multi_turn)
   for a, b in zip(_otb(mask, r, v, multi_turn), wide):
-    np.testing.assert_allclose(np.asarray(b)[:, :_PT], a, rtol=1e-4,
+    np.testing.assert_allclose(np.asarray(b)[:, :PT], a, rtol=1e-4,
                                atol=1e-4)
-    assert np.all(np.asarray(b)[:, _PT:] == 0.0)
+    assert np.all(np.asarray(b)[:, PT:] == 0.0)
