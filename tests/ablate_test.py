@@ -55,8 +55,9 @@ def test_verdict_rule():
   assert report.verdict([-0.2, -0.3, -0.25])["verdict"] == "not reproduced"
   assert report.verdict([0.5, -0.4, 0.1])["verdict"] == "inconclusive"
   assert report.verdict([0.5])["verdict"] == "inconclusive"
-  # Two seeds that agree exactly give a zero-width interval: not enough.
+  # Seeds that agree exactly give a zero-width interval: not evidence.
   assert report.verdict([0.03, 0.03])["verdict"] == "inconclusive"
+  assert report.verdict([1 / 256] * 3)["verdict"] == "inconclusive"
 
 
 def test_samples_to_target_is_censored_at_the_budget():

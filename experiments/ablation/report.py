@@ -6,8 +6,9 @@ so that positive means the direction the paper reports. With n seeds, the
 95% interval is mean(d) ± t_{0.975, n−1} · sd(d)/√n. The claim is
 "reproduced" when the interval lies above 0, "not reproduced" when it lies
 below 0 (the opposite direction), and "inconclusive" otherwise, and always
-with fewer than 3 seeds (two seeds can agree by chance and give a
-zero-width interval).
+with fewer than 3 seeds (two seeds can agree by chance) or a zero-width
+interval (the same difference in every seed: the metric's resolution, such
+as one evaluation problem, not a measured spread).
 """
 
 import json
@@ -76,7 +77,11 @@ def verdict(differences: list[float]) -> dict:
             "verdict": "inconclusive"}
   half = stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n)
   low, high = d.mean() - half, d.mean() + half
-  word = ("inconclusive" if n < MIN_SEEDS else "reproduced" if low > 0 else
+  # Identical differences in every seed (a zero-width interval) come from
+  # the metric's resolution (one problem of the evaluation set), not from
+  # a measured spread: no evidence either way.
+  word = ("inconclusive" if n < MIN_SEEDS or high == low else
+          "reproduced" if low > 0 else
           "not reproduced" if high < 0 else "inconclusive")
   return {"mean": float(d.mean()), "low": float(low), "high": float(high),
           "n": n, "verdict": word}
@@ -141,14 +146,16 @@ def write(ablation, results: dict, judged: list[dict], outdir: str, *,
   with open(os.path.join(outdir, "results.json"), "w", encoding="utf-8") as f:
     json.dump({"ablation": ablation.name, "size": size, "seeds": seeds,
                "arms": results, "claims": judged}, f, indent=1, default=float)
-  lines = [f"# Ablation `{ablation.name}` ({size} size, {seeds} seed{'s' * (seeds != 1)})", "",
+  plural = "s" * (seeds != 1)
+  lines = [f"# Ablation `{ablation.name}` ({size} size, {seeds} seed{plural})",
+           "",
            ablation.description, "", f"Command: `{command}`  ",
            f"Machine: {machine}", "",
            "Verdict rule: per seed, d = metric(arm) − metric(baseline), "
            "signed so that > 0 is the paper's direction; 95% t-interval "
            "over seeds; reproduced if it lies above 0, not reproduced if "
-           "below 0, inconclusive otherwise and with fewer than "
-           f"{MIN_SEEDS} seeds.", "",
+           "below 0, inconclusive otherwise, with fewer than "
+           f"{MIN_SEEDS} seeds or with a zero-width interval.", "",
            "| claim | paper | metric | arm | baseline | arm mean | "
            "baseline mean | d (95% interval) | verdict |",
            "|---|---|---|---|---|---|---|---|---|"]

@@ -6,7 +6,9 @@ calls to the true ones beat a trajectory reward, hard (Hungarian)
 assignment at least as well as soft (optimal transport); iStar reports
 that implicit step rewards raise success. Arms: GRPO on the outcome,
 MatchTIR with Hungarian and with Sinkhorn assignment (turn rewards from the
-task's matching PRM), and iStar.
+task's matching PRM), and iStar. Chains of 4-6 operations: with 2-3, every
+arm reached 0.97-1.0 accuracy within 50 steps, a ceiling no credit
+assignment can beat.
 """
 
 from experiments.ablation import spec
@@ -14,23 +16,23 @@ from experiments.ablation import spec
 
 _MATCHTIR = {"rl.estimator": "matchtir", "rl.token_rewards": "steps",
              "task.prm": "matching"}
-_CALCULATOR = dict(name="calculator", min_ops=2, max_ops=3, ops="+-*",
+_CALCULATOR = dict(name="calculator", min_ops=4, max_ops=6, ops="+-*",
                    modulus=10, prm="oracle", prm_noise=0.0, prm_seed=0,
-                   assignment="greedy", max_response_len=48)
+                   assignment="greedy", max_response_len=72)
 
 
 def get_ablation() -> spec.Ablation:
   return spec.Ablation(
       name="tool",
       description=spec.summary(__doc__),
-      common={"task": _CALCULATOR},
+      common={"task": _CALCULATOR, "sampling.max_new_tokens": 72},
       arms={
           "grpo": spec.GRPO,
           "matchtir_hard": {**_MATCHTIR, "task.assignment": "hungarian"},
           "matchtir_soft": {**_MATCHTIR, "task.assignment": "sinkhorn"},
           "istar": {"rl.estimator": "istar"},
       },
-      sizes=spec.sizes(num_steps=150, eval_every=25),
+      sizes=spec.sizes(num_steps=100, eval_every=20),
       claims=[
           spec.claim("hard matching beats trajectory reward",
                      "MatchTIR (KM) 36.1 vs GRPO 31.3 (Qwen3-4B)",
