@@ -3,8 +3,10 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
+import cajax
 from experiments.ablation import pipeline
 from experiments.ablation import report
 from experiments.ablation import spec
@@ -85,3 +87,20 @@ def test_arms_differing_only_in_scoring_share_a_warm_start():
     keys = {spec.warm_start_key(spec.build_config(ablation, f"{arm},0,default"))
             for arm in ablation.arms}
     assert len(keys) == 1, name
+
+
+def test_r3l_amplification_arm_changes_binary_outcome_advantages():
+  # With 0/1 outcomes alpha alone never acts; the arms must differ anyway.
+  ablation = spec.load("r3l").get_ablation()
+  rewards = np.array([[0.0, 1.0], [0.0, 0.0], [0.0, 1.0], [0.0, 0.0]],
+                     np.float32)
+  rollouts = cajax.Rollouts(mask=np.ones((4, 2), bool), token_rewards=rewards,
+                            group_ids=np.zeros(4, np.int32), num_groups=1)
+  advantages = {
+      arm: np.asarray(cajax.estimate("r3l", rollouts, **dict(
+          spec.build_config(ablation, f"{arm},0,default")
+          .rl.estimator_kwargs)).advantages)
+      for arm in ("r3l", "no_amplify")}
+  assert np.all(advantages["r3l"][[0, 2]] > advantages["no_amplify"][[0, 2]])
+  np.testing.assert_array_equal(advantages["r3l"][[1, 3]],
+                                advantages["no_amplify"][[1, 3]])

@@ -6,13 +6,19 @@ Retries restart a failed response from just before its first wrong step
 loss (pivotal credit: only the tokens after the pivot are credited), and
 positive advantages are amplified by α. The paper reports that the full
 method beats GRPO and that removing any component lowers success.
+
+With 0/1 outcomes α never acts on its own: a successful row gets the
+success score and a failed one a negative advantage, so no row has a
+non-negative s below r_max. The amplification is then the success score,
+α on the paper's project page and 1.0 in its code; the amplified arms use
+the page's α = 3 (`success_score=3`), and `no_amplify` sets both to 1.
 """
 
 from experiments.ablation import spec
 
 _R3L = {"rl.estimator": "r3l", "rl.retry_samples": 2,
         "rl.mask_retry_prefix": True,
-        "rl.estimator_kwargs": {"alpha": 3.0}}
+        "rl.estimator_kwargs": {"alpha": 3.0, "success_score": 3.0}}
 
 
 def get_ablation() -> spec.Ablation:
@@ -24,7 +30,8 @@ def get_ablation() -> spec.Ablation:
           "r3l": _R3L,
           "no_retry": {**_R3L, "rl.retry_samples": 0},
           "no_pivot": {**_R3L, "rl.mask_retry_prefix": False},
-          "no_amplify": {**_R3L, "rl.estimator_kwargs": {"alpha": 1.0}},
+          "no_amplify": {**_R3L, "rl.estimator_kwargs": {
+              "alpha": 1.0, "success_score": 1.0}},
       },
       sizes=spec.sizes(num_steps=120, eval_every=20),
       claims=[
