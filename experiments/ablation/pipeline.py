@@ -34,15 +34,15 @@ def run(names, *, size: str, seeds: int, workdir: str, parallel: int,
         command: str, show_progress: bool = True) -> dict[str, list[dict]]:
   """Runs (or resumes) the ablations `names`; {name: its judged claims}.
 
-  Every warm start runs first, side by side; then every arm of every
-  ablation shares one pool of `parallel` processes, so no core idles at
-  the end of one ablation while the next could start.
+  Warm starts and arms share one pool of `parallel` processes: warm starts
+  first, and each arm as soon as its warm start is done, so no core idles
+  while any run could start.
   """
   plans = {name: runner.plan(name, size, seeds, workdir) for name in names}
   warm = {r.workdir: r for w, _ in plans.values() for r in w}
-  runner.execute(list(warm.values()), parallel, show_progress)
-  runner.execute([r for _, runs in plans.values() for r in runs], parallel,
-                 show_progress)
+  runner.execute(list(warm.values())
+                 + [r for _, runs in plans.values() for r in runs],
+                 parallel, show_progress)
   return {name: evidence(name, *plans[name], size=size, seeds=seeds,
                          workdir=workdir, command=command)
           for name in names}

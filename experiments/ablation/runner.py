@@ -34,6 +34,7 @@ class Run:
   workdir: str
   num_steps: int
   extra_flags: tuple = ()
+  after: "Run | None" = None  # the warm start this run starts from
 
   @property
   def done_path(self) -> str:
@@ -77,7 +78,7 @@ def plan(name: str, size: str, seeds: int, workdir: str):
       runs.append(Run(f"{name}/{arm} s{seed}", config_file,
                       f"{arm},{seed},{size}",
                       os.path.join(workdir, name, size, arm, f"seed{seed}"),
-                      config.rl.num_steps, init))
+                      config.rl.num_steps, init, warm.get(key)))
   return list(warm.values()), runs
 
 
@@ -93,9 +94,18 @@ def _start(run: Run, log) -> subprocess.Popen:
                               os.path.dirname(os.path.abspath(__file__)))))
 
 
+def _next_ready(pending: list[Run]) -> Run | None:
+  """Removes and returns the first pending run whose warm start is done."""
+  for i, run in enumerate(pending):
+    if run.after is None or run.after.done():
+      return pending.pop(i)
+  return None
+
+
 def execute(runs: list[Run], parallel: int,
             show_progress: bool = True, poll_seconds: float = 1.0) -> None:
-  """Runs `runs` (skipping finished ones), `parallel` at a time.
+  """Runs `runs` (skipping finished ones), `parallel` at a time, each once
+  its warm start (`after`, which must be among `runs` or done) is done.
 
   Raises:
     RuntimeError: a run failed (its log file is named).
@@ -105,8 +115,10 @@ def execute(runs: list[Run], parallel: int,
   bars: dict[str, tqdm.tqdm] = {}
   try:
     while pending or active:
-      while pending and len(active) < parallel:
-        run = pending.pop(0)
+      while len(active) < parallel:
+        run = _next_ready(pending)
+        if run is None:
+          break
         os.makedirs(run.workdir, exist_ok=True)
         log = open(os.path.join(os.path.dirname(run.workdir.rstrip("/")),
                                 f"{os.path.basename(run.workdir)}.log"), "a",
