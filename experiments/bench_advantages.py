@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import cajax
+from cajax import sequences
 from cajax import testing
 from experiments import timing
 
@@ -56,9 +57,8 @@ def static_options(name: str, rollouts: cajax.Rollouts) -> dict:
   default, which would make every turn statistic half a `[B, T]` pass."""
   if name != "matchtir":
     return {}
-  mask = np.asarray(rollouts.mask, bool)
-  starts = mask & ~np.pad(mask[:, :-1], ((0, 0), (1, 0)))
-  return dict(num_turns=max(1, int(starts.sum(axis=1).max())))
+  _, turns = sequences.contiguous_runs(rollouts.mask)
+  return dict(num_turns=max(1, int(jnp.max(turns))))
 
 
 def make_case(name: str, rollouts: cajax.Rollouts, seed: int = 0):

@@ -1,10 +1,12 @@
-"""Smoke test of experiments.bench_advantages and experiments.timing."""
+"""Smoke test of experiments.bench_advantages, bench_turns and timing."""
 
 import jax.numpy as jnp
 import pytest
 
 import cajax
+from cajax import testing
 from experiments import bench_advantages
+from experiments import bench_turns
 from experiments import timing
 
 
@@ -46,3 +48,17 @@ def test_median_ms_calls_and_waits():
 
   assert timing.median_ms(fn, 3, repeats=4) >= 0.0
   assert calls == [3] * 5  # one warm-up call, then the timed ones
+
+
+def test_turn_pieces_agree_with_the_estimator():
+  rollouts = testing.make_rollouts(batch=8, length=16, group_size=4,
+                                   num_steps=3, seed=0)
+  pieces = bench_turns.pieces(rollouts)
+  num_turns = bench_advantages.static_options("matchtir", rollouts)[
+      "num_turns"]
+  want = cajax.estimate("matchtir", rollouts, num_turns=num_turns)
+  fn, args = pieces["matchtir"]
+  assert jnp.allclose(fn(*args), want.advantages)
+  fn, args = pieces["prefix_count (chunked product)"]
+  cumsum, cumsum_args = pieces["jnp.cumsum"]
+  assert jnp.array_equal(fn(*args), cumsum(*cumsum_args))
