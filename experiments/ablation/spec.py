@@ -68,7 +68,8 @@ def sizes(num_steps: int, eval_every: int, **default) -> dict:
 
   Sized so that `python -m experiments.ablate --ablation=all --seeds=3`
   fits in about an hour on 2 CPU cores: a default RL step of the toy model
-  takes 0.35-0.5 s there, and each run adds about 25 s of start-up,
+  takes 0.33-0.5 s there (1.5-2 s on the tool task, whose calculator calls
+  are host round trips), and each run adds about 25 s of start-up,
   compilation and evaluation. The warm start's loss stops falling at about
   1000 steps (of the loop config's 1500).
   """
