@@ -59,7 +59,7 @@ def evidence(name: str, warm: list, runs: list, *, size: str, seeds: int,
   report.plot(results, list(ablation.plot_metrics),
               os.path.join(outdir, f"{name}_curves.png"),
               f"{name}: mean and 95% interval over {seeds} seeds")
-  init = (os.path.join(warm[0].workdir, "warm_start") if warm else None)
+  init = warm[0].warm_start_dir if warm else None
   heatmap.advantage_map(ablation, size, init,
                         os.path.join(outdir, f"{name}_advantages.png"))
   report.write(ablation, results, judged, outdir, size=size, seeds=seeds,

@@ -37,6 +37,11 @@ class Run:
   after: "Run | None" = None  # the warm start this run starts from
 
   @property
+  def warm_start_dir(self) -> str:
+    """Where a warm-start run leaves its checkpoints (`init_checkpoint`)."""
+    return os.path.join(self.workdir, "warm_start")
+
+  @property
   def done_path(self) -> str:
     return os.path.join(self.workdir, "done.json")
 
@@ -44,9 +49,9 @@ class Run:
     return os.path.exists(self.done_path)
 
   def progress(self) -> int:
-    name = "train_metrics.jsonl" if self.num_steps else os.path.join(
-        "warm_start", "warm_start_metrics.jsonl")
-    path = os.path.join(self.workdir, name)
+    path = (os.path.join(self.workdir, "train_metrics.jsonl")
+            if self.num_steps else
+            os.path.join(self.warm_start_dir, "warm_start_metrics.jsonl"))
     if not os.path.exists(path):
       return 0
     with open(path, encoding="utf-8") as f:
@@ -72,13 +77,10 @@ def plan(name: str, size: str, seeds: int, workdir: str):
         warm[key] = Run(f"warm start {key[:6]}", config_file,
                         f"{arm},0,{size}", warm_dir, 0,
                         ("--config.rl.num_steps=0",))
-      init = (("--config.init_checkpoint="
-               + os.path.join(warm_dir, "warm_start"),)
-              if config.warm_start.steps > 0 else ())
       runs.append(Run(f"{name}/{arm} s{seed}", config_file,
                       f"{arm},{seed},{size}",
                       os.path.join(workdir, name, size, arm, f"seed{seed}"),
-                      config.rl.num_steps, init, warm.get(key)))
+                      config.rl.num_steps, after=warm.get(key)))
   return list(warm.values()), runs
 
 
@@ -86,9 +88,11 @@ def _start(run: Run, log) -> subprocess.Popen:
   env = dict(os.environ, PYTHONUNBUFFERED="1",
              XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " "
                         + _SINGLE_THREAD).strip())
+  init = ((f"--config.init_checkpoint={run.after.warm_start_dir}",)
+          if run.after else ())
   cmd = [sys.executable, "-m", "experiments.train",
          f"--config={run.config_file}:{run.config_arg}",
-         f"--workdir={run.workdir}", *run.extra_flags]
+         f"--workdir={run.workdir}", *run.extra_flags, *init]
   return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                           cwd=os.path.dirname(os.path.dirname(
                               os.path.dirname(os.path.abspath(__file__)))))
