@@ -1,8 +1,11 @@
-"""Installs cajax (the core) and cajax_kernels (the folder kernels/).
+"""Installs cajax (the core) and cajax_kernels (kernels/cajax_kernels/).
 
 The kernels are installed as `cajax_kernels`, never as a bare `kernels`, which
-a widely used PyPI distribution already owns. experiments/ is not installed:
-its modules run from the repository root (`python -m experiments.train`).
+a widely used PyPI distribution already owns (transformers depends on it).
+`kernels/` is the kernels' own distribution root (`pip install ./kernels`)
+and holds no `__init__.py`, so the repository root on `sys.path` never
+shadows that distribution. experiments/ is not installed: its modules run
+from the repository root (`python -m experiments.train`).
 """
 
 import setuptools
@@ -17,7 +20,7 @@ setuptools.setup(
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["cajax", "cajax.*"])
     + ["cajax_kernels"],
-    package_dir={"cajax_kernels": "kernels"},
+    package_dir={"cajax_kernels": "kernels/cajax_kernels"},
     install_requires=["jax>=0.10,<0.12", "numpy>=1.26"],
     extras_require={
         "test": [

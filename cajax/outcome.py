@@ -23,7 +23,7 @@ is expected to hold reward 0). Shared conventions:
   two distinct scorable scores, i.e. the group carries signal).
 
 Peer settings reproduced by `grpo` (verified against the worked numbers of
-docs/golden_numbers.md in tests/outcome_test.py):
+docs/golden_numbers.md in tests/cajax/outcome_test.py):
 
 | peer behaviour                        | grpo settings                        |
 |---------------------------------------|--------------------------------------|

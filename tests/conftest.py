@@ -16,7 +16,8 @@ import jax  # pylint: disable=g-import-not-at-top
 
 # Test the kernels/ folder of this checkout under its installed name, even when
 # the editable install points at another checkout (a git worktree).
-_KERNELS = pathlib.Path(__file__).resolve().parents[1] / "kernels"
+_KERNELS = (pathlib.Path(__file__).resolve().parents[1] / "kernels"
+            / "cajax_kernels")
 _spec = importlib.util.spec_from_file_location(
     "cajax_kernels", _KERNELS / "__init__.py",
     submodule_search_locations=[str(_KERNELS)])

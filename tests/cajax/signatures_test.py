@@ -8,7 +8,7 @@ import pytest
 
 import cajax
 
-_GLOSSARY = pathlib.Path(__file__).resolve().parents[1] / "docs" / "glossary.md"
+_GLOSSARY = pathlib.Path(__file__).resolve().parents[2] / "docs" / "glossary.md"
 _LAYOUT_ORDER = ("mask", "step_ids", "step_mask", ("group_ids", "sibling_ids"),
                  ("num_groups", "num_branches"))
 
@@ -92,14 +92,14 @@ def test_docstring_has_a_doctested_example(name):
 
 
 def test_readme_table_names_module_and_test_of_every_estimator():
-  readme = (_GLOSSARY.parents[1] / "README.md").read_text(encoding="utf-8")
+  readme = (_GLOSSARY.parents[2] / "README.md").read_text(encoding="utf-8")
   rows = {line.split("|")[1].strip(" `"): line for line in readme.splitlines()
           if line.startswith("| `")}
   for name in cajax.estimator_names():
     assert name in rows, f"README's estimator table lacks {name}"
     module = getattr(cajax, name).__module__.replace(".", "/") + ".py"
     assert f"]({module})" in rows[name], (name, module)
-    test = "tests/" + module.split("/")[-1].replace(".py", "_test.py")
+    test = "tests/cajax/" + module.split("/")[-1].replace(".py", "_test.py")
     assert f"]({test})" in rows[name], (name, test)
 
 

@@ -46,11 +46,12 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_sharded_wrappers_match_float64_on_four_devices():
-  root = pathlib.Path(__file__).resolve().parents[1]
+  root = pathlib.Path(__file__).resolve().parents[2]
   env = dict(os.environ,
              XLA_FLAGS="--xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu",
-             PYTHONPATH=os.pathsep.join([str(root), str(root / "tests")]))
+             PYTHONPATH=os.pathsep.join([str(root),
+                                         str(root / "tests" / "kernels")]))
   result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=root,
                           capture_output=True, text=True, timeout=300,
                           check=False)

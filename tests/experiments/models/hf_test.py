@@ -250,7 +250,7 @@ def test_generate_command_line(checkpoints):
                                     max_new_tokens=5)
   assert text is None and len(ids) == 5
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  root = pathlib.Path(__file__).resolve().parents[1]
+  root = pathlib.Path(__file__).resolve().parents[3]
   proc = subprocess.run(
       [sys.executable, "-m", "experiments.generate",
        f"--model_path={directory}", "--prompt_ids=3,1,4",

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-_REPO = pathlib.Path(__file__).resolve().parents[1]
+_REPO = pathlib.Path(__file__).resolve().parents[3]
 
 _SCRIPT = """
 import json, sys

@@ -2,6 +2,7 @@
 
 import math
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -309,7 +310,7 @@ _MESH_SCRIPT = textwrap.dedent("""
 def test_create_model_shards_over_fsdp_in_a_subprocess():
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
              JAX_PLATFORMS="cpu")
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = pathlib.Path(__file__).resolve().parents[3]
   proc = subprocess.run([sys.executable, "-c", _MESH_SCRIPT], cwd=root,
                         env=env, capture_output=True, text=True, timeout=1200)
   assert "MESH_OK" in proc.stdout, proc.stderr[-3000:]
