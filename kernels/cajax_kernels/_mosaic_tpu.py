@@ -268,7 +268,10 @@ def forward_partials(x, w, labels, hi, *, vmax: int, layout: str | None,
   def tile(s, j, meta):
     # Tiles past the valid vocabulary repeat the last valid one, which the
     # pipeline then does not fetch again; the kernel skips them.
-    return jnp.minimum(s * tiles + j, jnp.maximum(meta[0] - 1, 0) // bv)
+    # lax.div, not //: the operands are >= 0, and Mosaic lowers // through
+    # sign(), which needs the TPU generation at lowering time.
+    last = lax.div(jnp.maximum(meta[0] - 1, 0), bv)
+    return jnp.minimum(s * tiles + j, last)
 
   # Index maps of (row block, vocabulary tile, depth block) per operand.
   if linear:
