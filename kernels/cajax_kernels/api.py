@@ -182,6 +182,22 @@ def _check_float(x, name: str):
                      f"{jnp.result_type(x)} (shape {jnp.shape(x)}).")
 
 
+def _check_mosaic_precision(precision):
+  """Mosaic TPU lowers only the DEFAULT and HIGHEST matmul precisions."""
+  values = precision if isinstance(precision, (tuple, list)) else (precision,)
+  allowed = {None, lax.Precision.DEFAULT, lax.Precision.HIGHEST}
+  try:
+    values = {v if v is None else lax.Precision(v) for v in values}
+    ok = len(values) == 1 and values <= allowed
+  except (TypeError, ValueError):
+    ok = False
+  if not ok:
+    raise ValueError(
+        "precision must be None, lax.Precision.DEFAULT or "
+        "lax.Precision.HIGHEST (one for both operands) for "
+        f"implementation='pallas_mosaic_tpu', got {precision!r}.")
+
+
 def _prepare(x, x_name: str, labels, weight, *, temperature, implementation,
              weight_layout, valid_vocab_size, block_sizes, precision):
   """Validates and flattens; returns (cfg, x2d, labels1d, row_valid, hi)."""
@@ -199,6 +215,8 @@ def _prepare(x, x_name: str, labels, weight, *, temperature, implementation,
     raise ValueError(f"temperature must be a positive Python float, got "
                      f"{temperature!r}.")
   implementation = _common.resolve_implementation(implementation)
+  if implementation == "pallas_mosaic_tpu":
+    _check_mosaic_precision(precision)
   blocks = block_sizes or BlockSizes.default(implementation)
   blocks.validate(implementation)
   layout = None

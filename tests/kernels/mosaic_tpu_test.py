@@ -175,13 +175,18 @@ def test_stats_match_float64():
                              **F32_TOL)
 
 
-def test_block_sizes_must_tile_vregs():
+def test_bad_settings_raise_value_error():
   h, w, labels, _, _ = make_data(4, 3, 6, seed=35)
   for bad in (dict(block_n=12), dict(block_v=100), dict(block_d=64)):
     with pytest.raises(ValueError, match="multiple of"):
       kernels.linear_token_logprobs(
           h, w, labels, implementation=TPU,
           block_sizes=kernels.BlockSizes(**{**_TPU_DEFAULTS, **bad}))
+  for precision in (jax.lax.Precision.HIGH, "bogus",
+                    (jax.lax.Precision.HIGHEST, jax.lax.Precision.DEFAULT)):
+    with pytest.raises(ValueError, match="precision"):
+      kernels.linear_token_logprobs(h, w, labels, implementation=TPU,
+                                    precision=precision)
 
 
 def test_tpu_backend_defaults_to_mosaic(monkeypatch):
@@ -214,9 +219,13 @@ def test_every_kernel_lowers_for_tpu(dtype):
   spec = jax.ShapeDtypeStruct
   h, y = spec((n, d), dtype), spec((n,), jnp.int32)
 
+  # Mosaic lowers DEFAULT and HIGHEST (the f32 case) matmul precision.
+  precision = "highest" if dtype == jnp.float32 else None
+
   def lin_loss(h, w, y):
     lp, ent = kernels.linear_token_logprobs(h, w, y, 1.3, TPU,
-                                            valid_vocab_size=4990)
+                                            valid_vocab_size=4990,
+                                            precision=precision)
     return jnp.sum(lp) + 0.01 * jnp.sum(ent)
 
   def logits_loss(x, y):
