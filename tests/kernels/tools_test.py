@@ -9,7 +9,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _run(*args):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  # This checkout's kernels, not an installed copy.
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             PYTHONPATH=str(ROOT / "kernels"))
   return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=300,
                         check=False)
