@@ -25,6 +25,7 @@ import functools
 from typing import Callable, NamedTuple
 
 import jax
+from jax import lax
 import jax.numpy as jnp
 
 # A finite stand-in for −inf: keeps (m_a − m_b)·s and exp() free of NaN.
@@ -203,9 +204,13 @@ def resolve_implementation(implementation: str | None) -> str:
   return implementation
 
 
-def _column(v):
-  """A per-row vector [R] as a column [R, 1]; columns pass through."""
-  return v if v.ndim == 2 else v[:, None]
+def _across(v, shape):
+  """A per-row vector ([R] or [R, 1]) broadcast over a tile's columns.
+
+  One explicit broadcast, never an [R] -> [R, 1] reshape: Mosaic GPU's
+  register layouts have no [R, 1] shape.
+  """
+  return lax.broadcast_in_dim(v, shape, tuple(range(v.ndim)))
 
 
 def _scaled_gap(x, m, temperature: float):
@@ -231,9 +236,10 @@ def tile_partials(raw, valid, labels, cols, temperature: float,
   keep = labels.ndim == 2
   x = jnp.where(valid, raw, NEG)
   m = jnp.max(x, axis=1, keepdims=keep)
-  d = jnp.where(valid, _scaled_gap(x, _column(m), temperature), 0.0)
+  d = jnp.where(valid, _scaled_gap(x, _across(m, raw.shape), temperature),
+                0.0)
   e = jnp.where(valid, jnp.exp(d), 0.0)
-  hit = valid & (cols == _column(labels))
+  hit = valid & (cols == _across(labels, raw.shape))
   row_sum = functools.partial(jnp.sum, axis=1, keepdims=keep)
   zy = row_sum(jnp.where(hit, raw, 0.0))
   q = sz = None
@@ -325,14 +331,14 @@ def dz_tile(raw, valid, labels, cols, shift, log_s, entropy, g_lp, g_h,
   Returns:
     f32[R, C], exactly 0 where not `valid`.
   """
-  logp = jnp.where(valid, _scaled_gap(raw, _column(shift), temperature)
-                   - _column(log_s), NEG)
+  rows = functools.partial(_across, shape=raw.shape)
+  logp = jnp.where(valid, _scaled_gap(raw, rows(shift), temperature)
+                   - rows(log_s), NEG)
   p = jnp.where(valid, jnp.exp(logp), 0.0)
   dz = jnp.zeros_like(p)
   if g_lp is not None:
-    onehot = (valid & (cols == _column(labels))).astype(p.dtype)
-    dz = _column(g_lp) * (onehot - p)
+    onehot = (valid & (cols == rows(labels))).astype(p.dtype)
+    dz = rows(g_lp) * (onehot - p)
   if g_h is not None:
-    dz = dz - _column(g_h) * p * jnp.where(valid, logp + _column(entropy),
-                                           0.0)
+    dz = dz - rows(g_h) * p * jnp.where(valid, logp + rows(entropy), 0.0)
   return dz * (1.0 / temperature)
