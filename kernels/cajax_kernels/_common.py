@@ -88,8 +88,9 @@ class BlockSizes:
     if implementation == "xla":
       return cls(vocab_chunk=1024)
     if implementation == "pallas_mosaic_tpu":
-      # About 4 MiB of VMEM for bf16 inputs (see _mosaic_tpu.vmem_bytes):
-      # within the smallest default scoped-VMEM limit (16 MiB).
+      # 5.25 MiB of VMEM for the bf16 forward, 8 MiB for the f32 dz
+      # kernel (_mosaic_tpu.vmem_bytes): within the smallest default
+      # scoped-VMEM limit (16 MiB).
       return cls(block_n=256, block_v=512, block_d=512)
     return cls()
 

@@ -1,9 +1,11 @@
 """`cajax_kernels` stands alone: it imports only jax and the standard library,
-and `pip install ./kernels` gives a package that runs without cajax.
+and `pip install ./kernels` gives a package that runs without cajax (its
+README example included).
 """
 
 import ast
 import pathlib
+import re
 import shutil
 import site
 import subprocess
@@ -43,6 +45,9 @@ _SCRIPT = textwrap.dedent("""
         jnp.ones((3, 4)), jnp.ones((4, 5)), jnp.array([0, 4, -1]))
     assert lp.shape == ent.shape == (3,)
     assert abs(float(ent[0]) - float(jnp.log(5.0))) < 1e-5
+    exec({example!r})  # kernels/README.md's example.
+    assert d_weight.shape == (64, 1000) and set(stats) == {{"entropy",
+                                                          "self_certainty"}}
     for name in ("cajax", "experiments", "flax", "optax"):
       assert name not in sys.modules, name + " was imported"
     for name in ("cajax", "experiments"):  # Not even on the path.
@@ -54,6 +59,11 @@ _SCRIPT = textwrap.dedent("""
         raise AssertionError(name + " is importable")
     print("standalone ok")
 """)
+
+
+def _readme_example() -> str:
+  text = (ROOT / "kernels" / "README.md").read_text()
+  return re.search(r"## Example\n\n```python\n(.*?)```", text, re.S).group(1)
 
 
 def test_pip_install_of_kernels_runs_without_cajax(tmp_path):
@@ -78,7 +88,8 @@ def test_pip_install_of_kernels_runs_without_cajax(tmp_path):
   # or PYTHONPATH; only the standard library, the target and jax's folder.
   result = subprocess.run(
       [sys.executable, "-I", "-S", "-c",
-       _SCRIPT.format(target=str(target), site_packages=site_packages)],
+       _SCRIPT.format(target=str(target), site_packages=site_packages,
+                      example=_readme_example())],
       capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False)
   assert result.returncode == 0, result.stdout + result.stderr
   assert "standalone ok" in result.stdout
