@@ -49,6 +49,15 @@ def test_gpu_check_lowers_for_cuda_without_a_device():
   assert result.stdout.count("  ok   lowered for cuda") == 4 + 6
 
 
+def test_gpu_check_lowers_mosaic_tpu_for_tpu_without_a_device():
+  result = _run("experiments.gpu_check", "--lower_platform=tpu",
+                "--check_shape=12x16x40", "--shapes=",
+                "--time_implementations=pallas_mosaic_tpu,xla")
+  assert result.returncode == 0, result.stdout + result.stderr
+  assert "all lowered" in result.stdout
+  assert result.stdout.count("  ok   lowered for tpu: pallas_mosaic_tpu") == 2
+
+
 def test_bench_kernels_reports_memory_fractions(tmp_path):
   out = tmp_path / "bench.md"
   result = _run("experiments.bench_kernels", "--shapes=64x32x512",
