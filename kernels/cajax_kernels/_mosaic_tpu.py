@@ -135,14 +135,21 @@ def _present(partials: _common.Partials):
   return [f for f in partials if f is not None]
 
 
+def _split_refs(refs, *, linear: bool, n_rows: int, n_out: int):
+  """(x, w or None, row inputs, outputs, accumulator or None) of a kernel."""
+  x_ref, w_ref = refs[0], refs[1] if linear else None
+  refs = refs[1 + int(linear):]
+  scratch = refs[n_rows + n_out:]
+  return (x_ref, w_ref, refs[:n_rows], refs[n_rows:n_rows + n_out],
+          scratch[0] if scratch else None)
+
+
 def _forward_kernel(meta_ref, *refs, linear: bool, n_out: int, tiles: int,
                     bv: int, n_depth: int, temperature: float, extra: bool,
                     **logits_kw):
   pl, _ = _pallas_modules()
-  x_ref, w_ref = refs[0], refs[1] if linear else None
-  refs = refs[1 + int(linear):]
-  y_ref, out_refs = refs[0], refs[1:1 + n_out]
-  acc_ref = refs[1 + n_out] if len(refs) > 1 + n_out else None
+  x_ref, w_ref, (y_ref,), out_refs, acc_ref = _split_refs(
+      refs, linear=linear, n_rows=1, n_out=n_out)
   j = pl.program_id(2)
   k = pl.program_id(3) if linear else 0
   c0 = (pl.program_id(0) * tiles + j) * bv
@@ -173,11 +180,8 @@ def _forward_kernel(meta_ref, *refs, linear: bool, n_out: int, tiles: int,
 def _dz_kernel(meta_ref, *refs, linear: bool, has_lp: bool, has_h: bool,
                bv: int, n_depth: int, temperature: float, **logits_kw):
   pl, _ = _pallas_modules()
-  x_ref, w_ref = refs[0], refs[1] if linear else None
-  refs = refs[1 + int(linear):]
-  n_rows = 4 + int(has_lp) + int(has_h)
-  row_refs, out_ref = refs[:n_rows], refs[n_rows]
-  acc_ref = refs[n_rows + 1] if len(refs) > n_rows + 1 else None
+  x_ref, w_ref, row_refs, (out_ref,), acc_ref = _split_refs(
+      refs, linear=linear, n_rows=4 + int(has_lp) + int(has_h), n_out=1)
   j = pl.program_id(1)
   k = pl.program_id(2) if linear else 0
   c0, lo, hi = meta_ref[0], meta_ref[1], meta_ref[2]
