@@ -21,10 +21,14 @@ the run's wall time, meant to take under 5 minutes on one H100-class GPU
 (not yet measured: no GPU was available). Exits 1 if any path fails to
 run.
 
-Without a GPU it prints a message and exits 0. Dry runs without a GPU:
+Without a GPU it prints a message and exits 0. On a TPU,
+`--force_platform=tpu --check_impl=pallas_mosaic_tpu
+--time_implementations=pallas_mosaic_tpu,xla,naive` runs the same checks and
+table for the Mosaic TPU kernels. Dry runs without a device:
 `--force_platform=cpu --check_impl=interpret` with tiny shapes runs every
 code path on CPU (the smoke test does that), and `--lower_platform=cuda`
-lowers every timed function for CUDA with `jax.export` (no device needed).
+(or `tpu`, with pallas_mosaic_tpu among the timed paths) lowers every timed
+function with `jax.export` (no device needed).
 
   python -m experiments.gpu_check
   python -m experiments.gpu_check --shape=8192x4096x131072 --repeats=5
@@ -32,6 +36,8 @@ lowers every timed function for CUDA with `jax.export` (no device needed).
       --check_impl=interpret --shape=64x32x256 --check_shape=16x8x40 \
       --shapes=16x64 --rounds=1 --time_implementations=xla,naive
   python -m experiments.gpu_check --lower_platform=cuda
+  python -m experiments.gpu_check --lower_platform=tpu \
+      --time_implementations=pallas_mosaic_tpu,xla,naive
 """
 
 import sys
@@ -271,7 +277,8 @@ def main(argv):
       ("cuda", "rocm", "gpu") if platform == "gpu" else (platform,))]
   if not devices:
     print(f"No GPU found (devices: {jax.devices()}); nothing to check. "
-          "Run on a CUDA machine, or pass --force_platform=cpu "
+          "Run on a CUDA machine, pass --force_platform=tpu "
+          "--check_impl=pallas_mosaic_tpu on a TPU, or --force_platform=cpu "
           "--check_impl=interpret for a dry run.")
     return 0
   print(f"device: {devices[0].device_kind} ({devices[0].platform}), jax "

@@ -1,6 +1,7 @@
 """Fused per-token log-prob / entropy / softmax-statistics kernels (JAX).
 
-Imports only jax (and numpy); copy the folder into any JAX project.
+Imports only jax and the standard library: `pip install ./kernels` installs
+it on its own (see kernels/README.md), or copy the folder into a project.
 """
 
 from .api import BlockSizes

@@ -1,7 +1,8 @@
 """Shared math and configuration for the log-prob / entropy kernels.
 
-Every implementation (chunked XLA, Pallas-Triton, Pallas interpreter) keeps
-the same per-row online statistics over a slice of the vocabulary. With raw
+Every implementation (chunked XLA, Pallas-Triton and its interpreter, Pallas
+Mosaic TPU) keeps the same per-row online statistics over a slice of the
+vocabulary. With raw
 logits x (float32 accumulation), c = 1/T, m = max_j x_j (raw units) and
 d_j = (x_j − m)·c:
 
@@ -15,19 +16,22 @@ self-certainty lse − c·sz/V. The shift is subtracted *before* scaling by
 fused multiply-add by XLA and leave an error of one ulp of 1e4 (~1e-3) in
 log p; (x − m)·c is exact for the maximum. The functions here are written
 with plain `jax.numpy` so that the same code runs inside Pallas kernel
-bodies and in XLA.
+bodies and in XLA. Per-row vectors are [R] (XLA, Triton) or [R, 1] columns
+(Mosaic TPU keeps every value 2-D); the results take the labels' shape.
 """
 
 import dataclasses
+import functools
 from typing import Callable, NamedTuple
 
 import jax
+from jax import lax
 import jax.numpy as jnp
 
 # A finite stand-in for −inf: keeps (m_a − m_b)·s and exp() free of NaN.
 NEG = -1e30
 
-IMPLEMENTATIONS = ("xla", "pallas_triton", "interpret")
+IMPLEMENTATIONS = ("xla", "pallas_triton", "interpret", "pallas_mosaic_tpu")
 STAT_NAMES = ("logprobs", "entropy", "self_certainty", "sum_pi_squared",
               "label_logit")
 
@@ -56,9 +60,11 @@ class BlockSizes:
   """Tile sizes of the kernels (static, hashable).
 
   Attributes:
-    block_n: token rows per Pallas program.
-    block_v: vocabulary columns per Pallas tile.
-    block_d: hidden-dimension step of the in-kernel matmul (fused linear).
+    block_n: token rows per Pallas program (Mosaic TPU: a multiple of 8).
+    block_v: vocabulary columns per Pallas tile (Mosaic TPU: a multiple of
+      128, the lane width).
+    block_d: hidden-dimension step of the in-kernel matmul (fused linear;
+      Mosaic TPU: a multiple of 128).
     vocab_split: vocabulary columns reduced by one forward Pallas program
       (the forward grid is token blocks × vocab splits, merged in XLA);
       rounded up to a multiple of `block_v`.
@@ -81,6 +87,11 @@ class BlockSizes:
     """Returns the default block sizes for an implementation."""
     if implementation == "xla":
       return cls(vocab_chunk=1024)
+    if implementation == "pallas_mosaic_tpu":
+      # 5.25 MiB of VMEM for the bf16 forward, 8 MiB for the f32 dz
+      # kernel (_mosaic_tpu.vmem_bytes): within the smallest default
+      # scoped-VMEM limit (16 MiB).
+      return cls(block_n=256, block_v=512, block_d=512)
     return cls()
 
   def validate(self, implementation: str) -> None:
@@ -91,7 +102,7 @@ class BlockSizes:
       if not isinstance(value, int) or value < 1:
         raise ValueError(
             f"block_sizes.{name} must be a positive int, got {value!r}.")
-    if implementation != "xla":
+    if implementation in ("pallas_triton", "interpret"):
       for name in ("block_n", "block_v", "block_d"):
         value = getattr(self, name)
         if not _is_power_of_two(value):
@@ -104,6 +115,31 @@ class BlockSizes:
           raise ValueError(
               f"block_sizes.{name} must be >= 16 for Triton's tensor-core "
               f"dot, got {getattr(self, name)}.")
+    if implementation == "pallas_mosaic_tpu":
+      # A TPU vreg is 8 sublanes x 128 lanes; Mosaic tiles a block's last
+      # two dimensions by it.
+      for name, multiple in (("block_n", 8), ("block_v", 128),
+                             ("block_d", 128)):
+        if getattr(self, name) % multiple:
+          raise ValueError(
+              f"block_sizes.{name} must be a multiple of {multiple} for "
+              f"Mosaic TPU, got {getattr(self, name)}.")
+
+
+def cdiv(a: int, b: int) -> int:
+  return -(-a // b)
+
+
+def split_geometry(vmax: int, vocab_split: int, block_v: int):
+  """(tiles per split, number of splits) of the forward grid over [0, vmax)."""
+  tiles = cdiv(min(vocab_split, vmax), block_v)
+  return tiles, cdiv(vmax, tiles * block_v)
+
+
+def make_meta(*values):
+  """int32[4] of dynamic scalars (zero-padded) for a kernel."""
+  values = list(values) + [0] * (4 - len(values))
+  return jnp.stack([jnp.asarray(v, jnp.int32) for v in values])
 
 
 def acc_dtype(x):
@@ -118,6 +154,21 @@ def varying_axes(x) -> frozenset:
   if vma is None:
     vma = getattr(getattr(aval, "manual_axis_type", None), "varying", ())
   return frozenset(vma)
+
+
+def varying_call(inputs, out_shape):
+  """(inputs, out_shape) of a `pallas_call` that also works in shard_map.
+
+  Inputs vary over the union of their manual mesh axes, and so do the
+  outputs (`pallas_call` does not infer them).
+  """
+  inputs = vary_like(list(inputs), *inputs)
+  if not varying_axes(inputs[1]):
+    return inputs, out_shape
+  mat = jax.typeof(inputs[1]).manual_axis_type
+  return inputs, jax.tree.map(
+      lambda o: jax.ShapeDtypeStruct(o.shape, o.dtype, manual_axis_type=mat),
+      out_shape)
 
 
 def vary_like(tree, *refs):
@@ -139,8 +190,9 @@ def vary_like(tree, *refs):
 
 
 def default_implementation() -> str:
-  """"pallas_triton" on GPU backends, "xla" everywhere else."""
-  return "pallas_triton" if jax.default_backend() == "gpu" else "xla"
+  """"pallas_triton" on GPU, "pallas_mosaic_tpu" on TPU, else "xla"."""
+  return {"gpu": "pallas_triton", "tpu": "pallas_mosaic_tpu"}.get(
+      jax.default_backend(), "xla")
 
 
 def resolve_implementation(implementation: str | None) -> str:
@@ -151,6 +203,15 @@ def resolve_implementation(implementation: str | None) -> str:
         f"implementation must be None or one of {IMPLEMENTATIONS}, got "
         f"{implementation!r}.")
   return implementation
+
+
+def _across(v, shape):
+  """A per-row vector ([R] or [R, 1]) broadcast over a tile's columns.
+
+  One explicit broadcast, never an [R] -> [R, 1] reshape: Mosaic GPU's
+  register layouts have no [R, 1] shape.
+  """
+  return lax.broadcast_in_dim(v, shape, tuple(range(v.ndim)))
 
 
 def _scaled_gap(x, m, temperature: float):
@@ -165,25 +226,28 @@ def tile_partials(raw, valid, labels, cols, temperature: float,
   Args:
     raw: f32[R, C] un-tempered logits (garbage where not `valid`).
     valid: bool[R, C] or bool[1, C]; columns that belong to the softmax.
-    labels: int[R] label ids (negative never matches).
+    labels: int[R] or int[R, 1] label ids (negative never matches).
     cols: int[1, C] global vocabulary ids of the tile columns.
     temperature: softmax temperature T.
     extra: also compute `q` and `sz`.
 
   Returns:
-    Partials with f32[R] fields (m in raw units).
+    Partials with f32 fields shaped like `labels` (m in raw units).
   """
+  keep = labels.ndim == 2
   x = jnp.where(valid, raw, NEG)
-  m = jnp.max(x, axis=1)
-  d = jnp.where(valid, _scaled_gap(x, m[:, None], temperature), 0.0)
+  m = jnp.max(x, axis=1, keepdims=keep)
+  d = jnp.where(valid, _scaled_gap(x, _across(m, raw.shape), temperature),
+                0.0)
   e = jnp.where(valid, jnp.exp(d), 0.0)
-  hit = valid & (cols == labels[:, None])
-  zy = jnp.sum(jnp.where(hit, raw, 0.0), axis=1)
+  hit = valid & (cols == _across(labels, raw.shape))
+  row_sum = functools.partial(jnp.sum, axis=1, keepdims=keep)
+  zy = row_sum(jnp.where(hit, raw, 0.0))
   q = sz = None
   if extra:
-    q = jnp.sum(e * e, axis=1)
-    sz = jnp.sum(jnp.where(valid, raw, 0.0), axis=1)
-  return Partials(m, jnp.sum(e, axis=1), jnp.sum(e * d, axis=1), zy, q, sz)
+    q = row_sum(e * e)
+    sz = row_sum(jnp.where(valid, raw, 0.0))
+  return Partials(m, row_sum(e), row_sum(e * d), zy, q, sz)
 
 
 def _rebase(p: Partials, big_m, temperature: float) -> Partials:
@@ -221,10 +285,10 @@ def merge_two(a: Partials, b: Partials, temperature: float) -> Partials:
                            for x, y in zip(ra[1:], rb[1:])))
 
 
-def empty_partials(n: int, extra: bool, dtype=jnp.float32) -> Partials:
-  """The identity of `combine` for n rows."""
-  zeros = jnp.zeros((n,), dtype)
-  return Partials(jnp.full((n,), NEG, dtype), zeros, zeros, zeros,
+def empty_partials(n, extra: bool, dtype=jnp.float32) -> Partials:
+  """The identity of `combine` for n rows (n: a row count or a shape)."""
+  zeros = jnp.zeros(n, dtype)
+  return Partials(jnp.full(n, NEG, dtype), zeros, zeros, zeros,
                   zeros if extra else None, zeros if extra else None)
 
 
@@ -257,24 +321,25 @@ def dz_tile(raw, valid, labels, cols, shift, log_s, entropy, g_lp, g_h,
 
   Args:
     raw: f32[R, C] un-tempered logits; valid: bool[R, C] or bool[1, C].
-    labels: int[R] (rows with ignored labels must carry g_lp = 0 or a
-      label that matches no column).
+    labels: int[R] or int[R, 1] (rows with ignored labels must carry
+      g_lp = 0 or a label that matches no column).
     cols: int[1, C] global vocabulary ids.
-    shift, log_s, entropy: f32[R] forward results (m in raw units, log s,
-      H).
-    g_lp, g_h: f32[R] cotangents, or None for a symbolic zero.
+    shift, log_s, entropy: f32 per-row forward results (m in raw units,
+      log s, H), shaped like `labels`.
+    g_lp, g_h: f32 per-row cotangents, or None for a symbolic zero.
     temperature: T.
 
   Returns:
     f32[R, C], exactly 0 where not `valid`.
   """
-  logp = jnp.where(valid, _scaled_gap(raw, shift[:, None], temperature)
-                   - log_s[:, None], NEG)
+  rows = functools.partial(_across, shape=raw.shape)
+  logp = jnp.where(valid, _scaled_gap(raw, rows(shift), temperature)
+                   - rows(log_s), NEG)
   p = jnp.where(valid, jnp.exp(logp), 0.0)
   dz = jnp.zeros_like(p)
   if g_lp is not None:
-    onehot = (valid & (cols == labels[:, None])).astype(p.dtype)
-    dz = g_lp[:, None] * (onehot - p)
+    onehot = (valid & (cols == rows(labels))).astype(p.dtype)
+    dz = rows(g_lp) * (onehot - p)
   if g_h is not None:
-    dz = dz - g_h[:, None] * p * jnp.where(valid, logp + entropy[:, None], 0.0)
+    dz = dz - rows(g_h) * p * jnp.where(valid, logp + rows(entropy), 0.0)
   return dz * (1.0 / temperature)

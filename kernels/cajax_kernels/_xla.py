@@ -110,14 +110,17 @@ def logits_backward(logits, labels, shift, log_s, entropy, g_lp, g_h, hi, *,
   return dz.astype(logits.dtype)
 
 
-def xla_dz_fn(h, w, labels, shift, log_s, entropy, g_lp, g_h, hi, *,
-              vmax: int,
-              size: int, layout: str, temperature: float, precision):
-  """Returns dz(c) -> [N, C] logit gradients of chunk c (XLA version)."""
+def xla_dz_fn(h, labels, shift, log_s, entropy, g_lp, g_h, hi, *,
+              vmax: int, size: int, layout: str, temperature: float,
+              precision):
+  """Returns dz(c, wc) -> [N, C] logit gradients of chunk c (XLA version).
 
-  def dz(c):
-    c0, cols, valid = chunk_columns(c, vmax, size, hi)
-    raw = raw_tile(h, w, c0, size, layout, precision)
+  `wc` is the chunk's weight slice ([D, C] or [C, D]).
+  """
+
+  def dz(c, wc):
+    _, cols, valid = chunk_columns(c, vmax, size, hi)
+    raw = matmul_logits(h, wc, layout, precision)
     return _common.dz_tile(raw, valid, labels, cols, shift, log_s, entropy,
                            g_lp, g_h, temperature)
 
@@ -195,7 +198,8 @@ def linear_backward(h, w, dz_fn, *, vmax: int, size: int, layout: str,
   makes XLA:CPU keep a second W-sized buffer).
 
   Args:
-    h: hidden [N, D]; w: weight; dz_fn: c -> [N, C] (any float dtype).
+    h: hidden [N, D]; w: weight; dz_fn: (c, weight chunk) -> [N, C] (any
+      float dtype).
     vmax, size, layout, precision: chunk geometry and matmul settings.
 
   Returns:
@@ -211,7 +215,7 @@ def linear_backward(h, w, dz_fn, *, vmax: int, size: int, layout: str,
     c = n_chunks - 1 - i
     c0 = jnp.minimum(c * size, vmax - size)
     wc = weight_chunk(w, c0, size, layout)
-    dz = dz_fn(c).astype(mm_dtype)
+    dz = dz_fn(c, wc).astype(mm_dtype)
     dh = _add_rows_product(dh, dz, wc, rows=size, layout=layout,
                            precision=precision)
     dwc = _weight_chunk_grad(h, dz, layout=layout, precision=precision,

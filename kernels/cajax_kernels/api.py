@@ -21,7 +21,8 @@ from jax import lax
 import jax.numpy as jnp
 
 from . import _common
-from . import _pallas
+from . import _mosaic_tpu
+from . import _triton
 from . import _xla
 
 BlockSizes = _common.BlockSizes
@@ -46,16 +47,24 @@ class _Config:
 # layout and no matmul precision.
 _FROM_LOGITS = {"weight_layout": None, "precision": None}
 
+
+def _pallas_backend(cfg: _Config):
+  """(kernel module, its keyword arguments) of a Pallas implementation."""
+  if cfg.implementation == "pallas_mosaic_tpu":
+    return _mosaic_tpu, {"blocks": cfg.blocks}
+  return _triton, {"blocks": cfg.blocks,
+                   "interpret": cfg.implementation == "interpret"}
+
+
 def _local_partials(cfg: _Config, x, w, labels, hi, extra: bool):
+  if x.shape[0] == 0:  # N = 0: the empty result, without launching a kernel.
+    return _common.empty_partials(0, extra, _common.acc_dtype(x))
+  kw = dict(vmax=cfg.vmax, layout=cfg.layout, temperature=cfg.temperature,
+            precision=cfg.precision, extra=extra)
   if cfg.implementation == "xla":
-    return _xla.partials(
-        x, w, labels, hi, vmax=cfg.vmax, chunk=cfg.blocks.vocab_chunk,
-        layout=cfg.layout, temperature=cfg.temperature,
-        precision=cfg.precision, extra=extra)
-  return _pallas.forward_partials(
-      x, w, labels, hi, vmax=cfg.vmax, layout=cfg.layout,
-      temperature=cfg.temperature, precision=cfg.precision, extra=extra,
-      blocks=cfg.blocks, interpret=cfg.implementation == "interpret")
+    return _xla.partials(x, w, labels, hi, chunk=cfg.blocks.vocab_chunk, **kw)
+  backend, options = _pallas_backend(cfg)
+  return backend.forward_partials(x, w, labels, hi, **kw, **options)
 
 
 def _partials(cfg: _Config, x, w, labels, hi, extra: bool):
@@ -71,26 +80,21 @@ def _partials(cfg: _Config, x, w, labels, hi, extra: bool):
 def _backward(cfg: _Config, x, w, labels, shift, log_s, entropy, g_lp, g_h,
               hi):
   """(dx, dw) of Σ g_lp·log p + Σ g_h·H (dw is None for logits)."""
-  interpret = cfg.implementation == "interpret"
   t, prec = cfg.temperature, cfg.precision
+  rows = (labels, shift, log_s, entropy, g_lp, g_h, hi)
   if cfg.layout is None:
     if cfg.implementation == "xla":
-      return _xla.logits_backward(x, labels, shift, log_s, entropy, g_lp, g_h,
-                                  hi, temperature=t), None
-    return _pallas.dz(
-        x, None, labels, shift, log_s, entropy, g_lp, g_h,
-        _pallas.make_meta(0, 0, hi),
-        width=x.shape[1], layout=None, temperature=t, precision=prec,
-        out_dtype=x.dtype, blocks=cfg.blocks, interpret=interpret), None
+      return _xla.logits_backward(x, *rows, temperature=t), None
+    backend, options = _pallas_backend(cfg)
+    return backend.logits_dz(x, *rows, temperature=t, **options), None
   size, _ = _xla.chunk_geometry(cfg.vmax, cfg.blocks.vocab_chunk)
-  args = (x, w, labels, shift, log_s, entropy, g_lp, g_h, hi)
   kw = dict(vmax=cfg.vmax, size=size, layout=cfg.layout, temperature=t,
             precision=prec)
   if cfg.implementation == "xla":
-    dz_fn = _xla.xla_dz_fn(*args, **kw)
+    dz_fn = _xla.xla_dz_fn(x, *rows, **kw)
   else:
-    dz_fn = _pallas.pallas_dz_fn(*args, blocks=cfg.blocks,
-                                 interpret=interpret, **kw)
+    backend, options = _pallas_backend(cfg)
+    dz_fn = backend.linear_dz_fn(x, w, *rows, **kw, **options)
   return _xla.linear_backward(x, w, dz_fn, vmax=cfg.vmax, size=size,
                               layout=cfg.layout, precision=prec)
 
@@ -116,7 +120,7 @@ def _logprobs_entropy_bwd(cfg: _Config, residuals, cotangents):
                for g in cotangents)
   if g_lp is not None:
     g_lp = jnp.where(row_valid, g_lp, 0.0)
-  if g_lp is None and g_h is None:
+  if (g_lp is None and g_h is None) or x.shape[0] == 0:
     dx, dw = jnp.zeros_like(x), None if w is None else jnp.zeros_like(w)
   else:
     dx, dw = _backward(cfg, x, w, labels, shift, log_s, entropy, g_lp,
@@ -178,6 +182,22 @@ def _check_float(x, name: str):
                      f"{jnp.result_type(x)} (shape {jnp.shape(x)}).")
 
 
+def _check_mosaic_precision(precision):
+  """Mosaic TPU lowers only the DEFAULT and HIGHEST matmul precisions."""
+  values = precision if isinstance(precision, (tuple, list)) else (precision,)
+  allowed = {None, lax.Precision.DEFAULT, lax.Precision.HIGHEST}
+  try:
+    values = {v if v is None else lax.Precision(v) for v in values}
+    ok = len(values) == 1 and values <= allowed
+  except (TypeError, ValueError):
+    ok = False
+  if not ok:
+    raise ValueError(
+        "precision must be None, lax.Precision.DEFAULT or "
+        "lax.Precision.HIGHEST (one for both operands) for "
+        f"implementation='pallas_mosaic_tpu', got {precision!r}.")
+
+
 def _prepare(x, x_name: str, labels, weight, *, temperature, implementation,
              weight_layout, valid_vocab_size, block_sizes, precision):
   """Validates and flattens; returns (cfg, x2d, labels1d, row_valid, hi)."""
@@ -195,6 +215,8 @@ def _prepare(x, x_name: str, labels, weight, *, temperature, implementation,
     raise ValueError(f"temperature must be a positive Python float, got "
                      f"{temperature!r}.")
   implementation = _common.resolve_implementation(implementation)
+  if implementation == "pallas_mosaic_tpu":
+    _check_mosaic_precision(precision)
   blocks = block_sizes or BlockSizes.default(implementation)
   blocks.validate(implementation)
   layout = None
@@ -257,8 +279,8 @@ def token_logprobs(logits, labels, temperature: float = 1.0,
     labels: int[...] label ids; outside [0, valid_vocab_size) is ignored
       (log-prob 0, no log-prob gradient).
     temperature: positive Python float T.
-    implementation: None (best for the backend), "xla", "pallas_triton" or
-      "interpret".
+    implementation: None (best for the backend), "xla", "pallas_triton",
+      "interpret" or "pallas_mosaic_tpu".
     valid_vocab_size: columns >= this (padded vocabulary) are excluded from
       the softmax; default V.
     block_sizes: BlockSizes; default `BlockSizes.default(implementation)`.
@@ -301,7 +323,8 @@ def linear_token_logprobs(hidden, weight, labels, temperature: float = 1.0,
       embeddings, logits = hidden @ weightᵀ, never transposed in memory).
     labels: int[...] label ids; outside [0, valid_vocab_size) is ignored.
     temperature: positive Python float T.
-    implementation: None, "xla", "pallas_triton" or "interpret".
+    implementation: None, "xla", "pallas_triton", "interpret" or
+      "pallas_mosaic_tpu".
     weight_layout: None (inferred from shapes; required when D == V), "dv"
       or "vd".
     valid_vocab_size: vocabulary rows >= this (padding) are excluded.

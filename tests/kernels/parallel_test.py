@@ -1,4 +1,8 @@
-"""Data- and vocab-parallel wrappers on 4 host CPU devices (subprocess)."""
+"""Data- and vocab-parallel wrappers on 4 host CPU devices (subprocess).
+
+Mosaic TPU runs in TPU interpret mode inside `shard_map` (with the
+varying-axes check on).
+"""
 
 import os
 import pathlib
@@ -7,7 +11,9 @@ import sys
 import textwrap
 
 SCRIPT = textwrap.dedent("""
+    import contextlib
     import jax, jax.numpy as jnp, numpy as np
+    from jax.experimental.pallas import tpu as pltpu
     import cajax_kernels as kernels
     from kernel_reference import make_data, to_f64, ref_linear
 
@@ -19,11 +25,15 @@ SCRIPT = textwrap.dedent("""
     ref, dh0, dw0 = ref_linear(to_f64(h), to_f64(w), labels, 0.7, valid, g_lp, g_h)
     blocks = kernels.BlockSizes(block_n=8, block_v=8, block_d=8,
                                 vocab_split=8, vocab_chunk=6)
-    common = dict(temperature=0.7, valid_vocab_size=valid, block_sizes=blocks)
+    # Mosaic tiles are (8, 128)-aligned; each shard's 10 columns are one.
+    tpu_blocks = kernels.BlockSizes(block_n=8, block_v=128, block_d=128,
+                                    vocab_chunk=6)
+    common = dict(temperature=0.7, valid_vocab_size=valid)
     cases = [
         ("vp-xla-dv", "xla", False, "vocab"),
         ("vp-xla-vd", "xla", True, "vocab"),
         ("vp-interpret-vd", "interpret", True, "vocab"),
+        ("vp-mosaic-tpu-vd", "pallas_mosaic_tpu", True, "vocab"),
         ("dp-xla", "xla", False, "data"),
         ("dp-interpret", "interpret", False, "data"),
     ]
@@ -32,11 +42,15 @@ SCRIPT = textwrap.dedent("""
         fn = kernels.vocab_parallel_linear_token_logprobs
       else:
         fn = kernels.data_parallel_linear_token_logprobs
+      tpu = impl == "pallas_mosaic_tpu"
       f = jax.jit(lambda h, w: fn(h, w.T if tied else w, labels, mesh=mesh,
                                   axis_name="x", implementation=impl,
+                                  block_sizes=tpu_blocks if tpu else blocks,
                                   **common))
-      (lp, ent), vjp = jax.vjp(f, h, w)
-      dh, dw = vjp((g_lp, g_h))
+      with (pltpu.force_tpu_interpret_mode() if tpu
+            else contextlib.nullcontext()):
+        (lp, ent), vjp = jax.vjp(f, h, w)
+        dh, dw = vjp((g_lp, g_h))
       for got, want in [(lp, ref["logprobs"]), (ent, ref["entropy"]),
                         (dh, dh0), (dw, dw0)]:
         np.testing.assert_allclose(got, want, rtol=3e-5, atol=3e-5,
@@ -50,10 +64,11 @@ def test_sharded_wrappers_match_float64_on_four_devices():
   env = dict(os.environ,
              XLA_FLAGS="--xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu",
-             PYTHONPATH=os.pathsep.join([str(root),
+             # This checkout's kernels, not an installed copy.
+             PYTHONPATH=os.pathsep.join([str(root / "kernels"),
                                          str(root / "tests" / "kernels")]))
   result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=root,
                           capture_output=True, text=True, timeout=300,
                           check=False)
   assert result.returncode == 0, result.stdout + result.stderr
-  assert result.stdout.count("ok ") == 5
+  assert result.stdout.count("ok ") == 6

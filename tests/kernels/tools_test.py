@@ -9,7 +9,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _run(*args):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  # This checkout's kernels, not an installed copy.
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             PYTHONPATH=str(ROOT / "kernels"))
   return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=300,
                         check=False)
@@ -45,6 +47,15 @@ def test_gpu_check_lowers_for_cuda_without_a_device():
   assert result.returncode == 0, result.stdout + result.stderr
   assert "all lowered" in result.stdout
   assert result.stdout.count("  ok   lowered for cuda") == 4 + 6
+
+
+def test_gpu_check_lowers_mosaic_tpu_for_tpu_without_a_device():
+  result = _run("experiments.gpu_check", "--lower_platform=tpu",
+                "--check_shape=12x16x40", "--shapes=",
+                "--time_implementations=pallas_mosaic_tpu,xla")
+  assert result.returncode == 0, result.stdout + result.stderr
+  assert "all lowered" in result.stdout
+  assert result.stdout.count("  ok   lowered for tpu: pallas_mosaic_tpu") == 2
 
 
 def test_bench_kernels_reports_memory_fractions(tmp_path):

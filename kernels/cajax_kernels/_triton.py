@@ -1,4 +1,8 @@
-"""Pallas kernels (Triton-style: whole-array refs, masked loads and stores).
+"""Pallas-Triton kernels (whole-array refs, masked loads and stores).
+
+JAX 0.11 deprecated Pallas's Triton backend; these kernels work with jax
+0.10 and 0.11 (the range `pyproject.toml` allows) and stay while JAX ships
+the backend.
 
 Two kernels serve both the from-logits and the fused-linear paths:
 
@@ -10,6 +14,9 @@ Two kernels serve both the from-logits and the fused-linear paths:
   recomputes the tile and writes the logit gradient. The fused-linear
   backward runs it per vocab chunk and does the two matmuls in XLA
   (`_xla.linear_backward`).
+
+`forward_partials`, `logits_dz` and `linear_dz_fn` are the interface that
+`api` dispatches to (shared with `_mosaic_tpu`).
 
 Every tile is masked by the global row / column index, so N, V and D need not
 be multiples of the blocks. Dynamic scalars (chunk start, first counted
@@ -32,10 +39,6 @@ def _pallas_modules():
   from jax.experimental import pallas as pl  # pylint: disable=g-import-not-at-top
   from jax.experimental.pallas import triton as pltriton  # pylint: disable=g-import-not-at-top
   return pl, pltriton
-
-
-def _cdiv(a: int, b: int) -> int:
-  return -(-a // b)
 
 
 def _raw_block(x_ref, w_ref, r0, rmask, c0, cmask, *, bm, bv, bd, depth,
@@ -65,7 +68,7 @@ def _raw_block(x_ref, w_ref, r0, rmask, c0, cmask, *, bm, bv, bd, depth,
         hb.astype(mm), wb.astype(mm), (((1,), contract), ((), ())),
         precision=precision, preferred_element_type=acc)
 
-  return lax.fori_loop(0, _cdiv(depth, bd), k_step,
+  return lax.fori_loop(0, _common.cdiv(depth, bd), k_step,
                        jnp.zeros((bm, bv), acc))
 
 
@@ -139,23 +142,11 @@ def _call(kernel, out_shape, grid, blocks: _common.BlockSizes,
           interpret: bool, name: str, inputs):
   """Runs `pallas_call` on `inputs`; under shard_map, outputs vary like them."""
   pl, pltriton = _pallas_modules()
-  inputs = _common.vary_like(list(inputs), *inputs)
-  axes = _common.varying_axes(inputs[1])
-  if axes:
-    mat = jax.typeof(inputs[1]).manual_axis_type
-    out_shape = jax.tree.map(
-        lambda o: jax.ShapeDtypeStruct(o.shape, o.dtype, manual_axis_type=mat),
-        out_shape)
+  inputs, out_shape = _common.varying_call(inputs, out_shape)
   return pl.pallas_call(
       kernel, out_shape=out_shape, grid=grid, interpret=interpret, name=name,
       compiler_params=pltriton.CompilerParams(
           num_warps=blocks.num_warps, num_stages=blocks.num_stages))(*inputs)
-
-
-def make_meta(*values):
-  """int32[4] of dynamic scalars (zero-padded)."""
-  values = list(values) + [0] * (4 - len(values))
-  return jnp.stack([jnp.asarray(v, jnp.int32) for v in values])
 
 
 def _geometry(x, w):
@@ -171,16 +162,16 @@ def forward_partials(x, w, labels, hi, *, vmax: int, layout: str | None,
   n = x.shape[0]
   bm, bv = blocks.block_n, blocks.block_v
   depth, acc = _geometry(x, w)
-  split = _cdiv(min(blocks.vocab_split, vmax), bv) * bv
-  n_splits = _cdiv(vmax, split)
+  tiles, n_splits = _common.split_geometry(vmax, blocks.vocab_split, bv)
   kernel = functools.partial(
       _forward_kernel, n_rows=n, depth=depth, bm=bm, bv=bv,
-      bd=blocks.block_d, tiles_per_split=split // bv, layout=layout, acc=acc,
+      bd=blocks.block_d, tiles_per_split=tiles, layout=layout, acc=acc,
       precision=precision, temperature=temperature, extra=extra)
   n_out = 6 if extra else 4
   out_shape = [jax.ShapeDtypeStruct((n_splits, n), acc)] * n_out
-  inputs = [make_meta(jnp.minimum(hi, vmax)), x] + ([] if w is None else [w])
-  outs = _call(kernel, out_shape, (_cdiv(n, bm), n_splits), blocks,
+  inputs = [_common.make_meta(jnp.minimum(hi, vmax)), x]
+  inputs += [] if w is None else [w]
+  outs = _call(kernel, out_shape, (_common.cdiv(n, bm), n_splits), blocks,
                interpret, "token_stats_fwd",
                inputs + [labels.astype(jnp.int32)])
   return _common.combine_stacked(_common.Partials(*outs), temperature)
@@ -203,20 +194,34 @@ def dz(x, w, labels, shift, log_s, entropy, g_lp, g_h, meta, *, width: int,
   rows = [labels.astype(jnp.int32), shift, log_s, entropy] + [
       g for g in (g_lp, g_h) if g is not None]
   inputs = [meta, x] + ([] if w is None else [w]) + rows
-  grid = (_cdiv(n, blocks.block_n), _cdiv(width, blocks.block_v))
+  grid = (_common.cdiv(n, blocks.block_n), _common.cdiv(width, blocks.block_v))
   return _call(kernel, jax.ShapeDtypeStruct((n, width), out_dtype), grid,
                blocks, interpret, "token_stats_dz", inputs)
 
 
-def pallas_dz_fn(h, w, labels, shift, log_s, entropy, g_lp, g_h, hi, *,
-                 vmax: int,
-                 size: int, **kwargs):
-  """Returns dz(c) -> [N, size] for chunk c of the fused-linear backward."""
+def logits_dz(x, labels, shift, log_s, entropy, g_lp, g_h, hi, *,
+              temperature: float, blocks: _common.BlockSizes,
+              interpret: bool):
+  """d logits [N, V] in the logits dtype (columns >= hi get 0)."""
+  return dz(x, None, labels, shift, log_s, entropy, g_lp, g_h,
+            _common.make_meta(0, 0, hi), width=x.shape[1], layout=None,
+            temperature=temperature, precision=None, out_dtype=x.dtype,
+            blocks=blocks, interpret=interpret)
 
-  def chunk_dz(c):
+
+def linear_dz_fn(h, w, labels, shift, log_s, entropy, g_lp, g_h, hi, *,
+                 vmax: int, size: int, **kwargs):
+  """Returns dz(c, wc) -> [N, size] for chunk c of the fused-linear backward.
+
+  The kernel reads the chunk's columns from the whole weight, so the
+  chunk's weight slice `wc` is unused.
+  """
+
+  def chunk_dz(c, wc):
+    del wc
     c0 = jnp.minimum(c * size, vmax - size)
     return dz(h, w, labels, shift, log_s, entropy, g_lp, g_h,
-              make_meta(c0, c * size, hi), width=size,
+              _common.make_meta(c0, c * size, hi), width=size,
               out_dtype=jnp.result_type(h, w), **kwargs)
 
   return chunk_dz

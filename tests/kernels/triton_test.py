@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import cajax_kernels as kernels
-from cajax_kernels import _pallas
+from cajax_kernels import _triton
 from kernel_reference import make_data
 from kernel_reference import ref_linear
 from kernel_reference import ref_logits
@@ -126,7 +126,7 @@ def test_cuda_lowering_rejects_non_power_of_two_tiles():
   bad = kernels.BlockSizes(block_n=24)  # Bypasses BlockSizes.validate.
 
   def f(h, w, y):
-    return _pallas.forward_partials(
+    return _triton.forward_partials(
         h, w, y, jnp.int32(64), vmax=64, layout="dv", temperature=1.0,
         precision=None, extra=False, blocks=bad, interpret=False).s
 
