@@ -1,6 +1,7 @@
 """Evidence of an ablation: results.json, small-multiple plots, report.md.
 
-One panel per claim shows only that claim's two arms (one for a change
+One panel per claim shows only that claim's two arms, each arm in its own
+colour throughout (one for a change
 within an arm): a thin line per seed under the mean over seeds and its 95%
 t-interval, the reduced stretches shaded ("train_tail", and the start a
 within-arm claim compares against) or the target drawn. Training-step
@@ -68,12 +69,13 @@ def _curves(results: dict, arm: str, key: str):
   return x, y
 
 
-def _panel(ax, results: dict, key: str, arms, title: str, claim=None):
+def _panel(ax, results: dict, colors: dict, key: str, arms, title: str,
+           claim=None):
   for index, arm in enumerate(arms):
     x, y = _curves(results, arm, key)
     if x is None:
       continue
-    color = f"C{index}"
+    color = colors[arm]
     for row in y:
       ax.plot(x, row, color=color, lw=0.5, alpha=0.35)
     mean, low, high = _mean_interval(y)
@@ -105,10 +107,11 @@ def plot(ablation, results: dict, judged: list[dict], outdir: str) -> list:
   panels = [(c.metric, (c.arm,) if c.versus_start else (c.arm, c.baseline),
              _claim_title(i + 1, j), c)
             for i, (c, j) in enumerate(zip(ablation.claims, judged))]
+  colors = {arm: f"C{i % 10}" for i, arm in enumerate(ablation.arms)}
   names = []
   for index, panel in enumerate(panels):
     fig, ax = plt.subplots(figsize=(4.6, 3.2))
-    _panel(ax, results, *panel)
+    _panel(ax, results, colors, *panel)
     names.append(f"{ablation.name}_claim{index + 1}.png")
     fig.tight_layout()
     fig.savefig(os.path.join(outdir, names[-1]), dpi=110)
@@ -120,7 +123,7 @@ def plot(ablation, results: dict, judged: list[dict], outdir: str) -> list:
   fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.1 * rows),
                            squeeze=False)
   for ax, panel in zip(axes.flat, panels):
-    _panel(ax, results, *panel)
+    _panel(ax, results, colors, *panel)
   for ax in axes.flat[len(panels):]:
     ax.axis("off")
   fig.tight_layout()

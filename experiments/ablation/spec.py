@@ -32,6 +32,12 @@ CORRECTIONS = ("holm", "none")
 TESTS = ("t", "sign_flip")
 
 
+def _check_choice(owner: str, field: str, value, valid) -> None:
+  if value not in valid:
+    raise ValueError(f"{owner}: {field} must be one of {valid}, got "
+                     f"{value!r}.")
+
+
 @dataclasses.dataclass(frozen=True)
 class Claim:
   """One pre-registered claim: `arm` beats `baseline` on `metric`.
@@ -74,12 +80,8 @@ class Claim:
 
   def __post_init__(self):
     reductions.check(self.metric, self.reduce)
-    if self.better not in _BETTER:
-      raise ValueError(f"claim {self.name!r}: better must be one of "
-                       f"{_BETTER}, got {self.better!r}.")
-    if self.kind not in KINDS:
-      raise ValueError(f"claim {self.name!r}: kind must be one of {KINDS}, "
-                       f"got {self.kind!r}.")
+    _check_choice(f"claim {self.name!r}", "better", self.better, _BETTER)
+    _check_choice(f"claim {self.name!r}", "kind", self.kind, KINDS)
     if not self.smallest_effect > 0:
       raise ValueError(f"claim {self.name!r}: smallest_effect must be > 0, "
                        f"got {self.smallest_effect!r}.")
@@ -167,10 +169,8 @@ class Ablation:
     if not {"default", "smoke"} <= set(self.sizes):
       raise ValueError(f"{self.name}: sizes need 'default' and 'smoke', got "
                        f"{list(self.sizes)}.")
-    if self.correction not in CORRECTIONS or self.test not in TESTS:
-      raise ValueError(f"{self.name}: correction must be one of "
-                       f"{CORRECTIONS} and test one of {TESTS}, got "
-                       f"{self.correction!r}, {self.test!r}.")
+    _check_choice(self.name, "correction", self.correction, CORRECTIONS)
+    _check_choice(self.name, "test", self.test, TESTS)
     if not 0 < self.alpha < 1 or not 0 < self.power < 1:
       raise ValueError(f"{self.name}: alpha and power must be in (0, 1), "
                        f"got {self.alpha!r}, {self.power!r}.")

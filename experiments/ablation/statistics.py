@@ -128,9 +128,11 @@ def power(effect: float, sd: float, n: int, alpha: float = 0.05) -> float:
     raise ValueError(f"sd must be > 0, got {sd!r}.")
   df = n - 1
   critical = stats.t.ppf(1 - alpha / 2, df)
-  shift = effect * math.sqrt(n) / sd
+  shift = abs(effect) * math.sqrt(n) / sd  # power is symmetric in the sign
+  # The far tail underflows to NaN in scipy for large shifts: it is ~0.
+  far = stats.nct.cdf(-critical, df, shift)
   return float(stats.nct.sf(critical, df, shift)
-               + stats.nct.cdf(-critical, df, shift))
+               + (far if np.isfinite(far) else 0.0))
 
 
 def min_detectable_effect(sd: float, n: int, alpha: float = 0.05,
