@@ -82,9 +82,9 @@ def processor() -> str:
 
 
 def environment(xla_flags: str) -> dict:
-  """What the numbers depend on besides the code: CPU model, cores, jax
-  and jaxlib versions, the backend and the runs' XLA flags."""
-  return {"cpu": processor(), "cores": os.cpu_count(),
+  """What the numbers depend on: the commit, CPU model, cores, jax and
+  jaxlib versions, the backend and the runs' XLA flags."""
+  return {"commit": commit(), "cpu": processor(), "cores": os.cpu_count(),
           "jax": jax.__version__, "jaxlib": jaxlib.__version__,
           "backend": jax.default_backend(), "xla_flags": xla_flags,
           "python": platform.python_version()}

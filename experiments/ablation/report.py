@@ -93,7 +93,7 @@ def _panel(ax, results: dict, colors: dict, key: str, arms, title: str,
   ax.set_ylabel(key, fontsize=8)
   ax.tick_params(labelsize=7)
   ax.grid(alpha=0.3)
-  if ax.has_data():
+  if ax.get_legend_handles_labels()[1]:
     ax.legend(fontsize=7)
 
 

@@ -193,8 +193,9 @@ SMOKE = Size({"task.min_ops": 1, "task.max_ops": 2, "model.name": "tiny",
 
 # The outcome-only baseline arm most ablations compare against.
 GRPO = {"rl.estimator": "grpo"}
-# Warm-start steps of every default size: the supervised loss has mostly
-# flattened by then (docs/ablations.md, "Sizes").
+# Warm-start steps of every default size. The supervised loss stops falling
+# at about 1000, but three warm starts per task must fit the budgets
+# (docs/ablations.md, "Sizes and the cost model").
 WARM_START_STEPS = 400
 
 
