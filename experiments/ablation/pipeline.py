@@ -1,67 +1,88 @@
-"""Ablations end to end: warm starts, arms x seeds, evidence, reports."""
+"""Ablations end to end: registration, warm starts, arms x seeds, evidence."""
 
 import os
-import platform
 
-import jax
-
+from experiments.ablation import cost
 from experiments.ablation import heatmap
+from experiments.ablation import preregistration
 from experiments.ablation import report
 from experiments.ablation import runner
 from experiments.ablation import spec
+from experiments.ablation import verdicts
 
 NAMES = ("pure", "tp_grpo", "ucas", "tool", "r3l")
 
 
-def machine() -> str:
-  """The processor model (or architecture), cores and jax backend."""
-  return (f"{_processor()}, {os.cpu_count()} cores, jax {jax.__version__} "
-          f"({jax.devices()[0].platform})")
+def plans(names, size: str, seeds: int | None, workdir: str) -> dict:
+  """{name: (warm-start runs, arm runs)} (see `runner.plan`)."""
+  return {name: runner.plan(name, size, seeds, workdir) for name in names}
 
 
-def _processor() -> str:
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
+def pooled(planned: dict) -> list:
+  """Every distinct warm start, then every arm run, in the runner's order."""
+  warm = {r.workdir: r for w, _ in planned.values() for r in w}
+  return list(warm.values()) + [r for _, runs in planned.values()
+                                for r in runs]
 
 
-def run(names, *, size: str, seeds: int, workdir: str, parallel: int,
+def _seeds(runs) -> int:
+  return len({r.config_arg.split(",")[1] for r in runs})
+
+
+def _registered(name: str, size: str, runs) -> tuple:
+  ablation = spec.load(name).get_ablation()
+  return ablation, preregistration.plan(ablation, size, _seeds(runs))
+
+
+def run(names, *, size: str, seeds: int | None, workdir: str, parallel: int,
         command: str, show_progress: bool = True) -> dict[str, list[dict]]:
   """Runs (or resumes) the ablations `names`; {name: its judged claims}.
 
-  Warm starts and arms share one pool of `parallel` processes: warm starts
-  first, and each arm as soon as its warm start is done, so no core idles
-  while any run could start.
+  Every ablation's plan is registered (or checked against its stored
+  registration) before anything trains. Warm starts and arms share one
+  pool of `parallel` processes: warm starts first, and each arm as soon as
+  its warm start is done, so no core idles while any run could start.
+
+  Raises:
+    preregistration.PreregistrationError: a plan changed after its runs
+      started.
   """
-  plans = {name: runner.plan(name, size, seeds, workdir) for name in names}
-  warm = {r.workdir: r for w, _ in plans.values() for r in w}
-  runner.execute(list(warm.values())
-                 + [r for _, runs in plans.values() for r in runs],
-                 parallel, show_progress)
-  return {name: evidence(name, *plans[name], size=size, seeds=seeds,
-                         workdir=workdir, command=command)
+  planned = plans(names, size, seeds, workdir)
+  for name, (_, runs) in planned.items():
+    ablation, registered = _registered(name, size, runs)
+    preregistration.register(spec.output_dir(workdir, ablation, size),
+                             registered, [r.workdir for r in runs],
+                             runner.xla_flags())
+  runner.execute(pooled(planned), parallel, show_progress)
+  return {name: evidence(name, *planned[name], size=size, workdir=workdir,
+                         command=command)
           for name in names}
 
 
-def evidence(name: str, warm: list, runs: list, *, size: str, seeds: int,
-             workdir: str, command: str) -> list[dict]:
+def evidence(name: str, warm: list, runs: list, *, size: str, workdir: str,
+             command: str) -> list[dict]:
   """Writes results.json, plots and report.md of finished runs; returns
-  the judged claims."""
-  ablation = spec.load(name).get_ablation()
-  outdir = os.path.join(workdir, name, size)
+  the judged claims.
+
+  Raises:
+    preregistration.PreregistrationError: the ablation's plan is not the
+      one its runs were registered under.
+  """
+  ablation, registered = _registered(name, size, runs)
+  outdir = spec.output_dir(workdir, ablation, size)
+  stored = preregistration.check(outdir, registered)
   results = report.collect(runs)
-  judged = [report.judge(dict(c), results) for c in ablation.claims]
-  report.plot(results, list(ablation.plot_metrics),
-              os.path.join(outdir, f"{name}_curves.png"),
-              f"{name}: mean and 95% interval over {seeds} seeds")
-  init = warm[0].warm_start_dir if warm else None
+  judged = verdicts.judge(
+      ablation, results, lambda seed: spec.warm_seed(ablation, size, seed))
+  images = report.plot(ablation, results, judged, outdir)
+  seeds = _seeds(runs)
+  init = next((r.after.warm_start_dir for r in runs if r.after), None)
   heatmap.advantage_map(ablation, size, init,
                         os.path.join(outdir, f"{name}_advantages.png"))
+  used = {id(r.after): r.after for r in runs if r.after}
   report.write(ablation, results, judged, outdir, size=size, seeds=seeds,
-               command=command, machine=machine())
+               command=command, registration=stored,
+               environment=preregistration.environment(runner.xla_flags()),
+               measured=cost.measure(list(used.values()), runs),
+               images=images)
   return judged

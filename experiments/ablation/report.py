@@ -1,14 +1,13 @@
-"""Evidence of an ablation: results.json, plots and report.md with verdicts.
+"""Evidence of an ablation: results.json, small-multiple plots, report.md.
 
-Verdict rule (fixed before any run, the same for every claim): for each
-seed s, d_s = m(arm) − m(baseline) with m the claim's reduced metric, signed
-so that positive means the direction the paper reports. With n seeds, the
-95% interval is mean(d) ± t_{0.975, n−1} · sd(d)/√n. The claim is
-"reproduced" when the interval lies above 0, "not reproduced" when it lies
-below 0 (the opposite direction), and "inconclusive" otherwise, and always
-with fewer than 3 seeds (two seeds can agree by chance) or a zero-width
-interval (the same difference in every seed: the metric's resolution, such
-as one evaluation problem, not a measured spread).
+One panel per claim shows only that claim's two arms, each arm in its own
+colour throughout (one for a change
+within an arm): a thin line per seed under the mean over seeds and its 95%
+t-interval, the reduced stretches shaded ("train_tail", and the start a
+within-arm claim compares against) or the target drawn. Training-step
+curves are smoothed by a trailing mean over 5% of the steps (one step's
+batch is only 64 samples); evaluation curves are drawn as recorded. The
+report's verdict table links each row to its claim's section and panel.
 """
 
 import json
@@ -21,10 +20,11 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 from scipy import stats
 
+from experiments.ablation import cost
+from experiments.ablation import reductions
 from experiments.rl import metrics as metrics_lib
 
-
-MIN_SEEDS = 3
+_SMOOTH_SHARE = 0.05
 
 
 def collect(runs) -> dict:
@@ -41,66 +41,6 @@ def collect(runs) -> dict:
   return out
 
 
-def series(run: dict, metric: str) -> list[tuple[float, float]]:
-  """(samples seen, value) of an eval metric, or of a train metric named
-  "train:<key>"."""
-  source, key = (("train", metric[6:]) if metric.startswith("train:")
-                 else ("eval", metric))
-  return [(r["samples_seen"], r[key]) for r in run[source]
-          if r.get(key) is not None]
-
-
-def reduce_metric(run: dict, claim: dict) -> float:
-  """One number per run: the claim's metric, reduced as it says."""
-  values = series(run, claim["metric"])
-  if not values:
-    return float("nan")
-  if claim["reduce"] == "final":
-    k = int(claim.get("last_k", 1))
-    return float(np.mean([v for _, v in values[-k:]]))
-  if claim["reduce"] == "samples_to_target":
-    budget = values[-1][0]
-    for seen, v in values:
-      if v >= claim["target"]:
-        return float(seen)
-    return float(budget + 1)
-  raise ValueError(f"unknown reduce {claim['reduce']!r}.")
-
-
-def verdict(differences: list[float]) -> dict:
-  """The rule of the module docstring on paired, direction-signed d_s."""
-  d = np.asarray([x for x in differences if np.isfinite(x)], np.float64)
-  n = d.size
-  if n < 2:
-    mean = float(d.mean()) if n else float("nan")
-    return {"mean": mean, "low": float("nan"), "high": float("nan"), "n": n,
-            "verdict": "inconclusive"}
-  half = stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n)
-  low, high = d.mean() - half, d.mean() + half
-  # Identical differences in every seed (a zero-width interval) come from
-  # the metric's resolution (one problem of the evaluation set), not from
-  # a measured spread: no evidence either way.
-  word = ("inconclusive" if n < MIN_SEEDS or high == low else
-          "reproduced" if low > 0 else
-          "not reproduced" if high < 0 else "inconclusive")
-  return {"mean": float(d.mean()), "low": float(low), "high": float(high),
-          "n": n, "verdict": word}
-
-
-def judge(claim: dict, results: dict) -> dict:
-  """Per-arm values and the verdict of one claim."""
-  sign = 1.0 if claim["better"] == "higher" else -1.0
-  arm, base = results.get(claim["arm"], {}), results.get(claim["baseline"],
-                                                         {})
-  per_arm = {name: {s: reduce_metric(r, claim) for s, r in runs.items()}
-             for name, runs in ((claim["arm"], arm),
-                                (claim["baseline"], base))}
-  seeds = sorted(set(per_arm[claim["arm"]]) & set(per_arm[claim["baseline"]]))
-  diffs = [sign * (per_arm[claim["arm"]][s] - per_arm[claim["baseline"]][s])
-           for s in seeds]
-  return {**dict(claim), "values": per_arm, **verdict(diffs)}
-
-
 def _mean_interval(values: np.ndarray):
   n = values.shape[0]
   mean = values.mean(0)
@@ -110,65 +50,178 @@ def _mean_interval(values: np.ndarray):
   return mean, mean - half, mean + half
 
 
-def plot(results: dict, metrics: list[str], path: str, title: str) -> None:
-  """Mean and 95% interval over seeds of each metric vs samples seen."""
-  fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.4),
+def _curves(results: dict, arm: str, key: str):
+  """(x, [seeds, points]) of `key` over an arm's seeds, cut to the
+  shortest run; train curves smoothed."""
+  curves = [reductions.series(run, key)
+            for _, run in sorted(results.get(arm, {}).items())]
+  curves = [c for c in curves if c[1].size]
+  if not curves:
+    return None, None
+  length = min(c[1].size for c in curves)
+  x = curves[0][0][:length]
+  y = np.stack([c[1][:length] for c in curves])
+  width = max(1, int(_SMOOTH_SHARE * length))
+  if reductions.source(key) == "train" and width > 1:
+    kernel = np.ones(width) / width
+    y = np.stack([np.convolve(np.pad(row, (width - 1, 0), mode="edge"),
+                              kernel, "valid") for row in y])
+  return x, y
+
+
+def _panel(ax, results: dict, colors: dict, key: str, arms, title: str,
+           claim=None):
+  for index, arm in enumerate(arms):
+    x, y = _curves(results, arm, key)
+    if x is None:
+      continue
+    color = colors[arm]
+    for row in y:
+      ax.plot(x, row, color=color, lw=0.5, alpha=0.35)
+    mean, low, high = _mean_interval(y)
+    ax.plot(x, mean, color=color, lw=2, label=f"{arm} ({y.shape[0]} seeds)")
+    ax.fill_between(x, low, high, color=color, alpha=0.2, lw=0)
+    if claim is not None and claim.reduce == "train_tail" and index == 0:
+      span = max(1, math.ceil(claim.tail * x.size))
+      ax.axvspan(x[-span], x[-1], color="0.85", zorder=0)
+      if claim.versus_start:
+        ax.axvspan(x[0], x[span - 1], color="0.92", zorder=0)
+  if claim is not None and claim.target is not None:
+    ax.axhline(claim.target, color="0.4", ls="--", lw=1)
+  ax.set_title(title, fontsize=9)
+  ax.set_xlabel("samples seen", fontsize=8)
+  ax.set_ylabel(key, fontsize=8)
+  ax.tick_params(labelsize=7)
+  ax.grid(alpha=0.3)
+  if ax.get_legend_handles_labels()[1]:
+    ax.legend(fontsize=7)
+
+
+def _claim_title(number: int, judged: dict) -> str:
+  return f"{number}. {judged['name']}: {judged['verdict']}"
+
+
+def plot(ablation, results: dict, judged: list[dict], outdir: str) -> list:
+  """One PNG per claim and one grid of every panel (claims, then the
+  ablation's diagnostic metrics over every arm); returns the file names."""
+  panels = [(c.metric, (c.arm,) if c.versus_start else (c.arm, c.baseline),
+             _claim_title(i + 1, j), c)
+            for i, (c, j) in enumerate(zip(ablation.claims, judged))]
+  colors = {arm: f"C{i % 10}" for i, arm in enumerate(ablation.arms)}
+  names = []
+  for index, panel in enumerate(panels):
+    fig, ax = plt.subplots(figsize=(4.6, 3.2))
+    _panel(ax, results, colors, *panel)
+    names.append(f"{ablation.name}_claim{index + 1}.png")
+    fig.tight_layout()
+    fig.savefig(os.path.join(outdir, names[-1]), dpi=110)
+    plt.close(fig)
+  panels += [(key, tuple(ablation.arms), key, None)
+             for key in ablation.plot_metrics]
+  cols = min(3, len(panels))
+  rows = math.ceil(len(panels) / cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.1 * rows),
                            squeeze=False)
-  for ax, metric in zip(axes[0], metrics):
-    for arm, runs in results.items():
-      curves = [series(run, metric) for run in runs.values()]
-      curves = [c for c in curves if c]
-      if not curves:
-        continue
-      length = min(len(c) for c in curves)
-      x = np.asarray([p[0] for p in curves[0][:length]], np.float64)
-      y = np.asarray([[p[1] for p in c[:length]] for c in curves], np.float64)
-      mean, low, high = _mean_interval(y)
-      ax.plot(x, mean, label=arm)
-      ax.fill_between(x, low, high, alpha=0.2)
-    ax.set_xlabel("samples seen")
-    ax.set_title(metric)
-    ax.grid(alpha=0.3)
-  axes[0][0].legend(fontsize=8)
-  fig.suptitle(title)
+  for ax, panel in zip(axes.flat, panels):
+    _panel(ax, results, colors, *panel)
+  for ax in axes.flat[len(panels):]:
+    ax.axis("off")
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  names.append(f"{ablation.name}_curves.png")
+  fig.savefig(os.path.join(outdir, names[-1]), dpi=100)
   plt.close(fig)
+  return names
 
 
-def _fmt(x: float) -> str:
-  return "n/a" if not np.isfinite(x) else f"{x:.3g}"
+def _fmt(x) -> str:
+  return "n/a" if x is None or not np.isfinite(x) else f"{x:.3g}"
+
+
+def _mean(values: dict) -> float:
+  finite = [v for v in values.values() if np.isfinite(v)]
+  return float(np.mean(finite)) if finite else math.nan
+
+
+_RULE = (
+    "Verdict rule (pre-registered; docs/ablations.md): per seed, d = "
+    "metric(arm) − metric(baseline), signed so that d > 0 is the paper's "
+    "direction (non-inferiority claims test d + margin). **reproduced** / "
+    "**not reproduced**: the adjusted p-value is below α, in / against the "
+    "paper's direction; otherwise **underpowered** when the minimum "
+    "detectable effect (MDE, 80% power) exceeds the smallest effect of "
+    "interest, else **inconclusive**; fewer than 3 seeds or no spread are "
+    "inconclusive. Secondary claims (marked *) are exploratory: unadjusted.")
+
+
+def _table(ablation, judged: list[dict]) -> list[str]:
+  lines = ["| # | claim | arm vs baseline | primary metric | arm | baseline |"
+           " d (95% interval) | smallest effect | MDE | p adj. "
+           f"({ablation.test}, {ablation.correction}) | sign-flip p | robust"
+           " | verdict |", "|" + "---|" * 13]
+  for number, c in enumerate(judged, 1):
+    star = "" if c["primary"] else "*"
+    robust = {True: "yes", None: "n/a"}.get(c["robust"], "no: " + ", ".join(
+        f"{how} {o}" for how, o in c["robustness"].items()
+        if o not in ("n/a", c["robustness_own"])))
+    lines.append(
+        f"| [{number}{star}](#claim-{number}) | {c['name']} | {c['arm']} vs "
+        f"{'its start' if c['versus_start'] else c['baseline']} | "
+        f"{c['metric']} ({c['reduce']}, {c['better']}) | "
+        f"{_fmt(_mean(c['values']['arm']))} | "
+        f"{_fmt(_mean(c['values']['baseline']))} | {_fmt(c['mean'])} "
+        f"[{_fmt(c['low'])}, {_fmt(c['high'])}] | "
+        f"{_fmt(c['smallest_effect'])}"
+        f"{' (margin)' if c['kind'] == 'non_inferiority' else ''} | "
+        f"{_fmt(c['mde'])} | {_fmt(c['p_adjusted'])} | "
+        f"{_fmt(c['p_sign_flip'])} | {robust} | **{c['verdict']}** |")
+  return lines
+
+
+def _section(number: int, c: dict, image: str) -> list[str]:
+  seeds = sorted(c["differences"], key=int)
+  robustness = ", ".join(f"{how}: {o}" for how, o in c["robustness"].items())
+  by_warm = ", ".join(f"warm start {w}: {_fmt(d)}"
+                      for w, d in c["by_warm_start"].items())
+  return [
+      f'### <a id="claim-{number}"></a>{number}. {c["name"]}', "",
+      f"Paper: {c['paper']}. Verdict: **{c['verdict']}** ({c['reason']}; "
+      f"α = {_fmt(c['alpha_for_power'])} for the MDE).", "",
+      f"Other reductions: {robustness or 'none'}.  ",
+      f"Mean d per initial policy: {by_warm or 'n/a'}.  ",
+      "Per seed (arm, baseline, d): " + "; ".join(
+          f"s{s}: {_fmt(c['values']['arm'].get(s))}, "
+          f"{_fmt(c['values']['baseline'].get(s))}, "
+          f"{_fmt(c['differences'][s])}" for s in seeds) + ".", "",
+      f"![claim {number}]({image})", ""]
 
 
 def write(ablation, results: dict, judged: list[dict], outdir: str, *,
-          size: str, seeds: int, command: str, machine: str) -> None:
-  """results.json and report.md under `outdir` (plots written separately)."""
+          size: str, seeds: int, command: str, registration: dict,
+          environment: dict, measured: dict, images: list[str]) -> None:
+  """results.json and report.md under `outdir`."""
   with open(os.path.join(outdir, "results.json"), "w", encoding="utf-8") as f:
-    json.dump({"ablation": ablation.name, "size": size, "seeds": seeds,
-               "arms": results, "claims": judged}, f, indent=1, default=float)
-  plural = "s" * (seeds != 1)
-  lines = [f"# Ablation `{ablation.name}` ({size} size, {seeds} seed{plural})",
-           "",
-           ablation.description, "", f"Command: `{command}`  ",
-           f"Machine: {machine}", "",
-           "Verdict rule: per seed, d = metric(arm) − metric(baseline), "
-           "signed so that > 0 is the paper's direction; 95% t-interval "
-           "over seeds; reproduced if it lies above 0, not reproduced if "
-           "below 0, inconclusive otherwise, with fewer than "
-           f"{MIN_SEEDS} seeds or with a zero-width interval.", "",
-           "| claim | paper | metric | arm | baseline | arm mean | "
-           "baseline mean | d (95% interval) | verdict |",
-           "|---|---|---|---|---|---|---|---|---|"]
-  for c in judged:
-    arm_mean = np.nanmean(list(c["values"][c["arm"]].values()) or [np.nan])
-    base_mean = np.nanmean(list(c["values"][c["baseline"]].values())
-                           or [np.nan])
-    lines.append(
-        f"| {c['name']} | {c['paper']} | {c['metric']} ({c['reduce']}) | "
-        f"{c['arm']} | {c['baseline']} | {_fmt(arm_mean)} | "
-        f"{_fmt(base_mean)} | {_fmt(c['mean'])} [{_fmt(c['low'])}, "
-        f"{_fmt(c['high'])}] | **{c['verdict']}** |")
-  lines += ["", f"![curves]({ablation.name}_curves.png)", "",
+    json.dump({"ablation": ablation.name, "version": ablation.version,
+               "size": size, "seeds": seeds, "command": command,
+               "preregistration": registration, "environment": environment,
+               "cost": measured, "claims": judged, "arms": results}, f,
+              indent=1, default=float)
+  env = environment
+  lines = [
+      f"# Ablation `{ablation.name}` ({size} size, {seeds} seed"
+      f"{'s' * (seeds != 1)}, version {ablation.version})", "",
+      ablation.description, "", f"Command: `{command}`  ",
+      f"Machine: {env['cpu']}, {env['cores']} cores; jax {env['jax']}, "
+      f"jaxlib {env['jaxlib']} ({env['backend']}); XLA flags "
+      f"`{env['xla_flags'] or 'none'}`  ",
+      f"Pre-registered: plan hash `{registration['hash'][:12]}`, "
+      f"{registration['registered_at']}, commit `{registration['commit']}` "
+      f"(α = {ablation.alpha:g}, {ablation.correction} correction, "
+      f"{ablation.test} test, power {ablation.power:g})  ",
+      f"Cost: {cost.summary(measured)}", "", _RULE, "",
+      *_table(ablation, judged), ""]
+  for number, (c, image) in enumerate(zip(judged, images), 1):
+    lines += _section(number, c, image)
+  lines += ["## All panels", "", f"![curves]({images[-1]})", "",
             f"![advantages]({ablation.name}_advantages.png)", ""]
   with open(os.path.join(outdir, "report.md"), "w", encoding="utf-8") as f:
     f.write("\n".join(lines))

@@ -2,11 +2,14 @@
 
 Each run is `python -m experiments.train --config=<ablation file>:<arm>,
 <seed>,<size>` with single-threaded XLA, so N parallel processes use N
-cores. Runs that share a task, model and warm-start setting first share one
-warm start (trained once, cached under `workdir/warm_starts/<hash>`). A run
-resumes from its own checkpoints when the runner is started again, and a
-finished run (marked by `done.json`) is not started again. One progress
-line per run is shown while it trains.
+cores. Seed s starts from warm start s mod W (W = the size's
+`warm_starts`): runs that share a task, model, warm-start setting and warm
+seed share one warm start (trained once, cached under
+`workdir/warm_starts/<hash>`), so the arms of a seed start from the same
+policy and the seeds spread over W policies. A run resumes from its own
+checkpoints when the runner is started again, and a finished run (marked
+by `done.json`, which also records the last attempt's start and end) is
+not started again. One progress line per run is shown while it trains.
 """
 
 import dataclasses
@@ -18,11 +21,17 @@ import time
 
 import tqdm
 
+from experiments.ablation import cost
 from experiments.ablation import spec
 
 # One XLA thread per process: arms run side by side on separate cores.
 _SINGLE_THREAD = ("--xla_cpu_multi_thread_eigen=false "
                   "intra_op_parallelism_threads=1")
+
+
+def xla_flags() -> str:
+  """The XLA flags every run gets."""
+  return (os.environ.get("XLA_FLAGS", "") + " " + _SINGLE_THREAD).strip()
 
 
 @dataclasses.dataclass
@@ -35,6 +44,7 @@ class Run:
   num_steps: int
   extra_flags: tuple = ()
   after: "Run | None" = None  # the warm start this run starts from
+  seconds: float = 0.0  # the cost model's prediction
 
   @property
   def warm_start_dir(self) -> str:
@@ -58,36 +68,43 @@ class Run:
       return sum(1 for line in f if line.strip())
 
 
-def plan(name: str, size: str, seeds: int, workdir: str):
+def plan(name: str, size: str, seeds: int | None, workdir: str):
   """(warm-start runs, arm runs) of an ablation, arm runs by seed then arm.
 
-  Warm-start runs of different ablations with the same key are equal (the
-  same workdir), so a caller may pool several ablations' plans.
+  `seeds` None takes the size's. Warm-start runs of different ablations
+  with the same key are equal (the same workdir), so a caller may pool
+  several ablations' plans.
   """
   module = spec.load(name)
   ablation = module.get_ablation()
+  chosen = spec.check_size(ablation, size)
   config_file = module.__file__
+  outdir = spec.output_dir(workdir, ablation, size)
   warm, runs = {}, []
-  for seed in range(seeds):
+  for seed in range(chosen.seeds if seeds is None else seeds):
+    warm_seed = spec.warm_seed(ablation, size, seed)
     for arm in ablation.arms:
       config = spec.build_config(ablation, f"{arm},{seed},{size}")
-      key = spec.warm_start_key(config)
-      warm_dir = os.path.join(workdir, "warm_starts", key)
+      key = spec.warm_start_key(config, warm_seed)
       if key not in warm and config.warm_start.steps > 0:
+        warm_config = spec.build_config(ablation,
+                                        f"{arm},{warm_seed},{size}")
+        warm_config.rl.num_steps = 0
         warm[key] = Run(f"warm start {key[:6]}", config_file,
-                        f"{arm},0,{size}", warm_dir, 0,
-                        ("--config.rl.num_steps=0",))
+                        f"{arm},{warm_seed},{size}",
+                        os.path.join(workdir, "warm_starts", key), 0,
+                        ("--config.rl.num_steps=0",),
+                        seconds=cost.run_seconds(warm_config, chosen.timing))
       runs.append(Run(f"{name}/{arm} s{seed}", config_file,
                       f"{arm},{seed},{size}",
-                      os.path.join(workdir, name, size, arm, f"seed{seed}"),
-                      config.rl.num_steps, after=warm.get(key)))
+                      os.path.join(outdir, arm, f"seed{seed}"),
+                      config.rl.num_steps, after=warm.get(key),
+                      seconds=cost.run_seconds(config, chosen.timing)))
   return list(warm.values()), runs
 
 
 def _start(run: Run, log) -> subprocess.Popen:
-  env = dict(os.environ, PYTHONUNBUFFERED="1",
-             XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " "
-                        + _SINGLE_THREAD).strip())
+  env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_FLAGS=xla_flags())
   init = ((f"--config.init_checkpoint={run.after.warm_start_dir}",)
           if run.after else ())
   cmd = [sys.executable, "-m", "experiments.train",
@@ -127,13 +144,13 @@ def execute(runs: list[Run], parallel: int,
         log = open(os.path.join(os.path.dirname(run.workdir.rstrip("/")),
                                 f"{os.path.basename(run.workdir)}.log"), "a",
                    encoding="utf-8")
-        active[run.name] = (run, _start(run, log), log)
+        active[run.name] = (run, _start(run, log), log, time.time())
         total = run.num_steps or None
         bars[run.name] = tqdm.tqdm(total=total, desc=run.name,
                                    disable=not show_progress, leave=False,
                                    dynamic_ncols=True)
       time.sleep(poll_seconds)
-      for name, (run, proc, log) in list(active.items()):
+      for name, (run, proc, log, start) in list(active.items()):
         bar = bars[name]
         bar.update(run.progress() - bar.n)
         code = proc.poll()
@@ -146,9 +163,10 @@ def execute(runs: list[Run], parallel: int,
           raise RuntimeError(f"run {name!r} failed with exit code {code}; "
                              f"see {log.name}.")
         with open(run.done_path, "w", encoding="utf-8") as f:
-          json.dump({"steps": run.num_steps, "time": time.time()}, f)
+          json.dump({"steps": run.num_steps, "start": start,
+                     "end": time.time()}, f)
   finally:
-    for _, proc, log in active.values():
+    for _, proc, log, _ in active.values():
       proc.terminate()
       proc.wait()
       log.close()

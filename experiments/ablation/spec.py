@@ -1,60 +1,202 @@
-"""What an ablation is: arms, sizes, claims, and the train config of a run.
+"""What an ablation is: arms, sizes, pre-registered claims, run configs.
 
 Each `experiments/configs/ablations/<name>.py` defines `get_ablation()` (an
 `Ablation`, read by the runner and the report) and `get_config(arg)`, where
 `arg` is "<arm>,<seed>,<size>", so every run is an ordinary
 `python -m experiments.train --config=<file>:<arm>,<seed>,<size>` call.
 
-An `Ablation` holds:
-  name, description: for the report.
-  base: the loop config module the arms override ("chain_arith" unless
-    set).
-  common: flat overrides for every arm ({"task.prm": "hackable", ...}).
-  arms: {arm name: flat overrides} in plotting order.
-  sizes: {size name: flat overrides}; "default" and "smoke" at least.
-  claims: list of claims, each a dict with
-    name, paper (the direction the paper reports, in words), metric (an
-    eval metric), reduce ("final": mean of the last `last_k` evaluations,
-    "samples_to_target": samples seen at the first evaluation with
-    metric >= target, the budget + 1 if never), better ("higher"/"lower"),
-    arm (the arm the paper favours) and baseline (the arm it beats).
-  plot_metrics: eval metrics plotted against samples seen.
-Flat override keys are dotted config paths; dict values replace the whole
-sub-config (e.g. "rl.estimator_kwargs").
+The claims, their metrics, reductions, directions and smallest effects of
+interest, and the ablation's α, correction, test and power are its
+pre-registration: the runner hashes them (with the arms and the size's
+steps and seeds) before any training starts, and the report refuses to give
+verdicts once they differ from what the runs started under
+(`preregistration.py`). Change them after seeing results only by raising
+`version` (new runs in a new folder) and say why in docs/ablations.md's
+changelog.
 """
 
 import dataclasses
 import hashlib
 import importlib
 import json
+import os
 
 import ml_collections
+
+from experiments.ablation import cost
+from experiments.ablation import reductions
+
+_BETTER = ("higher", "lower")
+KINDS = ("superiority", "non_inferiority")
+CORRECTIONS = ("holm", "none")
+TESTS = ("t", "sign_flip")
+
+
+def _check_choice(owner: str, field: str, value, valid) -> None:
+  if value not in valid:
+    raise ValueError(f"{owner}: {field} must be one of {valid}, got "
+                     f"{value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+  """One pre-registered claim: `arm` beats `baseline` on `metric`.
+
+  Attributes:
+    name: short name (unique in the ablation).
+    paper: the paper's result, in words.
+    arm, baseline: the arm the paper favours and the one it beats.
+    metric: the primary metric's full key ("rollout/accuracy",
+      "task/filler_steps", "eval/accuracy", ...; see `reductions`).
+    reduce: how a run's curve becomes one number (`reductions.REDUCTIONS`).
+    better: "higher" or "lower": the paper's direction on the reduced value.
+    smallest_effect: the smallest effect of interest, in the reduced
+      value's units (> 0); for a non-inferiority claim, its margin.
+    kind: "superiority" (d > 0) or "non_inferiority" (d > −margin: "at
+      least as good as").
+    primary: primary claims form the ablation's multiplicity family (Holm);
+      secondary ones are exploratory, reported without correction.
+    target: the level of "samples_to_target".
+    tail: the share of training steps "train_tail" averages.
+    window: records in the trailing mean of "samples_to_target".
+    versus_start: a change within one arm (`baseline` = `arm`): each seed's
+      reduced metric against the same run's start
+      (`reductions.start`), e.g. "filler rises under the sum form".
+  """
+  name: str
+  paper: str
+  arm: str
+  baseline: str
+  metric: str = "rollout/accuracy"
+  reduce: str = "train_tail"
+  better: str = "higher"
+  smallest_effect: float = 0.05
+  kind: str = "superiority"
+  primary: bool = True
+  target: float | None = None
+  tail: float = 0.25
+  window: int = 1
+  versus_start: bool = False
+
+  def __post_init__(self):
+    reductions.check(self.metric, self.reduce)
+    _check_choice(f"claim {self.name!r}", "better", self.better, _BETTER)
+    _check_choice(f"claim {self.name!r}", "kind", self.kind, KINDS)
+    if not self.smallest_effect > 0:
+      raise ValueError(f"claim {self.name!r}: smallest_effect must be > 0, "
+                       f"got {self.smallest_effect!r}.")
+    if (self.reduce == "samples_to_target") != (self.target is not None):
+      raise ValueError(f"claim {self.name!r}: target is needed by, and only "
+                       f"by, reduce='samples_to_target'.")
+    if self.versus_start and self.reduce == "samples_to_target":
+      raise ValueError(f"claim {self.name!r}: a versus_start claim needs a "
+                       f"level reduction, not samples_to_target.")
+    if not 0 < self.tail <= 1 or self.window < 1:
+      raise ValueError(f"claim {self.name!r}: need 0 < tail <= 1 and window "
+                       f">= 1, got {self.tail!r}, {self.window!r}.")
+
+  def reduce_kwargs(self) -> dict:
+    return {"tail": self.tail, "target": self.target, "window": self.window}
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+  """A size preset: config overrides, seeds and the cost model's timing.
+
+  Attributes:
+    overrides: flat dotted config overrides ({"rl.num_steps": 80, ...}).
+    seeds: seeds per arm (the `--seeds` default).
+    warm_starts: distinct warm starts (initial policies) per task; seed s
+      starts from warm start s mod warm_starts.
+    timing: measured seconds per step and evaluation (`cost.Timing`).
+  """
+  overrides: dict
+  seeds: int
+  warm_starts: int
+  timing: cost.Timing
+
+  def __post_init__(self):
+    if self.seeds < 1 or not 1 <= self.warm_starts:
+      raise ValueError(f"need seeds >= 1 and warm_starts >= 1, got "
+                       f"{self.seeds}, {self.warm_starts}.")
 
 
 @dataclasses.dataclass(frozen=True)
 class Ablation:
-  """One ablation (see the module docstring for the fields)."""
+  """One ablation.
+
+  Attributes:
+    name, description: for the report.
+    arms: {arm name: flat overrides} (each arm in some claim).
+    sizes: {size name: Size}; "default" and "smoke" at least.
+    claims: the pre-registered `Claim`s.
+    base: the loop config module the arms override.
+    common: flat overrides for every arm ({"task.prm": "hackable", ...}).
+    plot_metrics: extra diagnostic keys drawn for every arm.
+    alpha: the significance level of every claim.
+    correction: "holm" (over the primary claims) or "none".
+    test: the p-value the verdict uses: "t" (paired t) or "sign_flip".
+    power: the power at which the minimum detectable effect is computed.
+    version: raise it to change the pre-registration after runs started.
+  Flat override keys are dotted config paths; dict values replace the whole
+  sub-config (e.g. "rl.estimator_kwargs").
+  """
   name: str
   description: str
   arms: dict
   sizes: dict
-  claims: list
-  plot_metrics: list
+  claims: tuple
   base: str = "chain_arith"
   common: dict = dataclasses.field(default_factory=dict)
+  plot_metrics: tuple = ()
+  alpha: float = 0.05
+  correction: str = "holm"
+  test: str = "t"
+  power: float = 0.8
+  version: int = 1
+
+  def __post_init__(self):
+    names = [c.name for c in self.claims]
+    if len(set(names)) != len(names):
+      raise ValueError(f"{self.name}: claim names must be unique: {names}.")
+    for c in self.claims:
+      unknown = {c.arm, c.baseline} - set(self.arms)
+      if unknown or (c.arm == c.baseline) != c.versus_start:
+        raise ValueError(f"{self.name}: claim {c.name!r} compares {c.arm!r} "
+                         f"with {c.baseline!r}; both must be arms of "
+                         f"{list(self.arms)}, the same one exactly when "
+                         f"versus_start is set.")
+    if not {"default", "smoke"} <= set(self.sizes):
+      raise ValueError(f"{self.name}: sizes need 'default' and 'smoke', got "
+                       f"{list(self.sizes)}.")
+    _check_choice(self.name, "correction", self.correction, CORRECTIONS)
+    _check_choice(self.name, "test", self.test, TESTS)
+    if not 0 < self.alpha < 1 or not 0 < self.power < 1:
+      raise ValueError(f"{self.name}: alpha and power must be in (0, 1), "
+                       f"got {self.alpha!r}, {self.power!r}.")
+    if isinstance(self.version, bool) or not isinstance(
+        self.version, int) or self.version < 1:
+      raise ValueError(f"{self.name}: version must be an int >= 1, got "
+                       f"{self.version!r}.")
 
 
 # The size every ablation uses in tests: seconds per run.
-SMOKE = {"task.min_ops": 1, "task.max_ops": 2, "model.name": "tiny",
-         "sampling.max_new_tokens": 24, "task.max_response_len": 24,
-         "warm_start.steps": 4, "warm_start.batch_size": 8,
-         "rl.num_steps": 2, "rl.prompts_per_step": 2,
-         "rl.samples_per_prompt": 4, "eval_every": 1, "eval_problems": 4,
-         "checkpoint_every": 1}
-
+SMOKE = Size({"task.min_ops": 1, "task.max_ops": 2, "model.name": "tiny",
+              "sampling.max_new_tokens": 24, "task.max_response_len": 24,
+              "warm_start.steps": 4, "warm_start.batch_size": 8,
+              "rl.num_steps": 2, "rl.prompts_per_step": 2,
+              "rl.samples_per_prompt": 4, "eval_every": 1,
+              "eval_problems": 4, "checkpoint_every": 1},
+             seeds=1, warm_starts=1,
+             timing=cost.Timing(rl_step=0.2, evaluation=0.2,
+                                warm_start_step=0.05))
 
 # The outcome-only baseline arm most ablations compare against.
 GRPO = {"rl.estimator": "grpo"}
+# Warm-start steps of every default size. The supervised loss stops falling
+# at about 1000, but three warm starts per task must fit the budgets
+# (docs/ablations.md, "Sizes and the cost model").
+WARM_START_STEPS = 400
 
 
 def summary(doc: str) -> str:
@@ -62,31 +204,31 @@ def summary(doc: str) -> str:
   return doc.split("\n\n")[1].replace("\n", " ")
 
 
-def sizes(num_steps: int, eval_every: int, **default) -> dict:
-  """{"default": RL steps at 8 prompts x 8 samples, 128 eval problems, a
-  1000-step warm start, and `default` overrides; "smoke": SMOKE}.
+def sizes(num_steps: int, evaluations: int, timing: cost.Timing, *,
+          seeds: int = 8, warm_starts: int = 3, **default) -> dict:
+  """{"default": RL steps of 8 prompts x 8 samples, `evaluations` evenly
+  spaced evaluations of 1024 held-out problems after the one at step 0, a
+  WARM_START_STEPS warm start and `default` overrides; "smoke": SMOKE}.
 
-  Sized so that `python -m experiments.ablate --ablation=all --seeds=3`
-  fits in about an hour on 2 CPU cores: a default RL step of the toy model
-  takes 0.33-0.5 s there (1.5-2 s on the tool task, whose calculator calls
-  are host round trips), and each run adds about 25 s of start-up,
-  compilation and evaluation. The warm start's loss stops falling at about
-  1000 steps (of the loop config's 1500).
+  `timing` holds the measured step and evaluation times the cost model
+  plans the budget with (`cost.calibrate` of a finished run gives them).
   """
-  return {"default": {"rl.num_steps": num_steps, "rl.prompts_per_step": 8,
-                      "eval_every": eval_every, "eval_problems": 128,
-                      "warm_start.steps": 1000, **default},
+  every = max(num_steps // evaluations, 1)
+  return {"default": Size({"rl.num_steps": num_steps,
+                           "rl.prompts_per_step": 8, "eval_every": every,
+                           "eval_problems": 1024, "checkpoint_every": every,
+                           "warm_start.steps": WARM_START_STEPS, **default},
+                          seeds=seeds, warm_starts=warm_starts,
+                          timing=timing),
           "smoke": SMOKE}
 
 
-def claim(name: str, paper: str, arm: str, baseline: str, *,
-          metric: str = "accuracy", reduce: str = "final",
-          better: str = "higher", last_k: int = 2, **extra) -> dict:
-  """One claim (fields in the module docstring); accuracy at the end by
-  default."""
-  return dict(name=name, paper=paper, arm=arm, baseline=baseline,
-              metric=metric, reduce=reduce, better=better, last_k=last_k,
-              **extra)
+def output_dir(workdir: str, ablation: Ablation, size: str) -> str:
+  """Where an ablation's runs, registration, plots and report go: version 1
+  in WORKDIR/<name>/<size>, version v in WORKDIR/<name>-v<v>/<size>."""
+  name = (ablation.name if ablation.version == 1
+          else f"{ablation.name}-v{ablation.version}")
+  return os.path.join(workdir, name, size)
 
 
 def load(name: str):
@@ -122,16 +264,27 @@ def build_config(ablation: Ablation, arg: str) -> ml_collections.ConfigDict:
                      f"{arg!r}.") from e
   if arm not in ablation.arms:
     raise ValueError(f"arm {arm!r} is not one of {list(ablation.arms)}.")
-  if size not in ablation.sizes:
-    raise ValueError(f"size {size!r} is not one of {list(ablation.sizes)}.")
+  check_size(ablation, size)
   config = importlib.import_module(
       f"experiments.configs.{ablation.base}").get_config()
   apply(config, dict(ablation.common))
-  apply(config, dict(ablation.sizes[size]))
+  apply(config, dict(ablation.sizes[size].overrides))
   apply(config, dict(ablation.arms[arm]))
   config.seed = seed
   config.show_progress = False
   return config
+
+
+def check_size(ablation: Ablation, size: str) -> Size:
+  """The Size named `size`; ValueError naming the valid ones otherwise."""
+  if size not in ablation.sizes:
+    raise ValueError(f"size {size!r} is not one of {list(ablation.sizes)}.")
+  return ablation.sizes[size]
+
+
+def warm_seed(ablation: Ablation, size: str, seed: int) -> int:
+  """The warm start (initial policy) seed `seed` starts from."""
+  return seed % check_size(ablation, size).warm_starts
 
 
 # Task settings that only change how responses are scored, never the
@@ -139,8 +292,9 @@ def build_config(ablation: Ablation, arg: str) -> ml_collections.ConfigDict:
 _SCORING_ONLY = ("prm", "assignment", "unmatched_penalty")
 
 
-def warm_start_key(config: ml_collections.ConfigDict) -> str:
-  """Runs whose warm start would be identical share one (this hash).
+def warm_start_key(config: ml_collections.ConfigDict, seed: int) -> str:
+  """Runs whose warm start would be identical share one (this hash): the
+  task, model and warm-start settings and the warm start's `seed`.
 
   Arms that differ only in scoring settings share it, so their paired
   comparison starts from the same policy.
@@ -150,6 +304,6 @@ def warm_start_key(config: ml_collections.ConfigDict) -> str:
   shared = {"task": task, "model": config.model.to_dict(),
             "warm_start": config.warm_start.to_dict(),
             "budget": config.sampling.max_new_tokens,
-            "model_path": config.model_path}
+            "model_path": config.model_path, "seed": seed}
   text = json.dumps(shared, sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -6,6 +6,7 @@ the config has been checked, before anything is compiled.
 
 import dataclasses
 import pathlib
+import time
 
 from flax import nnx
 import jax
@@ -77,19 +78,49 @@ class Experiment:
                                             mesh_lib.replicated(self.mesh))
     return graphdef, params, rest
 
-  def evaluate(self, graphdef, params, rest, num_problems: int) -> dict:
-    """Accuracy and task metrics on a fixed problem set."""
-    problems = self.task.sample_problems(np_rng(self.config, EVAL_DATA),
-                                         num_problems)
+  def eval_problems(self, step: int, num_problems: int) -> list:
+    """The held-out problems of the evaluation at `step`: fresh at every
+    evaluation, the same for every run with this seed (paired arms)."""
+    return self.task.sample_problems(np_rng(self.config, EVAL_DATA, step),
+                                     num_problems, split="eval")
+
+  def evaluate(self, graphdef, params, rest, num_problems: int,
+               step: int = 0) -> dict:
+    """Outcome and task metrics of the sampling policy on held-out problems.
+
+    Problems (`eval_problems`) and the sampling key are fresh at each
+    evaluation, so successive evaluations are independent samples rather
+    than repeated passes over one set. Sampling runs in chunks of the RL
+    batch's rows, a shape the trainer compiles anyway; the last chunk is
+    padded with repeated problems whose responses are dropped.
+
+    Returns:
+      The metrics of `outcome_metrics` and "seconds", the evaluation's
+      wall time.
+    """
+    clock = time.perf_counter()
+    problems = self.eval_problems(step, num_problems)
     sampling = dataclasses.replace(
         self.sampling, temperature=self.config.eval_temperature)
     decoder = policy_lib.merge(graphdef, params, rest).decoder
-    responses = rollouts_lib.generate(
-        self.task, decoder, problems, sampling=sampling,
-        key=jax.random.fold_in(self.key, 2**31 - 1))
+    key = jax.random.fold_in(jax.random.fold_in(self.key, 2**31 - 1), step)
+    rows = self.config.rl.prompts_per_step * self.config.rl.samples_per_prompt
+    chunks = []
+    for start in range(0, num_problems, rows):
+      chunk = problems[start:start + rows]
+      chunk += [problems[i % num_problems] for i in range(rows - len(chunk))]
+      chunks.append(rollouts_lib.generate(
+          self.task, decoder, chunk, sampling=sampling,
+          key=jax.random.fold_in(key, start)))
+    responses = rollouts_lib.Responses(**{
+        f.name: (None if getattr(chunks[0], f.name) is None else
+                 np.concatenate([getattr(c, f.name) for c in chunks])
+                 [:num_problems])
+        for f in dataclasses.fields(rollouts_lib.Responses)})
     scored = rollouts_lib.score_batch(self.task, problems, responses,
                                       self.task.max_steps)
-    return outcome_metrics(scored, responses)
+    return {**outcome_metrics(scored, responses),
+            "seconds": time.perf_counter() - clock}
 
 
 def _checkpoint_task(config) -> dict:

@@ -270,7 +270,7 @@ class _Evaluations:
           description="eval", prefix="eval", show_progress=False,
           drop_from=step)
     self.last = self.exp.evaluate(self.graphdef, params, self.rest,
-                                  config.eval_problems)
+                                  config.eval_problems, step)
     self.last["samples_seen"] = (step * config.rl.prompts_per_step
                                  * config.rl.samples_per_prompt)
     self.writer.write(step, self.last)

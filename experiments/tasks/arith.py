@@ -27,6 +27,7 @@ import re
 import numpy as np
 
 from experiments.tasks import base
+from experiments.tasks import splits
 
 OPERATORS = "+-*"
 IDENTITY = {"+": 0, "-": 0, "*": 1}
@@ -247,10 +248,14 @@ class ChainProblems:
   """Problems of the chain tasks: needs `config` (a ChainConfig),
   `tokenizer` and `name`."""
 
-  def sample_problems(self, rng: np.random.Generator,
-                      n: int) -> list[base.Problem]:
-    """n problems, k uniform in [min_ops, max_ops]; deterministic in rng."""
-    return [self._problem(*self.config.sample_chain(rng)) for _ in range(n)]
+  def sample_problems(self, rng: np.random.Generator, n: int,
+                      split: str = "train") -> list[base.Problem]:
+    """n problems of `split` (see `splits`), k uniform in [min_ops,
+    max_ops]; deterministic in rng."""
+    chains = splits.sample(self.config.sample_chain,
+                           lambda chain: self.config.prompt_text(*chain),
+                           rng, n, split)
+    return [self._problem(*chain) for chain in chains]
 
   def problem_from_text(self, text: str) -> base.Problem:
     """The problem of a chain written as text, e.g. "3+4*2-1".

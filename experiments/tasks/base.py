@@ -217,9 +217,11 @@ class Task(Protocol):
   max_response_len: int
   max_steps: int
 
-  def sample_problems(self, rng: np.random.Generator,
-                      n: int) -> list[Problem]:
-    """n problems, deterministic given the generator's state."""
+  def sample_problems(self, rng: np.random.Generator, n: int,
+                      split: str = "train") -> list[Problem]:
+    """n problems of `split` ("train": warm start and RL; "eval": the
+    held-out problems of `splits`), deterministic given the generator's
+    state."""
 
   def score(self, problem: Problem, response_ids: np.ndarray,
             observation_mask: np.ndarray | None = None) -> Score:

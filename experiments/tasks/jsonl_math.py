@@ -16,6 +16,8 @@ local tokenizer.json or a `base.Tokenizer` object
 * Outcome: 1.0 when the response ends with EOS (unless `require_eos` is
   off) and the answer `answers.extract_answer` finds in it matches the
   reference (`answers.answers_match`), else 0.0; never NaN.
+* Split: 1/8 of the lines (by a hash of the question, `splits.partition`)
+  are held out for evaluation and never sampled for training.
 * Steps: a step ends at each token after which the text ends with
   `step_separator` ("\\n\\n", as PURE segments responses; None: one step);
   the rest of the response, EOS included, is the last step. There is no
@@ -33,6 +35,7 @@ import numpy as np
 
 from experiments.tasks import answers
 from experiments.tasks import base
+from experiments.tasks import splits
 from experiments.tasks import text_tokenizers
 
 
@@ -168,6 +171,7 @@ class JsonlMathTask(base.NoEnvironment):
     if not self._problems:
       raise ValueError(f"every prompt of {c.path!r} exceeds max_prompt_len="
                        f"{c.max_prompt_len}.")
+    self._splits = splits.partition([p.text for p in self._problems])
     self._token_text = {}
 
   def __len__(self) -> int:
@@ -181,11 +185,21 @@ class JsonlMathTask(base.NoEnvironment):
            if c.add_bos and self.tokenizer.bos_id is not None else [])
     return bos + list(self.tokenizer.encode(text))
 
-  def sample_problems(self, rng: np.random.Generator,
-                      n: int) -> list[base.Problem]:
-    """n problems drawn uniformly with replacement; deterministic in rng."""
-    return [self._problems[int(i)]
-            for i in rng.integers(len(self._problems), size=n)]
+  def sample_problems(self, rng: np.random.Generator, n: int,
+                      split: str = "train") -> list[base.Problem]:
+    """n problems of `split` (lines held out by `splits.partition` of their
+    questions) drawn uniformly with replacement; deterministic in rng.
+
+    Raises:
+      ValueError: an unknown split, or the eval split of a one-line file.
+    """
+    pool = self._splits[splits.check_split(split)]
+    if not pool:
+      raise ValueError(f"{self.config.path!r} has {len(self)} usable line(s)"
+                       f"; holding one out for the {split!r} split needs at "
+                       f"least 2.")
+    return [self._problems[pool[int(i)]]
+            for i in rng.integers(len(pool), size=n)]
 
   def _step_ends(self, ids: np.ndarray) -> np.ndarray:
     """Token positions after which the text ends with the separator."""
