@@ -18,11 +18,11 @@ must be ordered: along a row the step ids of the valid tokens never decrease
 (each step is one contiguous run, steps in id order, so ids are the steps'
 order in time). Concrete unordered ids raise a ValueError naming `step_ids`;
 traced ones are checked only under checkify (`cajax.checkify_estimate`),
-and otherwise give undefined advantages on their own row (the check costs
-more than the estimator; `cajax.validate` checks it on the host). A step's
-reward is written at its last valid token (its "step end").
-Interior masked tokens are skipped by every return (carry across), and all
-outputs are 0 at masked tokens.
+and otherwise give undefined (finite) advantages, through the group
+statistics on other rows too (the check costs more than the estimator;
+`cajax.validate` checks it on the host). A step's reward is written at its
+last valid token (its "step end"). Interior masked tokens are skipped by
+every return (carry across), and all outputs are 0 at masked tokens.
 
 Outcome rewards passed as `[B]` arrays may hold NaN (or ±inf) for an
 unscorable row, and a non-finite reward at a valid step makes its row

@@ -227,7 +227,8 @@ def check_order(step_ids, kept, name: str = "step_ids") -> None:
   (`cajax.checkify_estimate`): the check needs a running maximum along the
   row, which costs about 20 passes on XLA:CPU (docs/performance.md), more
   than the estimators that rely on the order; without checkify an
-  unordered row gives undefined results (its own row only).
+  unordered row gives undefined (finite) results, which may reach other
+  rows through group statistics.
 
   Args:
     step_ids: int[B, T] step of each token.
