@@ -513,8 +513,8 @@ def sum_form_prm(step_rewards, mask, step_ids, step_mask, group_ids,
   """
   gamma = _checks.check_number(gamma, "gamma", low=0.0, high=1.0)
   out, _ = _prm_advantages(
-      "sum_form_prm", lambda rewards, valid: rewards, step_rewards, mask, step_ids,
-      step_mask, group_ids, num_groups, verifiable_rewards, token_kl,
+      "sum_form_prm", lambda rewards, valid: rewards, step_rewards, mask,
+      step_ids, step_mask, group_ids, num_groups, verifiable_rewards, token_kl,
       gamma=gamma, baseline=baseline,
       verifiable_reward_coef=verifiable_reward_coef, kl_coef=kl_coef,
       mask_step_end=mask_step_end, whiten=whiten)

@@ -293,12 +293,15 @@ def _step_layout_problems(name: str, rollouts: types.Rollouts,
     message = (f"estimator {name!r} reads steps, but no valid token of the "
                f"batch belongs to a valid step (step_ids in [0, S) with "
                f"step_mask True): its step credit is 0 on every token")
-    if name in _STEP_END_ESTIMATORS and (
-        _setting(name, settings, "verifiable_reward_coef") == 0 or (
-            settings.get("verifiable_rewards") is None
-            and rollouts.token_rewards is None)):
-      message += (", and without a verifiable reward every advantage is 0 "
-                  "(give rollouts.token_rewards or verifiable_rewards)")
+    if name in _STEP_END_ESTIMATORS:
+      if _setting(name, settings, "verifiable_reward_coef") == 0 or (
+          settings.get("verifiable_rewards") is None
+          and rollouts.token_rewards is None):
+        message += (", and without a verifiable reward every advantage is "
+                    "0 (give rollouts.token_rewards or verifiable_rewards)")
+      else:
+        message += (f", so {name} is its leave-one-out verifiable reward "
+                    f"alone (an outcome estimator)")
     return [message + "."]
   if name not in _STEP_END_ESTIMATORS or not _setting(
       name, settings, "mask_step_end"):

@@ -34,7 +34,9 @@ def _digits(step_tokens, rows=4, steps=5, token_rewards=True):
       num_groups=rows // 2, step_ids=ids.astype(np.int32),
       step_rewards=rng.choice([-1.0, 1.0], size=(rows, steps)).astype(
           np.float32),
-      step_mask=np.ones((rows, steps), bool))
+      step_mask=np.ones((rows, steps), bool),
+      logprobs=rng.normal(-1.0, 0.3, size=(rows, length)).astype(np.float32),
+      old_logprobs=np.full((rows, length), -1.0, np.float32))
 
 
 def _nonzero_fraction(name, rollouts, **settings):
@@ -94,7 +96,7 @@ def test_one_token_steps_are_flagged_naming_mask_step_end(name):
 
 def test_estimators_without_step_end_masking_accept_one_token_steps():
   one = _digits(1)
-  for name in ("process_grpo", "tp_grpo", "capo", "grpo"):
+  for name in ("process_grpo", "tp_grpo", "istar", "capo", "grpo"):
     assert not validation.estimator_problems(name, one), name
 
 
@@ -105,13 +107,19 @@ STEP_READERS = tuple(name for name in cajax.estimator_names()
 @pytest.mark.parametrize("name", STEP_READERS)
 def test_a_batch_without_steps_is_flagged(name):
   rollouts = _digits(2)
-  for no_steps in (rollouts.replace(step_mask=np.zeros((4, 5), bool)),
+  no_step_mask = rollouts.replace(step_mask=np.zeros((4, 5), bool))
+  if "step_mask" not in registry.required_fields(name):  # istar
+    assert not validation.estimator_problems(name, no_step_mask)
+    no_step_mask = rollouts.replace(step_ids=np.full((4, 10), 7, np.int32))
+  for no_steps in (no_step_mask,
                    rollouts.replace(step_ids=np.full((4, 10), -1,
                                                      np.int32))):
     problems = validation.estimator_problems(name, no_steps)
-    assert len(problems) == 1 and "no valid token of the batch belongs to "
-    "a valid step" in problems[0], (name, problems)
-    assert "verifiable" not in problems[0]
+    assert len(problems) == 1, (name, problems)
+    assert ("no valid token of the batch belongs to a valid step"
+            in problems[0]), problems
+    assert ("leave-one-out verifiable reward alone" in problems[0]) == (
+        name in STEP_END), problems
 
 
 @pytest.mark.parametrize("name", STEP_END)
