@@ -97,6 +97,7 @@ from cajax.token_rewards import implicit_token_reward
 from cajax.token_rewards import log_sigmoid_transform
 from cajax.types import EstimatorOutput
 from cajax.types import Rollouts
+from cajax.validation import checkify_estimate
 from cajax.validation import validate
 
 __version__ = "0.1.0"

@@ -8,7 +8,9 @@ is a maximal contiguous run of True tokens (`sequences.contiguous_runs`); a
 *step* is the set of tokens sharing a `step_ids` value. Outputs are float32
 and exactly 0 at masked tokens. A row whose reward (or another score input
 at a valid entry) is not finite is unscorable: it gets advantage 0 and is
-left out of every group statistic as if absent.
+left out of every group statistic as if absent. So is a row whose group (or
+sibling) id lies outside [0, num_groups) under jit (concrete ids raise).
+Step ids must be ordered (`cajax.step_totals.check_order`).
 
 Group statistics follow the verl conventions of the peers: unbiased std
 (ddof=1) with eps added outside the square root, a singleton group passes its
@@ -71,9 +73,11 @@ def _implicit_step_rewards(prm_logprobs, ref_logprobs, mask, step_ids,
   mask = mask & (scoring.finite_rows(prm, mask)
                  & scoring.finite_rows(ref, mask))[:, None]
   ids = _checks.as_int(step_ids, "step_ids")
+  kept = mask & (ids >= 0) & (ids < num_steps)
+  step_totals.check_order(ids, kept)
   # One step search gives the sums and the token counts together.
   totals = step_totals.totals(
-      ids, mask & (ids >= 0) & (ids < num_steps), num_steps,
+      ids, kept, num_steps,
       sums=(implicit_token_reward(jnp.where(mask, prm, 0.0),
                                   jnp.where(mask, ref, 0.0), mask,
                                   beta=beta),))
@@ -166,7 +170,10 @@ def istar(token_rewards, prm_logprobs, old_logprobs, mask, step_ids,
       PRM (the registered adapter reads `Rollouts.logprobs`).
     old_logprobs: f[B, T] log π_old of the sampled tokens.
     mask: bool[B, T] trainable tokens.
-    step_ids: int[B, T] step index per token, −1 outside any step.
+    step_ids: int[B, T] step index per token, −1 outside any step. Steps
+      are ordered: ids never decrease along a row, so the lowest valid id
+      is the first step in time ("first_row"); concrete unordered ids raise
+      a ValueError, traced ones are checked under checkify only.
     group_ids: int[B] environment group of each row, in [0, num_groups).
     num_groups: static G.
     num_steps: static S, the size of the step axis (ids ≥ S are ignored).
@@ -183,7 +190,8 @@ def istar(token_rewards, prm_logprobs, old_logprobs, mask, step_ids,
     `step_advantages` f32[B, S].
 
   Raises:
-    ValueError: bad shapes, dtypes or options.
+    ValueError: bad shapes, dtypes or options, or concrete unordered
+      `step_ids`.
 
   Examples:
     Two two-step episodes of one environment; the implicit PRM's log-probs
@@ -213,7 +221,8 @@ def istar(token_rewards, prm_logprobs, old_logprobs, mask, step_ids,
   old = _checks.as_float_like(old_logprobs, mask_b, "old_logprobs")
   scores, scorable = _row_scores(token_rewards, mask)
   scorable = (scorable & scoring.finite_rows(prm, mask_b)
-              & scoring.finite_rows(old, mask_b))
+              & scoring.finite_rows(old, mask_b)
+              & groups.in_range(group_ids, num_groups))
   mask_b = mask_b & scorable[:, None]
   step_rewards, step_valid = istar_step_rewards(
       prm, old, mask_b, step_ids, num_steps=num_steps, beta=beta,
@@ -280,7 +289,8 @@ def istar_prm_dpo_loss(prm_logprobs, ref_logprobs, token_rewards, mask,
     f32 scalar loss.
 
   Raises:
-    ValueError: bad shapes, dtypes or options.
+    ValueError: bad shapes, dtypes or options, or concrete unordered
+      `step_ids`.
   """
   _checks.check_choice(trajectory_score, _TRAJECTORY_SCORES,
                        "trajectory_score")
@@ -297,7 +307,7 @@ def istar_prm_dpo_loss(prm_logprobs, ref_logprobs, token_rewards, mask,
         prm_logprobs, ref_logprobs, mask_b, beta=beta)
     has_score = jnp.any(mask_b, axis=1)
   rewards, scorable = _row_scores(token_rewards, mask)
-  usable = scorable & has_score
+  usable = scorable & has_score & groups.in_range(group_ids, num_groups)
   success = usable & (rewards > success_threshold)
   failure = usable & ~(rewards > success_threshold)
   pairs = ((group_ids[:, None] == group_ids[None, :])
@@ -442,7 +452,8 @@ def matchtir(token_rewards, mask, group_ids, num_groups: int, *,
   num_turns = rewards.shape[1]
   total, scorable = scoring.split_unscorable(
       jnp.sum(jnp.where(turn_valid, rewards, 0.0), axis=1))
-  rows = turn_valid[:, 0] & scorable  # turn_valid: a row prefix
+  # turn_valid is a row prefix.
+  rows = turn_valid[:, 0] & scorable & groups.in_range(group_ids, num_groups)
   turn_valid = turn_valid & rows[:, None]
   rewards = jnp.where(turn_valid, rewards, 0.0)
   returns = sequences.reverse_discounted_cumsum(rewards, turn_valid, gamma)
@@ -570,6 +581,7 @@ def r3l(token_rewards, mask, group_ids, num_groups: int, *,
   mask_b, group_ids, num_groups = groups.check_batch_groups(
       mask, group_ids, num_groups)
   scores, scorable = _row_scores(token_rewards, mask)
+  scorable = scorable & groups.in_range(group_ids, num_groups)
   if baseline == "mean":
     shifted = groups.group_normalize(
         scores, group_ids, num_groups, scorable,
@@ -736,6 +748,7 @@ def slate(token_rewards, mask, sibling_ids, num_branches: int, *,
                         like=f"mask {tuple(mask_b.shape)}")
     step_tokens = ~masking.prefix_mask(prefix_lengths, length)
   scores, scorable = _row_scores(token_rewards, mask, keep=step_tokens)
+  scorable = scorable & groups.in_range(sibling_ids, num_branches)
   step_adv = groups.group_normalize(
       scores, sibling_ids, num_branches, scorable,
       mode="std" if normalize_by_std else "mean", eps=eps)

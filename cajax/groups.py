@@ -5,11 +5,19 @@ static `num_groups`. Groups may be non-contiguous and of unequal size; every
 reduction is a segment op, never a `reshape(-1, G)`. Rows with
 `valid=False` (for example unscorable rows whose score is NaN) are left out of
 every statistic.
+
+Out-of-range ids: concrete ids outside [0, num_groups) raise a ValueError.
+Traced ids (inside `jax.jit`) cannot raise: an entry with such an id is left
+out of every statistic here (the segment ops drop it) and gets 0 from
+`group_normalize`, and every estimator treats its row as unscorable
+(`in_range`). Under `jax.experimental.checkify` the range is checked
+(`cajax.checkify_estimate`).
 """
 
 from typing import NamedTuple
 
 import jax
+from jax.experimental import checkify
 import jax.numpy as jnp
 import numpy as np
 
@@ -48,18 +56,45 @@ def _check_groups(values, group_ids, num_groups, valid):
   return values, group_ids, num_groups, valid
 
 
+def in_range(group_ids, num_groups: int) -> jax.Array:
+  """bool like `group_ids`: the ids in [0, num_groups).
+
+  A row whose id is outside is unscorable under jit (concrete ids raise
+  instead, `check_id_range`): estimators AND this into their scorable rows,
+  so the row gets advantage 0 and is left out of every group and batch
+  statistic, as a row with a non-finite score is.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from cajax import groups
+    >>> groups.in_range(jnp.array([0, 2, -1, 1]), 2).tolist()
+    [True, False, False, True]
+  """
+  return (group_ids >= 0) & (group_ids < num_groups)
+
+
 def check_id_range(group_ids, num_groups: int, name: str = "group_ids",
                    count_name: str = "num_groups") -> None:
-  """Checks concrete ids lie in [0, num_groups); traced ids pass unchecked.
+  """Checks ids lie in [0, num_groups): concrete ids now, traced ids under
+  `checkify`.
 
-  Under jit an out-of-range id cannot be detected: its row drops out of
-  every segment sum while gathers read another group's statistics (ids ≥
-  num_groups clamp, negative ids wrap), so its result is meaningless.
+  Traced ids cannot raise inside `jax.jit`; the estimators treat a row with
+  an out-of-range id as unscorable (`in_range`). The range is also checked
+  with `checkify.debug_check`, a no-op unless the caller's function runs
+  under `jax.experimental.checkify.checkify` (`cajax.checkify_estimate`).
 
   Raises:
-    ValueError: naming the offending ids.
+    ValueError: naming the offending concrete ids.
   """
   if _checks.is_traced(group_ids):
+    ids = jnp.reshape(group_ids, (-1,))
+    bad = ~in_range(ids, num_groups)
+    first = jnp.argmax(bad)
+    checkify.debug_check(
+        ~jnp.any(bad), f"{name} must lie in [0, {count_name}={num_groups}), "
+        f"got {{id}} at index {{index}}; set {count_name} to the number of "
+        f"groups (out of jit this raises a ValueError).", id=ids[first],
+        index=first)
     return
   ids = np.asarray(group_ids)
   bad = ids[(ids < 0) | (ids >= num_groups)]
@@ -76,8 +111,9 @@ def check_group_ids(group_ids, batch: int, num_groups: int, *,
                     like: str | None = None) -> jax.Array:
   """Checks `int[B]` row group ids for a batch of B rows; returns int32.
 
-  Concrete ids are also checked to lie in [0, num_groups) (see
-  `check_id_range` for what out-of-range ids do under jit).
+  Concrete ids are also checked to lie in [0, num_groups); traced ones
+  only under checkify (see `check_id_range`; the caller makes rows with
+  out-of-range ids unscorable with `in_range`).
 
   Args:
     group_ids: int[B] group of each row.
@@ -231,7 +267,9 @@ def group_normalize(values, group_ids, num_groups: int, valid=None, *,
 
   μ_g, σ_g (two-pass, `ddof`) and n_g are taken over the *population*
   entries of group g (default: the valid ones). The result is evaluated at
-  every valid entry; invalid entries (e.g. unscorable rows) get exactly 0.
+  every valid entry; invalid entries (e.g. unscorable rows) get exactly 0,
+  and so do entries whose (traced) id is outside [0, num_groups), which
+  take part in no statistic.
 
   Edge cases:
     * a group with n_g ≤ 1 is a singleton: `singleton="raw"` uses verl's
@@ -304,6 +342,10 @@ def group_normalize(values, group_ids, num_groups: int, valid=None, *,
     flat_population = flat_valid
   num_groups = _checks.check_positive_int(num_groups, "num_groups")
   check_id_range(group_ids, num_groups)
+  # Entries of out-of-range (traced) ids are in no group: no result, and
+  # the segment ops below already leave them out of the statistics.
+  known = in_range(ids, num_groups)[:, None]
+  flat_valid, flat_population = flat_valid & known, flat_population & known
   x = _checks.as_float(values, "values").reshape(rows)
   x = jnp.where(flat_valid | flat_population, x, 0.0)
   moments, sq = _moments(x, ids, num_groups, flat_population, ddof,

@@ -9,7 +9,8 @@ is expected to hold reward 0). Shared conventions:
   `num_groups`; groups may be non-contiguous and of unequal size.
 * A row whose score is not finite (NaN, ±inf) is *unscorable*: its
   advantage is 0, it is left out of every group and batch statistic as if
-  absent, and no NaN or inf reaches other rows.
+  absent, and no NaN or inf reaches other rows. So is a row whose group id
+  lies outside [0, num_groups) under jit (concrete ids raise).
   Group sizes n_g count scorable rows only.
 * A *singleton* group has exactly one scorable row. verl replaces its
   statistics by μ=0, σ=1 (`singleton="raw"`, the default); `"zero"` gives
@@ -86,7 +87,9 @@ def _prepare(token_rewards, mask, group_ids, num_groups) -> _Batch:
   mask, group_ids, num_groups = groups.check_batch_groups(mask, group_ids,
                                                          num_groups)
   scores, scorable = scoring.sequence_scores(token_rewards, mask)
-  return _Batch(scores, scorable, mask, group_ids, num_groups)
+  scorable = scorable & groups.in_range(group_ids, num_groups)
+  return _Batch(jnp.where(scorable, scores, 0.0), scorable, mask, group_ids,
+                num_groups)
 
 
 def _row_stats(scores, valid, group_ids, num_groups, ddof=1) -> _RowStats:
@@ -638,6 +641,8 @@ def gdpo(reward_components, mask, group_ids, num_groups: int, *,
   _checks.check_finite(weights, "weights")
   weights = _checks.as_float(jnp.asarray(weights), "weights")
   values, present = scoring.split_unscorable(values)
+  present = present & groups.in_range(ids, num_groups)[:, None]
+  values = jnp.where(present, values, 0.0)
   scorable = jnp.any(present, axis=1)
   total = jnp.zeros((batch_size,), jnp.float32)
   spread = jnp.zeros((batch_size,), bool)

@@ -15,21 +15,26 @@ token (−1 outside any step), `step_rewards: f[B, S]` and
 `step_mask: bool[B, S]`. A step is *valid* when its `step_mask` entry is True
 and it owns at least one valid token; invalid steps carry no reward. Steps
 must be ordered: along a row the step ids of the valid tokens never decrease
-(each step is one contiguous run, steps in id order; `cajax.validate` checks
-it). A step's reward is written at its last valid token (its "step end").
-Interior masked tokens are skipped by every return (carry across), and all
-outputs are 0 at masked tokens.
+(each step is one contiguous run, steps in id order, so ids are the steps'
+order in time). Concrete unordered ids raise a ValueError naming `step_ids`;
+traced ones are checked only under checkify (`cajax.checkify_estimate`),
+and otherwise give undefined (finite) advantages, through the group
+statistics on other rows too (the check costs more than the estimator;
+`cajax.validate` checks it on the host). A step's reward is written at its
+last valid token (its "step end"). Interior masked tokens are skipped by
+every return (carry across), and all outputs are 0 at masked tokens.
 
 Outcome rewards passed as `[B]` arrays may hold NaN (or ±inf) for an
 unscorable row, and a non-finite reward at a valid step makes its row
-unscorable too: such a row gets 0 everywhere and is left out of every group
-and batch statistic.
+unscorable too, as does a group id outside [0, num_groups) under jit: such a
+row gets 0 everywhere and is left out of every group and batch statistic.
 """
 
 import functools
 from typing import NamedTuple
 
 import jax
+from jax.experimental import checkify
 import jax.numpy as jnp
 
 from cajax import _checks
@@ -78,6 +83,7 @@ def _prepare_steps(step_rewards, step_mask, step_ids, mask,
   mask = _checks.as_mask(mask)
   num_steps = rewards.shape[1]
   inside = mask & (ids >= 0) & (ids < num_steps)
+  step_totals.check_order(ids, inside)
   # Steps are ordered among the valid tokens: one search gives each step's
   # token count and last token (`cajax.step_totals`), with no token-level
   # scatter. The step ends are then written by a scatter of S positions per
@@ -203,24 +209,49 @@ class _PrmInputs(NamedTuple):
   token_kl: jax.Array | None  # f32[B, T], 0 off the scorable tokens
 
 
-def _check_prm_inputs(step_rewards, mask, step_ids, step_mask, group_ids,
-                      num_groups, verifiable_rewards, token_kl, *, baseline,
-                      verifiable_reward_coef, kl_coef, mask_step_end,
-                      whiten) -> _PrmInputs:
-  """Checks the inputs and knobs shared by `pure` and `sum_form_prm`.
+def _check_signal(name: str, steps: _Steps, verifiable_rewards,
+                  verifiable_reward_coef: float) -> None:
+  """Raises when `pure` / `sum_form_prm` have neither step rewards (no
+  valid step in the batch) nor a verifiable reward: every advantage would
+  be 0. Traced steps are checked under checkify only."""
+  if verifiable_rewards is not None and verifiable_reward_coef != 0:
+    return
+  why = ("verifiable_rewards is None" if verifiable_rewards is None
+         else "verifiable_reward_coef=0")
+  message = (
+      f"{name} has no step rewards and no verifiable reward: no step of the "
+      f"batch is valid (a True step_mask entry whose step_ids own a valid "
+      f"token) and {why}, so every advantage would be 0. Pass step rewards "
+      f"with their step_mask and step_ids, or verifiable_rewards (through "
+      f"cajax.estimate: rollouts.token_rewards).")
+  has_steps = jnp.any(steps.valid)
+  if _checks.is_traced(has_steps):
+    checkify.debug_check(has_steps, message)
+  elif not bool(has_steps):
+    raise ValueError(message)
+
+
+def _check_prm_inputs(name, step_rewards, mask, step_ids, step_mask,
+                      group_ids, num_groups, verifiable_rewards, token_kl, *,
+                      baseline, verifiable_reward_coef, kl_coef,
+                      mask_step_end, whiten) -> _PrmInputs:
+  """Checks the inputs and knobs shared by `pure` and `sum_form_prm`
+  (`name`, for messages).
 
   A row is unscorable when a valid step reward, its verifiable reward or
   its KL at a valid token is not finite; it is dropped from the steps.
   """
   _checks.check_choice(baseline, PURE_BASELINES, "baseline")
-  _checks.check_number(verifiable_reward_coef, "verifiable_reward_coef")
+  verifiable_reward_coef = _checks.check_number(verifiable_reward_coef,
+                                                "verifiable_reward_coef")
   _checks.check_number(kl_coef, "kl_coef")
   _checks.check_bool(mask_step_end, "mask_step_end")
   _checks.check_bool(whiten, "whiten")
   steps = _prepare_steps(step_rewards, step_mask, step_ids, mask)
+  _check_signal(name, steps, verifiable_rewards, verifiable_reward_coef)
   batch = steps.mask.shape[0]
   group_ids = groups.check_group_ids(group_ids, batch, num_groups)
-  rows = _finite_step_rows(steps)
+  rows = _finite_step_rows(steps) & groups.in_range(group_ids, num_groups)
   if verifiable_rewards is not None:
     verifiable_rewards, scorable = scoring.row_scores(
         verifiable_rewards, batch, "verifiable_rewards")
@@ -286,13 +317,13 @@ def _process_returns(step_values, inputs: _PrmInputs, num_groups: int, *,
                                info=info)
 
 
-def _prm_advantages(transform, step_rewards, mask, step_ids, step_mask,
+def _prm_advantages(name, transform, step_rewards, mask, step_ids, step_mask,
                     group_ids, num_groups, verifiable_rewards, token_kl, *,
                     gamma: float, **knobs):
-  """`pure` and `sum_form_prm` with the step transform r → r* given:
-  checks, drops unscorable rows, runs `_process_returns`. Returns the
-  output and r*."""
-  inputs = _check_prm_inputs(step_rewards, mask, step_ids, step_mask,
+  """`pure` and `sum_form_prm` (`name`) with the step transform r → r*
+  given: checks, drops unscorable rows, runs `_process_returns`. Returns
+  the output and r*."""
+  inputs = _check_prm_inputs(name, step_rewards, mask, step_ids, step_mask,
                              group_ids, num_groups, verifiable_rewards,
                              token_kl, **knobs)
   step_values = transform(inputs.steps.rewards, inputs.steps.valid)
@@ -335,6 +366,17 @@ def pure(step_rewards, mask, step_ids, step_mask, group_ids, num_groups: int,
   everywhere and left out of every baseline, mean and the whitening as if
   absent; a batch with no non-zero return gives all-zero advantages.
 
+  "No step rewards" means no valid step in the batch (no True `step_mask`
+  entry whose step owns a valid token; all-zero rewards on valid steps are
+  rewards). Without step rewards the process term vanishes and the result
+  is the leave-one-out verifiable reward alone; without a verifiable reward
+  too (`verifiable_rewards` None or `verifiable_reward_coef=0`) every
+  advantage would be 0, so concrete inputs raise a ValueError (traced ones
+  are checked under checkify). `cajax.validate(rollouts, estimator="pure",
+  ...)` also flags a batch without steps, and steps so short that
+  `mask_step_end` zeroes almost every return (one-token steps: end each
+  step with a separator token, or set `mask_step_end=False`).
+
   See "Stop Summation: Min-Form Credit Assignment Is All Process Reward Model
   Needs for Reasoning" (Cheng et al., arXiv 2504.15275).
 
@@ -355,7 +397,9 @@ def pure(step_rewards, mask, step_ids, step_mask, group_ids, num_groups: int,
     verifiable_reward_coef: coefficient of the VR term, default 1.0.
     kl_coef: β of the KL reward, default 0.001 (repo `init_kl_coef`).
     mask_step_end: zero the return at step ends and the last token, default
-      True (`--nomask_separator_adv` turns it off in the repo).
+      True (`--nomask_separator_adv` turns it off in the repo). It assumes
+      each step ends with a separator token: on one-token steps it zeroes
+      every step token.
     whiten: batch-global whitening, default True (the repo's
       `advantage_estimator` normalisation).
 
@@ -366,7 +410,8 @@ def pure(step_rewards, mask, step_ids, step_mask, group_ids, num_groups: int,
     f32[B].
 
   Raises:
-    ValueError: bad shapes, dtypes or options.
+    ValueError: bad shapes, dtypes or options, concrete unordered
+      `step_ids`, or neither step rewards nor a verifiable reward.
 
   Examples:
     Two responses of two PRM-scored steps each; `step_ids` gives each
@@ -387,7 +432,7 @@ def pure(step_rewards, mask, step_ids, step_mask, group_ids, num_groups: int,
      [0.7 0.7 0.7 0.7]]
   """
   out, step_values = _prm_advantages(
-      functools.partial(pure_step_rewards, mode=mode,
+      "pure", functools.partial(pure_step_rewards, mode=mode,
                         temperature=temperature),
       step_rewards, mask, step_ids, step_mask, group_ids, num_groups,
       verifiable_rewards, token_kl, gamma=1.0, baseline=baseline,
@@ -436,14 +481,16 @@ def sum_form_prm(step_rewards, mask, step_ids, step_mask, group_ids,
     baseline: "token" (default), "step" or "none".
     verifiable_reward_coef: default 1.0.
     kl_coef: default 0.001.
-    mask_step_end: default True.
+    mask_step_end: default True (see `pure`: assumes steps end with a
+      separator token).
     whiten: default True.
 
   Returns:
     `EstimatorOutput` as in `pure` (info["process_outcome"] = Σₖ rₖ).
 
   Raises:
-    ValueError: bad shapes, dtypes or options.
+    ValueError: as `pure` (bad inputs, concrete unordered `step_ids`, or
+      neither step rewards nor a verifiable reward).
 
   Examples:
     Through the registry with the batch of `pure`'s example; each token gets
@@ -466,8 +513,8 @@ def sum_form_prm(step_rewards, mask, step_ids, step_mask, group_ids,
   """
   gamma = _checks.check_number(gamma, "gamma", low=0.0, high=1.0)
   out, _ = _prm_advantages(
-      lambda rewards, valid: rewards, step_rewards, mask, step_ids,
-      step_mask, group_ids, num_groups, verifiable_rewards, token_kl,
+      "sum_form_prm", lambda rewards, valid: rewards, step_rewards, mask,
+      step_ids, step_mask, group_ids, num_groups, verifiable_rewards, token_kl,
       gamma=gamma, baseline=baseline,
       verifiable_reward_coef=verifiable_reward_coef, kl_coef=kl_coef,
       mask_step_end=mask_step_end, whiten=whiten)
@@ -516,7 +563,8 @@ def process_grpo(step_rewards, mask, step_ids, step_mask, group_ids,
   left out of its group's statistics.
 
   Raises:
-    ValueError: bad shapes, dtypes or options.
+    ValueError: bad shapes, dtypes or options, or concrete unordered
+      `step_ids`.
 
   Examples:
     Three responses with up to two steps (row 2 has one step, and its token
@@ -542,7 +590,8 @@ def process_grpo(step_rewards, mask, step_ids, step_mask, group_ids,
   steps = _prepare_steps(step_rewards, step_mask, step_ids, mask)
   group_ids = groups.check_group_ids(group_ids, steps.rewards.shape[0],
                                      num_groups)
-  steps = _drop_rows(steps, _finite_step_rows(steps))
+  steps = _drop_rows(steps, _finite_step_rows(steps)
+                     & groups.in_range(group_ids, num_groups))
   normalized = groups.group_normalize(
       steps.rewards, group_ids, num_groups, steps.valid,
       mode="std" if normalize_by_std else "mean", eps=eps, ddof=ddof,
@@ -651,7 +700,8 @@ def tp_grpo(outcome_rewards, step_labels, mask, step_ids, step_mask,
     reward of each step's thought).
 
   Raises:
-    ValueError: bad shapes, dtypes or options.
+    ValueError: bad shapes, dtypes or options, or concrete unordered
+      `step_ids`.
 
   Examples:
     Step labels +1 (right) and −1 (wrong) for one correct and one wrong
@@ -688,7 +738,8 @@ def tp_grpo(outcome_rewards, step_labels, mask, step_ids, step_mask,
   group_ids = groups.check_group_ids(group_ids, batch, num_groups)
   outcome, scorable = scoring.row_scores(outcome_rewards, batch,
                                          "outcome_rewards")
-  scorable = scorable & _finite_step_rows(steps)
+  scorable = (scorable & _finite_step_rows(steps)
+              & groups.in_range(group_ids, num_groups))
   steps = _drop_rows(steps, scorable)
   outcome = jnp.where(scorable, outcome, 0.0)
   outcome_adv = groups.group_normalize(outcome, group_ids, num_groups,

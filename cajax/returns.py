@@ -391,6 +391,7 @@ def prime(token_rewards, rm_scores, mask, group_ids, num_groups: int, *,
   _checks.check_bool(whiten, "whiten")
   group_ids = groups.check_group_ids(group_ids, batch, num_groups)
   scores, rows = scoring.sequence_scores(token_rewards, mask)
+  rows = rows & groups.in_range(group_ids, num_groups)
   mask = _checks.as_mask(mask)
   if rm_scores is not None:
     process = _checks.as_float_like(rm_scores, mask, "rm_scores")

@@ -329,8 +329,9 @@ def tokens_to_steps(token_values, step_ids, num_steps: int, mask=None,
     num_steps: static S.
     mask: optional [B, T] bool; False tokens are ignored.
     reduce: "sum", "mean", "max" or "min" (empty steps give 0).
-    ordered: the kept tokens' ids never decrease along a row (checked by
-      `cajax.validate`, not here: unordered ids give wrong results).
+    ordered: the kept tokens' ids never decrease along a row (concrete ids
+      are checked, `step_totals.check_order`; traced ones only under
+      checkify, and unordered traced ids give wrong results).
 
   Returns:
     f32[B, S].
@@ -344,6 +345,8 @@ def tokens_to_steps(token_values, step_ids, num_steps: int, mask=None,
   if mask is not None:
     _checks.check_same_shape(mask, token_values, "mask", "token_values")
     keep = keep & _checks.as_mask(mask)
+  if _checks.check_bool(ordered, "ordered"):
+    step_totals.check_order(step_ids, keep)
   if reduce in ("sum", "mean"):
     out = step_totals.totals(step_ids, keep, num_steps, sums=(values,),
                              ordered=ordered)

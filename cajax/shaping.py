@@ -137,7 +137,8 @@ def ucas(token_rewards, self_certainty, token_logits, mask, group_ids,
   mask = _checks.as_mask(mask)
   scores, scorable = scoring.sequence_scores(token_rewards, mask)
   scorable = (scorable & scoring.finite_rows(self_certainty, mask)
-              & scoring.finite_rows(token_logits, mask))
+              & scoring.finite_rows(token_logits, mask)
+              & groups.in_range(group_ids, num_groups))
   # Unscorable rows are left out of every statistic, the batch-global logit
   # range included.
   mask = mask & scorable[:, None]
@@ -259,7 +260,8 @@ def capo(outcome_rewards, critique_flags, mask, step_ids, step_mask,
       unscorable: advantage 0, left out of the statistics).
     critique_flags: bool[B, N, S] wrong-step flags of N critiques.
     mask: bool[B, T] valid response tokens.
-    step_ids: int[B, T] step index of each token, −1 outside any step.
+    step_ids: int[B, T] step index of each token, −1 outside any step;
+      steps may come in any order (each token reads its own step's flag).
     step_mask: bool[B, S] valid steps.
     group_ids: int[B] prompt group of each row.
     num_groups: static number of groups.
@@ -324,6 +326,8 @@ def capo(outcome_rewards, critique_flags, mask, step_ids, step_mask,
   _checks.check_same_shape(step_ids, mask, "step_ids", "mask")
   group_ids = groups.check_group_ids(group_ids, batch, num_groups)
   outcome, scorable = scoring.row_scores(outcome_rewards, batch)
+  scorable = scorable & groups.in_range(group_ids, num_groups)
+  outcome = jnp.where(scorable, outcome, 0.0)
   mask = _checks.as_mask(mask)
   wrong = capo_vote(critique_flags, critique_valid, mode=vote,
                     threshold=threshold) & _checks.as_mask(step_mask,

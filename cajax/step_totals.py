@@ -24,8 +24,11 @@ import math
 from typing import NamedTuple
 
 import jax
+from jax.experimental import checkify
 import jax.numpy as jnp
+import numpy as np
 
+from cajax import _checks
 from cajax import groups
 
 
@@ -92,7 +95,7 @@ def step_totals(step_ids, kept, num_steps: int, sums=(),
   Args:
     step_ids: int32[B, T] step of each token; only `kept` tokens are read,
       and their ids must lie in [0, num_steps) and never decrease along a
-      row (not checked here: `cajax.validate` checks it on the host).
+      row (not checked here: callers run `check_order`).
     kept: bool[B, T] tokens that belong to their step.
     num_steps: static S.
     sums: f32[B, T] arrays to sum per step (read at kept tokens only).
@@ -199,6 +202,58 @@ def totals(step_ids, kept, num_steps: int, sums=(), maxima=(),
   if ordered and fits(kept.shape[1], num_steps):
     return step_totals(step_ids, kept, num_steps, sums, maxima)
   return scatter_totals(step_ids, kept, num_steps, sums, maxima)
+
+
+def _decreasing(step_ids, kept):
+  """bool[B, T]: kept tokens whose id is below an earlier kept token's."""
+  xp = np if isinstance(step_ids, np.ndarray) else jnp
+  ids = xp.where(kept, step_ids, -1)
+  if xp is np:
+    running = np.maximum.accumulate(ids, axis=1)
+  else:
+    running = jax.lax.cummax(ids, axis=1)
+  earlier = xp.pad(running[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
+  return kept & (ids < earlier)
+
+
+def check_order(step_ids, kept, name: str = "step_ids") -> None:
+  """Checks the steps are ordered: kept ids never decrease along a row.
+
+  That is the layout `step_totals` searches, and the one in which step ids
+  are the steps' order in time (each step one contiguous run of kept
+  tokens, steps in id order, ids may skip values). Concrete ids are checked
+  now. Traced ids (inside `jax.jit`) are checked only when the caller's
+  function runs under `jax.experimental.checkify.checkify`
+  (`cajax.checkify_estimate`): the check needs a running maximum along the
+  row, which costs about 20 passes on XLA:CPU (docs/performance.md), more
+  than the estimators that rely on the order; without checkify an
+  unordered row gives undefined (finite) results, which may reach other
+  rows through group statistics.
+
+  Args:
+    step_ids: int[B, T] step of each token.
+    kept: bool[B, T] tokens that belong to their step.
+    name: the caller's name for `step_ids`, for the message.
+
+  Raises:
+    ValueError: concrete ids that decrease, naming the rows.
+  """
+  if _checks.is_traced(step_ids) or _checks.is_traced(kept):
+    rows = jnp.any(_decreasing(step_ids, kept), axis=1)
+    checkify.debug_check(
+        ~jnp.any(rows), f"{name} must not decrease along a row (steps in "
+        f"time order, each one contiguous run of valid tokens); row {{row}} "
+        f"decreases (out of jit this raises a ValueError).",
+        row=jnp.argmax(rows))
+    return
+  rows = np.flatnonzero(np.any(_decreasing(
+      np.asarray(step_ids), np.asarray(kept)), axis=1))
+  if rows.size:
+    raise ValueError(
+        f"{name} must not decrease along a row: number the steps of each "
+        f"row 0, 1, 2, ... in the order they occur, each step one "
+        f"contiguous run of valid tokens (masked tokens and tokens with id "
+        f"-1 may sit inside a step); rows {rows[:8].tolist()} decrease.")
 
 
 def at_positions(step_values, positions, length: int) -> jax.Array:

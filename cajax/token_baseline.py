@@ -130,7 +130,7 @@ def optimal_token_baseline(token_rewards, old_logprobs, sum_pi_squared, mask,
   if rollout_is_weights is not None:
     inputs.append(_checks.as_float_like(rollout_is_weights, mask,
                                         "rollout_is_weights"))
-  rows = jnp.ones((batch,), bool)
+  rows = groups.in_range(group_ids, num_groups)
   for x in inputs:
     rows = rows & scoring.finite_rows(x, mask)
   mask = mask & rows[:, None]

@@ -52,11 +52,9 @@ class Rollouts:
     num_groups: static number of groups G, required whenever `group_ids` is
       given. Left as None, it is inferred from concrete `group_ids` as
       max(group_ids) + 1 (outside jit only: traced ids raise). Concrete ids
-      outside [0, num_groups) raise in every estimator; under jit they
-      cannot be checked, and such a row is left out of every group sum
-      (JAX segment ops drop out-of-range ids) while its own statistics are
-      read from another group (gathers clamp, negative ids wrap), so its
-      advantage is meaningless: run `cajax.validate` on the host.
+      outside [0, num_groups) raise in every estimator; under jit such a
+      row is unscorable (advantage 0, left out of every statistic, so no
+      other row changes), and `cajax.checkify_estimate` reports it.
     values: f[B, T] critic values V(s_t) (GAE, V-trace).
     old_logprobs: f[B, T] log π_old of the sampled tokens (behaviour policy).
     ref_logprobs: f[B, T] log π_ref of the sampled tokens.
@@ -65,7 +63,8 @@ class Rollouts:
     self_certainty: f[B, T] logsumexp(z) − mean(z) per token.
     token_logits: f[B, T] logit of the sampled token (UCAS).
     sum_pi_squared: f[B, T] Σ_v π(v)² per token (optimal token baseline).
-    step_ids: int[B, T] step index per token, −1 outside any step.
+    step_ids: int[B, T] step index per token, −1 outside any step; ids
+      never decrease along a row (docs/conventions.md).
     step_rewards: f[B, S] per-step rewards (PRM, judge, matching).
     step_mask: bool[B, S] valid steps.
     reward_components: f[B, K] per-row scores of K reward functions (GDPO).

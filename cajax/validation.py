@@ -1,15 +1,50 @@
-"""Host-side value checks that cannot run inside `jax.jit`.
+"""Value checks of a batch: on the host, and inside `jax.jit` by checkify.
 
 `validate(rollouts)` looks at the values (not just the shapes) of a concrete
 batch and raises one `ValueError` listing every problem it finds. Call it
 once per batch outside the jitted step, e.g. in a data pipeline or a test.
+Told the estimator (`validate(rollouts, estimator="pure", **settings)`), it
+also checks that the batch fits that estimator with those settings
+(`estimator_problems`, which a training loop can call on its first step).
+
+Inside `jax.jit` a value cannot raise: rows with out-of-range group ids are
+unscorable, and the checks that would raise out of jit run only under
+`jax.experimental.checkify` (`checkify_estimate`).
 """
 
+import inspect
+from typing import Callable
+
+import jax
+from jax.experimental import checkify
 import numpy as np
 
+from cajax import _checks
+from cajax import registry
 from cajax import types
 
-def validate(rollouts: types.Rollouts) -> types.Rollouts:
+# pure / sum_form_prm with mask_step_end=True: below this fraction of valid
+# tokens keeping a return, the step layout defeats the setting.
+MIN_KEPT_FRACTION = 0.25
+_STEP_END_ESTIMATORS = ("pure", "sum_form_prm")
+
+
+def _check_host(rollouts, caller: str) -> None:
+  """Refuses traced batches (a clear message instead of a tracer error)."""
+  if not isinstance(rollouts, types.Rollouts):
+    raise ValueError(f"{caller} takes a cajax.Rollouts, got "
+                     f"{type(rollouts).__name__}.")
+  if any(_checks.is_traced(leaf)
+         for leaf in jax.tree_util.tree_leaves(rollouts)):
+    raise ValueError(
+        f"{caller} is a host-side check; call it outside jit (it reads the "
+        f"values of a concrete batch). Inside a jitted step, wrap the step "
+        f"in jax.experimental.checkify.checkify, or use "
+        f"cajax.checkify_estimate.")
+
+
+def validate(rollouts: types.Rollouts, estimator: str | None = None,
+             **settings) -> types.Rollouts:
   """Checks values of a concrete `Rollouts`; returns it unchanged.
 
   Checks: `mask` and `step_mask` are bool (or 0/1 numbers); `group_ids` are
@@ -25,9 +60,35 @@ def validate(rollouts: types.Rollouts) -> types.Rollouts:
   for `gdpo`); inf is reported everywhere (the estimators would treat it
   like NaN, but an infinite score is almost always a bug).
 
+  With `estimator`, also every problem `estimator_problems(estimator,
+  rollouts, **settings)` reports: unknown settings, missing fields, and
+  step layouts under which the settings zero almost every advantage.
+
+  Args:
+    rollouts: a concrete batch (not traced: this is a host-side check).
+    estimator: optional registered estimator name the batch is for.
+    **settings: that estimator's keyword arguments (as for
+      `cajax.estimate`).
+
   Raises:
-    ValueError: listing every problem found.
+    ValueError: listing every problem found; also when called on traced
+      values (inside `jax.jit`).
   """
+  _check_host(rollouts, "validate")
+  if estimator is None and settings:
+    raise ValueError(f"validate got estimator settings "
+                     f"{sorted(settings)} without estimator=; name the "
+                     f"estimator they are for.")
+  problems = _rollouts_problems(rollouts)
+  if estimator is not None:
+    problems += estimator_problems(estimator, rollouts, **settings)
+  if problems:
+    raise ValueError("invalid rollouts:\n  " + "\n  ".join(problems))
+  return rollouts
+
+
+def _rollouts_problems(rollouts: types.Rollouts) -> list[str]:
+  """The problems `validate` reports for the batch alone."""
   problems = []
   mask = np.asarray(rollouts.mask)
   if mask.ndim != 2:
@@ -106,9 +167,7 @@ def validate(rollouts: types.Rollouts) -> types.Rollouts:
       problems.append(f"rollouts.{name} contains inf.")
     if name not in types.SCORE_FIELDS and np.isnan(value).any():
       problems.append(f"rollouts.{name} contains NaN.")
-  if problems:
-    raise ValueError("invalid rollouts:\n  " + "\n  ".join(problems))
-  return rollouts
+  return problems
 
 
 def _step_order_problems(step_ids, mask) -> list[str]:
@@ -131,11 +190,190 @@ def _step_order_problems(step_ids, mask) -> list[str]:
   if decreasing:
     problems.append(
         f"rollouts.step_ids decrease along rows {decreasing[:8]}; step ids "
-        f"must not decrease in time (istar's first-step baseline takes the "
-        f"lowest id).")
+        f"must not decrease in time (the estimators read the steps' order "
+        f"in time from their ids).")
   if split:
     problems.append(
         f"rollouts.step_ids split a step into several runs of valid tokens "
         f"in rows {split[:8]}; each step must be one contiguous run (its "
         f"token count and end are read from that).")
   return problems
+
+
+def _setting(name: str, settings: dict, key: str):
+  """`settings[key]`, else the default of the estimator's plain function."""
+  if key in settings:
+    return settings[key]
+  function = registry.plain_function(name)
+  return inspect.signature(function).parameters[key].default
+
+
+def estimator_problems(name: str, rollouts: types.Rollouts,
+                       **settings) -> list[str]:
+  """What keeps the estimator `name` from working on this concrete batch.
+
+  Reports, as messages naming what to change: settings the estimator does
+  not accept; `Rollouts` fields it reads that are None; for estimators
+  that read steps, a batch in which no valid token belongs to a valid step
+  (their step credit is 0 everywhere; `pure` and `sum_form_prm` without a
+  verifiable reward give all-zero advantages); for `pure` and
+  `sum_form_prm` with `mask_step_end=True` (their default), steps so short
+  that fewer than `MIN_KEPT_FRACTION` of the valid tokens keep a non-zero
+  return (on one-token steps none does: end each step with a separator
+  token, or set `mask_step_end=False`).
+
+  A training loop can call it on its first batch and warn or raise; the
+  same messages make `validate(rollouts, estimator=name, **settings)` raise.
+
+  Args:
+    name: a registered estimator name.
+    rollouts: a concrete batch.
+    **settings: the estimator's keyword arguments.
+
+  Returns:
+    A list of messages, empty when the batch fits.
+
+  Raises:
+    ValueError: an unknown estimator name, or traced rollouts.
+
+  Examples:
+    >>> import numpy as np
+    >>> import cajax
+    >>> from cajax import validation
+    >>> rollouts = cajax.Rollouts(
+    ...     mask=np.ones((2, 3), bool), group_ids=np.array([0, 0]),
+    ...     step_ids=np.array([[0, 1, 2], [0, 1, 2]]),
+    ...     step_rewards=np.ones((2, 3), np.float32),
+    ...     step_mask=np.ones((2, 3), bool), num_groups=1)
+    >>> [m[:40] for m in validation.estimator_problems("pure", rollouts)]
+    ["estimator 'pure' with mask_step_end=True"]
+  """
+  _check_host(rollouts, "estimator_problems")
+  registry._check_name(name)  # pylint: disable=protected-access
+  problems = []
+  try:
+    registry._check_keywords(name, settings)  # pylint: disable=protected-access
+  except ValueError as e:
+    problems.append(str(e))
+    accepted = registry.accepted_keywords(name)
+    settings = {k: v for k, v in settings.items() if k in accepted}
+  fields = registry.required_fields(name, **settings)
+  missing = [f for f in fields if getattr(rollouts, f) is None]
+  if missing:
+    problems.append(f"estimator {name!r} reads rollouts."
+                    f"{', rollouts.'.join(missing)}, which "
+                    f"{'is' if len(missing) == 1 else 'are'} None.")
+  elif "step_ids" in fields and np.shape(rollouts.step_ids) == np.shape(
+      rollouts.mask):
+    problems += _step_layout_problems(name, rollouts, settings, fields)
+  return problems
+
+
+def _steps_of(rollouts: types.Rollouts, settings: dict, fields):
+  """bool[B, T] valid tokens inside a valid step, and ids, on the host."""
+  mask = np.asarray(rollouts.mask) != 0
+  ids = np.asarray(rollouts.step_ids)
+  axis = rollouts.step_mask if rollouts.step_mask is not None else (
+      rollouts.step_rewards)
+  num_steps = settings.get("num_steps") or (
+      np.shape(axis)[1] if axis is not None else mask.shape[1])
+  inside = mask & (ids >= 0) & (ids < num_steps)
+  if "step_mask" in fields and np.ndim(rollouts.step_mask) == 2:
+    step_mask = np.asarray(rollouts.step_mask) != 0
+    rows = np.arange(mask.shape[0])[:, None]
+    inside &= step_mask[rows, np.clip(ids, 0, step_mask.shape[1] - 1)]
+  return mask, ids, inside
+
+
+def _step_layout_problems(name: str, rollouts: types.Rollouts,
+                          settings: dict, fields) -> list[str]:
+  """No valid step at all, or steps too short for `mask_step_end`."""
+  mask, ids, inside = _steps_of(rollouts, settings, fields)
+  if not inside.any():
+    message = (f"estimator {name!r} reads steps, but no valid token of the "
+               f"batch belongs to a valid step (step_ids in [0, S) with "
+               f"step_mask True): its step credit is 0 on every token")
+    if name in _STEP_END_ESTIMATORS:
+      if _setting(name, settings, "verifiable_reward_coef") == 0 or (
+          settings.get("verifiable_rewards") is None
+          and rollouts.token_rewards is None):
+        message += (", and without a verifiable reward every advantage is "
+                    "0 (give rollouts.token_rewards or verifiable_rewards)")
+      else:
+        message += (f", so {name} is its leave-one-out verifiable reward "
+                    f"alone (an outcome estimator)")
+    return [message + "."]
+  if name not in _STEP_END_ESTIMATORS or not _setting(
+      name, settings, "mask_step_end"):
+    return []
+  zeroed = steps = 0
+  for row in range(mask.shape[0]):
+    positions = np.flatnonzero(inside[row])
+    row_ids = ids[row, positions]
+    # The step ends: the last token of each run of equal ids.
+    ends = positions[np.append(row_ids[1:] != row_ids[:-1], True)
+                     ] if positions.size else positions
+    valid = np.flatnonzero(mask[row])
+    zeroed += len(set(ends.tolist()) | set(valid[-1:].tolist()))
+    steps += ends.size
+  total = int(mask.sum())
+  kept = (total - zeroed) / max(total, 1)
+  if kept >= MIN_KEPT_FRACTION:
+    return []
+  return [
+      f"estimator {name!r} with mask_step_end=True zeroes the return at "
+      f"every step end and at each row's last token; with these steps "
+      f"({int(inside.sum()) / max(steps, 1):.1f} valid tokens per step on "
+      f"average) only {kept:.0%} of the valid tokens keep a non-zero "
+      f"advantage. End each step with a separator token, or set "
+      f"mask_step_end=False."]
+
+
+def checkify_estimate(name: str, **settings) -> Callable:
+  """`cajax.estimate(name, ·, **settings)` jitted, with its value checks.
+
+  Inside `jax.jit` no value can raise. Out of jit, cajax raises a
+  ValueError for: group ids (and `slate`'s sibling ids) outside [0,
+  num_groups) (under jit such a row is unscorable instead), step ids that
+  decrease along a row in the estimators that read the steps' order (under
+  jit: undefined, finite advantages), and `pure` / `sum_form_prm` with
+  neither step rewards nor a verifiable reward (under jit: all zeros).
+  This function runs the estimator under `jax.experimental.checkify`,
+  which turns those checks into a returned error.
+
+  To check inside a larger jitted step instead, wrap that step:
+  `jax.jit(checkify.checkify(step))`; every cajax function it calls runs
+  the same checks (they are `checkify.debug_check`s, dropped, at no cost,
+  outside checkify).
+
+  Args:
+    name: a registered estimator name.
+    **settings: its static keyword arguments (bound, as in
+      `functools.partial(cajax.estimate, name, **settings)`).
+
+  Returns:
+    A jitted `step(rollouts, **inputs) -> (checkify.Error, EstimatorOutput)`
+    (`inputs`: method-specific arrays such as `critique_flags`);
+    `error.throw()` raises `checkify.JaxRuntimeError` with the message of
+    the first failed check, and does nothing when all passed.
+
+  Raises:
+    ValueError: an unknown name or setting.
+
+  Examples:
+    >>> import numpy as np
+    >>> import cajax
+    >>> step = cajax.checkify_estimate("grpo")
+    >>> rollouts = cajax.Rollouts(
+    ...     mask=np.ones((2, 1), bool), token_rewards=np.ones((2, 1)),
+    ...     group_ids=np.array([0, 3]), num_groups=2)
+    >>> error, out = step(rollouts)
+    >>> print(error.get().split(";")[0])
+    group_ids must lie in [0, num_groups=2), got 3 at index 1
+  """
+  registry._check_name(name)  # pylint: disable=protected-access
+  registry._check_keywords(name, settings)  # pylint: disable=protected-access
+
+  def run(rollouts, **inputs):
+    return registry.estimate(name, rollouts, **settings, **inputs)
+  return jax.jit(checkify.checkify(run))

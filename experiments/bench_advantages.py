@@ -128,6 +128,9 @@ def benchmark(names, shapes, rounds: int, repeats: int, group_size: int,
       rows.append((name, f"{batch}x{length}", ms, floor_ms))
       print(f"{name:30s} {batch}x{length:<8d} {ms:9.3f} ms  floor "
             f"{floor_ms:7.3f} ms  ratio {ms / floor_ms:6.2f}", flush=True)
+      # Frees this case's executables: each holds ~12 memory maps, and a
+      # process may hold 65,530 (docs/performance.md).
+      jax.clear_caches()
   return rows
 
 

@@ -198,6 +198,7 @@ def kernel_rows(n: int, d: int, v: int, paths) -> tuple[list[str], bool]:
           f"{ms / matmul_ms:.2f} | {multiple * flops / ms / 1e9:.0f} "
           f"TFLOP/s, temp {_temp_gib(f, h, w, y)} GiB |")
       print(f"  timed {path} {name}: {ms:.3f} ms", flush=True)
+    jax.clear_caches()  # one path's executables at a time (performance.md)
   return rows, ok
 
 
@@ -232,6 +233,8 @@ def estimator_rows(shapes, names) -> tuple[list[str], bool]:
                   f"{floor_ms:.3f} | {ms / floor_ms:.2f} | vs floor |")
       print(f"  timed {name} {text}: {ms:.3f} ms, floor {floor_ms:.3f} ms",
             flush=True)
+      # One case's executables at a time (memory maps, performance.md).
+      jax.clear_caches()
   return rows, ok
 
 

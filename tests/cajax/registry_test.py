@@ -7,9 +7,11 @@ rollouts, so estimators registered later are picked up automatically.
 
 import dataclasses
 import functools
+import gc
 import inspect
 
 import jax
+from jax.extend import backend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -827,3 +829,44 @@ def test_field_groups_cover_rollouts():
   groups = types.FLOAT_FIELDS + types.LAYOUT_FIELDS + ("num_groups",)
   assert sorted(groups) == sorted(fields)
   assert set(types.SCORE_FIELDS) <= set(types.FLOAT_FIELDS)
+
+
+# --------------------------------------------------------------------------
+# compiled executables do not accumulate across configurations
+# --------------------------------------------------------------------------
+
+
+def _live_executables() -> int:
+  gc.collect()
+  return len(backend.get_backend().live_executables())
+
+
+def test_compiled_estimators_are_freed_between_configurations():
+  """Each live executable holds memory maps (about 12 on XLA:CPU) and Linux
+  allows a process 65,530 (docs/performance.md): compiling many estimator
+  configurations in one process must not keep them all alive. A dropped
+  jitted estimator frees its executable (cajax caches none), and
+  `jax.clear_caches()` (what the benchmarks call between configurations)
+  frees those of jitted functions still referenced."""
+  names = ("remax", "reinforce_plus_plus", "slate", "r3l")  # quick ones
+  rollouts = testing.make_rollouts(batch=4, length=4, group_size=2,
+                                   num_steps=2, seed=0)
+  inputs = {name: cajax.example_inputs(name, rollouts, 0) for name in names}
+  options = {"xla_backend_optimization_level": 0}
+
+  def compiled(name):
+    step = jax.jit(functools.partial(cajax.estimate, name),
+                   compiler_options=options)
+    jax.block_until_ready(step(rollouts, **inputs[name]))
+    return step
+
+  jax.clear_caches()
+  baseline = _live_executables()
+  for name in names:
+    compiled(name)
+    assert _live_executables() <= baseline + 1, name
+  held = [compiled(name) for name in names]
+  assert _live_executables() >= baseline + len(names)  # the count sees them
+  jax.clear_caches()
+  assert _live_executables() <= baseline
+  del held

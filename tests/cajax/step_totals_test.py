@@ -1,10 +1,13 @@
-"""The scatter-free step search agrees with the scatter form and a loop."""
+"""The scatter-free step search agrees with the scatter form and a loop;
+the order check agrees with a loop."""
 
 import functools
+import re
 
 import hypothesis
 from hypothesis import strategies as st
 import jax
+from jax.experimental import checkify
 import numpy as np
 import pytest
 
@@ -132,3 +135,52 @@ def test_turn_rewards_search_matches_a_loop(layout, num_turns):
     k = got.shape[1]
     np.testing.assert_allclose(got, want[:, :k], rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(valid, np.arange(k)[None] < count[:, None])
+
+
+def _decreasing_rows(ids, kept):
+  """Loop reference: rows where a kept id is below an earlier kept id."""
+  rows = []
+  for b in range(ids.shape[0]):
+    highest = -1
+    for t in range(ids.shape[1]):
+      if kept[b, t]:
+        if ids[b, t] < highest:
+          rows.append(b)
+          break
+        highest = max(highest, ids[b, t])
+  return rows
+
+
+@hypothesis.given(_layouts(), st.integers(0, 2**31 - 1), st.booleans())
+def test_check_order_matches_a_loop(layout, seed, shuffle):
+  ids, mask, _ = layout
+  if shuffle:  # swap the ids of two tokens of one row: often a decrease
+    rng = np.random.default_rng(seed)
+    row = rng.integers(_B)
+    a, b = rng.integers(_T, size=2)
+    ids = ids.copy()
+    ids[row, [a, b]] = ids[row, [b, a]]
+  kept = mask & (ids >= 0) & (ids < _S)
+  rows = _decreasing_rows(ids, kept)
+  checked = jax.jit(checkify.checkify(step_totals.check_order))
+  error, _ = checked(ids, kept)
+  if not rows:
+    step_totals.check_order(ids, kept)
+    error.throw()
+    return
+  with pytest.raises(ValueError, match=rf"step_ids must not decrease.*rows "
+                     rf"{re.escape(str(rows))} decrease"):
+    step_totals.check_order(ids, kept)
+  with pytest.raises(checkify.JaxRuntimeError,
+                     match=rf"row {rows[0]} decreases"):
+    error.throw()
+
+
+def test_check_order_allows_gaps_inside_a_step():
+  # Masked tokens and tokens outside any step (-1) may sit inside a step;
+  # only the kept tokens' ids are read.
+  ids = np.array([[0, -1, 0, 1, 7, 1, 2]])
+  mask = np.array([[1, 1, 1, 1, 0, 1, 1]], bool)
+  step_totals.check_order(ids, mask & (ids >= 0))
+  with pytest.raises(ValueError, match=r"rows \[0\] decrease"):
+    step_totals.check_order(ids, np.ones_like(mask) & (ids >= 0))
