@@ -90,12 +90,10 @@ def claim(name: str, paper: str, arm: str, baseline: str, *,
 
 
 def load(name: str):
-  """The ablation module `experiments.configs.ablations.<name>`."""
-  try:
-    return importlib.import_module(f"experiments.configs.ablations.{name}")
-  except ModuleNotFoundError as e:
-    raise ValueError(f"unknown ablation {name!r}; see "
-                     "experiments/configs/ablations/.") from e
+  """The ablation config module registered as `name`."""
+  # Imported here: the ablation modules import this one.
+  from experiments.configs import ablations  # pylint: disable=g-import-not-at-top
+  return ablations.ABLATIONS[name]
 
 
 def apply(config: ml_collections.ConfigDict, overrides: dict) -> None:

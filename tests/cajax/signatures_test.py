@@ -92,7 +92,7 @@ def test_docstring_has_a_doctested_example(name):
 
 
 def test_readme_table_names_module_and_test_of_every_estimator():
-  readme = (_GLOSSARY.parents[2] / "README.md").read_text(encoding="utf-8")
+  readme = (_GLOSSARY.parents[1] / "README.md").read_text(encoding="utf-8")
   rows = {line.split("|")[1].strip(" `"): line for line in readme.splitlines()
           if line.startswith("| `")}
   for name in cajax.estimator_names():
