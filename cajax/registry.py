@@ -104,8 +104,12 @@ class Registry(Generic[Entry]):
                      f"{did_you_mean(name, self.names())}; registered: "
                      f"{', '.join(self.names())}.{hint}")
 
+  def lookup(self, name: Any, argument: str | None = None) -> Entry:
+    """The entry of `name`; the error names `argument` (see `check`)."""
+    return self._entries[self.check(name, argument)]
+
   def __getitem__(self, name: str) -> Entry:
-    return self._entries[self.check(name)]
+    return self.lookup(name)
 
   def __contains__(self, name: object) -> bool:
     return name in self._entries
