@@ -48,8 +48,8 @@ class Ablation:
 SMOKE = {"task.min_ops": 1, "task.max_ops": 2, "model.name": "tiny",
          "sampling.max_new_tokens": 24, "task.max_response_len": 24,
          "warm_start.steps": 4, "warm_start.batch_size": 8,
-         "rl.num_steps": 2, "rl.prompts_per_step": 2,
-         "rl.samples_per_prompt": 4, "eval_every": 1, "eval_problems": 4,
+         "rl.num_steps": 2, "rl.num_groups": 2,
+         "rl.group_size": 4, "eval_every": 1, "eval_problems": 4,
          "checkpoint_every": 1}
 
 
@@ -73,7 +73,7 @@ def sizes(num_steps: int, eval_every: int, **default) -> dict:
   compilation and evaluation. The warm start's loss stops falling at about
   1000 steps (of the loop config's 1500).
   """
-  return {"default": {"rl.num_steps": num_steps, "rl.prompts_per_step": 8,
+  return {"default": {"rl.num_steps": num_steps, "rl.num_groups": 8,
                       "eval_every": eval_every, "eval_problems": 128,
                       "warm_start.steps": 1000, **default},
           "smoke": SMOKE}
