@@ -5,7 +5,6 @@ statistics, returns, outcome / value / process advantages and policy losses.
 Estimators are selectable by name through `cajax.estimate`.
 """
 
-# Importing the estimator modules registers their names with cajax.registry.
 from cajax import agentic
 from cajax import groups
 from cajax import judges
@@ -16,6 +15,7 @@ from cajax import multistep
 from cajax import off_policy
 from cajax import outcome
 from cajax import process
+from cajax import registry
 from cajax import returns
 from cajax import scoring
 from cajax import sequences
@@ -62,10 +62,12 @@ from cajax.process import pure
 from cajax.process import sum_form_prm
 from cajax.process import tp_grpo
 from cajax.registry import estimate
+from cajax.registry import Registry
 from cajax.registry import estimator_names
 from cajax.registry import example_inputs
 from cajax.registry import register
 from cajax.registry import required_fields
+from cajax.registry import resolve
 from cajax.multistep import discounted_returns
 from cajax.multistep import lambda_returns
 from cajax.multistep import n_step_bootstrapped_returns

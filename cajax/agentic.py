@@ -25,7 +25,6 @@ import numpy as np
 from cajax import _checks
 from cajax import groups
 from cajax import masking
-from cajax import registry
 from cajax import scoring
 from cajax import sequences
 from cajax import step_totals
@@ -328,9 +327,6 @@ def _default_num_steps(rollouts: types.Rollouts, num_steps):
   return jnp.shape(rollouts.mask)[1]
 
 
-@registry.register("istar", required=("token_rewards", "logprobs",
-                                      "old_logprobs", "step_ids",
-                                      "group_ids"), function=istar)
 def _istar_adapter(rollouts: types.Rollouts, *, prm_logprobs=None,
                    num_steps=None, **kwargs) -> types.EstimatorOutput:
   """`istar` on Rollouts: π_φ log-probs are `logprobs` unless given.
@@ -473,8 +469,6 @@ def matchtir(token_rewards, mask, group_ids, num_groups: int, *,
   return types.EstimatorOutput(advantages, advantages, info)
 
 
-@registry.register("matchtir", required=("token_rewards", "group_ids"),
-                   function=matchtir)
 def _matchtir_adapter(rollouts: types.Rollouts,
                       **kwargs) -> types.EstimatorOutput:
   """`matchtir` on Rollouts (turn rewards at turn ends of token_rewards)."""
@@ -623,8 +617,6 @@ def _r3l_example_inputs(rollouts: types.Rollouts, rng) -> dict:
                                       jnp.int32))
 
 
-@registry.register("r3l", required=("token_rewards", "group_ids"),
-                   example_inputs=_r3l_example_inputs, function=r3l)
 def _r3l_adapter(rollouts: types.Rollouts, **kwargs) -> types.EstimatorOutput:
   """`r3l` on Rollouts (`pivot_turns` as a keyword input)."""
   return r3l(rollouts.token_rewards, rollouts.mask, rollouts.group_ids,
@@ -766,8 +758,6 @@ def _slate_example_inputs(rollouts: types.Rollouts, rng) -> dict:
                   rng.integers(0, length // 2 + 1, size=batch), jnp.int32))
 
 
-@registry.register("slate", required=("token_rewards",),
-                   example_inputs=_slate_example_inputs, function=slate)
 def _slate_adapter(rollouts: types.Rollouts, *, sibling_ids=None,
                    num_branches=None, **kwargs) -> types.EstimatorOutput:
   """`slate` on Rollouts.

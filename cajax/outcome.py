@@ -57,7 +57,6 @@ import jax.numpy as jnp
 from cajax import _checks
 from cajax import groups
 from cajax import masking
-from cajax import registry
 from cajax import scoring
 from cajax import types
 
@@ -675,16 +674,6 @@ def _group_adapter(function):
   return adapter
 
 
-for _function in (grpo, drgrpo, grpo_passk, rloo, opo, gpg,
-                  reinforce_plus_plus_baseline):
-  registry.register(_function.__name__,
-                    required=("token_rewards", "group_ids"),
-                    function=_function)(
-                        _group_adapter(_function))
-
-
-@registry.register("gdpo", required=("reward_components", "group_ids"),
-                   function=gdpo)
 def _gdpo_adapter(rollouts: types.Rollouts,
                   **hyperparameters) -> types.EstimatorOutput:
   """`gdpo` on `rollouts.reward_components`."""

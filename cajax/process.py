@@ -40,7 +40,6 @@ import jax.numpy as jnp
 from cajax import _checks
 from cajax import groups
 from cajax import masking
-from cajax import registry
 from cajax import scoring
 from cajax import sequences
 from cajax import step_totals
@@ -787,8 +786,6 @@ def tp_grpo(outcome_rewards, step_labels, mask, step_ids, step_mask,
 # --------------------------------------------------------------------------
 # Registry adapters.
 
-_STEP_FIELDS = ("step_rewards", "step_mask", "step_ids", "group_ids")
-
 
 def _prm_inputs(rollouts, kl_in_reward, verifiable_rewards,
                 token_kl) -> dict:
@@ -810,13 +807,6 @@ def _prm_inputs(rollouts, kl_in_reward, verifiable_rewards,
               verifiable_rewards=verifiable_rewards, token_kl=token_kl)
 
 
-def _prm_fields(hyperparameters: dict) -> tuple[str, ...]:
-  if hyperparameters.get("kl_in_reward") is True:
-    return _STEP_FIELDS + ("old_logprobs", "ref_logprobs")
-  return _STEP_FIELDS
-
-
-@registry.register("pure", required=_prm_fields, function=pure)
 def _pure_adapter(rollouts, *, kl_in_reward: bool = False,
                   verifiable_rewards=None, token_kl=None, **kwargs):
   """`pure` on Rollouts.
@@ -832,8 +822,6 @@ def _pure_adapter(rollouts, *, kl_in_reward: bool = False,
                             token_kl), **kwargs)
 
 
-@registry.register("sum_form_prm", required=_prm_fields,
-                   function=sum_form_prm)
 def _sum_form_prm_adapter(rollouts, *, kl_in_reward: bool = False,
                           verifiable_rewards=None, token_kl=None, **kwargs):
   """`sum_form_prm` on Rollouts, with the inputs of `pure`'s adapter."""
@@ -841,16 +829,12 @@ def _sum_form_prm_adapter(rollouts, *, kl_in_reward: bool = False,
                                     verifiable_rewards, token_kl), **kwargs)
 
 
-@registry.register("process_grpo", required=_STEP_FIELDS,
-                   function=process_grpo)
 def _process_grpo_adapter(rollouts, **kwargs):
   return process_grpo(rollouts.step_rewards, rollouts.mask,
                       rollouts.step_ids, rollouts.step_mask,
                       rollouts.group_ids, rollouts.num_groups, **kwargs)
 
 
-@registry.register("tp_grpo", required=("token_rewards",) + _STEP_FIELDS,
-                   function=tp_grpo)
 def _tp_grpo_adapter(rollouts, **kwargs):
   """`tp_grpo` with sᵢ = Σₜ token_rewards and labels sign(step_rewards)."""
   # tp_grpo calls its step input step_labels: name the Rollouts field here.

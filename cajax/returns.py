@@ -21,7 +21,6 @@ import jax.numpy as jnp
 from cajax import _checks
 from cajax import groups
 from cajax import masking
-from cajax import registry
 from cajax import scoring
 from cajax import sequences
 from cajax import token_rewards
@@ -415,20 +414,15 @@ def prime(token_rewards, rm_scores, mask, group_ids, num_groups: int, *,
 # Registry adapters.
 
 
-@registry.register("gae", required=("token_rewards", "values"),
-                   function=gae)
 def _gae_adapter(rollouts: types.Rollouts, **kwargs) -> types.EstimatorOutput:
   return gae(rollouts.token_rewards, rollouts.values, rollouts.mask, **kwargs)
 
 
-@registry.register("reinforce_plus_plus", required=("token_rewards",),
-                   function=reinforce_plus_plus)
 def _reinforce_plus_plus_adapter(rollouts: types.Rollouts,
                                  **kwargs) -> types.EstimatorOutput:
   return reinforce_plus_plus(rollouts.token_rewards, rollouts.mask, **kwargs)
 
 
-@registry.register("remax", required=("token_rewards", "baseline_scores"))
 def _remax_adapter(rollouts: types.Rollouts) -> types.EstimatorOutput:
   return remax(rollouts.token_rewards, rollouts.baseline_scores,
                rollouts.mask)
@@ -440,8 +434,6 @@ def _prime_example_inputs(rollouts: types.Rollouts, rng) -> dict:
   return {"rm_scores": jnp.where(rollouts.mask, scores, 0.0)}
 
 
-@registry.register("prime", required=("token_rewards", "group_ids"),
-                   example_inputs=_prime_example_inputs, function=prime)
 def _prime_adapter(rollouts: types.Rollouts, rm_scores=None,
                    beta: float = 0.05, **kwargs) -> types.EstimatorOutput:
   """PRIME from `Rollouts`.

@@ -22,7 +22,6 @@ import jax.numpy as jnp
 from cajax import _checks
 from cajax import groups
 from cajax import masking
-from cajax import registry
 from cajax import scoring
 from cajax import sequences
 from cajax import types
@@ -357,13 +356,6 @@ def capo(outcome_rewards, critique_flags, mask, step_ids, step_mask,
 # Registry adapters.
 
 
-def _ucas_fields(hyperparameters: dict) -> tuple[str, ...]:
-  source = ("entropy" if hyperparameters.get("certainty")
-            == "negative_entropy" else "self_certainty")
-  return ("token_rewards", source, "token_logits", "group_ids")
-
-
-@registry.register("ucas", required=_ucas_fields, function=ucas)
 def _ucas_adapter(rollouts, *, certainty: str = "self_certainty", **kwargs):
   """`ucas` on Rollouts.
 
@@ -396,9 +388,6 @@ def _capo_example_inputs(rollouts, rng) -> dict:
       rng.random((batch, 4, num_steps)) < 0.3)}
 
 
-@registry.register("capo", required=("token_rewards", "step_ids",
-                                     "step_mask", "group_ids"),
-                   example_inputs=_capo_example_inputs, function=capo)
 def _capo_adapter(rollouts, *, critique_flags, **kwargs):
   """`capo` on Rollouts with r_v = Σₜ token_rewards (NaN = unscorable)."""
   return capo(scoring.row_sums(rollouts.token_rewards, rollouts.mask),

@@ -11,7 +11,6 @@ import jax.numpy as jnp
 from cajax import _checks
 from cajax import groups
 from cajax import masking
-from cajax import registry
 from cajax import scoring
 from cajax import sequences
 from cajax import types
@@ -175,10 +174,6 @@ def optimal_token_baseline(token_rewards, old_logprobs, sum_pi_squared, mask,
                                returns=returns, info={"baselines": baseline})
 
 
-@registry.register("optimal_token_baseline",
-                   required=("token_rewards", "group_ids", "old_logprobs",
-                             "sum_pi_squared"),
-                   function=optimal_token_baseline)
 def _optimal_token_baseline_adapter(rollouts: types.Rollouts,
                                     **kwargs) -> types.EstimatorOutput:
   return optimal_token_baseline(

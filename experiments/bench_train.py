@@ -44,12 +44,12 @@ def _time_sampler(exp, graphdef, params, rest, use_cache: bool,
   """Sampled tokens per second over one RL batch of prompts."""
   rl = exp.config.rl
   problems = exp.task.sample_problems(np.random.default_rng(0),
-                                      rl.prompts_per_step)
-  problems = [p for p in problems for _ in range(rl.samples_per_prompt)]
+                                      rl.num_groups)
+  problems = [p for p in problems for _ in range(rl.group_size)]
   tokens, valid = rollouts_lib.left_pad([p.prompt_ids for p in problems],
                                         exp.task.max_prompt_len,
                                         exp.task.tokenizer.pad_id)
-  decoder = policy_lib.merge(graphdef, params, rest).decoder
+  decoder = policy_lib.merged_decoder(graphdef, params, rest)
   # A fixed budget: no stop tokens, so both paths decode every position.
   sampling = dataclasses.replace(exp.sampling, stop_tokens=())
   fn = sampler_lib.sample if use_cache else sampler_lib.sample_without_cache
@@ -91,7 +91,7 @@ def main(argv):
       f"| RL step (s) | {step_time:.3f} |",
   ] + [f"| share: {p} | {100 * phase[p] / step_time:.0f}% |" for p in _PHASES]
   header = (f"bench_train: {jax.devices()[0].device_kind}, "
-            f"{config.rl.prompts_per_step}x{config.rl.samples_per_prompt} "
+            f"{config.rl.num_groups}x{config.rl.group_size} "
             f"rows, {config.sampling.max_new_tokens} new tokens, model "
             f"{config.model.name}, {len(timed)} timed steps")
   table = header + "\n\n" + "\n".join(rows) + "\n"

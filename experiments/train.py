@@ -14,11 +14,15 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from experiments.rl import run_config
 from experiments.rl import train
 
+# Unlocked, accepting new keys: estimator and loss settings are set in the
+# dotted form (--config.rl.estimator_kwargs.certainty=negative_entropy), and
+# run_config.validate names any key the config does not have, in one line.
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A get_config() file (experiments/configs/*.py).",
-    lock_config=True)
+    lock_config=False, accept_new_attributes=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory: checkpoints, metrics, TensorBoard.")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -34,7 +38,11 @@ def main(argv):
       "JAX_COMPILATION_CACHE_DIR",
       os.path.expanduser("~/.cache/cajax/jax")))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    config = run_config.validate(_CONFIG.value)
+  except ValueError as e:
+    raise app.UsageError(f"--config: {e}") from None
+  train.train_and_evaluate(config, _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,8 @@ from experiments.rl import checkpoints
 from experiments.rl import policy as policy_lib
 from experiments.rl import rollouts as rollouts_lib
 from experiments.rl import experiment
+from experiments.rl import run_config
 from experiments.rl import train_step
-
-_STATS = ("logprobs", "entropy", "self_certainty", "token_logits",
-          "sum_pi_squared")
 
 
 def _pick_row(scored) -> int:
@@ -49,38 +47,33 @@ def advantage_map(ablation, size: str, init_checkpoint: str | None,
                                         params)
   problem = exp.task.sample_problems(np.random.default_rng(seed), 1)[0]
   problems = [problem] * group_size
-  responses = rollouts_lib.generate(exp.task, _decoder(graphdef, params,
-                                                       rest),
-                                    problems, sampling=exp.sampling,
+  decoder = policy_lib.merged_decoder(graphdef, params, rest)
+  responses = rollouts_lib.generate(exp.task, decoder, problems,
+                                    sampling=exp.sampling,
                                     key=jax.random.key(seed))
   scored = rollouts_lib.score_batch(exp.task, problems, responses,
                                     exp.task.max_steps)
   stats = train_step.jit_token_outputs(
-      graphdef, temperature=exp.sampling.temperature, stats=_STATS,
-      values=False, banned_tokens=exp.sampling.banned_tokens)(
+      graphdef, temperature=exp.sampling.temperature,
+      stats=tuple(policy_lib.STATISTICS), values=False,
+      banned_tokens=exp.sampling.banned_tokens)(
           params, rest, responses.prompt_tokens, responses.prompt_valid,
           responses.tokens, responses.valid)
+  # No critic or reference here: values are 0 and the reference is the
+  # policy itself; no greedy baseline either.
+  stats.update(values=jnp.zeros_like(stats["logprobs"]),
+               ref_logprobs=stats["logprobs"])
   group_ids = np.zeros(group_size, np.int32)
   row = _pick_row(scored)
   out = {}
   for arm in arms:
-    cfg = spec.build_config(ablation, f"{arm},0,{size}")
-    rl = cfg.rl
-    rewards = rollouts_lib.verifiable_rewards(scored, group_ids, 1.0,
-                                              rl.token_rewards)
-    needed = cajax.required_fields(rl.estimator)
-    fields = {"old_logprobs": stats["logprobs"], "values":
-              jnp.zeros_like(stats["logprobs"]),
-              "ref_logprobs": stats["logprobs"],
-              "baseline_scores": jnp.zeros(group_size), **stats}
-    rollouts = rollouts_lib.build_rollouts(
-        scored, responses, rewards, group_ids, 1,
-        **{k: v for k, v in fields.items() if k in needed})
-    kwargs = dict(rl.estimator_kwargs)
-    if rl.estimator == "istar":
-      kwargs.setdefault("num_steps", exp.task.max_steps)
-    est = cajax.estimate(rl.estimator, rollouts, **kwargs)
-    out[arm] = np.asarray(est.advantages[row])
+    rl = run_config.validate(
+        spec.build_config(ablation, f"{arm},0,{size}")).rl
+    rollouts = rollouts_lib.build_batch(
+        rl.resolved, responses, scored, group_ids, 1, statistics=stats,
+        reward_source=rl.reward_source,
+        baseline_scores=np.zeros(group_size, np.float32))
+    out[arm] = np.asarray(rl.resolved.function(rollouts).advantages[row])
   length = int(responses.valid[row].sum())
   text = [exp.task.tokenizer.decode([int(t)]) or "·"
           for t in responses.tokens[row, :length]]
@@ -100,8 +93,4 @@ def advantage_map(ablation, size: str, init_checkpoint: str | None,
   fig.savefig(path, dpi=110)
   plt.close(fig)
   return out
-
-
-def _decoder(graphdef, params, rest):
-  return policy_lib.merge(graphdef, params, rest).decoder
 

@@ -9,8 +9,9 @@ from experiments.ablation import report
 from experiments.ablation import runner
 from experiments.ablation import spec
 from experiments.ablation import verdicts
+from experiments.configs import ablations
 
-NAMES = ("pure", "tp_grpo", "ucas", "tool", "r3l")
+NAMES = ablations.ABLATIONS.names()
 
 
 def plans(names, size: str, seeds: int | None, workdir: str) -> dict:

@@ -184,9 +184,8 @@ class Ablation:
 SMOKE = Size({"task.min_ops": 1, "task.max_ops": 2, "model.name": "tiny",
               "sampling.max_new_tokens": 24, "task.max_response_len": 24,
               "warm_start.steps": 4, "warm_start.batch_size": 8,
-              "rl.num_steps": 2, "rl.prompts_per_step": 2,
-              "rl.samples_per_prompt": 4, "eval_every": 1,
-              "eval_problems": 4, "checkpoint_every": 1},
+              "rl.num_steps": 2, "rl.num_groups": 2, "rl.group_size": 4,
+              "eval_every": 1, "eval_problems": 4, "checkpoint_every": 1},
              seeds=1, warm_starts=1,
              timing=cost.Timing(rl_step=0.2, evaluation=0.2,
                                 warm_start_step=0.05))
@@ -214,9 +213,9 @@ def sizes(num_steps: int, evaluations: int, timing: cost.Timing, *,
   plans the budget with (`cost.calibrate` of a finished run gives them).
   """
   every = max(num_steps // evaluations, 1)
-  return {"default": Size({"rl.num_steps": num_steps,
-                           "rl.prompts_per_step": 8, "eval_every": every,
-                           "eval_problems": 1024, "checkpoint_every": every,
+  return {"default": Size({"rl.num_steps": num_steps, "rl.num_groups": 8,
+                           "eval_every": every, "eval_problems": 1024,
+                           "checkpoint_every": every,
                            "warm_start.steps": WARM_START_STEPS, **default},
                           seeds=seeds, warm_starts=warm_starts,
                           timing=timing),
@@ -232,12 +231,10 @@ def output_dir(workdir: str, ablation: Ablation, size: str) -> str:
 
 
 def load(name: str):
-  """The ablation module `experiments.configs.ablations.<name>`."""
-  try:
-    return importlib.import_module(f"experiments.configs.ablations.{name}")
-  except ModuleNotFoundError as e:
-    raise ValueError(f"unknown ablation {name!r}; see "
-                     "experiments/configs/ablations/.") from e
+  """The ablation config module registered as `name`."""
+  # Imported here: the ablation modules import this one.
+  from experiments.configs import ablations  # pylint: disable=g-import-not-at-top
+  return ablations.ABLATIONS[name]
 
 
 def apply(config: ml_collections.ConfigDict, overrides: dict) -> None:

@@ -2,8 +2,8 @@
 
 A 2-layer, width-64 decoder first learns the task format from generated
 traces with deliberate wrong and filler steps (the warm start, so RL starts
-from an imperfect policy), then trains with RL: 16 prompts x 8 samples per
-step, responses up to 48 tokens.
+from an imperfect policy), then trains with RL: 16 groups of 8 responses per
+step (one prompt each), responses up to 48 tokens.
 
   python -m experiments.train --config=experiments/configs/chain_arith.py \
       --workdir=/tmp/chain --config.rl.estimator=pure
@@ -37,14 +37,15 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.rl = ml_collections.ConfigDict(dict(
       num_steps=600,
-      prompts_per_step=16,
-      samples_per_prompt=8,
+      num_groups=16,   # G prompts per step, one group of responses each
+      group_size=8,    # responses per prompt
       estimator="grpo",
-      # Keyword arguments of cajax.estimate for the chosen estimator.
+      # Settings of the chosen estimator (cajax.resolve(estimator, **these));
+      # from the command line: --config.rl.estimator_kwargs.<name>=<value>.
       estimator_kwargs=ml_collections.ConfigDict(),
-      # What the estimator's token_rewards hold: "outcome" (at the last
-      # token) or "steps" (each step's PRM reward at its last token).
-      token_rewards="outcome",
+      # Where the estimator's token_rewards come from: "outcome" (at the
+      # last token) or "steps" (each step's PRM reward at its last token).
+      reward_source="outcome",
       # Share of prompts whose outcome is verifiable (PURE's "10% VR").
       verifiable_fraction=1.0,
       # R3L: this many rows of each group restart a failed response from
@@ -53,18 +54,19 @@ def get_config() -> ml_collections.ConfigDict:
       retry_samples=0,
       mask_retry_prefix=True,
       policy_loss="vanilla",
-      policy_loss_kwargs=ml_collections.ConfigDict(dict(
-          clip_low=0.2, clip_high=0.28)),
+      # Settings of the chosen loss over its own defaults
+      # (cajax.losses.make_policy_loss(policy_loss, **these)).
+      policy_loss_kwargs=ml_collections.ConfigDict(),
       aggregation="token-mean",
       kl_coef=0.0,
       kl_kind="k3",
       entropy_coef=0.0,
       value_coef=0.0,  # > 0 adds a value head (needed by `gae`).
       value_clip=0.5,
-      tis_cap=0.0,     # > 0: truncated importance weight on each token.
+      tis_ratio_cap=0.0,  # > 0: truncated importance weight on each token.
       ppo_epochs=1,
-      num_minibatches=1,
-      num_microbatches=1,
+      num_mini_batches=1,
+      num_micro_batches=1,
   ))
 
   c.optimizer = ml_collections.ConfigDict(dict(
@@ -79,7 +81,6 @@ def get_config() -> ml_collections.ConfigDict:
   # Evaluate the sampling policy (what RL optimises): greedy decoding hides
   # the wrong and filler steps the credit-assignment claims are about.
   c.eval_temperature = 1.0
-  c.log_every = 1
   c.checkpoint_every = 50
   c.keep_checkpoints = 3
   c.show_progress = True

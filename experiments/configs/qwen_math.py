@@ -27,12 +27,12 @@ def get_config():
   c.sampling.temperature = 1.0
   c.warm_start.steps = 0
   c.rl.num_steps = 500
-  c.rl.prompts_per_step = 32
-  c.rl.samples_per_prompt = 8
+  c.rl.num_groups = 32
+  c.rl.group_size = 8
   c.rl.estimator = "grpo"
   c.rl.aggregation = "token-mean"
-  c.rl.num_minibatches = 4
-  c.rl.num_microbatches = 4
+  c.rl.num_mini_batches = 4
+  c.rl.num_micro_batches = 4
   c.rl.kl_coef = 0.0
   c.optimizer.learning_rate = 1e-6
   c.optimizer.warmup_steps = 10

@@ -11,8 +11,8 @@ def get_config():
   c.warm_start.steps = 4
   c.warm_start.batch_size = 8
   c.rl.num_steps = 3
-  c.rl.prompts_per_step = 4
-  c.rl.samples_per_prompt = 2
+  c.rl.num_groups = 4
+  c.rl.group_size = 2
   c.eval_every = 3
   c.eval_problems = 8
   c.checkpoint_every = 1

@@ -9,6 +9,8 @@ static argument of `jax.jit`.
 
 import dataclasses
 
+import cajax
+
 _ROPE_KINDS = ("linear", "llama3")
 _DTYPES = ("float32", "bfloat16", "float16")
 # "none": keep every activation; "full": keep only each block's input and
@@ -179,8 +181,9 @@ _SIZES = {
                             high_freq_factor=4.0,
                             original_max_position_embeddings=8192)),
 }
-
-NAMES = tuple(_SIZES)
+SIZES = cajax.Registry("model size", _SIZES, how_to_add=(
+    "Add one in experiments/models/config.py, or set model_path."))
+NAMES = SIZES.names()
 
 
 def get(name: str, **overrides) -> ModelConfig:
@@ -193,11 +196,10 @@ def get(name: str, **overrides) -> ModelConfig:
   Returns:
     A validated ModelConfig.
   """
-  if name not in _SIZES:
-    raise ValueError(f"model size must be one of {NAMES}, got {name!r}")
+  size = SIZES[name]
   fields = {f.name for f in dataclasses.fields(ModelConfig)}
   unknown = sorted(set(overrides) - fields)
   if unknown:
     raise ValueError(f"unknown ModelConfig field(s) {unknown}; valid fields "
                      f"are {sorted(fields)}")
-  return ModelConfig(**{**_SIZES[name], **overrides}).validate()
+  return ModelConfig(**{**size, **overrides}).validate()

@@ -18,10 +18,10 @@ from experiments.models import hf
 from experiments.models import hf_config
 from experiments.models import sampler as sampler_lib
 from experiments.models import tokenizer as tokenizer_lib
-from experiments.rl import config_checks
 from experiments.rl import mesh as mesh_lib
 from experiments.rl import policy as policy_lib
 from experiments.rl import rollouts as rollouts_lib
+from experiments.rl import run_config
 from experiments.tasks import base as task_base
 
 # Streams of the NumPy generator seeded by (seed, stream, step).
@@ -36,12 +36,13 @@ class Experiment:
   """Everything built once from a config: task, mesh, model, jitted steps."""
 
   def __init__(self, config):
-    config_checks.check_config(config)
+    """Args: config: a `get_config()` ConfigDict (validated here) or a
+    `run_config.Run`."""
+    config = run_config.validate(config)
     mesh_lib.initialize_distributed(config.distributed)
     self.config = config
     self.mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
-    rows = config.rl.prompts_per_step * config.rl.samples_per_prompt
-    mesh_lib.check_divisible(rows, self.mesh, "the RL batch")
+    mesh_lib.check_divisible(config.rl.batch_size, self.mesh, "the RL batch")
     overrides = dict(config.model.overrides)
     if config.model_path:
       self.task = task_base.make_task(_checkpoint_task(config))
@@ -102,9 +103,9 @@ class Experiment:
     problems = self.eval_problems(step, num_problems)
     sampling = dataclasses.replace(
         self.sampling, temperature=self.config.eval_temperature)
-    decoder = policy_lib.merge(graphdef, params, rest).decoder
+    decoder = policy_lib.merged_decoder(graphdef, params, rest)
     key = jax.random.fold_in(jax.random.fold_in(self.key, 2**31 - 1), step)
-    rows = self.config.rl.prompts_per_step * self.config.rl.samples_per_prompt
+    rows = self.config.rl.batch_size
     chunks = []
     for start in range(0, num_problems, rows):
       chunk = problems[start:start + rows]
@@ -126,7 +127,7 @@ class Experiment:
 def _checkpoint_task(config) -> dict:
   """The task config with the checkpoint's tokenizer (and chat template)."""
   tokenizer = tokenizer_lib.Tokenizer(config.model_path)
-  task = config.task.to_dict()
+  task = dict(config.task)
   task["tokenizer"] = tokenizer
   if task.pop("use_chat_template", True) and tokenizer.chat_template:
     task["chat_template"] = lambda question: tokenizer.apply_chat_template(

@@ -20,11 +20,12 @@ import cajax_kernels
 
 from experiments.models import decoder as decoder_lib
 
-# Per-token statistics the estimators can ask for, by Rollouts field name,
-# mapped to the kernel's statistic names.
-_STATS = {"logprobs": "logprobs", "entropy": "entropy",
-          "self_certainty": "self_certainty",
-          "sum_pi_squared": "sum_pi_squared", "token_logits": "label_logit"}
+# THE list of per-token statistics the policy computes for an estimator, by
+# `cajax.Rollouts` field name, mapped to the kernel's statistic names.
+STATISTICS = {"logprobs": "logprobs", "entropy": "entropy",
+              "self_certainty": "self_certainty",
+              "sum_pi_squared": "sum_pi_squared",
+              "token_logits": "label_logit"}
 
 
 class Policy(nnx.Module):
@@ -38,9 +39,23 @@ class Policy(nnx.Module):
                        if value_head else None)
 
 
+def statistics_for(fields) -> tuple[str, ...]:
+  """The statistics to compute for an estimator reading `fields`:
+  `logprobs` and `entropy` (the update's old log-probs and the rollout
+  metrics need them), and every other `STATISTICS` entry among `fields`."""
+  return ("logprobs", "entropy") + tuple(
+      s for s in STATISTICS if s in fields and s not in ("logprobs",
+                                                         "entropy"))
+
+
 def merge(graphdef, params: dict, rest) -> Policy:
   """The module from its graph, a pure dict of parameters and other state."""
   return nnx.merge(graphdef, params, rest)
+
+
+def merged_decoder(graphdef, params: dict, rest) -> decoder_lib.Decoder:
+  """The decoder of the module merged from its parts (for sampling)."""
+  return merge(graphdef, params, rest).decoder
 
 
 def split(policy: Policy):
@@ -111,9 +126,10 @@ def token_outputs(policy: Policy, prompt_tokens, prompt_valid,
   Returns:
     dict of f32[B, N] arrays (0 where `response_valid` is False).
   """
-  unknown = sorted(set(stats) - set(_STATS))
+  unknown = sorted(set(stats) - set(STATISTICS))
   if unknown:
-    raise ValueError(f"stats {unknown} unknown; choose from {sorted(_STATS)}.")
+    raise ValueError(f"stats {unknown} unknown; choose from "
+                     f"{sorted(STATISTICS)}.")
   hidden = response_hidden(policy, prompt_tokens, prompt_valid,
                            response_tokens, response_valid)
   batch, length, width = hidden.shape
@@ -133,9 +149,9 @@ def token_outputs(policy: Policy, prompt_tokens, prompt_valid,
   if extra:
     got = cajax_kernels.linear_token_stats(
         jax.lax.stop_gradient(flat), jax.lax.stop_gradient(weight), labels,
-        stats=tuple(_STATS[s] for s in extra), temperature=temperature,
+        stats=tuple(STATISTICS[s] for s in extra), temperature=temperature,
         weight_layout=layout)
-    out.update({s: got[_STATS[s]] for s in extra})
+    out.update({s: got[STATISTICS[s]] for s in extra})
   out = {k: jnp.where(response_valid, v.reshape(batch, length)
                       .astype(jnp.float32), 0.0)
          for k, v in out.items() if k in stats}

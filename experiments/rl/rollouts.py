@@ -169,24 +169,26 @@ def score_batch(task: task_base.Task, problems, responses: Responses,
   return Scored(outcome, arrays, scores, metrics)
 
 
-def verifiable_rewards(scored: Scored, group_ids, fraction: float,
-                       source: str = "outcome") -> np.ndarray:
-  """Token rewards the estimator sees, f32[B, T].
+# Where `rl.reward_source` takes the token rewards from (`Scored.arrays`).
+REWARD_SOURCES = cajax.Registry("reward source", {
+    "outcome": "token_rewards",      # the outcome at the last valid token
+    "steps": "step_token_rewards",   # each step's reward at its last token
+})
+# Rollouts fields every training batch carries, from the task's scores.
+_SCORE_FIELDS = ("token_rewards", "group_ids", "step_ids", "step_rewards",
+                 "step_mask")
 
-  Args:
-    scored: from `score_batch`.
-    group_ids: int32[B] prompt of each row.
-    fraction: the share of prompts whose outcome is verifiable (PURE's
-      "10% VR": the first ⌈fraction · G⌉ prompts of the batch keep their
-      outcome, the others get 0, as prompts without a reference answer).
-    source: "outcome" (the outcome at the last token) or "steps" (each
-      step's reward at its last token: MatchTIR's turn rewards).
+
+def _estimator_token_rewards(scored: Scored, group_ids, fraction: float,
+                             source: str) -> np.ndarray:
+  """The token rewards the estimator sees, f32[B, T].
+
+  `fraction` is the share of groups whose outcome is verifiable (PURE's
+  "10% VR"): the first ⌈fraction · G⌉ groups of the batch keep their
+  rewards, the others get 0, as prompts without a reference answer.
   """
-  if source not in ("outcome", "steps"):
-    raise ValueError(f"token reward source must be 'outcome' or 'steps', "
-                     f"got {source!r}.")
-  rewards = scored.arrays["token_rewards" if source == "outcome"
-                          else "step_token_rewards"].copy()
+  rewards = scored.arrays[REWARD_SOURCES.lookup(source,
+                                                "rl.reward_source")].copy()
   if fraction < 1.0:
     num_groups = int(np.max(group_ids)) + 1
     hidden = np.asarray(group_ids) >= int(np.ceil(fraction * num_groups))
@@ -194,27 +196,55 @@ def verifiable_rewards(scored: Scored, group_ids, fraction: float,
   return rewards
 
 
-def build_rollouts(scored: Scored, responses: Responses, token_rewards,
-                   group_ids, num_groups: int,
-                   **token_fields) -> cajax.Rollouts:
-  """`cajax.Rollouts` of a scored batch (device placement is the caller's).
+def build_batch(resolved: cajax.registry.Resolved, responses: Responses,
+                scored: Scored, group_ids, num_groups: int, *,
+                statistics: dict, reward_source: str = "outcome",
+                verifiable_fraction: float = 1.0,
+                baseline_scores=None) -> cajax.Rollouts:
+  """THE batch builder: the `cajax.Rollouts` an estimator reads.
+
+  Used by the trainer, its config checks and the ablation heat map. The
+  task's scores give the token rewards, groups and step layout; the
+  trainer's per-token statistics give exactly the other fields
+  `resolved.fields` names (device placement is the caller's).
 
   Args:
-    scored: from `score_batch`.
+    resolved: the estimator, from `cajax.resolve(name, **settings)`.
     responses: from `generate`.
-    token_rewards: f32[B, T] from `verifiable_rewards`.
-    group_ids: int32[B] prompt group of each row.
+    scored: from `score_batch`.
+    group_ids: int32[B] group of each row.
     num_groups: G.
-    **token_fields: per-token Rollouts fields computed by the trainer
-      (old_logprobs, logprobs, ref_logprobs, values, entropy,
-      self_certainty, token_logits, sum_pi_squared) and baseline_scores.
+    statistics: per-token f32[B, T] arrays of the policy before the update,
+      by `Rollouts` field name: `logprobs` (also used as `old_logprobs`),
+      the `policy.STATISTICS` the estimator reads, and `values` and
+      `ref_logprobs` when it reads them.
+    reward_source: "outcome" or "steps" (`REWARD_SOURCES`).
+    verifiable_fraction: share of groups whose rewards the estimator sees.
+    baseline_scores: f32[B] (ReMax's greedy rewards), when it reads them.
+
+  Returns:
+    The rollouts, with every field `resolved.fields` names set.
+
+  Raises:
+    ValueError: a field the estimator reads that was not supplied.
   """
+  supplied = {**statistics, "old_logprobs": statistics.get("logprobs"),
+              "baseline_scores": baseline_scores}
+  extra = {f: supplied.get(f) for f in resolved.fields
+           if f not in _SCORE_FIELDS}
+  missing = sorted(f for f, v in extra.items() if v is None)
+  if missing:
+    raise ValueError(
+        f"estimator {resolved.name!r} reads Rollouts fields {missing}, which "
+        f"this batch was not given (statistics: {sorted(statistics)}).")
   return cajax.Rollouts(
       mask=responses.mask,
-      token_rewards=token_rewards,
+      token_rewards=_estimator_token_rewards(scored, group_ids,
+                                             verifiable_fraction,
+                                             reward_source),
       group_ids=np.asarray(group_ids, np.int32),
       num_groups=num_groups,
       step_ids=scored.arrays["step_ids"],
       step_rewards=scored.arrays["step_rewards"],
       step_mask=scored.arrays["step_mask"],
-      **token_fields)
+      **extra)

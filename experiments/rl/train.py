@@ -8,7 +8,6 @@ update), with evaluation, checkpoints and metrics under one workdir.
 
 import dataclasses
 import functools
-import json
 import os
 import time
 
@@ -26,37 +25,35 @@ from experiments.rl import metrics as metrics_lib
 from experiments.rl import policy as policy_lib
 from experiments.rl import retries
 from experiments.rl import rollouts as rollouts_lib
+from experiments.rl import run_config
 from experiments.rl import train_step
 from experiments.rl import warm_start
 
-# Per-token statistics the trainer can give an estimator.
-_TOKEN_STATS = ("entropy", "self_certainty", "token_logits",
-                "sum_pi_squared")
-
-
-def _optimizer(config, learning_rate):
+def optimizer(config: run_config.Run, learning_rate: float):
+  """The run's AdamW (`optimizer.*`) at `learning_rate`."""
   o = config.optimizer
   return train_step.make_optimizer(
       learning_rate, warmup_steps=o.warmup_steps, b1=o.b1, b2=o.b2,
       weight_decay=o.weight_decay, grad_clip=o.grad_clip)
 
 
-def _initial_state(exp: experiment.Experiment, tx,
-                   params) -> train_step.TrainState:
+def initial_state(exp: experiment.Experiment, tx,
+                  params) -> train_step.TrainState:
+  """A fresh train state on the experiment's mesh."""
   return mesh_lib.place_state(train_step.TrainState(
       params, jax.jit(tx.init)(params), jnp.zeros((), jnp.int32)), exp.mesh)
 
 
-def _meta(config) -> dict:
-  return {"config": json.loads(config.to_json_best_effort())}
+def _meta(config: run_config.Run) -> dict:
+  return {"config": run_config.as_dict(config)}
 
 
 def run_warm_start(exp: experiment.Experiment, workdir: str) -> dict:
   """Supervised warm start into `workdir/warm_start`; returns its params."""
   config, ws = exp.config, exp.config.warm_start
   graphdef, params, rest = exp.new_policy(value_head=False)
-  tx = _optimizer(config, ws.learning_rate)
-  state = _initial_state(exp, tx, params)
+  tx = optimizer(config, ws.learning_rate)
+  state = initial_state(exp, tx, params)
   update = train_step.jit_sft_update(graphdef, tx,
                                      exp.sampling.banned_tokens)
 
@@ -96,7 +93,7 @@ def initial_params(exp: experiment.Experiment, workdir: str,
   return {**params, "decoder": decoder}
 
 
-class _RLStep:
+class RLStep:
   """One RL step: sample, score, estimate, update (a `loop.run` step)."""
 
   def __init__(self, exp: experiment.Experiment, graphdef, rest, ref_params,
@@ -104,39 +101,20 @@ class _RLStep:
     self.exp, self.rest, self.ref_params = exp, rest, ref_params
     rl = exp.config.rl
     self.graphdef = graphdef
-    needed = set(cajax.required_fields(rl.estimator))
-    self.stats = tuple(["logprobs", "entropy"] +
-                       [s for s in _TOKEN_STATS[1:] if s in needed])
     self.critic = rl.value_coef > 0
     self.token_fn = train_step.jit_token_outputs(
-        graphdef, temperature=exp.sampling.temperature, stats=self.stats,
+        graphdef, temperature=exp.sampling.temperature,
+        stats=policy_lib.statistics_for(rl.resolved.fields),
         values=self.critic, banned_tokens=exp.sampling.banned_tokens)
     self.ref_fn = (train_step.jit_token_outputs(
         graphdef, temperature=exp.sampling.temperature, stats=("logprobs",),
         values=False, banned_tokens=exp.sampling.banned_tokens)
                    if ref_params is not None else None)
-    kwargs = dict(rl.estimator_kwargs)
-    if rl.estimator == "istar":  # Its step axis is static.
-      kwargs.setdefault("num_steps", exp.task.max_steps)
-    self.estimate = jax.jit(functools.partial(cajax.estimate, rl.estimator,
-                                              **kwargs))
-    self.needs_baseline = "baseline_scores" in needed
-    self.update = train_step.jit_update(
-        train_step.LossConfig(
-            policy_loss=rl.policy_loss,
-            policy_loss_kwargs=tuple(sorted(dict(
-                rl.policy_loss_kwargs).items())),
-            aggregation=rl.aggregation, kl_coef=rl.kl_coef,
-            kl_kind=rl.kl_kind, entropy_coef=rl.entropy_coef,
-            value_coef=rl.value_coef, value_clip=rl.value_clip,
-            temperature=exp.sampling.temperature,
-            banned_tokens=exp.sampling.banned_tokens, tis_cap=rl.tis_cap,
-            ppo_epochs=rl.ppo_epochs, num_minibatches=rl.num_minibatches,
-            num_microbatches=rl.num_microbatches),
-        graphdef, tx)
+    self.estimate = jax.jit(rl.resolved.function)
+    self.update = train_step.jit_update(rl, exp.sampling, graphdef, tx)
 
   def _decoder(self, params):
-    return policy_lib.merge(self.graphdef, params, self.rest).decoder
+    return policy_lib.merged_decoder(self.graphdef, params, self.rest)
 
   def _sample(self, params, problems, key, sampling):
     return rollouts_lib.generate(self.exp.task, self._decoder(params),
@@ -153,10 +131,10 @@ class _RLStep:
       times[f"time/{name}"], clock = now - clock, now
 
     rng = experiment.np_rng(exp.config, experiment.TRAIN_DATA, step)
-    prompts = exp.task.sample_problems(rng, rl.prompts_per_step)
-    problems = [p for p in prompts for _ in range(rl.samples_per_prompt)]
-    group_ids = np.repeat(np.arange(rl.prompts_per_step, dtype=np.int32),
-                          rl.samples_per_prompt)
+    prompts = exp.task.sample_problems(rng, rl.num_groups)
+    problems = [p for p in prompts for _ in range(rl.group_size)]
+    group_ids = np.repeat(np.arange(rl.num_groups, dtype=np.int32),
+                          rl.group_size)
     responses = self._sample(state.params, problems,
                              jax.random.fold_in(key, 0), exp.sampling)
     lap("sample")
@@ -166,7 +144,7 @@ class _RLStep:
     if rl.retry_samples > 0:
       responses, retried = retries.retry(
           exp.task, problems, responses, scored,
-          group_size=rl.samples_per_prompt, retry_samples=rl.retry_samples,
+          group_size=rl.group_size, retry_samples=rl.retry_samples,
           freeze_prefix=rl.mask_retry_prefix,
           generate=lambda ps, pre: rollouts_lib.generate(
               exp.task, self._decoder(state.params), ps,
@@ -176,7 +154,7 @@ class _RLStep:
         scored = rollouts_lib.score_batch(exp.task, problems, responses,
                                           exp.task.max_steps)
     baseline = None
-    if self.needs_baseline:
+    if "baseline_scores" in rl.resolved.fields:
       greedy = self._sample(state.params, problems, key,
                             dataclasses.replace(exp.sampling,
                                                 temperature=0.0))
@@ -189,28 +167,23 @@ class _RLStep:
                    response_tokens=responses.tokens,
                    response_valid=responses.valid))
     stats = self.token_fn(state.params, self.rest, *seq.values())
-    ref = (self.ref_fn(self.ref_params, self.rest, *seq.values())["logprobs"]
-           if self.ref_fn is not None else jnp.zeros_like(stats["logprobs"]))
-    fields = {"old_logprobs": stats["logprobs"], "logprobs": stats["logprobs"],
-              "ref_logprobs": ref,
-              **{k: v for k, v in stats.items() if k in _TOKEN_STATS},
-              **({"values": stats["values"]} if self.critic else {})}
-    needed = cajax.required_fields(rl.estimator)
-    fields = {k: v for k, v in fields.items() if k in needed}
-    if baseline is not None:
-      fields["baseline_scores"] = put(baseline)
-    token_rewards = rollouts_lib.verifiable_rewards(
-        scored, group_ids, rl.verifiable_fraction, rl.token_rewards)
-    rollouts = rollouts_lib.build_rollouts(
-        scored, responses, token_rewards, group_ids, rl.prompts_per_step)
-    rollouts = put(rollouts).replace(**fields)
+    if self.ref_fn is not None:
+      stats["ref_logprobs"] = self.ref_fn(self.ref_params, self.rest,
+                                          *seq.values())["logprobs"]
+    rollouts = put(rollouts_lib.build_batch(
+        rl.resolved, responses, scored, group_ids, rl.num_groups,
+        statistics=stats, reward_source=rl.reward_source,
+        verifiable_fraction=rl.verifiable_fraction,
+        baseline_scores=baseline))
     est = self.estimate(rollouts)
     lap("estimate")
     mask = rollouts.mask
+    zeros = jnp.zeros_like(stats["logprobs"])
     batch = train_step.UpdateBatch(
         **seq, mask=mask, advantages=est.advantages, returns=est.returns,
-        old_logprobs=stats["logprobs"], ref_logprobs=ref,
-        old_values=stats.get("values", jnp.zeros_like(ref)),
+        old_logprobs=stats["logprobs"],
+        ref_logprobs=stats.get("ref_logprobs", zeros),
+        old_values=stats.get("values", zeros),
         sampler_logprobs=put(responses.sampler_logprobs))
     state, update_metrics = self.update(state, self.rest, batch,
                                         jax.random.fold_in(key, 1))
@@ -219,7 +192,7 @@ class _RLStep:
     return state, {
         **experiment.outcome_metrics(scored, responses),
         **_token_metrics(mask, est.advantages, stats, batch.sampler_logprobs,
-                         ref if self.ref_fn is not None else None),
+                         stats.get("ref_logprobs")),
         **update_metrics, **times,
         "samples_seen": (step + 1) * len(problems), "retries": retried,
         "tokens_per_second": float(responses.valid.sum())
@@ -271,8 +244,7 @@ class _Evaluations:
           drop_from=step)
     self.last = self.exp.evaluate(self.graphdef, params, self.rest,
                                   config.eval_problems, step)
-    self.last["samples_seen"] = (step * config.rl.prompts_per_step
-                                 * config.rl.samples_per_prompt)
+    self.last["samples_seen"] = step * config.rl.batch_size
     self.writer.write(step, self.last)
 
   def close(self) -> None:
@@ -283,18 +255,24 @@ class _Evaluations:
 def train_and_evaluate(config, workdir: str) -> dict:
   """Runs (or resumes) the experiment of `config` in `workdir`.
 
+  Args:
+    config: a `get_config()` ConfigDict (validated here, before anything is
+      built) or a `run_config.Run`.
+    workdir: the run's folder.
+
   Returns:
     {"train": last train record, "eval": last evaluation record}.
   """
   exp = experiment.Experiment(config)
+  config = exp.config
   os.makedirs(workdir, exist_ok=True)
   rl = config.rl
   graphdef, params, rest = exp.new_policy(value_head=rl.value_coef > 0)
   params = initial_params(exp, workdir, params)
-  ref_params = params if rl.kl_coef > 0 else None
-  tx = _optimizer(config, config.optimizer.learning_rate)
-  state = _initial_state(exp, tx, params)
-  rl_step = _RLStep(exp, graphdef, rest, ref_params, tx)
+  ref_params = params if rl.needs_reference else None
+  tx = optimizer(config, config.optimizer.learning_rate)
+  state = initial_state(exp, tx, params)
+  rl_step = RLStep(exp, graphdef, rest, ref_params, tx)
   evals = _Evaluations(exp, graphdef, rest, workdir)
 
   def step_fn(step, state):

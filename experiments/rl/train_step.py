@@ -16,7 +16,6 @@ weight min(π_old/μ_sampler, C) on each token's loss (TIS; Yao et al., "Your
 efficient RL framework secretly brings you off-policy RL training", 2025).
 """
 
-import dataclasses
 import functools
 from typing import Any, NamedTuple
 
@@ -27,26 +26,6 @@ import optax
 import cajax
 
 from experiments.rl import policy as policy_lib
-
-
-@dataclasses.dataclass(frozen=True)
-class LossConfig:
-  """Static settings of the update (hashable: part of the jit key)."""
-  policy_loss: str = "vanilla"
-  policy_loss_kwargs: tuple = ()
-  aggregation: str = "token-mean"
-  loss_scale_factor: float | None = None
-  kl_coef: float = 0.0
-  kl_kind: str = "k3"
-  entropy_coef: float = 0.0
-  value_coef: float = 0.0
-  value_clip: float | None = 0.5
-  temperature: float = 1.0
-  banned_tokens: tuple = ()
-  tis_cap: float = 0.0
-  ppo_epochs: int = 1
-  num_minibatches: int = 1
-  num_microbatches: int = 1
 
 
 class UpdateBatch(NamedTuple):
@@ -101,38 +80,37 @@ def _float32_state(
   return optax.GradientTransformation(lambda p: inner.init(f32(p)), update)
 
 
-def _loss_sums(cfg: LossConfig, graphdef, params, rest, mb: UpdateBatch):
+def _loss_sums(rl, sampling, graphdef, params, rest, mb: UpdateBatch,
+               key: jax.Array | None):
   """The un-normalised loss terms of one micro-batch, and its metrics."""
   policy = policy_lib.merge(graphdef, params, rest)
   out = policy_lib.token_outputs(
       policy, mb.prompt_tokens, mb.prompt_valid, mb.response_tokens,
-      mb.response_valid, temperature=cfg.temperature,
-      values=cfg.value_coef > 0, banned_tokens=cfg.banned_tokens)
+      mb.response_valid, temperature=sampling.temperature,
+      values=rl.value_coef > 0, banned_tokens=sampling.banned_tokens)
   mask = mb.mask
-  per_token, pg_metrics = cajax.losses.policy_loss(
-      cfg.policy_loss, out["logprobs"], mb.old_logprobs, mb.advantages,
-      mask, return_metrics=True, **dict(cfg.policy_loss_kwargs))
-  if cfg.tis_cap > 0:
+  per_token, pg_metrics = rl.loss(out["logprobs"], mb.old_logprobs,
+                                  mb.advantages, mask, rng=key,
+                                  return_metrics=True)
+  if rl.tis_ratio_cap > 0:
     weight = jnp.minimum(jnp.exp(mb.old_logprobs - mb.sampler_logprobs),
-                         cfg.tis_cap)
+                         rl.tis_ratio_cap)
     per_token = per_token * jax.lax.stop_gradient(weight)
 
   def agg(x):
-    return cajax.losses.aggregate(x, mask, cfg.aggregation,
-                                  loss_scale_factor=cfg.loss_scale_factor)[0]
+    return cajax.losses.aggregate(x, mask, rl.aggregation)[0]
 
   terms = {"pg": agg(per_token), "entropy": agg(out["entropy"])}
-  total = terms["pg"] - cfg.entropy_coef * terms["entropy"]
-  if cfg.kl_coef > 0:
+  total = terms["pg"] - rl.entropy_coef * terms["entropy"]
+  if rl.kl_coef > 0:
     terms["kl"] = agg(cajax.losses.kl_penalty(
-        cfg.kl_kind, out["logprobs"], mb.ref_logprobs, mask))
-    total = total + cfg.kl_coef * terms["kl"]
-  if cfg.value_coef > 0:
+        rl.kl_kind, out["logprobs"], mb.ref_logprobs, mask))
+    total = total + rl.kl_coef * terms["kl"]
+  if rl.value_coef > 0:
     (terms["value"], _), vf = cajax.losses.value_loss(
-        out["values"], mb.old_values, mb.returns, mask, clip=cfg.value_clip,
-        mode=cfg.aggregation, loss_scale_factor=cfg.loss_scale_factor,
-        return_metrics=True)
-    total = total + cfg.value_coef * terms["value"]
+        out["values"], mb.old_values, mb.returns, mask, clip=rl.value_clip,
+        mode=rl.aggregation, return_metrics=True)
+    total = total + rl.value_coef * terms["value"]
     pg_metrics = {**pg_metrics, **vf}
   return total, (terms, pg_metrics)
 
@@ -143,19 +121,23 @@ def _split(tree, parts: int):
       lambda x: x.reshape((parts, x.shape[0] // parts) + x.shape[1:]), tree)
 
 
-def _minibatch_step(cfg: LossConfig, graphdef, tx, rest, state: TrainState,
-                    mb: UpdateBatch):
-  """One optimizer step on a mini-batch, accumulating micro-batch grads."""
+def _minibatch_step(rl, sampling, graphdef, tx, rest, state: TrainState,
+                    pieces):
+  """One optimizer step on a mini-batch, accumulating micro-batch grads.
+
+  `pieces` is (the mini-batch, its micro-batches' loss keys or None).
+  """
+  mb, keys = pieces
   denominator = cajax.losses.aggregate(
-      jnp.zeros(mb.mask.shape, jnp.float32), mb.mask, cfg.aggregation,
-      loss_scale_factor=cfg.loss_scale_factor)[1]
+      jnp.zeros(mb.mask.shape, jnp.float32), mb.mask, rl.aggregation)[1]
   scale = jnp.where(denominator > 0, 1.0 / jnp.maximum(denominator, 1e-30),
                     0.0)
   grad_fn = jax.value_and_grad(
-      functools.partial(_loss_sums, cfg, graphdef), has_aux=True)
+      functools.partial(_loss_sums, rl, sampling, graphdef), has_aux=True)
 
   def micro(grads, piece):
-    (total, (terms, metrics)), g = grad_fn(state.params, rest, piece)
+    piece, key = piece
+    (total, (terms, metrics)), g = grad_fn(state.params, rest, piece, key)
     grads = jax.tree.map(lambda a, b: a + b.astype(jnp.float32) * scale,
                          grads, g)
     return grads, (total * scale, jax.tree.map(lambda t: t * scale, terms),
@@ -165,7 +147,7 @@ def _minibatch_step(cfg: LossConfig, graphdef, tx, rest, state: TrainState,
   zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32),
                        state.params)
   grads, (totals, terms, metrics) = jax.lax.scan(
-      micro, zeros, _split(mb, cfg.num_microbatches))
+      micro, zeros, (_split(mb, rl.num_micro_batches), keys))
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   summary = {"loss": jnp.sum(totals), "grad_norm": optax.tree.norm(grads),
@@ -175,29 +157,47 @@ def _minibatch_step(cfg: LossConfig, graphdef, tx, rest, state: TrainState,
   return TrainState(params, opt_state, state.step + 1), summary
 
 
-def update(cfg: LossConfig, graphdef, tx, state: TrainState, rest,
+def update(rl, sampling, graphdef, tx, state: TrainState, rest,
            batch: UpdateBatch, key: jax.Array):
-  """`ppo_epochs` passes over `batch` in `num_minibatches` shuffled pieces.
+  """`rl.ppo_epochs` passes over `batch` in `rl.num_mini_batches` shuffled
+  pieces.
 
-  Returns the new state and the metrics averaged over every mini-batch.
+  Args:
+    rl: the typed `rl` config section (`run_config.RL`): the bound policy
+      loss, aggregation mode, coefficients and update schedule.
+    sampling: the `SamplingConfig` the batch was drawn with (temperature,
+      banned tokens: the log-probs are of that distribution).
+    graphdef, tx: the policy's graph and the optimizer.
+    state, rest: the train state and the policy's non-parameter state.
+    batch: the RL batch.
+    key: PRNG key (mini-batch order; the loss's own draws, if any).
+
+  Returns:
+    The new state and the metrics averaged over every mini-batch.
   """
   rows = batch.mask.shape[0]
-  step = functools.partial(_minibatch_step, cfg, graphdef, tx, rest)
+  step = functools.partial(_minibatch_step, rl, sampling, graphdef, tx, rest)
   history = []
-  for epoch in range(cfg.ppo_epochs):
+  for epoch in range(rl.ppo_epochs):
     order = (jax.random.permutation(jax.random.fold_in(key, epoch), rows)
-             if cfg.num_minibatches > 1 else jnp.arange(rows))
+             if rl.num_mini_batches > 1 else jnp.arange(rows))
     shuffled = jax.tree.map(lambda x, o=order: x[o], batch)
-    state, metrics = jax.lax.scan(step, state,
-                                  _split(shuffled, cfg.num_minibatches))
+    # Only a loss that draws randomness (clip_cov) gets keys.
+    keys = (jax.random.split(
+        jax.random.fold_in(jax.random.fold_in(key, epoch), 1),
+        (rl.num_mini_batches, rl.num_micro_batches))
+            if rl.loss.takes_rng else None)
+    state, metrics = jax.lax.scan(
+        step, state, (_split(shuffled, rl.num_mini_batches), keys))
     history.append(metrics)
   metrics = jax.tree.map(lambda *m: jnp.mean(jnp.concatenate(m)), *history)
   return state, metrics
 
 
-def jit_update(cfg: LossConfig, graphdef, tx):
-  """The update jitted once, with the train state donated."""
-  return jax.jit(functools.partial(update, cfg, graphdef, tx),
+def jit_update(rl, sampling, graphdef, tx):
+  """The update jitted once (settings bound, not traced), with the train
+  state donated."""
+  return jax.jit(functools.partial(update, rl, sampling, graphdef, tx),
                  donate_argnums=(0,))
 
 

@@ -80,6 +80,62 @@ def test_duplicate_registration_is_refused():
   assert cajax.estimator_names().count("grpo") == 1
 
 
+def test_registry_type():
+  sizes = cajax.Registry("model size", {"tiny": 1, "small": 2},
+                         how_to_add="Add one in sizes.py.")
+  assert sizes.names() == ("tiny", "small") and list(sizes) == ["tiny",
+                                                                "small"]
+  assert sizes["small"] == 2 and "tiny" in sizes and len(sizes) == 2
+  with pytest.raises(ValueError, match=r"^model.size: unknown model size "
+                     r"'smal' \(did you mean 'small'\?\); registered: tiny, "
+                     r"small\. Add one in sizes\.py\.$"):
+    sizes.check("smal", "model.size")
+  with pytest.raises(ValueError, match=r"unknown model size 3; registered"):
+    sizes[3]  # pylint: disable=pointless-statement
+  with pytest.raises(ValueError, match="already registered"):
+    sizes.add("tiny", 3)
+  with pytest.raises(ValueError, match="non-empty string"):
+    sizes.add("", 3)
+
+
+def test_own_estimator_through_register():
+  name = "test_constant_advantage"
+  if name not in registry.ESTIMATORS:
+    @registry.register(name, fields=("token_rewards",))
+    def _constant(rollouts, *, value: float = 1.0):
+      adv = jnp.where(rollouts.mask, value, 0.0)
+      return types.EstimatorOutput(adv, adv, {})
+  out = cajax.estimate(name, small_rollouts(), value=2.0)
+  np.testing.assert_array_equal(out.advantages, np.full((4, 3), 2.0))
+  assert registry.resolve(name).settings == {"value": 1.0}
+
+
+def test_resolve_binds_settings_and_fields():
+  resolved = cajax.resolve("ucas", certainty="negative_entropy")
+  assert resolved.name == "ucas"
+  assert resolved.fields == ("token_rewards", "entropy", "token_logits",
+                             "group_ids")
+  # The estimator's own defaults are reported beside the given settings.
+  assert resolved.settings["certainty"] == "negative_entropy"
+  assert resolved.settings["beta_pos"] == 0.25
+  assert cajax.resolve("pure", kl_in_reward=True).fields[-2:] == (
+      "old_logprobs", "ref_logprobs")
+  assert "old_logprobs" not in cajax.resolve("pure").fields
+  rollouts = testing.make_rollouts(batch=8, length=8, group_size=4,
+                                   num_steps=3, seed=4)
+  got = jax.jit(resolved.function)(rollouts.replace(self_certainty=None))
+  want = cajax.estimate("ucas", rollouts, certainty="negative_entropy")
+  np.testing.assert_array_equal(got.advantages, want.advantages)
+  with pytest.raises(ValueError, match=r"'grpo' got unexpected keyword "
+                     r"'epsilon' \(did you mean 'eps'\?\)"):
+    cajax.resolve("grpo", epsilon=1.0)
+  with pytest.raises(ValueError, match=r"unknown estimator 'gpro' "
+                     r"\(did you mean 'grpo'\?\)"):
+    cajax.resolve("gpro")
+  with pytest.raises(ValueError, match="bound by resolve"):
+    cajax.resolve("grpo", eps=1.0).function(small_rollouts(), eps=2.0)
+
+
 def test_missing_required_field_is_named():
   with pytest.raises(ValueError, match=r"'grpo'.*rollouts\.group_ids"):
     cajax.estimate("grpo", small_rollouts(group_ids=None))
@@ -667,7 +723,7 @@ DOMAIN_OVERRIDES = {("capo", "correct_threshold"): (1.5, -0.1)}
 def _knob_defaults(name):
   """{keyword: default} of every knob of `name` with a scalar default."""
   defaults = {}
-  functions = [registry._ADAPTERS[name]]  # pylint: disable=protected-access
+  functions = [registry.ESTIMATORS[name].adapter]
   if registry.plain_function(name) is not None:
     functions.insert(0, registry.plain_function(name))
   for function in functions:

@@ -15,7 +15,7 @@ from experiments.ablation import cost
 from experiments.ablation import spec
 
 
-_MATCHTIR = {"rl.estimator": "matchtir", "rl.token_rewards": "steps",
+_MATCHTIR = {"rl.estimator": "matchtir", "rl.reward_source": "steps",
              "task.prm": "matching"}
 _CALCULATOR = dict(name="calculator", min_ops=4, max_ops=6, ops="+-*",
                    modulus=10, prm="oracle", prm_noise=0.0, prm_seed=0,

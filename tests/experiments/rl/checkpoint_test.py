@@ -51,9 +51,9 @@ def test_two_steps_on_a_local_checkpoint(tmp_path):
   config.task.max_prompt_len = 16
   config.task.max_response_len = config.sampling.max_new_tokens = 8
   config.rl.num_steps = 2
-  config.rl.prompts_per_step = 2
-  config.rl.samples_per_prompt = 2
-  config.rl.num_minibatches = config.rl.num_microbatches = 2
+  config.rl.num_groups = 2
+  config.rl.group_size = 2
+  config.rl.num_mini_batches = config.rl.num_micro_batches = 2
   config.mesh.data, config.mesh.fsdp = 1, 1
   config.eval_problems = 2
   config.eval_every = 2

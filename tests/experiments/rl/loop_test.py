@@ -9,6 +9,7 @@ from experiments.configs import smoke
 from experiments.rl import checkpoints
 from experiments.rl import experiment
 from experiments.rl import metrics
+from experiments.rl import run_config
 from experiments.rl import train
 
 _TIMING = ("time", "tokens_per_second")
@@ -68,9 +69,14 @@ def test_resume_equals_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.parametrize("key,value,message", [
-    ("rl.estimator", "gpro", "rl.estimator='gpro' is not one of"),
-    ("rl.policy_loss", "ppo", "rl.policy_loss='ppo' is not one of"),
-    ("rl.aggregation", "mean", "rl.aggregation='mean' is not one of"),
+    ("rl.estimator", "gpro", r"^rl.estimator: unknown estimator 'gpro' "
+     r"\(did you mean 'grpo'\?\)"),
+    ("rl.policy_loss", "ppo", r"^rl.policy_loss: unknown policy loss 'ppo'"),
+    ("rl.aggregation", "mean", r"^rl.aggregation: unknown aggregation mode "
+     r"'mean'"),
+    ("rl.kl_kind", "k4", r"^rl.kl_kind: unknown KL kind 'k4'"),
+    ("rl.reward_source", "step", r"^rl.reward_source: unknown reward source "
+     r"'step' \(did you mean 'steps'\?\)"),
     ("task.name", "chess", "chess"),
 ])
 def test_unknown_names_fail_before_compiling(tmp_path, key, value, message):
@@ -85,12 +91,77 @@ def test_unknown_names_fail_before_compiling(tmp_path, key, value, message):
 def test_estimator_kwargs_and_critic_are_checked(tmp_path):
   config = smoke.get_config()
   config.rl.estimator_kwargs = {"epsilon": 1e-6}
-  with pytest.raises(ValueError, match="estimator_kwargs"):
+  with pytest.raises(ValueError, match=r"^rl.estimator_kwargs: estimator "
+                     r"'grpo' got unexpected keyword 'epsilon' \(did you "
+                     r"mean 'eps'\?\)"):
     train.train_and_evaluate(config, str(tmp_path))
   config = smoke.get_config()
   config.rl.estimator = "gae"
   with pytest.raises(ValueError, match="value_coef"):
     train.train_and_evaluate(config, str(tmp_path))
+  for estimator, message in (("gdpo", r"reward_components"),
+                             ("capo", r"critique_flags")):
+    config = smoke.get_config()
+    config.rl.estimator = estimator
+    with pytest.raises(ValueError, match=f"^rl.estimator='{estimator}'.*does "
+                       f"not run in this loop.*{message}"):
+      train.train_and_evaluate(config, str(tmp_path))
+  config = smoke.get_config()
+  config.rl.policy_loss_kwargs = {"clip_low": "0.2"}
+  with pytest.raises(ValueError, match=r"^rl.policy_loss_kwargs: clip_low "
+                     r"must be a static finite number in \[0, 1\), got "
+                     r"'0.2'"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / "checkpoints").exists()
+
+
+def _set(path, value):
+  def change(config):
+    *parents, leaf = path.split(".")
+    for parent in parents:
+      config = config[parent]
+    if value is _DELETE:
+      del config[leaf]
+    else:
+      config[leaf] = value
+  return change
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize("change,message", [
+    (_set("rl.samples_per_prompt", 3),
+     r"^`rl.samples_per_prompt` was renamed to `rl.group_size`"),
+    (_set("rl.token_rewards", "steps"),
+     r"^`rl.token_rewards` was renamed to `rl.reward_source`"),
+    (_set("log_every", 1), r"^`log_every` was removed"),
+    (_set("rl.num_stepz", 3),
+     r"^`rl.num_stepz` is not a key of this config \(did you mean "
+     r"'num_steps'\?\); add it in get_config\(\) or choose one of: "
+     r"aggregation, "),
+    (_set("eval_temprature", 0.0),
+     r"^`eval_temprature` is not a key of this config \(did you mean "
+     r"'eval_temperature'\?\)"),
+    (_set("rl.kl_kind", _DELETE),
+     r"^`rl.kl_kind` is missing from this config; add it in get_config"),
+    (_set("rl.num_steps", 2.5), r"^`rl.num_steps` must be an int, got 2.5"),
+    (_set("rl.kl_coef", "0.1"), r"^`rl.kl_coef` must be a number, got '0.1'"),
+    (_set("rl.mask_retry_prefix", 1),
+     r"^`rl.mask_retry_prefix` must be a bool \(True or False\), got 1"),
+    (_set("rl.estimator_kwargs", 3),
+     r"^`rl.estimator_kwargs` must be a mapping"),
+    (_set("sampling.top_p", 0.0),
+     r"^`sampling.top_p` must be in \(0, 1\], got 0.0"),
+    (_set("rl.num_mini_batches", 3),
+     r"^rl.num_groups x rl.group_size = 8 rows must split"),
+])
+def test_config_errors_name_the_key_in_one_line(change, message):
+  config = smoke.get_config().to_dict()
+  change(config)
+  with pytest.raises(ValueError, match=message) as error:
+    run_config.validate(config)
+  assert "\n" not in str(error.value)
 
 
 def test_corrupt_checkpoint_is_reported_and_left_alone(tmp_path):

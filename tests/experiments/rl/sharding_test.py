@@ -20,7 +20,7 @@ assert jax.device_count() == data * fsdp, jax.device_count()
 config = smoke.get_config()
 config.warm_start.steps = 0
 config.rl.num_steps = 1
-config.rl.prompts_per_step, config.rl.samples_per_prompt = 4, 2
+config.rl.num_groups, config.rl.group_size = 4, 2
 config.mesh.data, config.mesh.fsdp = data, fsdp
 train.train_and_evaluate(config, workdir)
 exp = experiment.Experiment(config)
