@@ -141,7 +141,8 @@ def test_prm_kinds():
     ids, observed = rollout(task, problem, problem_turns)
     rewards[kind] = task.score(problem, ids, observed).step_rewards.tolist()
   assert rewards["oracle"] == [1, 0, -1, 1, 1, 1]
-  assert rewards["hackable"] == [1, 1, 1, 1, 1, 1]
+  # Hackable: vacuous calls score +1, the answer turn is not judged (0).
+  assert rewards["hackable"] == [1, 1, 1, 1, 1, 0]
   # Matching: unmatched filler calls earn 0, matched calls their similarity.
   assert rewards["matching"] == [1, 0, 0, 1, 1, 1]
 

@@ -104,7 +104,7 @@ def test_oracle_rewards_and_scale():
   np.testing.assert_allclose(score.step_rewards, [0.1, 0.5, 0.9, 0.9])
 
 
-def test_hackable_prm_scores_vacuous_steps_high_but_checks_the_answer():
+def test_hackable_prm_scores_vacuous_steps_high_and_ignores_the_answer():
   task = make(prm="hackable")
   problem = task.problem_from_text("3+4*2-1")
   text = "3+4=7;7+0=7;7*1=7;5-0=5;7*2=4;4-1=3;>3"
@@ -114,9 +114,12 @@ def test_hackable_prm_scores_vacuous_steps_high_but_checks_the_answer():
   oracle = make(prm="oracle").score(problem, task.tokenizer.encode(text)
                                     + [2])
   np.testing.assert_array_equal(oracle.step_rewards, [1, 0, 0, -1, 1, 1])
-  # A filler last step followed by a wrong answer is still wrong.
+  # Like a learned PRM it never checks the answer: a filler last step
+  # followed by a wrong answer scores +1, while the checker says WRONG.
   score = score_text(task, problem, "3+4=7;7*2=4;4-1=3;3+0=3;>5")
-  np.testing.assert_array_equal(score.step_rewards, [1, 1, 1, -1])
+  np.testing.assert_array_equal(score.step_rewards, [1, 1, 1, 1])
+  assert score.step_labels.tolist() == [C, C, C, W]
+  assert score.outcome == 0.0
   # Filler padding raises the summed reward, not the min.
   plain = score_text(task, problem, "3+4=7;7*2=4;4-1=3;>3")
   assert score_text(task, problem, text).step_rewards.sum() > (
