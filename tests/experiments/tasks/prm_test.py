@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import cajax
+from experiments.configs.ablations import pure
 from experiments.tasks import base
 from experiments.tasks import batching
 from experiments.tasks import chain_arith
@@ -80,7 +81,6 @@ def test_padding_fits_the_pure_ablation_budget_only():
 
 
 def test_pure_ablation_gives_the_hackable_prm_room_to_pad():
-  from experiments.configs.ablations import pure  # pylint: disable=g-import-not-at-top
   for arm in pure.get_ablation().arms:
     config = pure.get_config(f"{arm},0,default")
     assert config.task.prm == "hackable"
