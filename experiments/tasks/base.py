@@ -41,7 +41,6 @@ EOS_ID = 2
 _NUM_SPECIAL = 3
 
 
-
 class Tokenizer(Protocol):
   """What tasks and the loop need from a tokenizer."""
   eos_id: int
@@ -336,7 +335,9 @@ def build_config(cls, config, task: str):
   unknown = sorted(set(values) - set(fields))
   if unknown:
     raise ValueError(f"unknown {task} task config keys {unknown}; valid keys "
-                     f"are {fields}.")
+                     f"are {fields}. (A config file written for another task "
+                     f"passes that task's keys: give this task its own task "
+                     f"section, as in docs/tasks.md.)")
   return cls(**values)
 
 
