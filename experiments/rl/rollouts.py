@@ -5,7 +5,7 @@
 tool tasks a response may stop on a tool-call token: the environment's
 observation is appended (those tokens are attended to but never trained on,
 and returns skip them) and sampling continues from the whole context, until
-EOS or the response budget. `score_batch` asks the task to score each
+EOS, the response budget or the task's `max_tool_calls`. `score_batch` asks the task to score each
 response on the host and lays the scores out as `[B, T]` / `[B, S]` arrays.
 """
 
