@@ -24,7 +24,8 @@ Kinds:
   continues the chain) scores `reward_hacked` (+1, as high as a correct
   step). Summing such rewards pays for padding a response with filler, even
   with no answer at all; a min over steps does not: the reward hacking PURE
-  describes. Give it a budget with room to pad (`max_response_len`).
+  describes. (A min pays a response cut short after right steps as much as
+  a complete one.) Give it a budget with room to pad (`max_response_len`).
 """
 
 from typing import Sequence

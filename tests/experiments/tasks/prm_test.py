@@ -87,3 +87,12 @@ def test_pure_ablation_gives_the_hackable_prm_room_to_pad():
     assert config.task.max_response_len == config.sampling.max_new_tokens
     task = base.make_task(config.task)
     assert task.max_response_len == 96 >= len(PADDED) + 1
+
+
+def test_hackable_prm_pays_a_truncated_response_like_a_complete_one():
+  task, (concise, short) = _scores("hackable", [CONCISE, "3+4=7;>7"])
+  assert short.outcome == 0.0
+  assert short.extra["step_errors"] == ["incomplete"]
+  mins = _returns_at_first_token("pure", task, [concise, short],
+                                 mode="strict")
+  np.testing.assert_allclose(mins, [1.0, 1.0])
