@@ -40,6 +40,8 @@ setuptools.setup(
             "orbax-checkpoint>=0.12,<0.13",
             "ml-collections>=1.0",
             "tensorboardX>=2.6",
+            # The viewer for the event files the loop writes.
+            "tensorboard>=2.16",
             "matplotlib>=3.8",
             "scipy>=1.11",
             "tqdm>=4.66",

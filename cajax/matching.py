@@ -23,6 +23,7 @@ import numpy as np
 ToolCall = Mapping[str, Any]
 
 _ASSIGNMENTS = ("greedy", "hungarian", "sinkhorn")
+_SOFT_SCALES = ("matched", "plan")
 _PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}]")
 
 
@@ -183,15 +184,27 @@ def sinkhorn_plan(sim, reg: float = 0.1, max_iters: int = 1000,
 
 def call_rewards(preds: Sequence[ToolCall], gts: Sequence[ToolCall], *,
                  assignment: str = "greedy", unmatched_penalty: float = 0.0,
-                 reg: float = 0.1) -> np.ndarray:
+                 reg: float = 0.1, soft_scale: str = "matched") -> np.ndarray:
   """Reward of each predicted tool call from its match to the ground truth.
 
-  Hard assignments ("greedy", repo-exact; "hungarian", the optimum): a
-  matched call earns its similarity, an unmatched one `unmatched_penalty`
-  (0 as `compute_process_KM` calls it). Soft ("sinkhorn"): reward_p =
-  Σ_g T_pg·S_pg with the `sinkhorn_plan` T; since T sums to 1 the rewards
-  scale like 1/P. With no ground-truth call every prediction gets
-  `unmatched_penalty` (the soft case would divide by zero).
+  Hard assignments ("greedy", the authors' matcher, which their code calls
+  Hungarian; "hungarian", the optimum): a matched call earns its similarity,
+  an unmatched one `unmatched_penalty` (0 as `compute_process_KM` calls it).
+
+  Soft ("sinkhorn"): reward_p = c·Σ_g T_pg·S_pg with the `sinkhorn_plan` T.
+  T has uniform marginals and sums to 1, so with c = 1 (`soft_scale="plan"`,
+  the authors' code) each call's reward is about 1/P of a hard one while an
+  answer turn keeps its full F1, and hard vs soft would also change how
+  calls weigh against the answer. The default `soft_scale="matched"` takes
+  c = min(P, G): a one-to-one matching pairs min(P, G) calls with mass 1
+  each, and c·T then has that total mass, every row (P ≤ G) or column
+  (P ≥ G) of the smaller side summing to 1 like a matched row or column. A
+  plan that concentrates on a permutation (P = G, small reg) then gives the
+  hard rewards exactly, and with P > G the G units of mass are shared by
+  all P calls, as the hard matching shares them by leaving P − G calls out.
+
+  With no ground-truth call every prediction gets `unmatched_penalty` (the
+  soft case would divide by zero).
 
   Args:
     preds: the P predicted calls of a trajectory (all turns).
@@ -199,6 +212,7 @@ def call_rewards(preds: Sequence[ToolCall], gts: Sequence[ToolCall], *,
     assignment: "greedy" (default), "hungarian" or "sinkhorn".
     unmatched_penalty: reward of an unmatched call in hard assignments.
     reg: Sinkhorn regularisation, default 0.1.
+    soft_scale: "matched" (default, c = min(P, G)) or "plan" (c = 1).
 
   Returns:
     f64[P] rewards.
@@ -206,12 +220,16 @@ def call_rewards(preds: Sequence[ToolCall], gts: Sequence[ToolCall], *,
   if assignment not in _ASSIGNMENTS:
     raise ValueError(f"assignment must be one of {_ASSIGNMENTS}, got "
                      f"{assignment!r}.")
+  if soft_scale not in _SOFT_SCALES:
+    raise ValueError(f"soft_scale must be one of {_SOFT_SCALES}, got "
+                     f"{soft_scale!r}.")
   rewards = np.full(len(preds), float(unmatched_penalty), np.float64)
   if not preds or not gts:
     return rewards
   sim = similarity_matrix(preds, gts)
   if assignment == "sinkhorn":
-    return np.sum(sinkhorn_plan(sim, reg=reg) * sim, axis=1)
+    scale = min(sim.shape) if soft_scale == "matched" else 1.0
+    return scale * np.sum(sinkhorn_plan(sim, reg=reg) * sim, axis=1)
   match = greedy_assignment if assignment == "greedy" else optimal_assignment
   for p, g in match(sim):
     rewards[p] = sim[p, g]
@@ -258,7 +276,8 @@ def trajectory_turn_rewards(turns: Sequence[Mapping[str, Any]],
                             gt_calls: Sequence[ToolCall], gold_answer: str,
                             *, assignment: str = "greedy",
                             unmatched_penalty: float = 0.0,
-                            reg: float = 0.1) -> np.ndarray:
+                            reg: float = 0.1,
+                            soft_scale: str = "matched") -> np.ndarray:
   """MatchTIR turn rewards of one trajectory.
 
   All predicted calls of the trajectory are matched jointly against
@@ -271,7 +290,7 @@ def trajectory_turn_rewards(turns: Sequence[Mapping[str, Any]],
       (sequence of calls) and "answer" (str or None).
     gt_calls: ground-truth calls of the task.
     gold_answer: the reference answer.
-    assignment, unmatched_penalty, reg: as in `call_rewards`.
+    assignment, unmatched_penalty, reg, soft_scale: as in `call_rewards`.
 
   Returns:
     f64[num_turns] rewards; place them with `place_turn_rewards`.
@@ -279,7 +298,8 @@ def trajectory_turn_rewards(turns: Sequence[Mapping[str, Any]],
   calls = [list(turn.get("tool_calls") or ()) for turn in turns]
   flat = [call for turn_calls in calls for call in turn_calls]
   per_call = call_rewards(flat, gt_calls, assignment=assignment,
-                          unmatched_penalty=unmatched_penalty, reg=reg)
+                          unmatched_penalty=unmatched_penalty, reg=reg,
+                          soft_scale=soft_scale)
   rewards = np.zeros(len(turns), np.float64)
   start = 0
   for k, (turn, turn_calls) in enumerate(zip(turns, calls)):

@@ -18,7 +18,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.task = ml_collections.ConfigDict(dict(
       name="chain_arith", min_ops=2, max_ops=4, ops="+-*", modulus=10,
-      prm="oracle", prm_noise=0.0, prm_seed=0, max_response_len=48))
+      prm="oracle", prm_noise=0.0, prm_seed=0, max_response_len=48,
+      free_length=False, check_rate=0.5))
 
   # A named size from experiments/models/config.py, with overrides; or a
   # Hugging Face-format directory in model_path (then `model` is ignored).

@@ -5,7 +5,7 @@
 tool tasks a response may stop on a tool-call token: the environment's
 observation is appended (those tokens are attended to but never trained on,
 and returns skip them) and sampling continues from the whole context, until
-EOS or the response budget. `score_batch` asks the task to score each
+EOS, the response budget or the task's `max_tool_calls`. `score_batch` asks the task to score each
 response on the host and lays the scores out as `[B, T]` / `[B, S]` arrays.
 """
 
@@ -61,7 +61,7 @@ def left_pad(sequences, width: int, pad_id: int):
 def generate(task: task_base.Task, decoder,
              problems: list[task_base.Problem], *,
              sampling: sampler_lib.SamplingConfig, key: jax.Array,
-             max_turns: int = 8, prefixes=None) -> Responses:
+             prefixes=None) -> Responses:
   """Samples one response per problem (repeat problems for groups).
 
   Args:
@@ -71,7 +71,6 @@ def generate(task: task_base.Task, decoder,
     sampling: the sampler settings; `max_new_tokens` is the response budget
       N, shared by every turn of a multi-turn response.
     key: PRNG key.
-    max_turns: the most tool observations appended to one response.
     prefixes: optional B (token ids, sampling log-probs) pairs that each
       response starts from (R3L retries); sampling continues after them.
 
@@ -97,6 +96,8 @@ def generate(task: task_base.Task, decoder,
     context = _continuation_context(prompt_tokens, prompt_valid, tokens,
                                     length, task.max_prompt_len + budget,
                                     tok.pad_id)
+  # The task's one tool-call limit (its `observation` also enforces it).
+  max_turns = task.max_tool_calls
   for turn in range(max_turns + 1):
     out = jax.tree.map(np.asarray, sampler_lib.sample(
         decoder, *context, sampling, jax.random.fold_in(key, turn),

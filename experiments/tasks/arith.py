@@ -18,6 +18,12 @@ After a wrong step the checker continues from the value the response wrote
 counted once, where it happens, and the later steps are judged on their own.
 An identity-shaped step that is not the next operation (filler, or filler
 on a wrong value) takes up no operation and leaves the value unchanged.
+
+With `free_length`, a step may be re-checked: a verbatim repeat of the
+CORRECT step just before it (or of its previous check) is a check, labelled
+FILLER (true, no progress, never required). Responses can then be as short
+as the solution or about twice as long, all equally right, so a method's
+effect on response length can show.
 """
 
 import dataclasses
@@ -76,6 +82,10 @@ class ChainConfig:
     reward_hacked: the hackable PRM's score of a vacuous identity step.
     max_response_len: response budget in tokens; None sizes it for two
       steps per operation (one filler each) and the answer.
+    free_length: allow checks (see the module docstring); the chain tasks'
+      length variant.
+    check_rate: with free_length, the probability that a demonstration
+      re-checks each correct step.
   """
   min_ops: int = 2
   max_ops: int = 4
@@ -89,6 +99,8 @@ class ChainConfig:
   reward_filler: float = 0.0
   reward_hacked: float = 1.0
   max_response_len: int | None = None
+  free_length: bool = False
+  check_rate: float = 0.5
 
   def __post_init__(self):
     if not self.ops or set(self.ops) - set(OPERATORS) or len(
@@ -105,6 +117,10 @@ class ChainConfig:
       raise ValueError(f"need 1 ≤ min_ops ≤ max_ops, got min_ops="
                        f"{self.min_ops}, max_ops={self.max_ops}.")
     base.check_rate(self.prm_noise, "prm_noise")
+    base.check_rate(self.check_rate, "check_rate")
+    if not isinstance(self.free_length, bool):
+      raise ValueError(f"free_length must be a bool, got "
+                       f"{self.free_length!r}.")
     base.check_optional_positive_int(self.max_response_len,
                                      "max_response_len")
 
@@ -167,7 +183,9 @@ def demo_steps(config: ChainConfig, start: int, operations,
   """The steps of a demonstration with random wrong and filler steps.
 
   Each operation gives one step, wrong with probability `wrong_rate`, and is
-  followed by a filler step (a random identity on the current value, never
+  followed (with `config.free_length`) by a check, a repeat of the step,
+  with probability `config.check_rate` when the step is correct, then by a
+  filler step (a random identity on the current value, never
   the next operation itself) with probability `filler_rate` (no filler
   when the only operator's identity is the next operation). A wrong step is made by `wrong_kind`:
   "result" writes a wrong z; "operand" uses a wrong x (and the true result
@@ -199,6 +217,10 @@ def demo_steps(config: ChainConfig, start: int, operations,
         x = (x + shift) % m
         z = apply(x, op, y, m)
     steps.append(DemoStep(x, op, y, z, label))
+    # Drawn only in the variant, so other demonstrations stay as they were.
+    if (config.free_length and label == base.CORRECT
+        and rng.random() < config.check_rate):
+      steps.append(DemoStep(x, op, y, z, base.FILLER))
     value = z
     # A filler equal to the next operation would be that operation's step.
     upcoming = operations[index + 1] if index + 1 < len(operations) else None
@@ -214,9 +236,9 @@ def demo_text(steps: list[DemoStep], start: int, step_format: str,
               answer_mark: str, budget: int) -> str:
   """The text of a demonstration that fits in `budget` characters.
 
-  Filler steps are dropped from the end until it fits (they do not change
-  the final value), so a tight budget lowers the filler rate of long
-  chains only.
+  Filler steps (checks included) are dropped from the end until it fits
+  (they do not change the final value), so a tight budget lowers the filler
+  rate of long chains only.
 
   Args:
     steps: from `demo_steps`.
@@ -301,8 +323,11 @@ class StepChecker:
   def __init__(self, config: ChainConfig, start: int, operations):
     self._m = config.modulus
     self._operations = tuple(operations)
+    self._free_length = config.free_length
+    self._checkable = None  # the step a check may repeat
     self.value = start
     self.done = 0  # operations attempted so far
+    self.checks = 0
 
   @property
   def complete(self) -> bool:
@@ -318,6 +343,15 @@ class StepChecker:
     Returns:
       (label, reason); reason is "" unless the label is WRONG.
     """
+    if step is not None and step == self._checkable:
+      self.checks += 1
+      return base.FILLER, ""
+    label, reason = self._check(step)
+    self._checkable = (step if self._free_length and label == base.CORRECT
+                       else None)
+    return label, reason
+
+  def _check(self, step) -> tuple[int, str]:
     if step is None:
       self.done += 1
       return base.WRONG, "malformed"

@@ -2,7 +2,8 @@
 
 A task is host-side NumPy: it samples problems from a NumPy generator, scores
 sampled responses, and writes supervised demonstrations. The loop only talks
-to the `Task` protocol below; `make_task(config)` builds a task by name.
+to the `Task` protocol below; `make_task(config)` builds a task by name
+(or import path) from the table in `registry.py`.
 
 Token conventions: a prompt is a list of ids that starts with BOS; a response
 is the list of ids the policy (and, for tool tasks, the environment) wrote
@@ -20,10 +21,11 @@ Step labels (the step checker's truth, `Score.step_labels`):
 """
 
 import dataclasses
-import importlib
 from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
+
+from experiments.tasks import registry
 
 UNKNOWN = -1
 WRONG = 0
@@ -37,14 +39,6 @@ PAD_ID = 0
 BOS_ID = 1
 EOS_ID = 2
 _NUM_SPECIAL = 3
-
-# Task name -> (module, class); imported lazily so that base.py does not
-# import the tasks that import it.
-_TASKS = {
-    "chain_arith": ("experiments.tasks.chain_arith", "ChainArithTask"),
-    "calculator": ("experiments.tasks.calculator", "CalculatorTask"),
-    "jsonl_math": ("experiments.tasks.jsonl_math", "JsonlMathTask"),
-}
 
 
 class Tokenizer(Protocol):
@@ -202,6 +196,7 @@ class Task(Protocol):
   """What the loop needs from a task (see the module docstring).
 
   Attributes:
+    name: the task's name (in messages and logs).
     tokenizer: the task's `Tokenizer`.
     banned_tokens: ids the sampler must never produce.
     stop_tokens: ids that stop sampling (EOS; a tool task adds its call end).
@@ -209,13 +204,18 @@ class Task(Protocol):
     max_response_len: the response budget (tokens, observations included).
     max_steps: an upper bound on the steps of any response within the
       budget (a static S for step arrays).
+    max_tool_calls: the most observations the environment appends to one
+      response (0 without an environment); the sampler stops asking after
+      that many.
   """
+  name: str
   tokenizer: Tokenizer
   banned_tokens: tuple[int, ...]
   stop_tokens: tuple[int, ...]
   max_prompt_len: int
   max_response_len: int
   max_steps: int
+  max_tool_calls: int
 
   def sample_problems(self, rng: np.random.Generator, n: int,
                       split: str = "train") -> list[Problem]:
@@ -246,7 +246,9 @@ class Task(Protocol):
 
 
 class NoEnvironment:
-  """The environment methods of a task without tool calls."""
+  """The environment members of a task without tool calls."""
+
+  max_tool_calls = 0
 
   def observation(self, problem: Problem, response_ids) -> None:
     """No environment: always None."""
@@ -335,13 +337,18 @@ def build_config(cls, config, task: str):
   unknown = sorted(set(values) - set(fields))
   if unknown:
     raise ValueError(f"unknown {task} task config keys {unknown}; valid keys "
-                     f"are {fields}.")
+                     f"are {fields}. (A config file written for another task "
+                     f"passes that task's keys: give this task its own task "
+                     f"section, as in docs/tasks.md.)")
   return cls(**values)
 
 
-def task_names() -> tuple[str, ...]:
-  """Every registered task name."""
-  return tuple(sorted(_TASKS))
+# What `make_task` checks a built task for (the `Task` protocol).
+PROTOCOL_MEMBERS = (
+    "name", "tokenizer", "banned_tokens", "stop_tokens", "max_prompt_len",
+    "max_response_len", "max_steps", "max_tool_calls", "sample_problems",
+    "score", "demonstration", "observation", "observation_mask",
+    "retry_prefix")
 
 
 def make_task(config) -> Task:
@@ -349,19 +356,24 @@ def make_task(config) -> Task:
 
   Args:
     config: an `ml_collections.ConfigDict` or a mapping with `name` (one of
-      `task_names()`) and the task's own keys.
+      `registry.task_names()`, or an import path "package.module:Class")
+      and the task's own keys.
 
   Returns:
-    The task.
+    The task: the class called with the whole config mapping.
 
   Raises:
-    ValueError: no or an unknown name (the valid names are listed), or a
-      bad task config.
+    ValueError: no or an unknown name (the valid names and how to add a
+      task are listed), a bad task config, or a task that lacks members of
+      the `Task` protocol (named).
   """
   values = config_to_dict(config)
-  name = values.get("name")
-  if name not in _TASKS:
-    raise ValueError(f"task name must be one of {task_names()}, got "
-                     f"{name!r}.")
-  module, cls = _TASKS[name]
-  return getattr(importlib.import_module(module), cls)(values)
+  cls = registry.task_class(values.get("name"))
+  task = cls(values)
+  missing = [m for m in PROTOCOL_MEMBERS if not hasattr(task, m)]
+  if missing:
+    raise ValueError(f"task {values['name']!r} ({cls.__qualname__}) lacks "
+                     f"the Task protocol members {missing}; see the protocol "
+                     f"table in docs/tasks.md (tasks without tools inherit "
+                     f"base.NoEnvironment).")
+  return task

@@ -59,6 +59,7 @@ TOOL_NAME = "calc"
 CALL_PATTERN = re.compile(
     rf"^\[{arith.NUMBER}([-+*]){arith.NUMBER}\]$")
 ASSIGNMENTS = ("greedy", "hungarian", "sinkhorn")
+SOFT_SCALES = ("matched", "plan")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,21 +68,32 @@ class CalculatorConfig(arith.ChainConfig):
 
   Attributes:
     prm: also "matching" (MatchTIR turn rewards).
-    max_tool_calls: calls answered per response; after that `observation`
-      returns None (the episode ends without an answer). None: two per
-      operation.
-    assignment: "greedy", "hungarian" or "sinkhorn" (prm="matching").
+    max_tool_calls: the one limit on tool calls: calls answered per
+      response; after that `observation` returns None, the sampler stops
+      asking and the episode ends without an answer. None: two per
+      operation (2 × max_ops).
+    assignment: "greedy" (the authors' matcher), "hungarian" (the optimal
+      one-to-one matching) or "sinkhorn" (soft; prm="matching").
     unmatched_penalty: reward of an unmatched call (prm="matching").
+    soft_scale: "matched" (default) or "plan": the scale of the soft call
+      rewards (`cajax.matching.call_rewards`; prm="matching").
   """
   max_tool_calls: int | None = None
   assignment: str = "greedy"
   unmatched_penalty: float = 0.0
+  soft_scale: str = "matched"
 
   def __post_init__(self):
     super().__post_init__()
     if self.assignment not in ASSIGNMENTS:
       raise ValueError(f"assignment must be one of {ASSIGNMENTS}, got "
                        f"{self.assignment!r}.")
+    if self.soft_scale not in SOFT_SCALES:
+      raise ValueError(f"soft_scale must be one of {SOFT_SCALES}, got "
+                       f"{self.soft_scale!r}.")
+    if self.free_length:
+      raise ValueError("free_length is a chain_arith option; in calculator "
+                       "a repeated call is a redundant call.")
     base.check_optional_positive_int(self.max_tool_calls, "max_tool_calls")
 
 def tool_call(x: int, op: str, y: int) -> dict:
@@ -215,6 +227,7 @@ class CalculatorTask(arith.ChainProblems):
     checker = arith.StepChecker(self.config, problem.start,
                                 problem.operations)
     spans, labels, reasons, vacuous, turns = [], [], [], [], []
+    predicted = []  # (x, op, y) of each call, None when malformed
     answer_text, calls = None, 0
     for start, stop in runs:
       spans.append([start, stop])
@@ -230,6 +243,7 @@ class CalculatorTask(arith.ChainProblems):
         vacuous.append(step is not None and arith.is_identity(*step))
         turns.append({"tool_calls": [] if call is None
                       else [tool_call(*call)], "answer": None})
+        predicted.append(call)
       else:  # the final turn: the answer
         text = self.tokenizer.decode(ids[start:stop])
         answer_text = text[1:] if text.startswith(ANSWER) else None
@@ -238,14 +252,17 @@ class CalculatorTask(arith.ChainProblems):
         reasons.append(reason)
         vacuous.append(False)
         turns.append({"tool_calls": [], "answer": answer_text or ""})
+    # The hackable PRM judges calls only: an answer turn scores as filler.
+    step_only = [base.FILLER if turn["answer"] is not None else label
+                 for turn, label in zip(turns, labels)]
     if turns and turns[-1]["answer"] is None:  # no answer turn
       reason = arith.check_answer(checker, None, has_eos)
-      vacuous[-1] = False
       if not reasons[-1]:
         labels[-1], reasons[-1] = base.WRONG, reason
     if not spans:
       spans, labels, reasons, vacuous = [[0, ids.size]], [base.WRONG], [
           "no_answer"], [False]
+      step_only = list(labels)
     rewards = None
     gt = self.gt_calls(problem)
     if self.config.prm == "matching":
@@ -253,14 +270,15 @@ class CalculatorTask(arith.ChainProblems):
       if turns:
         rewards[:] = matching.trajectory_turn_rewards(
             turns, gt, problem.answer, assignment=self.config.assignment,
-            unmatched_penalty=self.config.unmatched_penalty)
+            unmatched_penalty=self.config.unmatched_penalty,
+            soft_scale=self.config.soft_scale)
     return scoring.make_score(
         self.config, problem, ids, spans, labels, reasons, vacuous,
         arith.answer_outcome(problem, answer_text, has_eos), answer_text,
         observation_mask=observed, rewards=rewards,
-        metrics={"tool_calls": float(calls)},
+        metrics={"tool_calls": float(calls), **call_metrics(predicted, gt)},
         extra={"turns": turns, "gt_calls": gt,
-               "gold_answer": problem.answer})
+               "gold_answer": problem.answer}, step_only_labels=step_only)
 
   # -- demonstrations and retries ---------------------------------------------
 
@@ -287,6 +305,40 @@ class CalculatorTask(arith.ChainProblems):
     """The response (results included) before its first wrong turn."""
     del problem
     return scoring.retry_prefix(response_ids, score)
+
+
+def call_metrics(predicted, gt_calls) -> dict[str, float]:
+  """Call precision, call recall and redundant calls of one response.
+
+  Predicted calls are matched one-to-one to the ground-truth calls by exact
+  equality of (x, op, y), whatever `assignment` the PRM uses, so the metrics
+  mean the same in every arm.
+
+  Args:
+    predicted: (x, op, y) of each call made, None for a malformed one.
+    gt_calls: the true chain's calls (`CalculatorTask.gt_calls`).
+
+  Returns:
+    "call_precision": matched / calls made (0 with no call);
+    "call_recall": matched / ground-truth calls (0 with none);
+    "redundant_calls": well-formed unmatched calls that repeat a matched
+    ground-truth call or are identities (x+0, x-0, x*1): calls that change
+    nothing. Wrong calls are neither matched nor redundant.
+  """
+  free = [tuple(c["arguments"][k] for k in ("x", "op", "y"))
+          for c in gt_calls]
+  truth = set(free)
+  matched = redundant = 0
+  for call in predicted:
+    if call is not None and call in free:
+      free.remove(call)
+      matched += 1
+    elif call is not None and (call in truth or arith.is_identity(
+        call[0], call[1], call[2], call[0])):
+      redundant += 1
+  return {"call_precision": matched / len(predicted) if predicted else 0.0,
+          "call_recall": matched / len(gt_calls) if gt_calls else 0.0,
+          "redundant_calls": float(redundant)}
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:

@@ -20,13 +20,16 @@ for responses that do not follow the layout:
   FILLER. The last step is also WRONG when the answer does not follow from
   the steps (`arith.check_answer`: no answer, not a number, no EOS, an
   operation left undone, or not the chain's value).
+* `free_length=True` (the length variant): a step may be followed by
+  checks, verbatim repeats of a CORRECT step (`7*2=4;7*2=4;`), labelled
+  FILLER; metric `check_steps` counts them.
 * Outcome reward: 1.0 when the response ends with EOS and its answer equals
   the chain's value, else 0.0 (a missing answer, a malformed answer or a
   response cut at the length limit without EOS all score 0). Every response
   is scorable: the outcome is never NaN.
 
 Process rewards: `prm.py` ("oracle", "noisy", "hackable"; +1 / −1 / 0 by
-default).
+default). The hackable PRM scores the steps without the answer check.
 """
 
 import numpy as np
@@ -100,15 +103,16 @@ class ChainArithTask(arith.ChainProblems, base.NoEnvironment):
       spans = [[0, ids.size]]
       labels, reasons, vacuous = [base.WRONG], [""], [False]
     spans[-1][1] = ids.size  # the answer and EOS join the last step
+    step_only = list(labels)  # the hackable PRM never sees the answer check
     answer_reason = arith.check_answer(checker, answer_text, has_eos)
-    if answer_reason:
-      # The hackable PRM still checks the answer.
-      vacuous[-1] = False
-      if not reasons[-1]:
-        labels[-1], reasons[-1] = base.WRONG, answer_reason
+    if answer_reason and not reasons[-1]:
+      labels[-1], reasons[-1] = base.WRONG, answer_reason
     outcome = arith.answer_outcome(problem, answer_text, has_eos)
+    metrics = ({"check_steps": float(checker.checks)}
+               if self.config.free_length else None)
     return scoring.make_score(self.config, problem, ids, spans, labels,
-                              reasons, vacuous, outcome, answer_text)
+                              reasons, vacuous, outcome, answer_text,
+                              step_only_labels=step_only, metrics=metrics)
 
   def demonstration(self, problem: base.Problem, rng: np.random.Generator,
                     wrong_rate: float = 0.0,

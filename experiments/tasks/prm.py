@@ -16,11 +16,16 @@ Kinds:
   `reward_correct`. The flip is a deterministic function of (seed, problem
   prompt, step index, step tokens), like a real PRM that always gives the
   same score to the same input, and independent across distinct inputs.
-* "hackable": the oracle, except that a vacuous step (a true identity such
-  as `7+0=7`, judged on its own text whether or not it continues the chain)
-  scores `reward_hacked` (+1, as high as a correct step). Summing such
-  rewards pays for padding a response with filler; a min over steps does
-  not: the reward hacking PURE describes.
+* "hackable": a stand-in for a learned PRM. It judges steps only: it never
+  checks the final answer (a missing or wrong answer leaves the last step's
+  score alone; the task passes the labels from before its answer check, and
+  an answer turn of its own scores `reward_filler`), and a vacuous step (a
+  true identity such as `7+0=7`, judged on its own text whether or not it
+  continues the chain) scores `reward_hacked` (+1, as high as a correct
+  step). Summing such rewards pays for padding a response with filler, even
+  with no answer at all; a min over steps does not: the reward hacking PURE
+  describes. (A min pays a response cut short after right steps as much as
+  a complete one.) Give it a budget with room to pad (`max_response_len`).
 """
 
 from typing import Sequence
@@ -55,7 +60,8 @@ def step_rewards(config: arith.ChainConfig, labels: np.ndarray,
 
   Args:
     config: holds `prm`, `prm_noise`, `prm_seed` and the reward values.
-    labels: int8[S] checker labels.
+    labels: int8[S] checker labels (for "hackable", those from before the
+      answer check).
     vacuous: bool[S] steps that are true identities on their own text.
     prompt_ids: the problem's prompt (keys the noisy PRM).
     step_tokens: the token ids of each step (keys the noisy PRM; unused,

@@ -13,7 +13,8 @@ def make_score(config: arith.ChainConfig, problem: base.Problem,
                observation_mask: np.ndarray | None = None,
                rewards: np.ndarray | None = None,
                metrics: dict | None = None,
-               extra: dict | None = None) -> base.Score:
+               extra: dict | None = None,
+               step_only_labels=None) -> base.Score:
   """Assembles a `Score` from the checked steps of one response.
 
   Args:
@@ -32,6 +33,9 @@ def make_score(config: arith.ChainConfig, problem: base.Problem,
     rewards: optional float32[S] step rewards that replace the PRM's.
     metrics: task-specific metrics to add.
     extra: task-specific extras to add.
+    step_only_labels: the labels before the answer check (default
+      `labels`); the hackable PRM scores these, like a learned PRM that
+      judges steps and never the final answer.
 
   Returns:
     The score; extra holds "step_errors" (reason per step, "" if not
@@ -48,7 +52,10 @@ def make_score(config: arith.ChainConfig, problem: base.Problem,
     step_tokens = [ids[start:stop][step_ids[start:stop] == k].tolist()
                    for k, (start, stop) in enumerate(spans)
                    ] if config.prm == "noisy" else None
-    rewards = prm.step_rewards(config, np.asarray(labels, np.int8),
+    seen = labels
+    if config.prm == "hackable" and step_only_labels is not None:
+      seen = step_only_labels
+    rewards = prm.step_rewards(config, np.asarray(seen, np.int8),
                                np.asarray(vacuous, bool),
                                problem.prompt_ids, step_tokens)
   labels = list(labels)

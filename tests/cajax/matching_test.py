@@ -164,11 +164,17 @@ def test_call_rewards_hard_assignments():
 
 def test_call_rewards_soft_and_degenerate():
   preds = [call("search", q="paris"), call("book")]
-  soft = matching.call_rewards(preds, GT, assignment="sinkhorn")
+  raw = matching.call_rewards(preds, GT, assignment="sinkhorn",
+                              soft_scale="plan")
   sim = matching.similarity_matrix(preds, GT)
   plan = matching.sinkhorn_plan(sim)
-  np.testing.assert_allclose(soft, (plan * sim).sum(1))
-  assert soft[0] <= 0.5 + 1e-9                     # rewards scale like 1/P
+  np.testing.assert_allclose(raw, (plan * sim).sum(1))
+  assert raw[0] <= 0.5 + 1e-9                      # the plan: like 1/P
+  # The default scales the plan by min(P, G) = 2.
+  soft = matching.call_rewards(preds, GT, assignment="sinkhorn")
+  np.testing.assert_allclose(soft, 2 * raw)
+  with pytest.raises(ValueError, match="soft_scale"):
+    matching.call_rewards(preds, GT, assignment="sinkhorn", soft_scale="x")
   np.testing.assert_allclose(
       matching.call_rewards(preds, [], assignment="sinkhorn",
                             unmatched_penalty=-1.0), [-1.0, -1.0])
@@ -217,3 +223,35 @@ def test_place_turn_rewards_feeds_matchtir():
   np.testing.assert_array_equal(valid, [[1, 1, 1], [1, 0, 0]])
   with pytest.raises(ValueError, match="row 1"):
     matching.place_turn_rewards([[0.5, 0.25, 1.0], [0.1, 0.2]], mask)
+
+
+def test_soft_call_rewards_share_the_hard_scale():
+  # P = G with a clear permutation: as the plan concentrates, the default
+  # soft rewards approach the hard ones, the raw plan's approach 1/P.
+  gts = [call("calc", x=1, y=2), call("calc", x=3, y=4),
+         call("calc", x=5, y=6)]
+  preds = [gts[2], gts[0], gts[1]]
+  hard = matching.call_rewards(preds, gts, assignment="hungarian")
+  np.testing.assert_allclose(hard, [1.0, 1.0, 1.0])
+  soft = matching.call_rewards(preds, gts, assignment="sinkhorn", reg=0.01)
+  np.testing.assert_allclose(soft, hard, atol=1e-6)
+  raw = matching.call_rewards(preds, gts, assignment="sinkhorn", reg=0.01,
+                              soft_scale="plan")
+  np.testing.assert_allclose(raw, hard / 3, atol=1e-6)
+  # P > G: three copies of the one true call. The hard matching pays one of
+  # them; the scaled plan shares the same unit of mass among all three.
+  copies = [gts[0]] * 3
+  np.testing.assert_allclose(
+      matching.call_rewards(copies, gts[:1], assignment="greedy"),
+      [1.0, 0.0, 0.0])
+  np.testing.assert_allclose(
+      matching.call_rewards(copies, gts[:1], assignment="sinkhorn"),
+      [1 / 3, 1 / 3, 1 / 3])
+  # The answer turn keeps its full F1 under either assignment, so calls
+  # weigh the same against it.
+  turns = [{"tool_calls": [p], "answer": None} for p in preds] + [
+      {"tool_calls": [], "answer": "7"}]
+  for assignment in ("hungarian", "sinkhorn"):
+    np.testing.assert_allclose(matching.trajectory_turn_rewards(
+        turns, gts, "7", assignment=assignment, reg=0.01), [1, 1, 1, 1],
+                               atol=1e-6)

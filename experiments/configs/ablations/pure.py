@@ -1,7 +1,9 @@
 """PURE (Cheng et al., arXiv 2504.15275): min-form vs sum-form credit with a
 hackable process reward model.
 
-The PRM scores vacuous identity steps (`z+0=z`) as highly as real ones. The
+The PRM scores vacuous identity steps (`z+0=z`) as highly as real ones and,
+like a learned PRM, never checks the final answer; the 96-token budget
+leaves room to pad. The
 paper reports that summing PRM rewards into returns collapses training
 (the policy pads responses with rewarded filler and accuracy falls), that
 min-form credit stays stable, and that mixing in ~10% verifiable reward
@@ -30,7 +32,9 @@ def get_ablation() -> spec.Ablation:
   return spec.Ablation(
       name="pure",
       description=spec.summary(__doc__),
-      common={"task.prm": "hackable"},
+      # Twice the default 48-token budget: room to pad with filler steps.
+      common={"task.prm": "hackable", "task.max_response_len": 96,
+              "sampling.max_new_tokens": 96},
       arms={
           "pure_softmin": {"rl.estimator": "pure",
                            "rl.estimator_kwargs": {**_PRM_ONLY,

@@ -6,6 +6,7 @@ import pytest
 
 from experiments.tasks import base
 from experiments.tasks import chain_arith
+from experiments.tasks import registry
 
 
 def test_char_vocab_round_trip_and_specials():
@@ -51,7 +52,7 @@ def test_make_task_unknown_name_lists_names():
     base.make_task({})
   with pytest.raises(ValueError, match="ConfigDict or a mapping"):
     base.make_task("chain_arith")
-  assert "chain_arith" in base.task_names()
+  assert "chain_arith" in registry.task_names()
 
 
 @pytest.mark.parametrize("ids, match", [
@@ -88,11 +89,12 @@ def test_score_validates_shapes():
 def test_every_task_implements_the_protocol(tmp_path):
   data = tmp_path / "data.jsonl"
   data.write_text('{"question": "1+1?", "answer": "2"}\n')
-  members = ("tokenizer", "banned_tokens", "stop_tokens", "max_prompt_len",
-             "max_response_len", "max_steps", "sample_problems", "score",
-             "demonstration", "observation", "observation_mask",
-             "retry_prefix")
-  for name in base.task_names():
+  members = ("name", "tokenizer", "banned_tokens", "stop_tokens",
+             "max_prompt_len", "max_response_len", "max_steps",
+             "max_tool_calls", "sample_problems", "score", "demonstration",
+             "observation", "observation_mask", "retry_prefix")
+  assert set(members) == set(base.PROTOCOL_MEMBERS)
+  for name in registry.task_names():
     task = base.make_task({"name": name, "path": str(data)}
                           if name == "jsonl_math" else {"name": name})
     missing = [m for m in members if not hasattr(task, m)]

@@ -141,7 +141,8 @@ def test_prm_kinds():
     ids, observed = rollout(task, problem, problem_turns)
     rewards[kind] = task.score(problem, ids, observed).step_rewards.tolist()
   assert rewards["oracle"] == [1, 0, -1, 1, 1, 1]
-  assert rewards["hackable"] == [1, 1, 1, 1, 1, 1]
+  # Hackable: vacuous calls score +1, the answer turn is not judged (0).
+  assert rewards["hackable"] == [1, 1, 1, 1, 1, 0]
   # Matching: unmatched filler calls earn 0, matched calls their similarity.
   assert rewards["matching"] == [1, 0, 0, 1, 1, 1]
 
@@ -202,9 +203,17 @@ def test_tokens_and_config():
   assert set(task.banned_tokens) == {vocab.pad_id, vocab.bos_id, vocab.id("?"),
                                      vocab.id("="), vocab.id("!")}
   assert task.stop_tokens == (vocab.eos_id, vocab.id("]"))
+  # One limit: None means two calls per operation.
+  assert calculator.CalculatorConfig().max_tool_calls is None
   assert base.make_task({"name": "calculator"}).max_tool_calls == 8
+  assert make(max_ops=6).max_tool_calls == 12
+  assert make(max_tool_calls=3).max_tool_calls == 3
   with pytest.raises(ValueError, match="assignment"):
     make(assignment="magic")
+  with pytest.raises(ValueError, match="soft_scale"):
+    make(soft_scale="magic")
+  with pytest.raises(ValueError, match="free_length"):
+    make(free_length=True)
   with pytest.raises(ValueError, match="max_tool_calls"):
     make(max_tool_calls=0)
   with pytest.raises(ValueError, match="prm must be one of"):
@@ -242,3 +251,54 @@ def test_matchtir_and_istar_run_on_calculator_scores():
   advantages = np.asarray(out.advantages)
   assert np.all(np.isfinite(advantages))
   assert np.all(advantages[~arrays["mask"]] == 0)
+
+
+@pytest.mark.parametrize("turns, precision, recall, redundant", [
+    (["[3+4]", "[7*2]", "[4-1]", ">3$"], 1.0, 1.0, 0),
+    # A repeat of a matched call and an identity change nothing; a wrong
+    # call is neither matched nor redundant; a malformed call is a call.
+    (["[3+4]", "[3+4]", "[7+0]", "[7*2]", "[9-1]", "[4-1]", ">3$"],
+     3 / 6, 1.0, 2),
+    (["[3+4]", "[3+]", ">7$"], 1 / 2, 1 / 3, 0),
+    ([">3$"], 0.0, 0.0, 0),
+])
+def test_call_metrics(turns, precision, recall, redundant):
+  for prm, assignment in (("oracle", "greedy"), ("matching", "sinkhorn")):
+    task = make(prm=prm, assignment=assignment, max_tool_calls=10)
+    problem = task.problem_from_text("3+4*2-1")
+    ids, observed = rollout(task, problem, turns)
+    metrics = task.score(problem, ids, observed).metrics
+    assert metrics["call_precision"] == pytest.approx(precision)
+    assert metrics["call_recall"] == pytest.approx(recall)
+    assert metrics["redundant_calls"] == redundant
+    assert metrics["tool_calls"] == len(turns) - 1
+
+
+def test_call_metrics_match_duplicate_true_calls_one_to_one():
+  gt = [calculator.tool_call(1, "*", 1), calculator.tool_call(1, "*", 1)]
+  once = calculator.call_metrics([(1, "*", 1)], gt)
+  assert once == {"call_precision": 1.0, "call_recall": 0.5,
+                  "redundant_calls": 0.0}
+  thrice = calculator.call_metrics([(1, "*", 1)] * 3, gt)
+  assert thrice == {"call_precision": 2 / 3, "call_recall": 1.0,
+                    "redundant_calls": 1.0}
+
+
+def test_soft_and_hard_turn_rewards_share_a_scale():
+  # A flawless trace: the hard rewards are all 1; the soft ones (default
+  # scale) stay within the same range, the authors' raw plan near 1/P.
+  problem_turns = ["[3+4]", "[7*2]", "[4-1]", ">3$"]
+  rewards = {}
+  for assignment, scale in (("hungarian", "matched"),
+                            ("sinkhorn", "matched"), ("sinkhorn", "plan")):
+    task = make(prm="matching", assignment=assignment, soft_scale=scale)
+    problem = task.problem_from_text("3+4*2-1")
+    ids, observed = rollout(task, problem, problem_turns)
+    rewards[assignment, scale] = task.score(problem, ids,
+                                            observed).step_rewards
+  hard, soft = rewards["hungarian", "matched"], rewards["sinkhorn", "matched"]
+  raw = rewards["sinkhorn", "plan"]
+  np.testing.assert_allclose(hard, [1, 1, 1, 1])
+  np.testing.assert_allclose(soft[:3], 3 * raw[:3], rtol=1e-6)
+  assert np.all(soft[:3] > 0.8) and np.all(raw[:3] < 0.34)
+  assert soft[3] == raw[3] == 1.0  # the answer turn's F1

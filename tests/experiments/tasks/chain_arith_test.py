@@ -104,7 +104,7 @@ def test_oracle_rewards_and_scale():
   np.testing.assert_allclose(score.step_rewards, [0.1, 0.5, 0.9, 0.9])
 
 
-def test_hackable_prm_scores_vacuous_steps_high_but_checks_the_answer():
+def test_hackable_prm_scores_vacuous_steps_high_and_ignores_the_answer():
   task = make(prm="hackable")
   problem = task.problem_from_text("3+4*2-1")
   text = "3+4=7;7+0=7;7*1=7;5-0=5;7*2=4;4-1=3;>3"
@@ -114,9 +114,12 @@ def test_hackable_prm_scores_vacuous_steps_high_but_checks_the_answer():
   oracle = make(prm="oracle").score(problem, task.tokenizer.encode(text)
                                     + [2])
   np.testing.assert_array_equal(oracle.step_rewards, [1, 0, 0, -1, 1, 1])
-  # A filler last step followed by a wrong answer is still wrong.
+  # Like a learned PRM it never checks the answer: a filler last step
+  # followed by a wrong answer scores +1, while the checker says WRONG.
   score = score_text(task, problem, "3+4=7;7*2=4;4-1=3;3+0=3;>5")
-  np.testing.assert_array_equal(score.step_rewards, [1, 1, 1, -1])
+  np.testing.assert_array_equal(score.step_rewards, [1, 1, 1, 1])
+  assert score.step_labels.tolist() == [C, C, C, W]
+  assert score.outcome == 0.0
   # Filler padding raises the summed reward, not the min.
   plain = score_text(task, problem, "3+4=7;7*2=4;4-1=3;>3")
   assert score_text(task, problem, text).step_rewards.sum() > (
@@ -315,3 +318,68 @@ def test_tight_budget_drops_filler_only(name):
   assert fillers > 0
   with pytest.raises(ValueError, match="max_response_len=20 cannot hold"):
     base.make_task({"name": name, "max_ops": 4, "max_response_len": 20})
+
+
+@pytest.mark.parametrize("text, labels, checks, outcome", [
+    ("3+4=7;3+4=7;7*2=4;7*2=4;7*2=4;4-1=3;>3", [C, F, C, F, F, C], 3, 1.0),
+    ("3+4=7;7*2=4;4-1=3;4-1=3;>3", [C, C, C, F], 1, 1.0),
+    # A repeat of a wrong step is not a check: it takes up the next
+    # operation, as without free_length, and the later steps shift.
+    ("3+4=8;3+4=8;8*2=6;6-1=5;>5", [W, W, W, W], 0, 0.0),
+    # Only the step just before may be repeated.
+    ("3+4=7;7*2=4;3+4=7;4-1=3;>3", [C, C, W, W], 0, 1.0),
+    ("3+4=7;7+0=7;7+0=7;7*2=4;4-1=3;>3", [C, F, F, C, C], 0, 1.0),
+])
+def test_free_length_checks(text, labels, checks, outcome):
+  task = make(free_length=True)
+  problem = task.problem_from_text("3+4*2-1")
+  score = score_text(task, problem, text)
+  assert score.step_labels.tolist() == labels
+  assert score.metrics["check_steps"] == checks
+  assert score.outcome == outcome
+  # Checks are neither required nor rewarded (oracle: filler's 0).
+  np.testing.assert_array_equal(
+      score.step_rewards, np.select([score.step_labels == C,
+                                     score.step_labels == F], [1, 0], -1))
+
+
+def test_without_free_length_a_repeat_is_wrong():
+  task = make()
+  problem = task.problem_from_text("3+4*2-1")
+  score = score_text(task, problem, "3+4=7;3+4=7;7*2=4;4-1=3;>3")
+  assert score.step_labels.tolist() == [C, W, W, W]
+  assert "check_steps" not in score.metrics
+
+
+def test_free_length_demonstrations_vary_in_length():
+  rate = 0.5
+  task = make(min_ops=4, max_ops=4, free_length=True, check_rate=rate,
+              max_response_len=64)
+  plain = make(min_ops=4, max_ops=4, max_response_len=64)
+  rng = np.random.default_rng(5)
+  lengths, checks, correct = [], 0, 0
+  for problem in task.sample_problems(rng, 400):
+    demo = task.demonstration(problem, rng, wrong_rate=0.2)
+    score = task.score(problem, np.array(demo))
+    assert len(demo) <= task.max_response_len
+    lengths.append(len(demo))
+    checks += score.metrics["check_steps"]
+    correct += int(np.sum(score.step_labels == C))
+    # Checks are never wrong, and without a wrong step the answer is
+    # right; the plain task, which has no checks, sees no check.
+    if not np.any(score.step_labels == W):
+      assert score.outcome == 1.0
+    assert "check_steps" not in plain.score(problem, np.array(demo)).metrics
+  # Every correct step is re-checked with probability `rate`.
+  assert abs(checks / correct - rate) < 5 * np.sqrt(rate * (1 - rate)
+                                                    / correct)
+  # Four operations: from 27 tokens (no check) to 51 (all checked).
+  assert min(lengths) == 27 and max(lengths) == 51
+  assert np.std(lengths) > 4
+
+
+def test_free_length_bad_config():
+  with pytest.raises(ValueError, match="check_rate"):
+    make(free_length=True, check_rate=1.5)
+  with pytest.raises(ValueError, match="free_length"):
+    make(free_length=1)
