@@ -42,12 +42,12 @@ def collect(runs) -> dict:
 
 
 def series(run: dict, metric: str) -> list[tuple[float, float]]:
-  """(samples seen, value) of an eval metric, or of a train metric named
-  "train:<key>"."""
-  source, key = (("train", metric[6:]) if metric.startswith("train:")
-                 else ("eval", metric))
-  return [(r["samples_seen"], r[key]) for r in run[source]
-          if r.get(key) is not None]
+  """(samples seen, value) of a metric by its full key: keys starting with
+  `eval/` are read from the eval records, all others from the train
+  records."""
+  source = "eval" if metric.startswith("eval/") else "train"
+  return [(r["samples_seen"], r[metric]) for r in run[source]
+          if r.get(metric) is not None]
 
 
 def reduce_metric(run: dict, claim: dict) -> float:

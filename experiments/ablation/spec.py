@@ -13,12 +13,13 @@ An `Ablation` holds:
   arms: {arm name: flat overrides} in plotting order.
   sizes: {size name: flat overrides}; "default" and "smoke" at least.
   claims: list of claims, each a dict with
-    name, paper (the direction the paper reports, in words), metric (an
-    eval metric), reduce ("final": mean of the last `last_k` evaluations,
+    name, paper (the direction the paper reports, in words), metric (a
+    full metric key: `eval/...` keys are read from the evaluations, all
+    others from the train records, e.g. `rollout/entropy`), reduce ("final": mean of the last `last_k` evaluations,
     "samples_to_target": samples seen at the first evaluation with
     metric >= target, the budget + 1 if never), better ("higher"/"lower"),
     arm (the arm the paper favours) and baseline (the arm it beats).
-  plot_metrics: eval metrics plotted against samples seen.
+  plot_metrics: metric keys (as in claims) plotted against samples seen.
 Flat override keys are dotted config paths; dict values replace the whole
 sub-config (e.g. "rl.estimator_kwargs").
 """
@@ -80,7 +81,7 @@ def sizes(num_steps: int, eval_every: int, **default) -> dict:
 
 
 def claim(name: str, paper: str, arm: str, baseline: str, *,
-          metric: str = "accuracy", reduce: str = "final",
+          metric: str = "eval/accuracy", reduce: str = "final",
           better: str = "higher", last_k: int = 2, **extra) -> dict:
   """One claim (fields in the module docstring); accuracy at the end by
   default."""

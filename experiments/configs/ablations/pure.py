@@ -15,7 +15,7 @@ step rewards (`process_grpo`); and PURE / sum form with verifiable reward on
 from experiments.ablation import spec
 
 _PRM_ONLY = {"verifiable_reward_coef": 0.0}
-_FILLER = dict(metric="task/filler_steps", better="lower")
+_FILLER = dict(metric="eval/task/filler_steps", better="lower")
 
 
 def get_ablation() -> spec.Ablation:
@@ -54,7 +54,8 @@ def get_ablation() -> spec.Ablation:
                      "~10% VR alleviates reward hacking", "sum_form_vr10",
                      "sum_form", **_FILLER),
       ],
-      plot_metrics=["accuracy", "task/filler_steps", "response_length"],
+      plot_metrics=["eval/accuracy", "eval/task/filler_steps",
+                    "eval/response_length"],
   )
 
 

@@ -43,7 +43,7 @@ def get_ablation() -> spec.Ablation:
           spec.claim("positive amplification helps",
                      "removing amplification hurts", "r3l", "no_amplify"),
       ],
-      plot_metrics=["accuracy", "task/wrong_steps"],
+      plot_metrics=["eval/accuracy", "eval/task/wrong_steps"],
   )
 
 

@@ -42,7 +42,7 @@ def get_ablation() -> spec.Ablation:
           spec.claim("iStar raises success", "WebShop 77.4 -> 86.5", "istar",
                      "grpo"),
       ],
-      plot_metrics=["accuracy", "task/wrong_steps"],
+      plot_metrics=["eval/accuracy", "eval/task/wrong_steps"],
   )
 
 

@@ -3,8 +3,9 @@
 The paper reports higher accuracy with significantly fewer training
 samples from thought-level process rewards with capability-adaptive
 shaping. Chains of 3-6 operations over +, − and × make the task hard
-enough for the two to separate. Metric: samples seen when greedy accuracy
-first reaches the target.
+enough for the two to separate. Metric: samples seen when evaluation
+accuracy (sampled at the loop config's eval_temperature, 1.0) first reaches
+the target.
 """
 
 from experiments.ablation import spec
@@ -26,7 +27,7 @@ def get_ablation() -> spec.Ablation:
           spec.claim("higher final accuracy", "higher accuracy", "tp_grpo",
                      "grpo"),
       ],
-      plot_metrics=["accuracy", "task/wrong_steps"],
+      plot_metrics=["eval/accuracy", "eval/task/wrong_steps"],
   )
 
 

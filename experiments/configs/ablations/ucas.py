@@ -17,11 +17,12 @@ def get_ablation() -> spec.Ablation:
       claims=[
           spec.claim("UCAS keeps entropy higher",
                      "entropy ~0.20 (UCAS) vs ~0.01 (GRPO)", "ucas", "grpo",
-                     metric="train:entropy", last_k=50),
+                     metric="rollout/entropy", last_k=50),
           spec.claim("UCAS accuracy at least GRPO's", "reward 0.81 vs 0.795",
                      "ucas", "grpo"),
       ],
-      plot_metrics=["accuracy", "train:entropy", "response_length"],
+      plot_metrics=["eval/accuracy", "rollout/entropy",
+                    "eval/response_length"],
   )
 
 

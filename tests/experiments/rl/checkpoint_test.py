@@ -61,6 +61,7 @@ def test_two_steps_on_a_local_checkpoint(tmp_path):
   out = train.train_and_evaluate(config, str(tmp_path / "run"))
   records = metrics.read_jsonl(str(tmp_path / "run" / "train_metrics.jsonl"))
   assert [r["step"] for r in records] == [1, 2]
-  for key in ("loss", "grad_norm", "entropy", "mismatch_kl"):
+  for key in ("update/loss", "update/grad_norm", "rollout/entropy",
+              "rollout/mismatch_kl"):
     assert np.isfinite(records[-1][key]), key
-  assert "accuracy" in out["eval"]
+  assert "eval/accuracy" in out["eval"]

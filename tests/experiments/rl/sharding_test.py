@@ -53,7 +53,8 @@ def test_eight_devices_match_one_device(tmp_path):
   one, p1, _ = _run(1, 1, 1, tmp_path / "one")
   eight, p8, specs = _run(8, 2, 4, tmp_path / "eight")
   assert any("fsdp" in s for s in specs), specs
-  for key in ("loss", "pg_loss", "reward_mean", "advantage_std", "entropy"):
+  for key in ("update/loss", "update/pg_loss", "rollout/reward_mean",
+              "rollout/advantage_std", "rollout/entropy", "update/entropy"):
     np.testing.assert_allclose(eight[key], one[key], rtol=1e-5, atol=1e-5,
                                err_msg=key)
   assert p1.keys() == p8.keys()

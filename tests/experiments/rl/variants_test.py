@@ -129,8 +129,9 @@ def _one_trainer_step(overrides: dict) -> dict:
 ], ids=lambda v: v["rl.estimator"])
 def test_estimator_options_run_in_the_trainer(overrides):
   record = _one_trainer_step(overrides)
-  for key in ("loss", "grad_norm", "advantage_mean", "advantage_std"):
+  for key in ("update/loss", "update/grad_norm", "rollout/advantage_mean",
+              "rollout/advantage_std"):
     assert np.isfinite(record[key]), key
-  assert record["advantage_std"] > 0
+  assert record["rollout/advantage_std"] > 0
   if overrides["rl.estimator"] == "pure":
-    assert "kl_to_ref" in record  # the reference policy was built
+    assert "rollout/kl_to_ref" in record  # the reference policy was built
