@@ -15,37 +15,38 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
-import jax
 
+from experiments import compilation_cache
 from experiments.ablation import pipeline
 
-_ABLATION = flags.DEFINE_enum(
-    "ablation", "pure", pipeline.NAMES + ("all",), "Which ablation to run.")
-_SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per arm.")
-_SIZE = flags.DEFINE_string("size", "default",
-                            "Size preset of the ablation configs (default, "
-                            "smoke).")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/ablations",
-                               "Where runs, plots and reports go.")
-_PARALLEL = flags.DEFINE_integer(
-    "parallel", os.cpu_count() or 1, "Training processes at once (each "
-    "single-threaded).")
+
+def define_flags() -> None:
+  """The ablation, seeds, size, workdir and parallel processes."""
+  flags.DEFINE_enum("ablation", "pure", pipeline.NAMES + ("all",),
+                    "Which ablation to run.")
+  flags.DEFINE_integer("seeds", 3, "Seeds per arm.")
+  flags.DEFINE_string("size", "default",
+                      "Size preset of the ablation configs (default, smoke).")
+  flags.DEFINE_string("workdir", "runs/ablations",
+                      "Where runs, plots and reports go.")
+  flags.DEFINE_integer("parallel", os.cpu_count() or 1,
+                       "Training processes at once (each single-threaded).")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:  # orbax logs every restore.
+  f = flags.FLAGS
+  if not f["verbosity"].present:  # orbax logs every restore.
     logging.set_verbosity(logging.ERROR)
-  jax.config.update("jax_compilation_cache_dir", os.environ.get(
-      "JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/cajax/jax")))
-  names = pipeline.NAMES if _ABLATION.value == "all" else (_ABLATION.value,)
+  compilation_cache.enable()
+  names = pipeline.NAMES if f.ablation == "all" else (f.ablation,)
   command = "python -m experiments.ablate " + " ".join(sys.argv[1:])
   judged_by_name = pipeline.run(
-      names, size=_SIZE.value, seeds=_SEEDS.value, workdir=_WORKDIR.value,
-      parallel=_PARALLEL.value, command=command.strip())
+      names, size=f.size, seeds=f.seeds, workdir=f.workdir,
+      parallel=f.parallel, command=command.strip())
   for name, judged in judged_by_name.items():
-    report = os.path.join(_WORKDIR.value, name, _SIZE.value, "report.md")
+    report = os.path.join(f.workdir, name, f.size, "report.md")
     print(f"\n{name}: {report}")
     for claim in judged:
       print(f"  {claim['name']}: {claim['verdict']} (d = {claim['mean']:.3g},"
@@ -53,4 +54,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -29,12 +29,16 @@ from experiments.rl import rollouts as rollouts_lib
 from experiments.rl import experiment
 from experiments.rl import train
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "configs",
-                           "chain_arith.py"), "Training config to time.")
-_STEPS = flags.DEFINE_integer("steps", 6, "RL steps to time (first is "
-                              "compilation and is excluded).")
-_OUTPUT = flags.DEFINE_string("output", None, "Also write the table here.")
+
+
+def define_flags() -> None:
+  """--config, --steps and --output."""
+  config_flags.DEFINE_config_file(
+      "config", os.path.join(os.path.dirname(__file__), "configs",
+                             "chain_arith.py"), "Training config to time.")
+  flags.DEFINE_integer("steps", 6, "RL steps to time (first is compilation "
+                       "and is excluded).")
+  flags.DEFINE_string("output", None, "Also write the table here.")
 
 _PHASES = ("sample", "score", "estimate", "update")
 
@@ -66,9 +70,9 @@ def _time_sampler(exp, graphdef, params, rest, use_cache: bool,
 
 def main(argv):
   del argv
-  config = _CONFIG.value
+  config = flags.FLAGS.config
   config.warm_start.steps = 0
-  config.rl.num_steps = _STEPS.value
+  config.rl.num_steps = flags.FLAGS.steps
   config.eval_every = 10**9
   config.show_progress = False
   exp = experiment.Experiment(config)
@@ -96,10 +100,11 @@ def main(argv):
             f"{config.model.name}, {len(timed)} timed steps")
   table = header + "\n\n" + "\n".join(rows) + "\n"
   print(table)
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, "w", encoding="utf-8") as f:
+  if flags.FLAGS.output:
+    with open(flags.FLAGS.output, "w", encoding="utf-8") as f:
       f.write(table)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
