@@ -86,7 +86,7 @@ def settings(task: dict, batch: int, group_size: int, sweep: bool,
             for p in credit_task.POSITIONS] if sweep
            else [("step", "middle")])
   return [credit_task.TaskConfig(granularity=g, position=p, seed=seed,
-                                 num_prompts=batch // group_size,
+                                 num_groups=batch // group_size,
                                  group_size=group_size, **task)
           for g, p in pairs for seed in range(seeds)]
 

@@ -27,7 +27,7 @@ from experiments.rl import metrics
 from experiments.rl import policy as policy_lib
 from experiments.rl import rollouts as rollouts_lib
 from experiments.rl import experiment
-from experiments.rl import train
+from experiments.rl import trainer
 
 
 
@@ -80,7 +80,7 @@ def main(argv):
   with_cache = _time_sampler(exp, graphdef, params, rest, True)
   without_cache = _time_sampler(exp, graphdef, params, rest, False)
   with tempfile.TemporaryDirectory() as workdir:
-    train.train_and_evaluate(config, workdir)
+    trainer.train_and_evaluate(config, workdir)
     records = metrics.read_jsonl(os.path.join(workdir, "train_metrics.jsonl"))
   timed = records[1:] or records
   phase = {p: float(np.mean([r[f"time/{p}"] for r in timed]))

@@ -16,7 +16,7 @@ from ml_collections import config_flags
 
 from experiments import compilation_cache
 from experiments.rl import run_config
-from experiments.rl import train
+from experiments.rl import trainer
 
 
 def define_flags() -> None:
@@ -42,7 +42,7 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(f"--config: {e}") from None
   compilation_cache.enable()
-  train.train_and_evaluate(config, flags.FLAGS.workdir)
+  trainer.train_and_evaluate(config, flags.FLAGS.workdir)
 
 
 if __name__ == "__main__":

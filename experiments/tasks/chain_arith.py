@@ -34,7 +34,7 @@ import numpy as np
 from experiments.tasks import arith
 from experiments.tasks import base
 from experiments.tasks import prm
-from experiments.tasks import scoring
+from experiments.tasks import step_scores
 
 SYMBOLS = "0123456789+-*=;>?"
 STEP_END = ";"
@@ -107,8 +107,8 @@ class ChainArithTask(arith.ChainProblems, base.NoEnvironment):
       if not reasons[-1]:
         labels[-1], reasons[-1] = base.WRONG, answer_reason
     outcome = arith.answer_outcome(problem, answer_text, has_eos)
-    return scoring.make_score(self.config, problem, ids, spans, labels,
-                              reasons, vacuous, outcome, answer_text)
+    return step_scores.make_score(self.config, problem, ids, spans, labels,
+                                  reasons, vacuous, outcome, answer_text)
 
   def demonstration(self, problem: base.Problem, rng: np.random.Generator,
                     wrong_rate: float = 0.0,
@@ -127,4 +127,4 @@ class ChainArithTask(arith.ChainProblems, base.NoEnvironment):
                    score: base.Score) -> list[int] | None:
     """The response before its first wrong step (R3L), None without one."""
     del problem
-    return scoring.retry_prefix(response_ids, score)
+    return step_scores.retry_prefix(response_ids, score)
