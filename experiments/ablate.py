@@ -20,17 +20,20 @@ from experiments import compilation_cache
 from experiments.ablation import pipeline
 
 
-def define_flags() -> None:
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """The ablation, seeds, size, workdir and parallel processes."""
   flags.DEFINE_enum("ablation", "pure", pipeline.NAMES + ("all",),
-                    "Which ablation to run.")
-  flags.DEFINE_integer("seeds", 3, "Seeds per arm.")
+                    "Which ablation to run.", flag_values=flag_values)
+  flags.DEFINE_integer("seeds", 3, "Seeds per arm.", flag_values=flag_values)
   flags.DEFINE_string("size", "default",
-                      "Size preset of the ablation configs (default, smoke).")
+                      "Size preset of the ablation configs (default, smoke).",
+                      flag_values=flag_values)
   flags.DEFINE_string("workdir", "runs/ablations",
-                      "Where runs, plots and reports go.")
+                      "Where runs, plots and reports go.",
+                      flag_values=flag_values)
   flags.DEFINE_integer("parallel", os.cpu_count() or 1,
-                       "Training processes at once (each single-threaded).")
+                       "Training processes at once (each single-threaded).",
+                       flag_values=flag_values)
 
 
 def main(argv):

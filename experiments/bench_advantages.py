@@ -30,16 +30,22 @@ from experiments import timing
 QUICK_SHAPES = ("16x64",)
 
 
-def define_flags() -> None:
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """The shared timing flags (experiments/timing.py) and this benchmark's."""
-  timing.define_flags(shapes=["512x4096", "64x32768"], rounds=9, repeats=7)
+  timing.define_flags(shapes=["512x4096", "64x32768"], rounds=9, repeats=7,
+                      flag_values=flag_values)
   flags.DEFINE_bool("quick", False,
-                    "Smoke test: tiny shapes and few repeats.")
-  flags.DEFINE_list("only", [], "Estimator names (default: all).")
-  flags.DEFINE_integer("group_size", 8, "Rows per group.")
-  flags.DEFINE_integer("num_steps", 16, "Step axis size S.")
+                    "Smoke test: tiny shapes and few repeats.",
+                    flag_values=flag_values)
+  flags.DEFINE_list("only", [], "Estimator names (default: all).",
+                    flag_values=flag_values)
+  flags.DEFINE_integer("group_size", 8, "Rows per group.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("num_steps", 16, "Step axis size S.",
+                       flag_values=flag_values)
   flags.DEFINE_string("output", None,
-                      "Write the markdown table to this file.")
+                      "Write the markdown table to this file.",
+                      flag_values=flag_values)
 
 
 def _is_array(value) -> bool:

@@ -33,26 +33,34 @@ import cajax
 from experiments import credit_task
 
 
-
-def define_flags() -> None:
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """The task settings, group sizes, estimators and output folder."""
-  flags.DEFINE_list("group_sizes", ["4", "8", "16"], "Group sizes to compare.")
+  flags.DEFINE_list("group_sizes", ["4", "8", "16"], "Group sizes to compare.",
+                    flag_values=flag_values)
   flags.DEFINE_integer("batch", 256, "Rows per batch (a multiple of every "
-                       "group size).")
-  flags.DEFINE_integer("num_steps", 8, "Steps per response.")
-  flags.DEFINE_integer("step_length", 6, "Tokens per step.")
-  flags.DEFINE_integer("seeds", 2, "Batches averaged per setting.")
+                       "group size).", flag_values=flag_values)
+  flags.DEFINE_integer("num_steps", 8, "Steps per response.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("step_length", 6, "Tokens per step.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("seeds", 2, "Batches averaged per setting.",
+                       flag_values=flag_values)
   flags.DEFINE_float("reward_noise", 0.0,
-                     "Probability of flipping the outcome.")
+                     "Probability of flipping the outcome.",
+                     flag_values=flag_values)
   flags.DEFINE_float("signal_quality", 0.8,
-                     "Quality q of step rewards, critic and critiques.")
+                     "Quality q of step rewards, critic and critiques.",
+                     flag_values=flag_values)
   flags.DEFINE_float("hack_rate", 0.0, "Probability that the PRM "
                      "over-rewards a distractor step (by --hack_bonus) "
-                     "regardless of the outcome.")
-  flags.DEFINE_float("hack_bonus", 2.0, "Step reward added to a hacked step.")
-  flags.DEFINE_list("estimators", [], "Estimators to run (default: all).")
+                     "regardless of the outcome.", flag_values=flag_values)
+  flags.DEFINE_float("hack_bonus", 2.0, "Step reward added to a hacked step.",
+                     flag_values=flag_values)
+  flags.DEFINE_list("estimators", [], "Estimators to run (default: all).",
+                    flag_values=flag_values)
   flags.DEFINE_string("output_dir", "results/credit", "Where credit.md and "
-                      "credit.png are written ('' to skip).")
+                      "credit.png are written ('' to skip).",
+                      flag_values=flag_values)
 
 
 def evaluate(name: str, configs: list[credit_task.TaskConfig]) -> dict:

@@ -23,24 +23,28 @@ from experiments.timing import median_ms
 from experiments.timing import parse_shape
 
 
-
-def define_flags() -> None:
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """Shapes, dtype, implementations, repeats and output file."""
   flags.DEFINE_list("shapes", ["16384x3584x152064", "2048x1024x32768"],
                     "NxDxV shapes for the memory table (Qwen2.5-7B head "
-                    "first).")
+                    "first).", flag_values=flag_values)
   flags.DEFINE_string("time_shape", "512x256x8192",
-                      "NxDxV shape for the CPU timing.")
+                      "NxDxV shape for the CPU timing.",
+                      flag_values=flag_values)
   flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"],
-                    "dtype of hidden and weight.")
+                    "dtype of hidden and weight.", flag_values=flag_values)
   flags.DEFINE_list("implementations", ["xla", "interpret"],
-                    "kernel implementations to measure.")
+                    "kernel implementations to measure.",
+                    flag_values=flag_values)
   flags.DEFINE_list("time_implementations", ["xla"],
-                    "implementations to time (interpret is slow).")
-  flags.DEFINE_integer("repeats", 5, "timing repeats.")
+                    "implementations to time (interpret is slow).",
+                    flag_values=flag_values)
+  flags.DEFINE_integer("repeats", 5, "timing repeats.", flag_values=flag_values)
   flags.DEFINE_integer("vocab_chunk", 0,
-                       "override BlockSizes.vocab_chunk (0: default).")
-  flags.DEFINE_string("out", "", "also write the markdown here.")
+                       "override BlockSizes.vocab_chunk (0: default).",
+                       flag_values=flag_values)
+  flags.DEFINE_string("out", "", "also write the markdown here.",
+                      flag_values=flag_values)
 
 
 def loss_fn(implementation: str | None, vocab_chunk: int = 0):

@@ -30,15 +30,17 @@ from experiments.rl import experiment
 from experiments.rl import trainer
 
 
-
-def define_flags() -> None:
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """--config, --steps and --output."""
   config_flags.DEFINE_config_file(
       "config", os.path.join(os.path.dirname(__file__), "configs",
-                             "chain_arith.py"), "Training config to time.")
+                             "chain_arith.py"), "Training config to time.",
+      flag_values=flag_values)
   flags.DEFINE_integer("steps", 6, "RL steps to time (first is compilation "
-                       "and is excluded).")
-  flags.DEFINE_string("output", None, "Also write the table here.")
+                       "and is excluded).", flag_values=flag_values)
+  flags.DEFINE_string("output", None, "Also write the table here.",
+                      flag_values=flag_values)
+
 
 _PHASES = ("sample", "score", "estimate", "update")
 

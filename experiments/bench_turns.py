@@ -53,9 +53,10 @@ def pieces(rollouts) -> dict:
   return {name: (jax.jit(fn), args) for name, (fn, args) in table.items()}
 
 
-def define_flags() -> None:
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """The shared timing flags (experiments/timing.py)."""
-  timing.define_flags(shapes=["512x4096", "64x32768"], rounds=9, repeats=7)
+  timing.define_flags(shapes=["512x4096", "64x32768"], rounds=9, repeats=7,
+                      flag_values=flag_values)
 
 
 def main(argv):

@@ -52,28 +52,33 @@ from experiments import timing
 from experiments.kernel_baselines import naive_logprobs
 
 
-
-def define_flags() -> None:
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """This program's flags and the shared benchmark flags (--shapes: BxT of
   the estimator rows, empty for none; --rounds; --repeats, also of the
   kernel timings)."""
-  timing.define_flags(shapes=["512x4096", "64x32768"], rounds=9, repeats=7)
-  flags.DEFINE_list("only", [], "estimator names (default: all).")
+  timing.define_flags(shapes=["512x4096", "64x32768"], rounds=9, repeats=7,
+                      flag_values=flag_values)
+  flags.DEFINE_list("only", [], "estimator names (default: all).",
+                    flag_values=flag_values)
   flags.DEFINE_string("shape", "16384x3584x152064",
-                      "NxDxV of the timing run.")
+                      "NxDxV of the timing run.", flag_values=flag_values)
   flags.DEFINE_string("force_platform", "", "run even without a GPU on this "
-                      "platform (e.g. cpu, for a dry run).")
+                      "platform (e.g. cpu, for a dry run).",
+                      flag_values=flag_values)
   flags.DEFINE_string("check_impl", "pallas_triton",
-                      "implementation under test.")
+                      "implementation under test.", flag_values=flag_values)
   flags.DEFINE_list("time_implementations", ["pallas_triton", "xla", "naive"],
-                    "paths to time ('naive' = materialised log_softmax).")
+                    "paths to time ('naive' = materialised log_softmax).",
+                    flag_values=flag_values)
   flags.DEFINE_string("check_shape", "300x136x5000",
-                      "NxDxV of the correctness checks.")
-  flags.DEFINE_bool("skip_timing", False, "only run checks.")
+                      "NxDxV of the correctness checks.",
+                      flag_values=flag_values)
+  flags.DEFINE_bool("skip_timing", False, "only run checks.",
+                    flag_values=flag_values)
   flags.DEFINE_string("lower_platform", "",
                       "only lower every timed function for this platform "
                       "with jax.export (e.g. cuda; no device needed) and "
-                      "report.")
+                      "report.", flag_values=flag_values)
 
 HIGHEST = jax.lax.Precision.HIGHEST
 

@@ -21,16 +21,18 @@ import numpy as np
 from experiments.rl import metrics
 
 
-
-def define_flags() -> None:
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """--workdir, --output, --metrics and --smooth."""
-  flags.DEFINE_string("workdir", None, "The run's --workdir.")
-  flags.DEFINE_string("output", None, "PNG to write.")
+  flags.DEFINE_string("workdir", None, "The run's --workdir.",
+                      flag_values=flag_values)
+  flags.DEFINE_string("output", None, "PNG to write.", flag_values=flag_values)
   flags.DEFINE_list("metrics", ["rollout/reward_mean", "rollout/entropy",
                                 "rollout/response_length", "eval/accuracy"],
-                    "Metric keys to plot (eval/... from the evaluations).")
-  flags.DEFINE_integer("smooth", 20, "Moving-average window.")
-  flags.mark_flags_as_required(["workdir", "output"])
+                    "Metric keys to plot (eval/... from the evaluations).",
+                    flag_values=flag_values)
+  flags.DEFINE_integer("smooth", 20, "Moving-average window.",
+                       flag_values=flag_values)
+  flags.mark_flags_as_required(["workdir", "output"], flag_values=flag_values)
 
 
 def _moving_average(values: np.ndarray, window: int) -> np.ndarray:

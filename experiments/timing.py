@@ -21,16 +21,20 @@ __all__ = ["CLOCKS", "define_flags", "median_ms", "parse_shape", "time_pair"]
 CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
 
 
-def define_flags(*, shapes: list[str], rounds: int, repeats: int) -> None:
+def define_flags(*, shapes: list[str], rounds: int, repeats: int,
+                 flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """Defines the shared benchmark flags with these defaults."""
-  flags.DEFINE_list("shapes", shapes, "BxT batch shapes (e.g. 512x4096).")
+  flags.DEFINE_list("shapes", shapes, "BxT batch shapes (e.g. 512x4096).",
+                    flag_values=flag_values)
   flags.DEFINE_integer("rounds", rounds,
-                       "Interleaved rounds of (timed, reference) timings.")
-  flags.DEFINE_integer("repeats", repeats, "Timed runs per round.")
+                       "Interleaved rounds of (timed, reference) timings.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("repeats", repeats, "Timed runs per round.",
+                       flag_values=flag_values)
   flags.DEFINE_enum("clock", "wall", list(CLOCKS),
                     "wall: elapsed time; process: CPU time of this process "
                     "(all its threads), steadier when other jobs share the "
-                    "cores.")
+                    "cores.", flag_values=flag_values)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

@@ -19,17 +19,18 @@ from experiments.rl import run_config
 from experiments.rl import trainer
 
 
-def define_flags() -> None:
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """--config and --workdir (defined only when run as a program)."""
   # Unlocked and accepting new keys, so estimator and loss settings can be
   # set in the dotted form (--config.rl.estimator_kwargs.certainty=...);
   # run_config.validate names any key the config does not have, in one line.
   config_flags.DEFINE_config_file(
       "config", None, "A get_config() file (experiments/configs/*.py).",
-      lock_config=False, accept_new_attributes=True)
+      lock_config=False, accept_new_attributes=True, flag_values=flag_values)
   flags.DEFINE_string("workdir", None,
-                      "Run directory: checkpoints, metrics, TensorBoard.")
-  flags.mark_flags_as_required(["config", "workdir"])
+                      "Run directory: checkpoints, metrics, TensorBoard.",
+                      flag_values=flag_values)
+  flags.mark_flags_as_required(["config", "workdir"], flag_values=flag_values)
 
 
 def main(argv):
