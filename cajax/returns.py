@@ -135,8 +135,8 @@ def gae(token_rewards, values, mask, *, gamma=1.0, lambda_=1.0,
       info={"raw_advantages": raw})
 
 
-def kl_in_reward(token_rewards, kl, mask, *, beta) -> jax.Array:
-  """Folds a per-token KL penalty into the rewards: rₜ − β·klₜ on valid tokens.
+def kl_in_reward(token_rewards, kl, mask, *, kl_coef) -> jax.Array:
+  """Folds a per-token KL penalty into the rewards: rₜ − c·klₜ on valid tokens.
 
   verl `apply_kl_penalty` (use_kl_in_reward) and OpenRLHF's per-token KL
   reward. Masked tokens keep their reward unchanged (their KL is ignored).
@@ -145,7 +145,7 @@ def kl_in_reward(token_rewards, kl, mask, *, beta) -> jax.Array:
     token_rewards: f[B, T] rewards.
     kl: f[B, T] per-token KL estimate (e.g. `losses.kl_penalty`).
     mask: bool[B, T] valid tokens.
-    beta: KL coefficient β (scalar; verl `kl_ctrl.kl_coef`).
+    kl_coef: the KL coefficient c (scalar; verl `kl_ctrl.kl_coef`).
 
   Returns:
     f32[B, T] penalised rewards.
@@ -154,7 +154,7 @@ def kl_in_reward(token_rewards, kl, mask, *, beta) -> jax.Array:
   rewards = _checks.as_float_like(token_rewards, mask, "token_rewards")
   kl = _checks.as_float_like(kl, mask, "kl")
   mask = _checks.as_mask(mask)
-  return rewards - jnp.where(mask, beta * kl, 0.0)
+  return rewards - jnp.where(mask, kl_coef * kl, 0.0)
 
 
 def reinforce_plus_plus(token_rewards, mask, *, gamma=1.0,

@@ -197,15 +197,15 @@ def reverse_discounted_cumsum(x, mask, gamma=1.0) -> jax.Array:
 def suffix_min(x, mask) -> jax.Array:
   """min_{s ≥ t, s valid} x_s at each valid t; 0 at masked entries.
 
-  Works on any `[B, N]` layout: tokens with a token mask, or steps with a
+  Works on any `[B, L]` layout: tokens with a token mask, or steps with a
   step mask (PURE's strict min-form return over valid steps only).
 
   Args:
-    x: [B, N] values.
-    mask: [B, N] bool.
+    x: [B, L] values.
+    mask: [B, L] bool.
 
   Returns:
-    f32[B, N] suffix minima over valid entries.
+    f32[B, L] suffix minima over valid entries.
   """
   x, mask = _check_tokens(x, mask, "x")
   running = jax.lax.cummin(jnp.where(mask, x, jnp.inf), axis=1, reverse=True)

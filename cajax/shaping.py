@@ -179,7 +179,7 @@ def ucas(token_rewards, self_certainty, token_logits, mask, group_ids,
 
 def capo_vote(critique_flags, critique_valid=None, mode: str = "majority",
               threshold: float = 0.5) -> jax.Array:
-  """Votes N critiques' wrong-step flags into one wrong-step mask.
+  """Votes C critiques' wrong-step flags into one wrong-step mask.
 
     union:      wrong if any valid critique flags the step,
     intersect:  wrong if every valid critique flags it,
@@ -194,8 +194,8 @@ def capo_vote(critique_flags, critique_valid=None, mode: str = "majority",
   Assignment" (Xie et al., arXiv 2508.02298).
 
   Args:
-    critique_flags: bool[B, N, S], True where critique n flags step s.
-    critique_valid: optional bool[B, N] (default all True).
+    critique_flags: bool[B, C, S], True where critique n flags step s.
+    critique_valid: optional bool[B, C] (default all True).
     mode: "union", "intersect" or "majority" (default).
     threshold: majority threshold in [0, 1], default 0.5.
 
@@ -257,14 +257,14 @@ def capo(outcome_rewards, critique_flags, mask, step_ids, step_mask,
   Args:
     outcome_rewards: f[B] rule-verifier outcome r_v ∈ {0, 1} (NaN =
       unscorable: advantage 0, left out of the statistics).
-    critique_flags: bool[B, N, S] wrong-step flags of N critiques.
+    critique_flags: bool[B, C, S] wrong-step flags of C critiques.
     mask: bool[B, T] valid response tokens.
     step_ids: int[B, T] step index of each token, −1 outside any step;
       steps may come in any order (each token reads its own step's flag).
     step_mask: bool[B, S] valid steps.
     group_ids: int[B] prompt group of each row.
     num_groups: static number of groups.
-    critique_valid: optional bool[B, N], False for unparsable critiques.
+    critique_valid: optional bool[B, C], False for unparsable critiques.
     vote: "union", "intersect" or "majority" (default).
     threshold: majority threshold in [0, 1], default 0.5.
     whole_weight: W_whole ≥ 0, default 1.0.

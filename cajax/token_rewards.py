@@ -48,7 +48,8 @@ def implicit_token_reward(logprobs, ref_logprobs, mask,
     ref_logprobs: [B, T] log-probs of the same tokens under the reference.
     mask: [B, T] bool, True on response tokens (masked entries are ignored,
       even when they hold NaN or inf).
-    beta: KL coefficient β (0.1 is the usual DPO value; iStar uses 0.05).
+    beta: implicit-reward scale β (DPO's β; 0.1 is the usual DPO value,
+      iStar uses 0.05).
 
   Returns:
     f32[B, T] token rewards, 0 at masked positions.
@@ -78,7 +79,7 @@ def implicit_sequence_reward(logprobs, ref_logprobs, mask,
     logprobs: [B, T] policy log-probs of the response tokens.
     ref_logprobs: [B, T] reference log-probs.
     mask: [B, T] bool, True on response tokens.
-    beta: KL coefficient β.
+    beta: implicit-reward scale β.
 
   Returns:
     f32[B] sequence rewards (0 for an all-masked row).
@@ -106,7 +107,7 @@ def implicit_step_reward(logprobs, ref_logprobs, mask, step_ids,
     mask: [B, T] bool, True on response tokens.
     step_ids: [B, T] int step index per token, −1 outside any step.
     num_steps: static number of steps S.
-    beta: KL coefficient β.
+    beta: implicit-reward scale β.
 
   Returns:
     f32[B, S] step rewards, 0 for steps without a valid token.
@@ -365,11 +366,11 @@ def reference_from_samples(sample_rewards, group_ids, num_groups: int,
   arXiv 2402.00742).
 
   Args:
-    sample_rewards: f[N] rewards of the reference samples.
-    group_ids: int[N] prompt (group) of each sample, in [0, num_groups).
+    sample_rewards: f[M] rewards of the M reference samples.
+    group_ids: int[M] prompt (group) of each sample, in [0, num_groups).
     num_groups: static number of prompts G.
     quantile: q in [0, 1].
-    valid: optional bool[N]; invalid samples are ignored.
+    valid: optional bool[M]; invalid samples are ignored.
 
   Returns:
     f32[num_groups] reference rewards.

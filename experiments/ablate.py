@@ -18,57 +18,63 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
-import jax
 
+from experiments import compilation_cache
 from experiments.ablation import cost
 from experiments.ablation import pipeline
 from experiments.ablation import spec
 
-_ABLATION = flags.DEFINE_enum(
-    "ablation", "pure", pipeline.NAMES + ("all",), "Which ablation to run.")
-_SEEDS = flags.DEFINE_integer(
-    "seeds", None, "Seeds per arm; default: the size's (part of the "
-    "pre-registration).")
-_SIZE = flags.DEFINE_string("size", "default",
-                            "Size preset of the ablation configs (default, "
-                            "smoke).")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/ablations",
-                               "Where runs, plots and reports go.")
-_PARALLEL = flags.DEFINE_integer(
-    "parallel", os.cpu_count() or 1, "Training processes at once (each "
-    "single-threaded).")
-_PREDICT = flags.DEFINE_bool(
-    "predict", False, "Print the cost model's core-minutes and wall time "
-    "and exit without running.")
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """The ablation, seeds, size, workdir, parallel processes and --predict."""
+  flags.DEFINE_enum("ablation", "pure", pipeline.NAMES + ("all",),
+                    "Which ablation to run.", flag_values=flag_values)
+  flags.DEFINE_integer("seeds", None, "Seeds per arm; default: the size's "
+                       "(part of the pre-registration).",
+                       flag_values=flag_values)
+  flags.DEFINE_string("size", "default",
+                      "Size preset of the ablation configs (default, smoke).",
+                      flag_values=flag_values)
+  flags.DEFINE_string("workdir", "runs/ablations",
+                      "Where runs, plots and reports go.",
+                      flag_values=flag_values)
+  flags.DEFINE_integer("parallel", os.cpu_count() or 1,
+                       "Training processes at once (each single-threaded).",
+                       flag_values=flag_values)
+  flags.DEFINE_bool("predict", False, "Print the cost model's core-minutes "
+                    "and wall time and exit without running.",
+                    flag_values=flag_values)
 
 
-def _predict(names) -> None:
-  planned = pipeline.plans(names, _SIZE.value, _SEEDS.value, _WORKDIR.value)
+def _predict(names, *, size: str, seeds: int | None, workdir: str,
+             parallel: int) -> None:
+  planned = pipeline.plans(names, size, seeds, workdir)
   for name, (warm, runs) in planned.items():
     print(f"{name}: {len(runs)} runs, {len(warm)} warm starts, "
           f"{sum(r.seconds for r in warm + runs) / 60:.1f} core-minutes")
-  wall = cost.wall_seconds(pipeline.pooled(planned), _PARALLEL.value)
-  print(f"all together: {wall / 60:.1f} minutes on {_PARALLEL.value} cores")
+  wall = cost.wall_seconds(pipeline.pooled(planned), parallel)
+  print(f"all together: {wall / 60:.1f} minutes on {parallel} cores")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:  # orbax logs every restore.
+  f = flags.FLAGS
+  if not f["verbosity"].present:  # orbax logs every restore.
     logging.set_verbosity(logging.ERROR)
-  names = pipeline.NAMES if _ABLATION.value == "all" else (_ABLATION.value,)
-  if _PREDICT.value:
-    _predict(names)
+  names = pipeline.NAMES if f.ablation == "all" else (f.ablation,)
+  if f.predict:
+    _predict(names, size=f.size, seeds=f.seeds, workdir=f.workdir,
+             parallel=f.parallel)
     return
-  jax.config.update("jax_compilation_cache_dir", os.environ.get(
-      "JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/cajax/jax")))
+  compilation_cache.enable()
   command = "python -m experiments.ablate " + " ".join(sys.argv[1:])
   judged_by_name = pipeline.run(
-      names, size=_SIZE.value, seeds=_SEEDS.value, workdir=_WORKDIR.value,
-      parallel=_PARALLEL.value, command=command.strip())
+      names, size=f.size, seeds=f.seeds, workdir=f.workdir,
+      parallel=f.parallel, command=command.strip())
   for name, judged in judged_by_name.items():
-    outdir = spec.output_dir(_WORKDIR.value, spec.load(name).get_ablation(),
-                             _SIZE.value)
+    outdir = spec.output_dir(f.workdir, spec.load(name).get_ablation(),
+                             f.size)
     print(f"\n{name}: {os.path.join(outdir, 'report.md')}")
     for claim in judged:
       print(f"  {claim['name']}: {claim['verdict']} (d = "
@@ -78,4 +84,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

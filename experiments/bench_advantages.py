@@ -27,24 +27,25 @@ from cajax import sequences
 from cajax import testing
 from experiments import timing
 
-_SHAPES = flags.DEFINE_list(
-    "shapes", ["512x4096", "64x32768"], "BxT shapes to benchmark.")
-_QUICK = flags.DEFINE_bool(
-    "quick", False, "Smoke test: tiny shapes and few repeats.")
-_ONLY = flags.DEFINE_list("only", [], "Estimator names (default: all).")
-_REPEATS = flags.DEFINE_integer("repeats", 7, "Timed runs per round.")
-_ROUNDS = flags.DEFINE_integer(
-    "rounds", 9, "Interleaved rounds of (estimator, floor) timings.")
-_GROUP_SIZE = flags.DEFINE_integer("group_size", 8, "Rows per prompt group.")
-_NUM_STEPS = flags.DEFINE_integer("num_steps", 16, "Step axis size S.")
-_CLOCK = flags.DEFINE_enum(
-    "clock", "wall", ["wall", "process"],
-    "wall: elapsed time; process: CPU time of this process (all its "
-    "threads), steadier when other jobs share the cores.")
-_OUTPUT = flags.DEFINE_string(
-    "output", None, "Write the markdown table to this file.")
-
 QUICK_SHAPES = ("16x64",)
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """The shared timing flags (experiments/timing.py) and this benchmark's."""
+  timing.define_flags(shapes=["512x4096", "64x32768"], rounds=9, repeats=7,
+                      flag_values=flag_values)
+  flags.DEFINE_bool("quick", False,
+                    "Smoke test: tiny shapes and few repeats.",
+                    flag_values=flag_values)
+  flags.DEFINE_list("only", [], "Estimator names (default: all).",
+                    flag_values=flag_values)
+  flags.DEFINE_integer("group_size", 8, "Rows per group.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("num_steps", 16, "Step axis size S.",
+                       flag_values=flag_values)
+  flags.DEFINE_string("output", None,
+                      "Write the markdown table to this file.",
+                      flag_values=flag_values)
 
 
 def _is_array(value) -> bool:
@@ -92,26 +93,6 @@ def floor_pass(inputs):
   return total, total * 2.0
 
 
-def time_pair(fn, args, floor, floor_args, rounds: int, repeats: int,
-              clock=time.perf_counter):
-  """ms of fn and floor: the best round's median, rounds interleaved.
-
-  Each round times `repeats` calls of fn, then of the floor, and keeps each
-  median; the reported time is the smallest round median of each. Shared
-  machines have slow spells lasting whole rounds; the best round is the one
-  least disturbed, and both sides get the same rule. `clock` is
-  `time.perf_counter` (elapsed) or `time.process_time` (this process's CPU
-  time: other jobs on the same cores then cost little but cache misses).
-  """
-  medians = ([], [])
-  for _ in range(rounds):
-    medians[0].append(timing.median_ms(fn, *args, repeats=repeats,
-                                       clock=clock))
-    medians[1].append(timing.median_ms(floor, *floor_args, repeats=repeats,
-                                       clock=clock))
-  return min(medians[0]), min(medians[1])
-
-
 def benchmark(names, shapes, rounds: int, repeats: int, group_size: int,
               num_steps: int, clock=time.perf_counter
               ) -> list[tuple[str, str, float, float]]:
@@ -123,8 +104,8 @@ def benchmark(names, shapes, rounds: int, repeats: int, group_size: int,
         num_steps=num_steps, seed=0)
     for name in names:
       fn, floor, args, floor_args = make_case(name, rollouts)
-      ms, floor_ms = time_pair(fn, args, floor, floor_args, rounds, repeats,
-                               clock)
+      ms, floor_ms = timing.time_pair(fn, args, floor, floor_args, rounds,
+                                      repeats, clock)
       rows.append((name, f"{batch}x{length}", ms, floor_ms))
       print(f"{name:30s} {batch}x{length:<8d} {ms:9.3f} ms  floor "
             f"{floor_ms:7.3f} ms  ratio {ms / floor_ms:6.2f}", flush=True)
@@ -145,26 +126,24 @@ def markdown_table(rows) -> str:
 
 def main(argv):
   del argv
-  names = _ONLY.value or list(cajax.estimator_names())
-  unknown = sorted(set(names) - set(cajax.estimator_names()))
-  if unknown:
-    raise app.UsageError(f"unknown estimators {unknown}")
-  shapes = [timing.parse_shape(s) for s in (QUICK_SHAPES if _QUICK.value
-                                     else _SHAPES.value)]
-  rounds, repeats = (1, 2) if _QUICK.value else (_ROUNDS.value,
-                                                 _REPEATS.value)
-  clock = (time.process_time if _CLOCK.value == "process"
-           else time.perf_counter)
-  rows = benchmark(names, shapes, rounds, repeats, _GROUP_SIZE.value,
-                   _NUM_STEPS.value, clock)
+  f = flags.FLAGS
+  names = f.only or list(cajax.estimator_names())
+  for name in names:
+    cajax.registry.ESTIMATORS.check(name, "--only")
+  shapes = [timing.parse_shape(s) for s in (QUICK_SHAPES if f.quick
+                                            else f.shapes)]
+  rounds, repeats = (1, 2) if f.quick else (f.rounds, f.repeats)
+  rows = benchmark(names, shapes, rounds, repeats, f.group_size,
+                   f.num_steps, timing.CLOCKS[f.clock])
   table = markdown_table(rows)
   print(f"\n{jax.devices()[0].device_kind} ({jax.default_backend()}), "
-        f"jax {jax.__version__}, {_CLOCK.value} clock\n")
+        f"jax {jax.__version__}, {f.clock} clock\n")
   print(table)
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, "w") as f:
-      f.write(table)
+  if f.output:
+    with open(f.output, "w") as out:
+      out.write(table)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

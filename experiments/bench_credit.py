@@ -32,27 +32,36 @@ import numpy as np
 import cajax
 from experiments import credit_task
 
-_GROUP_SIZES = flags.DEFINE_list("group_sizes", ["4", "8", "16"],
-                                 "Group sizes to compare.")
-_BATCH = flags.DEFINE_integer("batch", 256, "Rows per batch (a multiple of "
-                              "every group size).")
-_NUM_STEPS = flags.DEFINE_integer("num_steps", 8, "Steps per response.")
-_STEP_LENGTH = flags.DEFINE_integer("step_length", 6, "Tokens per step.")
-_SEEDS = flags.DEFINE_integer("seeds", 2, "Batches averaged per setting.")
-_REWARD_NOISE = flags.DEFINE_float("reward_noise", 0.0,
-                                   "Probability of flipping the outcome.")
-_SIGNAL_QUALITY = flags.DEFINE_float(
-    "signal_quality", 0.8, "Quality q of step rewards, critic and critiques.")
-_HACK_RATE = flags.DEFINE_float(
-    "hack_rate", 0.0, "Probability that the PRM over-rewards a distractor "
-    "step (by --hack_bonus) regardless of the outcome.")
-_HACK_BONUS = flags.DEFINE_float("hack_bonus", 2.0,
-                                 "Step reward added to a hacked step.")
-_ESTIMATORS = flags.DEFINE_list("estimators", [],
-                                "Estimators to run (default: all).")
-_OUTPUT_DIR = flags.DEFINE_string(
-    "output_dir", "results/credit",
-    "Where credit.md and credit.png are written ('' to skip).")
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """The task settings, group sizes, estimators and output folder."""
+  flags.DEFINE_list("group_sizes", ["4", "8", "16"], "Group sizes to compare.",
+                    flag_values=flag_values)
+  flags.DEFINE_integer("batch", 256, "Rows per batch (a multiple of every "
+                       "group size).", flag_values=flag_values)
+  flags.DEFINE_integer("num_steps", 8, "Steps per response.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("step_length", 6, "Tokens per step.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("seeds", 2, "Batches averaged per setting.",
+                       flag_values=flag_values)
+  flags.DEFINE_float("reward_noise", 0.0,
+                     "Probability of flipping the outcome.",
+                     flag_values=flag_values)
+  flags.DEFINE_float("signal_quality", 0.8,
+                     "Quality q of step rewards, critic and critiques.",
+                     flag_values=flag_values)
+  flags.DEFINE_float("hack_rate", 0.0, "Probability that the PRM "
+                     "over-rewards a distractor step (by --hack_bonus) "
+                     "regardless of the outcome.", flag_values=flag_values)
+  flags.DEFINE_float("hack_bonus", 2.0, "Step reward added to a hacked step.",
+                     flag_values=flag_values)
+  flags.DEFINE_list("estimators", [], "Estimators to run (default: all).",
+                    flag_values=flag_values)
+  flags.DEFINE_string("output_dir", "results/credit", "Where credit.md and "
+                      "credit.png are written ('' to skip).",
+                      flag_values=flag_values)
+
 
 def evaluate(name: str, configs: list[credit_task.TaskConfig]) -> dict:
   """Mean metrics of `name` over the given batch configurations."""
@@ -76,28 +85,28 @@ def _jitted(name: str, static: tuple):
       name, rollouts, **arrays, **dict(static)))
 
 
-def settings(group_size: int, sweep: bool) -> list[credit_task.TaskConfig]:
-  """Task configurations: every granularity × position, or step/middle."""
-  base = dict(num_prompts=_BATCH.value // group_size, group_size=group_size,
-              num_steps=_NUM_STEPS.value, step_length=_STEP_LENGTH.value,
-              reward_noise=_REWARD_NOISE.value,
-              signal_quality=_SIGNAL_QUALITY.value,
-              hack_rate=_HACK_RATE.value, hack_bonus=_HACK_BONUS.value)
+def settings(task: dict, batch: int, group_size: int, sweep: bool,
+             seeds: int) -> list[credit_task.TaskConfig]:
+  """Task configurations of `batch` rows in groups of `group_size`: every
+  granularity × position (`sweep`), or step/middle, each with `seeds`
+  seeds; `task` holds the other `TaskConfig` fields."""
   pairs = ([(g, p) for g in credit_task.GRANULARITIES
             for p in credit_task.POSITIONS] if sweep
            else [("step", "middle")])
-  return [credit_task.TaskConfig(granularity=g, position=p, seed=seed, **base)
-          for g, p in pairs for seed in range(_SEEDS.value)]
+  return [credit_task.TaskConfig(granularity=g, position=p, seed=seed,
+                                 num_groups=batch // group_size,
+                                 group_size=group_size, **task)
+          for g, p in pairs for seed in range(seeds)]
 
 
 def markdown(summary: dict, by_group: dict, group_sizes: list[int],
-             reference_group: int) -> str:
+             reference_group: int, task: dict, batch: int) -> str:
   """The two result tables as markdown."""
   lines = [f"Averaged over token/step/turn decisions at early/middle/late "
-           f"positions, group size {reference_group}, {_BATCH.value} rows, "
-           f"{_NUM_STEPS.value} steps, signal quality "
-           f"{_SIGNAL_QUALITY.value}, reward noise {_REWARD_NOISE.value}, PRM "
-           f"hack rate {_HACK_RATE.value}.",
+           f"positions, group size {reference_group}, {batch} rows, "
+           f"{task['num_steps']} steps, signal quality "
+           f"{task['signal_quality']}, reward noise {task['reward_noise']}, "
+           f"PRM hack rate {task['hack_rate']}.",
            "",
            "| estimator | localisation | Spearman ρ | sign acc. | "
            "distractor var |",
@@ -154,27 +163,35 @@ def plot(summary: dict, by_group: dict, group_sizes: list[int], path: str):
 
 def main(argv):
   del argv
+  f = flags.FLAGS
   start = time.perf_counter()
   names = cajax.estimator_names()
-  if _ESTIMATORS.value:
-    names = tuple(n for n in names if n in _ESTIMATORS.value)
-  group_sizes = [int(g) for g in _GROUP_SIZES.value]
+  if f.estimators:
+    names = tuple(n for n in names if n in f.estimators)
+  group_sizes = [int(g) for g in f.group_sizes]
   reference_group = group_sizes[len(group_sizes) // 2]
+  task = dict(num_steps=f.num_steps, step_length=f.step_length,
+              reward_noise=f.reward_noise, signal_quality=f.signal_quality,
+              hack_rate=f.hack_rate, hack_bonus=f.hack_bonus)
   summary, by_group = {}, {}
   for name in names:
-    summary[name] = evaluate(name, settings(reference_group, sweep=True))
-    by_group[name] = {g: evaluate(name, settings(g, sweep=False))
+    summary[name] = evaluate(name, settings(task, f.batch, reference_group,
+                                            True, f.seeds))
+    by_group[name] = {g: evaluate(name, settings(task, f.batch, g, False,
+                                                 f.seeds))
                       for g in group_sizes}
-  table = markdown(summary, by_group, group_sizes, reference_group)
+  table = markdown(summary, by_group, group_sizes, reference_group, task,
+                   f.batch)
   print(table)
-  if _OUTPUT_DIR.value:
-    os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
-    with open(os.path.join(_OUTPUT_DIR.value, "credit.md"), "w") as f:
-      f.write(table)
+  if f.output_dir:
+    os.makedirs(f.output_dir, exist_ok=True)
+    with open(os.path.join(f.output_dir, "credit.md"), "w") as out:
+      out.write(table)
     plot(summary, by_group, group_sizes,
-         os.path.join(_OUTPUT_DIR.value, "credit.png"))
+         os.path.join(f.output_dir, "credit.png"))
   print(f"{len(names)} estimators in {time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -25,19 +25,24 @@ import cajax_kernels as kernels
 from experiments.models import config as config_lib
 from experiments.models import decoder as decoder_lib
 
-def define_flags():
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS):
   """Registers the flags (only when run as a program, so importing this
   module beside other benchmarks never defines a flag twice)."""
-  flags.DEFINE_enum("size", "tiny", config_lib.NAMES, "model size")
-  flags.DEFINE_integer("seq_len", 4096, "tokens per sequence")
-  flags.DEFINE_integer("batch", 1, "sequences per step")
+  flags.DEFINE_enum("size", "tiny", config_lib.NAMES, "model size",
+                    flag_values=flag_values)
+  flags.DEFINE_integer("seq_len", 4096, "tokens per sequence",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("batch", 1, "sequences per step",
+                       flag_values=flag_values)
   flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"],
-                    "parameter and compute dtype")
+                    "parameter and compute dtype", flag_values=flag_values)
   flags.DEFINE_enum("remat", "full", config_lib.REMAT_POLICIES,
-                    "per-block rematerialisation")
-  flags.DEFINE_integer("steps", 3, "timed steps (median)")
+                    "per-block rematerialisation", flag_values=flag_values)
+  flags.DEFINE_integer("steps", 3, "timed steps (median)",
+                       flag_values=flag_values)
   flags.DEFINE_string("implementation", None,
-                      "kernel implementation (default: best available)")
+                      "kernel implementation (default: best available)",
+                      flag_values=flag_values)
 
 
 def _loss_fn(graphdef, implementation):

@@ -27,14 +27,20 @@ from experiments.rl import metrics
 from experiments.rl import policy as policy_lib
 from experiments.rl import rollouts as rollouts_lib
 from experiments.rl import experiment
-from experiments.rl import train
+from experiments.rl import trainer
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "configs",
-                           "chain_arith.py"), "Training config to time.")
-_STEPS = flags.DEFINE_integer("steps", 6, "RL steps to time (first is "
-                              "compilation and is excluded).")
-_OUTPUT = flags.DEFINE_string("output", None, "Also write the table here.")
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """--config, --steps and --output."""
+  config_flags.DEFINE_config_file(
+      "config", os.path.join(os.path.dirname(__file__), "configs",
+                             "chain_arith.py"), "Training config to time.",
+      flag_values=flag_values)
+  flags.DEFINE_integer("steps", 6, "RL steps to time (first is compilation "
+                       "and is excluded).", flag_values=flag_values)
+  flags.DEFINE_string("output", None, "Also write the table here.",
+                      flag_values=flag_values)
+
 
 _PHASES = ("sample", "score", "estimate", "update")
 
@@ -66,9 +72,9 @@ def _time_sampler(exp, graphdef, params, rest, use_cache: bool,
 
 def main(argv):
   del argv
-  config = _CONFIG.value
+  config = flags.FLAGS.config
   config.warm_start.steps = 0
-  config.rl.num_steps = _STEPS.value
+  config.rl.num_steps = flags.FLAGS.steps
   config.eval_every = 10**9
   config.show_progress = False
   exp = experiment.Experiment(config)
@@ -76,7 +82,7 @@ def main(argv):
   with_cache = _time_sampler(exp, graphdef, params, rest, True)
   without_cache = _time_sampler(exp, graphdef, params, rest, False)
   with tempfile.TemporaryDirectory() as workdir:
-    train.train_and_evaluate(config, workdir)
+    trainer.train_and_evaluate(config, workdir)
     records = metrics.read_jsonl(os.path.join(workdir, "train_metrics.jsonl"))
   timed = records[1:] or records
   phase = {p: float(np.mean([r[f"time/{p}"] for r in timed]))
@@ -96,10 +102,11 @@ def main(argv):
             f"{config.model.name}, {len(timed)} timed steps")
   table = header + "\n\n" + "\n".join(rows) + "\n"
   print(table)
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, "w", encoding="utf-8") as f:
+  if flags.FLAGS.output:
+    with open(flags.FLAGS.output, "w", encoding="utf-8") as f:
       f.write(table)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

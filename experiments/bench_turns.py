@@ -7,13 +7,12 @@ are there because the turn index of every token is a prefix count.
 
   python -m experiments.bench_turns --clock=process --rounds=5 --repeats=5
 
-Takes the --shapes, --rounds, --repeats and --clock flags of
-`experiments.bench_advantages`.
+Takes the shared benchmark flags of `experiments.timing` (--shapes,
+--rounds, --repeats, --clock).
 """
 
-import time
-
 from absl import app
+from absl import flags
 import jax
 import jax.numpy as jnp
 
@@ -54,22 +53,26 @@ def pieces(rollouts) -> dict:
   return {name: (jax.jit(fn), args) for name, (fn, args) in table.items()}
 
 
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """The shared timing flags (experiments/timing.py)."""
+  timing.define_flags(shapes=["512x4096", "64x32768"], rounds=9, repeats=7,
+                      flag_values=flag_values)
+
+
 def main(argv):
   del argv
-  clock = (time.process_time if bench_advantages._CLOCK.value == "process"  # pylint: disable=protected-access
-           else time.perf_counter)
+  f = flags.FLAGS
   copy = jax.jit(lambda r, m: jnp.where(m, r * 2.0, 0.0))
   lines = ["| piece | shape (BxT) | ms | masked copy ms | ratio |",
            "|---|---|---:|---:|---:|"]
-  for text in bench_advantages._SHAPES.value:  # pylint: disable=protected-access
+  for text in f.shapes:
     batch, length = timing.parse_shape(text)
     rollouts = testing.make_rollouts(batch=batch, length=length,
                                      group_size=8, num_steps=16, seed=0)
     for name, (fn, args) in pieces(rollouts).items():
-      ms, copy_ms = bench_advantages.time_pair(
-          fn, args, copy, (rollouts.token_rewards, rollouts.mask),
-          bench_advantages._ROUNDS.value, bench_advantages._REPEATS.value,  # pylint: disable=protected-access
-          clock)
+      ms, copy_ms = timing.time_pair(
+          fn, args, copy, (rollouts.token_rewards, rollouts.mask), f.rounds,
+          f.repeats, timing.CLOCKS[f.clock])
       lines.append(f"| {name} | {text} | {ms:.2f} | {copy_ms:.2f} | "
                    f"{ms / copy_ms:.1f} |")
       print(lines[-1], flush=True)
@@ -78,4 +81,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -46,7 +46,7 @@ class TaskConfig:
   """Shape and difficulty of a controlled-bifurcation batch.
 
   Attributes:
-    num_prompts: prompt groups in the batch.
+    num_groups: prompt groups in the batch.
     group_size: responses per prompt.
     num_steps: steps per response.
     step_length: tokens per step.
@@ -62,7 +62,7 @@ class TaskConfig:
     hack_bonus: the inflation added to a hacked step's PRM reward.
     seed: NumPy seed.
   """
-  num_prompts: int = 32
+  num_groups: int = 32
   group_size: int = 8
   num_steps: int = 8
   step_length: int = 6
@@ -103,7 +103,7 @@ def make_batch(config: TaskConfig) -> Batch:
     raise ValueError(f"position must be one of {POSITIONS}, got "
                      f"{config.position!r}.")
   rng = np.random.default_rng(config.seed)
-  batch = config.num_prompts * config.group_size
+  batch = config.num_groups * config.group_size
   gap = OBSERVATION_TOKENS if config.granularity == "turn" else 0
   stride = config.step_length + gap
   length = config.num_steps * stride
@@ -169,9 +169,9 @@ def make_batch(config: TaskConfig) -> Batch:
   rollouts = cajax.Rollouts(
       mask=mask,
       token_rewards=token_rewards,
-      group_ids=np.repeat(np.arange(config.num_prompts),
+      group_ids=np.repeat(np.arange(config.num_groups),
                           config.group_size).astype(np.int32),
-      num_groups=config.num_prompts,
+      num_groups=config.num_groups,
       values=f32(values),
       old_logprobs=f32(logprobs),
       ref_logprobs=f32(logprobs + 0.05 * rng.normal(size=logprobs.shape)),

@@ -20,22 +20,26 @@ from experiments.models import hf
 from experiments.models import sampler
 from experiments.models import tokenizer as tokenizer_lib
 
-def define_flags():
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS):
   """Registers the flags (only when run as a program, so importing this
   module beside other mains never defines a flag twice)."""
   flags.DEFINE_string("model_path", None, "checkpoint directory",
-                      required=True)
-  flags.DEFINE_string("prompt", None, "prompt text")
-  flags.DEFINE_list("prompt_ids", None, "prompt token ids")
-  flags.DEFINE_integer("max_new_tokens", 32, "tokens to sample")
-  flags.DEFINE_float("temperature", 0.0, "0: greedy")
-  flags.DEFINE_integer("top_k", 0, "0: off")
-  flags.DEFINE_float("top_p", 1.0, "1: off")
-  flags.DEFINE_integer("seed", 0, "sampling seed")
+                      required=True, flag_values=flag_values)
+  flags.DEFINE_string("prompt", None, "prompt text", flag_values=flag_values)
+  flags.DEFINE_list("prompt_ids", None, "prompt token ids",
+                    flag_values=flag_values)
+  flags.DEFINE_integer("max_new_tokens", 32, "tokens to sample",
+                       flag_values=flag_values)
+  flags.DEFINE_float("temperature", 0.0, "0: greedy", flag_values=flag_values)
+  flags.DEFINE_integer("top_k", 0, "0: off", flag_values=flag_values)
+  flags.DEFINE_float("top_p", 1.0, "1: off", flag_values=flag_values)
+  flags.DEFINE_integer("seed", 0, "sampling seed", flag_values=flag_values)
   flags.DEFINE_bool("chat", False,
-                    "wrap the prompt in the checkpoint's chat template")
+                    "wrap the prompt in the checkpoint's chat template",
+                    flag_values=flag_values)
   flags.DEFINE_string("dtype", None,
-                      "parameter dtype (default: the checkpoint's)")
+                      "parameter dtype (default: the checkpoint's)",
+                      flag_values=flag_values)
 
 
 def generate(model_path, prompt: str | None = None,

@@ -14,8 +14,9 @@ r"""One GPU run: kernel checks, kernel timings, estimator timings, one table.
    against the same-bytes elementwise floor of `experiments.bench_advantages`
    (interleaved rounds, each side's best round median).
 
-Estimator flags are those of `experiments.bench_advantages` (--shapes,
---only, --rounds, --repeats). Steps 2 and 3 print one markdown table
+Estimator rows take the shared benchmark flags of `experiments.timing`
+(--shapes, --rounds, --repeats; --repeats also sets the kernel timings')
+and --only. Steps 2 and 3 print one markdown table
 (kernel rows compare with the matmul, estimator rows with the floor) and
 the run's wall time, meant to take under 5 minutes on one H100-class GPU
 (not yet measured: no GPU was available). Exits 1 if any path fails to
@@ -56,31 +57,34 @@ from experiments import bench_advantages
 from experiments import timing
 from experiments.kernel_baselines import naive_logprobs
 
-_SHAPE = flags.DEFINE_string("shape", "16384x3584x152064",
-                             "NxDxV of the timing run.")
-_FORCE = flags.DEFINE_string(
-    "force_platform", "",
-    "run even without a GPU on this platform (e.g. cpu, for a dry run).")
-_CHECK_IMPL = flags.DEFINE_string(
-    "check_impl", "pallas_triton", "implementation under test.")
-_TIME_IMPLS = flags.DEFINE_list(
-    "time_implementations", ["pallas_triton", "xla", "naive"],
-    "paths to time ('naive' = materialised log_softmax).")
-_CHECK_SHAPE = flags.DEFINE_string("check_shape", "300x136x5000",
-                                   "NxDxV of the correctness checks.")
-_SKIP_TIMING = flags.DEFINE_bool("skip_timing", False, "only run checks.")
-# The estimator timings share their flags with experiments.bench_advantages
-# (defined when it is imported): --shapes (BxT; empty: no estimator rows),
-# --only (estimator names; default all), --rounds, and --repeats, which
-# also sets the kernel timings' repeats.
-_REPEATS = bench_advantages._REPEATS  # pylint: disable=protected-access
-_ROUNDS = bench_advantages._ROUNDS  # pylint: disable=protected-access
-_ESTIMATOR_SHAPES = bench_advantages._SHAPES  # pylint: disable=protected-access
-_ESTIMATORS = bench_advantages._ONLY  # pylint: disable=protected-access
-_LOWER = flags.DEFINE_string(
-    "lower_platform", "",
-    "only lower every timed function for this platform with jax.export "
-    "(e.g. cuda; no device needed) and report.")
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """This program's flags and the shared benchmark flags (--shapes: BxT of
+  the estimator rows, empty for none; --rounds; --repeats, also of the
+  kernel timings)."""
+  timing.define_flags(shapes=["512x4096", "64x32768"], rounds=9, repeats=7,
+                      flag_values=flag_values)
+  flags.DEFINE_list("only", [], "estimator names (default: all).",
+                    flag_values=flag_values)
+  flags.DEFINE_string("shape", "16384x3584x152064",
+                      "NxDxV of the timing run.", flag_values=flag_values)
+  flags.DEFINE_string("force_platform", "", "run even without a GPU on this "
+                      "platform (e.g. cpu, for a dry run).",
+                      flag_values=flag_values)
+  flags.DEFINE_string("check_impl", "pallas_triton",
+                      "implementation under test.", flag_values=flag_values)
+  flags.DEFINE_list("time_implementations", ["pallas_triton", "xla", "naive"],
+                    "paths to time ('naive' = materialised log_softmax).",
+                    flag_values=flag_values)
+  flags.DEFINE_string("check_shape", "300x136x5000",
+                      "NxDxV of the correctness checks.",
+                      flag_values=flag_values)
+  flags.DEFINE_bool("skip_timing", False, "only run checks.",
+                    flag_values=flag_values)
+  flags.DEFINE_string("lower_platform", "",
+                      "only lower every timed function for this platform "
+                      "with jax.export (e.g. cuda; no device needed) and "
+                      "report.", flag_values=flag_values)
 
 HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -101,10 +105,11 @@ def _close(name, got, want, tol) -> bool:
   return ok
 
 
-def correctness_checks(impl: str) -> bool:
-  """Compiled kernels vs the xla implementation; True when all pass."""
+def correctness_checks(impl: str, check_shape: str) -> bool:
+  """Compiled kernels vs the xla implementation at NxDxV `check_shape`;
+  True when all pass."""
   rng = np.random.default_rng(0)
-  n, d, v = timing.parse_shape(_CHECK_SHAPE.value)
+  n, d, v = timing.parse_shape(check_shape)
   valid = v - min(10, v // 2)
   ok = True
   for dtype, tol in ((jnp.float32, 2e-4), (jnp.bfloat16, 2e-2)):
@@ -142,10 +147,6 @@ def correctness_checks(impl: str) -> bool:
   return ok
 
 
-def _median_ms(f, *args) -> float:
-  return timing.median_ms(f, *args, repeats=_REPEATS.value)
-
-
 def _temp_gib(f, *args) -> str:
   """XLA's compiled temporary bytes of `f` (per path, unlike the process-wide
   `peak_bytes_in_use`, which also holds earlier paths' peaks)."""
@@ -175,11 +176,13 @@ def _kernel_fns(path: str):
           ("fwd+bwd", jax.jit(jax.value_and_grad(loss, argnums=(0, 1))), 4))
 
 
-def kernel_rows(n: int, d: int, v: int, paths) -> tuple[list[str], bool]:
+def kernel_rows(n: int, d: int, v: int, paths,
+                repeats: int) -> tuple[list[str], bool]:
   """Table rows of the kernel timings; False if any path failed to run."""
   h, w, y = _kernel_inputs(n, d, v)
   flops = 2.0 * n * d * v
-  matmul_ms = _median_ms(jax.jit(lambda h, w: h @ w), h, w)
+  matmul_ms = timing.median_ms(jax.jit(lambda h, w: h @ w), h, w,
+                               repeats=repeats)
   shape = f"{n}x{d}x{v}"
   rows = [f"| hidden @ weight (bf16) | {shape} | | {matmul_ms:.3f} | | 1.00 "
           f"| {flops / matmul_ms / 1e9:.0f} TFLOP/s |"]
@@ -187,7 +190,7 @@ def kernel_rows(n: int, d: int, v: int, paths) -> tuple[list[str], bool]:
   for path in paths:
     for name, f, multiple in _kernel_fns(path):
       try:
-        ms = _median_ms(f, h, w, y)
+        ms = timing.median_ms(f, h, w, y, repeats=repeats)
       except Exception as e:  # pylint: disable=broad-except
         rows.append(f"| {path} | {shape} | {name} | failed: "
                     f"{type(e).__name__}: {str(e)[:120]} | | | |")
@@ -202,10 +205,6 @@ def kernel_rows(n: int, d: int, v: int, paths) -> tuple[list[str], bool]:
   return rows, ok
 
 
-def _estimator_names():
-  return _ESTIMATORS.value or list(cajax.estimator_names())
-
-
 def _rollouts(text: str):
   batch, length = timing.parse_shape(text)
   return testing.make_rollouts(
@@ -213,7 +212,8 @@ def _rollouts(text: str):
       seed=0)
 
 
-def estimator_rows(shapes, names) -> tuple[list[str], bool]:
+def estimator_rows(shapes, names, rounds: int,
+                   repeats: int) -> tuple[list[str], bool]:
   """Table rows of every estimator against its floor at each shape."""
   rows, ok = [], True
   for text in shapes:
@@ -222,8 +222,8 @@ def estimator_rows(shapes, names) -> tuple[list[str], bool]:
       try:
         fn, floor, args, floor_args = bench_advantages.make_case(name,
                                                                  rollouts)
-        ms, floor_ms = bench_advantages.time_pair(
-            fn, args, floor, floor_args, _ROUNDS.value, _REPEATS.value)
+        ms, floor_ms = timing.time_pair(fn, args, floor, floor_args, rounds,
+                                        repeats)
       except Exception as e:  # pylint: disable=broad-except
         rows.append(f"| {name} | {text} | advantages | failed: "
                     f"{type(e).__name__}: {str(e)[:120]} | | | |")
@@ -238,20 +238,23 @@ def estimator_rows(shapes, names) -> tuple[list[str], bool]:
   return rows, ok
 
 
-def lower_all(platform: str) -> bool:
-  """Lowers every timed function for `platform` with jax.export."""
+def lower_all(platform: str, check_shape: str, paths, shapes,
+              names) -> bool:
+  """Lowers every timed function for `platform` with jax.export: the
+  kernel paths at NxDxV `check_shape`, the estimators `names` at the first
+  of the BxT `shapes`."""
   from jax import export  # pylint: disable=g-import-not-at-top
   # Pallas-Triton kernels are custom calls without serialisation
   # guarantees; lowering them is the check here, not shipping them.
   unchecked = [export.DisabledSafetyCheck.custom_call(
       "__gpu$xla.gpu.triton")]
   specs = tuple(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in
-                _kernel_inputs(*timing.parse_shape(_CHECK_SHAPE.value)))
+                _kernel_inputs(*timing.parse_shape(check_shape)))
   cases = [(f"{path} {name}", f, specs)
-           for path in _TIME_IMPLS.value for name, f, _ in _kernel_fns(path)]
-  for text in _ESTIMATOR_SHAPES.value[:1]:
+           for path in paths for name, f, _ in _kernel_fns(path)]
+  for text in shapes[:1]:
     rollouts = _rollouts(text)
-    for name in _estimator_names():
+    for name in names:
       fn, floor, args, floor_args = bench_advantages.make_case(name, rollouts)
       cases += [(f"{name} {text}", fn, args),
                 (f"{name} floor {text}", floor, floor_args)]
@@ -270,12 +273,15 @@ def lower_all(platform: str) -> bool:
 
 def main(argv):
   del argv
+  f = flags.FLAGS
   start = time.perf_counter()
-  if _LOWER.value:
-    ok = lower_all(_LOWER.value)
+  names = f.only or list(cajax.estimator_names())
+  if f.lower_platform:
+    ok = lower_all(f.lower_platform, f.check_shape, f.time_implementations,
+                   f.shapes, names)
     print("all lowered" if ok else "LOWERING FAILURE")
     sys.exit(0 if ok else 1)
-  platform = _FORCE.value or "gpu"
+  platform = f.force_platform or "gpu"
   devices = [dev for dev in jax.devices() if dev.platform in (
       ("cuda", "rocm", "gpu") if platform == "gpu" else (platform,))]
   if not devices:
@@ -285,20 +291,20 @@ def main(argv):
           "--check_impl=interpret for a dry run.")
     return 0
   print(f"device: {devices[0].device_kind} ({devices[0].platform}), jax "
-        f"{jax.__version__}; checking implementation={_CHECK_IMPL.value}")
-  if not correctness_checks(_CHECK_IMPL.value):
+        f"{jax.__version__}; checking implementation={f.check_impl}")
+  if not correctness_checks(f.check_impl, f.check_shape):
     print("CORRECTNESS FAILURE")
     sys.exit(1)
   print("all correctness checks passed")
-  if _SKIP_TIMING.value:
+  if f.skip_timing:
     return 0
-  kernels_rows, kernels_ok = kernel_rows(*timing.parse_shape(_SHAPE.value),
-                                         _TIME_IMPLS.value)
-  estimators_rows, estimators_ok = estimator_rows(_ESTIMATOR_SHAPES.value,
-                                                  _estimator_names())
+  kernels_rows, kernels_ok = kernel_rows(*timing.parse_shape(f.shape),
+                                         f.time_implementations, f.repeats)
+  estimators_rows, estimators_ok = estimator_rows(f.shapes, names, f.rounds,
+                                                  f.repeats)
   print(f"\n{devices[0].device_kind}, jax {jax.__version__}; kernel rows: "
         f"bf16, ratio to one hidden @ weight; estimator rows: ratio to the "
-        f"same-bytes floor ({_ROUNDS.value} rounds x {_REPEATS.value} "
+        f"same-bytes floor ({f.rounds} rounds x {f.repeats} "
         f"repeats, best round median)\n")
   print("| path or estimator | shape | pass | ms | matmul or floor ms | "
         "ratio | notes |")
@@ -312,4 +318,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -1,10 +1,12 @@
 r"""Plots a training run's curves from its metrics files.
 
   python -m experiments.plot_run --workdir=/tmp/chain \
-      --output=docs/chain_arith_run.png [--metrics=reward_mean,entropy]
+      --output=docs/chain_arith_run.png \
+      [--metrics=rollout/reward_mean,rollout/entropy,eval/accuracy]
 
-Train metrics are drawn per step with a moving average; evaluations as
-points. Works while the run is still going.
+Metrics are named by their full keys: `eval/...` keys come from the
+evaluations (drawn as points), all others from the train records (drawn
+per step with a moving average). Works while the run is still going.
 """
 
 import os
@@ -18,13 +20,19 @@ import numpy as np
 
 from experiments.rl import metrics
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The run's --workdir.")
-_OUTPUT = flags.DEFINE_string("output", None, "PNG to write.")
-_METRICS = flags.DEFINE_list(
-    "metrics", ["reward_mean", "entropy", "response_length"],
-    "Train metrics to plot; accuracy of the evaluations is added.")
-_SMOOTH = flags.DEFINE_integer("smooth", 20, "Moving-average window.")
-flags.mark_flags_as_required(["workdir", "output"])
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """--workdir, --output, --metrics and --smooth."""
+  flags.DEFINE_string("workdir", None, "The run's --workdir.",
+                      flag_values=flag_values)
+  flags.DEFINE_string("output", None, "PNG to write.", flag_values=flag_values)
+  flags.DEFINE_list("metrics", ["rollout/reward_mean", "rollout/entropy",
+                                "rollout/response_length", "eval/accuracy"],
+                    "Metric keys to plot (eval/... from the evaluations).",
+                    flag_values=flag_values)
+  flags.DEFINE_integer("smooth", 20, "Moving-average window.",
+                       flag_values=flag_values)
+  flags.mark_flags_as_required(["workdir", "output"], flag_values=flag_values)
 
 
 def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
@@ -35,26 +43,25 @@ def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def plot(workdir: str, output: str, names, window: int) -> None:
+  """One panel per metric key of `names` against the RL step."""
   train = metrics.read_jsonl(os.path.join(workdir, "train_metrics.jsonl"))
   path = os.path.join(workdir, "eval_metrics.jsonl")
   evals = metrics.read_jsonl(path) if os.path.exists(path) else []
-  fig, axes = plt.subplots(1, len(names) + 1,
-                           figsize=(4.2 * (len(names) + 1), 3.2))
-  steps = np.asarray([r["step"] for r in train])
-  for ax, name in zip(axes, names):
+  fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.2),
+                           squeeze=False)
+  for ax, name in zip(axes[0], names):
+    records = evals if name.startswith("eval/") else train
+    steps = np.asarray([r["step"] for r in records])
     values = np.asarray([np.nan if r.get(name) is None else r[name]
-                         for r in train], np.float64)
-    ax.plot(steps, values, alpha=0.25, color="C0")
-    ax.plot(steps, _moving_average(values, window), color="C0")
+                         for r in records], np.float64)
+    if records is evals:
+      ax.plot(steps, values, "o-", color="C1")
+    elif values.size:
+      ax.plot(steps, values, alpha=0.25, color="C0")
+      ax.plot(steps, _moving_average(values, window), color="C0")
     ax.set_title(name)
     ax.set_xlabel("RL step")
     ax.grid(alpha=0.3)
-  ax = axes[-1]
-  ax.plot([r["step"] for r in evals], [r["accuracy"] for r in evals], "o-",
-          color="C1")
-  ax.set_title("eval accuracy")
-  ax.set_xlabel("RL step")
-  ax.grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(output, dpi=110)
   plt.close(fig)
@@ -62,8 +69,10 @@ def plot(workdir: str, output: str, names, window: int) -> None:
 
 def main(argv):
   del argv
-  plot(_WORKDIR.value, _OUTPUT.value, _METRICS.value, _SMOOTH.value)
+  f = flags.FLAGS
+  plot(f.workdir, f.output, f.metrics, f.smooth)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

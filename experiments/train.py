@@ -2,30 +2,35 @@ r"""Trains a language-model policy with RL (flags only; see experiments/rl).
 
   python -m experiments.train --config=experiments/configs/chain_arith.py \
       --workdir=/tmp/chain [--config.rl.estimator=pure ...]
+  python -m experiments.train --config=experiments/configs/chain_arith.py \
+      --workdir=/tmp/ucas --config.rl.estimator=ucas \
+      --config.rl.estimator_kwargs.certainty=negative_entropy
 
 Re-running with the same --workdir resumes from its last checkpoint.
 """
 
-import os
-
 from absl import app
 from absl import flags
 from absl import logging
-import jax
 from ml_collections import config_flags
 
+from experiments import compilation_cache
 from experiments.rl import run_config
-from experiments.rl import train
+from experiments.rl import trainer
 
-# Unlocked, accepting new keys: estimator and loss settings are set in the
-# dotted form (--config.rl.estimator_kwargs.certainty=negative_entropy), and
-# run_config.validate names any key the config does not have, in one line.
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "A get_config() file (experiments/configs/*.py).",
-    lock_config=False, accept_new_attributes=True)
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Run directory: checkpoints, metrics, TensorBoard.")
-flags.mark_flags_as_required(["config", "workdir"])
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """--config and --workdir (defined only when run as a program)."""
+  # Unlocked and accepting new keys, so estimator and loss settings can be
+  # set in the dotted form (--config.rl.estimator_kwargs.certainty=...);
+  # run_config.validate names any key the config does not have, in one line.
+  config_flags.DEFINE_config_file(
+      "config", None, "A get_config() file (experiments/configs/*.py).",
+      lock_config=False, accept_new_attributes=True, flag_values=flag_values)
+  flags.DEFINE_string("workdir", None,
+                      "Run directory: checkpoints, metrics, TensorBoard.",
+                      flag_values=flag_values)
+  flags.mark_flags_as_required(["config", "workdir"], flag_values=flag_values)
 
 
 def main(argv):
@@ -33,17 +38,14 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO.
     logging.set_verbosity(logging.WARNING)
-  # Compiled steps are reused by later runs (resumes, ablation arms).
-  jax.config.update("jax_compilation_cache_dir", os.environ.get(
-      "JAX_COMPILATION_CACHE_DIR",
-      os.path.expanduser("~/.cache/cajax/jax")))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
   try:
-    config = run_config.validate(_CONFIG.value)
+    config = run_config.validate(flags.FLAGS.config)
   except ValueError as e:
     raise app.UsageError(f"--config: {e}") from None
-  train.train_and_evaluate(config, _WORKDIR.value)
+  compilation_cache.enable()
+  trainer.train_and_evaluate(config, flags.FLAGS.workdir)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

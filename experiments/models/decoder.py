@@ -24,7 +24,8 @@ from experiments.models.layers import linear
 from experiments.models.layers import MLP
 from experiments.models.layers import RMSNorm
 
-_REMAT_POLICIES = {
+# jax.checkpoint policy of each `ModelConfig.remat` name ("none": no remat).
+_CHECKPOINT_POLICY = {
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
@@ -143,7 +144,7 @@ class Decoder(nnx.Module):
     # Rematerialisation only pays off when a backward pass follows; the
     # cached (sampling) path never differentiates.
     if self.config.remat != "none" and cache is None:
-      run = nnx.remat(_run_block, policy=_REMAT_POLICIES[self.config.remat])
+      run = nnx.remat(_run_block, policy=_CHECKPOINT_POLICY[self.config.remat])
     new_caches = []
     for block, kv in zip(self.layers, layer_caches):
       x, kv = run(block, x, positions, mask, kv, index)
@@ -172,8 +173,10 @@ class Decoder(nnx.Module):
     return jnp.einsum(spec, hidden, weight, preferred_element_type=jnp.float32)
 
 
-def make_mesh(data: int = 1, fsdp: int = 1, devices=None):
-  """A ("data", "fsdp") mesh with Auto axes (what create_model expects)."""
+def fsdp_mesh(data: int = 1, fsdp: int = 1, devices=None):
+  """A ("data", "fsdp") mesh of these exact sizes with Auto axes (what
+  create_model expects); experiments/rl/mesh.py's `make_mesh` resolves -1
+  sizes from the device count and calls this."""
   devices = jax.devices() if devices is None else devices
   if data * fsdp != len(devices):
     raise ValueError(f"mesh data x fsdp = {data} x {fsdp} must equal the "
@@ -189,7 +192,7 @@ def _check_mesh(config: ModelConfig, mesh):
                      f"{mesh.axis_names}")
   if not mesh.are_all_axes_auto:
     raise ValueError("mesh axes must be jax.sharding.AxisType.Auto (use "
-                     f"decoder.make_mesh), got {mesh.axis_types}")
+                     f"decoder.fsdp_mesh), got {mesh.axis_types}")
   size = mesh.shape[FSDP]
   if config.hidden_size % size:
     raise ValueError(f"hidden_size={config.hidden_size} must be divisible by "

@@ -84,10 +84,10 @@ class SampleOutput(NamedTuple):
   """Sampled responses.
 
   Attributes:
-    tokens: int32[B, N]; pad_id after the stop token.
-    logprobs: float32[B, N] sampling log-probs (see the module docstring);
+    tokens: int32[B, T]; pad_id after the stop token.
+    logprobs: float32[B, T] sampling log-probs (see the module docstring);
       0 on padding.
-    mask: bool[B, N]: True up to and including the stop token (all True if
+    mask: bool[B, T]: True up to and including the stop token (all True if
       the row never stopped).
     stopped: bool[B]: the row sampled a stop token.
     stop_token: int32[B]: the stop token sampled, −1 if none.

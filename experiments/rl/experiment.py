@@ -120,8 +120,8 @@ class Experiment:
         for f in dataclasses.fields(rollouts_lib.Responses)})
     scored = rollouts_lib.score_batch(self.task, problems, responses,
                                       self.task.max_steps)
-    return {**outcome_metrics(scored, responses),
-            "seconds": time.perf_counter() - clock}
+    return {**outcome_metrics(scored, responses, "eval"),
+            "eval/seconds": time.perf_counter() - clock}
 
 
 def _checkpoint_task(config) -> dict:
@@ -135,14 +135,19 @@ def _checkpoint_task(config) -> dict:
   return task
 
 
-def outcome_metrics(scored, responses) -> dict:
+def outcome_metrics(scored, responses, where: str) -> dict:
+  """Outcome metrics of a scored batch as `<where>/<name>`, and the task's
+  own metrics as `task/<name>` ("rollout") or `eval/task/<name>` ("eval")."""
   scorable = np.isfinite(scored.outcome)
   outcome = scored.outcome[scorable]
+  task = "task" if where == "rollout" else f"{where}/task"
   return {
-      "reward_mean": float(outcome.mean()) if outcome.size else float("nan"),
-      "accuracy": float((outcome > 0.5).mean()) if outcome.size else 0.0,
-      "unscorable": int((~scorable).sum()),
-      "finished": float(responses.finished.mean()),
-      "response_length": float(responses.valid.sum(1).mean()),
-      **{f"task/{k}": v for k, v in scored.metrics.items()},
+      f"{where}/reward_mean": (float(outcome.mean()) if outcome.size
+                               else float("nan")),
+      f"{where}/accuracy": (float((outcome > 0.5).mean()) if outcome.size
+                            else 0.0),
+      f"{where}/unscorable": int((~scorable).sum()),
+      f"{where}/finished": float(responses.finished.mean()),
+      f"{where}/response_length": float(responses.valid.sum(1).mean()),
+      **{f"{task}/{k}": v for k, v in scored.metrics.items()},
   }

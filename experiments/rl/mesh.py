@@ -47,7 +47,7 @@ def make_mesh(data: int, fsdp: int) -> jax.sharding.Mesh:
     raise ValueError(
         f"mesh data x fsdp must equal the {count} devices; got data={data}, "
         f"fsdp={fsdp}.")
-  return decoder_lib.make_mesh(data, fsdp)
+  return decoder_lib.fsdp_mesh(data, fsdp)
 
 
 def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:

@@ -1,9 +1,15 @@
 """Observability for training runs: JSONL, TensorBoard and a progress bar.
 
-Every record is one JSON object per line in `workdir/metrics.jsonl` (easy to
-load with pandas or `json`), the same scalars as TensorBoard event files
-under `workdir/tensorboard`, and a tqdm progress bar with an ETA on the
-console. Only process 0 writes, so multi-host runs log once.
+Every record is one JSON object per line in `workdir/<prefix>_metrics.jsonl`
+(easy to load with pandas or `json`), the same scalars as TensorBoard event
+files under `workdir/tensorboard/<prefix>`, and a tqdm progress bar with an
+ETA on the console. Only process 0 writes, so multi-host runs log once.
+
+Metric keys are namespaced by where they are measured, so no value
+overwrites another: `rollout/` (the sampled batch, before the update),
+`task/` (the task's own metrics on it), `update/` (the jitted update),
+`time/` (seconds per phase), `eval/` and `eval/task/` (evaluations) and
+`warm_start/`; `samples_seen` (the x axis of the ablation plots) is bare.
 """
 
 import json
@@ -63,8 +69,9 @@ class MetricWriter:
     with open(self.path, "a", encoding="utf-8") as f:
       f.write(json.dumps(record) + "\n")
     for key, value in record.items():
+      # Keys are namespaced already (rollout/, update/, eval/, ...).
       if key not in ("step", "time") and isinstance(value, (int, float)):
-        self._tb.add_scalar(f"{self._prefix}/{key}", value, step)
+        self._tb.add_scalar(key, value, step)
 
   def advance(self, step: int, summary: Mapping[str, float]) -> None:
     """Moves the progress bar to `step` with a short postfix."""

@@ -2,10 +2,10 @@
 outputs on a padded batch of (prompt, response) pairs.
 
 Layout: a row is its LEFT-padded prompt `[B, P]` followed by its
-right-padded response `[B, N]`. Token j of the response is predicted from
+right-padded response `[B, T]`. Token j of the response is predicted from
 position P − 1 + j, so the decoder runs over the first P + N − 1 tokens and
 its hidden states at positions P − 1 … P + N − 2 give the response's
-log-probs through the fused kernel, never through `[N, V]` logits.
+log-probs through the fused kernel, never through `[B·T, V]` logits.
 Positions count valid tokens only (left padding does not shift them), as in
 the sampler.
 """
@@ -71,7 +71,7 @@ def positions_of(valid: jax.Array) -> jax.Array:
 
 def response_hidden(policy: Policy, prompt_tokens, prompt_valid,
                     response_tokens, response_valid) -> jax.Array:
-  """Hidden states [B, N, D] that predict each response token."""
+  """Hidden states [B, T, D] that predict each response token."""
   tokens = jnp.concatenate([prompt_tokens, response_tokens], axis=1)[:, :-1]
   valid = jnp.concatenate([prompt_valid, response_valid], axis=1)[:, :-1]
   hidden, _ = policy.decoder(tokens, positions_of(valid), valid)
@@ -80,7 +80,7 @@ def response_hidden(policy: Policy, prompt_tokens, prompt_valid,
 
 def _without_banned(logprobs, entropy, hidden, weight, layout: str, labels,
                     banned: Sequence[int], temperature: float):
-  """Log-probs and entropy of softmax(z/T) renormalised without `banned`.
+  """Log-probs and entropy of softmax(z/τ) renormalised without `banned`.
 
   The sampler never draws banned tokens (PAD, BOS, ...), so it samples from
   q = p / (1 − P_b) over the allowed tokens, with P_b the banned mass. With
@@ -108,14 +108,14 @@ def token_outputs(policy: Policy, prompt_tokens, prompt_valid,
                   stats: Sequence[str] = ("logprobs", "entropy"),
                   values: bool = False,
                   banned_tokens: Sequence[int] = ()) -> dict[str, jax.Array]:
-  """Per-response-token statistics of the policy, each f32[B, N].
+  """Per-response-token statistics of the policy, each f32[B, T].
 
   Args:
     policy: the module.
     prompt_tokens, prompt_valid: int32 / bool [B, P], left-padded.
-    response_tokens, response_valid: int32 / bool [B, N]; valid covers every
+    response_tokens, response_valid: int32 / bool [B, T]; valid covers every
       token the model attends to (observations included).
-    temperature: the sampling temperature (log-probs are of softmax(z/T)).
+    temperature: the sampling temperature (log-probs are of softmax(z/τ)).
     stats: Rollouts field names among `logprobs`, `entropy`,
       `self_certainty`, `sum_pi_squared`, `token_logits`. `logprobs` and
       `entropy` are differentiable; the others are forward-only.
@@ -124,7 +124,7 @@ def token_outputs(policy: Policy, prompt_tokens, prompt_valid,
       are of the distribution renormalised without them (what was sampled).
 
   Returns:
-    dict of f32[B, N] arrays (0 where `response_valid` is False).
+    dict of f32[B, T] arrays (0 where `response_valid` is False).
   """
   unknown = sorted(set(stats) - set(STATISTICS))
   if unknown:

@@ -1,7 +1,8 @@
 """From problems to a scored, padded batch: sample, score, and build
 `cajax.Rollouts`.
 
-`generate` samples `G` responses per prompt with the KV-cache sampler. For
+`generate` samples one response per problem (a group repeats its prompt)
+with the KV-cache sampler. For
 tool tasks a response may stop on a tool-call token: the environment's
 observation is appended (those tokens are attended to but never trained on,
 and returns skip them) and sampling continues from the whole context, until
@@ -23,15 +24,15 @@ from experiments.tasks import batching
 
 @dataclasses.dataclass
 class Responses:
-  """Sampled responses as host arrays (B rows, N = the response budget)."""
+  """Sampled responses as host arrays (B rows, T = the response budget)."""
   prompt_tokens: np.ndarray     # int32[B, P], left-padded
   prompt_valid: np.ndarray      # bool[B, P]
-  tokens: np.ndarray            # int32[B, N], pad after the end
-  valid: np.ndarray             # bool[B, N], every token attended to
-  observation: np.ndarray       # bool[B, N], inserted by the environment
-  sampler_logprobs: np.ndarray  # f32[B, N], 0 on observations and padding
+  tokens: np.ndarray            # int32[B, T], pad after the end
+  valid: np.ndarray             # bool[B, T], every token attended to
+  observation: np.ndarray       # bool[B, T], inserted by the environment
+  sampler_logprobs: np.ndarray  # f32[B, T], 0 on observations and padding
   finished: np.ndarray          # bool[B], ended with EOS in the budget
-  # bool[B, N], tokens kept out of the loss (an R3L retry's shared prefix).
+  # bool[B, T], tokens kept out of the loss (an R3L retry's shared prefix).
   frozen: np.ndarray | None = None
 
   @property
@@ -146,7 +147,7 @@ def _continuation_context(prompt_tokens, prompt_valid, tokens, length,
 class Scored:
   """Host-side scores of a batch, laid out for cajax."""
   outcome: np.ndarray        # f32[B], NaN on unscorable rows
-  arrays: dict               # token_rewards [B, N], step_ids [B, N],
+  arrays: dict               # token_rewards [B, T], step_ids [B, T],
                              # step_rewards / step_mask / step_labels [B, S]
   scores: list               # the tasks' `Score` objects
   metrics: dict              # batch means of the tasks' metrics

@@ -32,15 +32,15 @@ class UpdateBatch(NamedTuple):
   """One RL batch on device; every field has B rows."""
   prompt_tokens: jax.Array    # int32[B, P]
   prompt_valid: jax.Array     # bool[B, P]
-  response_tokens: jax.Array  # int32[B, N]
-  response_valid: jax.Array   # bool[B, N] tokens attended to
-  mask: jax.Array             # bool[B, N] tokens trained on
-  advantages: jax.Array       # f32[B, N]
-  returns: jax.Array          # f32[B, N] (value targets)
-  old_logprobs: jax.Array     # f32[B, N]
-  ref_logprobs: jax.Array     # f32[B, N] (zeros without KL)
-  old_values: jax.Array       # f32[B, N] (zeros without a critic)
-  sampler_logprobs: jax.Array  # f32[B, N]
+  response_tokens: jax.Array  # int32[B, T]
+  response_valid: jax.Array   # bool[B, T] tokens attended to
+  mask: jax.Array             # bool[B, T] tokens trained on
+  advantages: jax.Array       # f32[B, T]
+  returns: jax.Array          # f32[B, T] (value targets)
+  old_logprobs: jax.Array     # f32[B, T]
+  ref_logprobs: jax.Array     # f32[B, T] (zeros without KL)
+  old_values: jax.Array       # f32[B, T] (zeros without a critic)
+  sampler_logprobs: jax.Array  # f32[B, T]
 
 
 class TrainState(NamedTuple):

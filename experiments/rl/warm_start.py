@@ -20,7 +20,7 @@ def demonstration_batch(task: task_base.Task, rng: np.random.Generator,
 
   Returns:
     dict with prompt_tokens / prompt_valid [B, P] and response_tokens /
-    response_valid / mask [B, N].
+    response_valid / mask [B, T].
   """
   problems = task.sample_problems(rng, batch_size)
   pad = task.tokenizer.pad_id

@@ -48,7 +48,7 @@ from cajax import matching
 from experiments.tasks import arith
 from experiments.tasks import base
 from experiments.tasks import prm
-from experiments.tasks import scoring
+from experiments.tasks import step_scores
 
 SYMBOLS = "0123456789+-*[]=!>?"
 CALL_OPEN, CALL_CLOSE = "[", "]"
@@ -272,7 +272,7 @@ class CalculatorTask(arith.ChainProblems):
             turns, gt, problem.answer, assignment=self.config.assignment,
             unmatched_penalty=self.config.unmatched_penalty,
             soft_scale=self.config.soft_scale)
-    return scoring.make_score(
+    return step_scores.make_score(
         self.config, problem, ids, spans, labels, reasons, vacuous,
         arith.answer_outcome(problem, answer_text, has_eos), answer_text,
         observation_mask=observed, rewards=rewards,
@@ -304,7 +304,7 @@ class CalculatorTask(arith.ChainProblems):
                    score: base.Score) -> list[int] | None:
     """The response (results included) before its first wrong turn."""
     del problem
-    return scoring.retry_prefix(response_ids, score)
+    return step_scores.retry_prefix(response_ids, score)
 
 
 def call_metrics(predicted, gt_calls) -> dict[str, float]:

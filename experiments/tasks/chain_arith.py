@@ -37,7 +37,7 @@ import numpy as np
 from experiments.tasks import arith
 from experiments.tasks import base
 from experiments.tasks import prm
-from experiments.tasks import scoring
+from experiments.tasks import step_scores
 
 SYMBOLS = "0123456789+-*=;>?"
 STEP_END = ";"
@@ -110,9 +110,10 @@ class ChainArithTask(arith.ChainProblems, base.NoEnvironment):
     outcome = arith.answer_outcome(problem, answer_text, has_eos)
     metrics = ({"check_steps": float(checker.checks)}
                if self.config.free_length else None)
-    return scoring.make_score(self.config, problem, ids, spans, labels,
-                              reasons, vacuous, outcome, answer_text,
-                              step_only_labels=step_only, metrics=metrics)
+    return step_scores.make_score(self.config, problem, ids, spans, labels,
+                                  reasons, vacuous, outcome, answer_text,
+                                  step_only_labels=step_only,
+                                  metrics=metrics)
 
   def demonstration(self, problem: base.Problem, rng: np.random.Generator,
                     wrong_rate: float = 0.0,
@@ -131,4 +132,4 @@ class ChainArithTask(arith.ChainProblems, base.NoEnvironment):
                    score: base.Score) -> list[int] | None:
     """The response before its first wrong step (R3L), None without one."""
     del problem
-    return scoring.retry_prefix(response_ids, score)
+    return step_scores.retry_prefix(response_ids, score)

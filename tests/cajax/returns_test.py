@@ -183,7 +183,7 @@ def test_reinforce_plus_plus_pipeline_goldens():
   scores = np.zeros((2, 4))
   scores[0, 2] = 1.0
   kl = np.array([[.1, .2, 0, .5], [.3, .1, .4, 0]])
-  rewards = returns.kl_in_reward(scores, kl, mask, beta=0.1)
+  rewards = returns.kl_in_reward(scores, kl, mask, kl_coef=0.1)
   out = returns.reinforce_plus_plus(rewards, mask)
   np.testing.assert_allclose(out.returns, [[.97, .98, 1, 0],
                                            [-.04, -.01, 0, 0]], atol=1e-6)

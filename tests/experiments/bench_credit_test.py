@@ -14,7 +14,7 @@ from experiments import credit_task
 @pytest.mark.parametrize("granularity", credit_task.GRANULARITIES)
 @pytest.mark.parametrize("position", credit_task.POSITIONS)
 def test_batch_ground_truth(granularity, position):
-  config = credit_task.TaskConfig(num_prompts=4, group_size=4, num_steps=5,
+  config = credit_task.TaskConfig(num_groups=4, group_size=4, num_steps=5,
                                   step_length=3, granularity=granularity,
                                   position=position, seed=1)
   batch = credit_task.make_batch(config)
@@ -38,7 +38,7 @@ def test_batch_ground_truth(granularity, position):
 
 
 def test_metrics_of_perfect_and_uniform_credit():
-  config = credit_task.TaskConfig(num_prompts=8, group_size=4, seed=3)
+  config = credit_task.TaskConfig(num_groups=8, group_size=4, seed=3)
   batch = credit_task.make_batch(config)
   perfect = credit_task.credit_metrics(batch.true_advantage, batch)
   assert perfect["localisation"] == pytest.approx(1.0)
@@ -69,7 +69,7 @@ def test_benchmark_runs_every_estimator(tmp_path):
 
 
 def test_hackable_prm_over_rewards_distractor_steps_only():
-  config = credit_task.TaskConfig(num_prompts=8, group_size=4, num_steps=6,
+  config = credit_task.TaskConfig(num_groups=8, group_size=4, num_steps=6,
                                   signal_quality=1.0, hack_rate=0.5,
                                   hack_bonus=2.0, seed=5)
   batch = credit_task.make_batch(config)
@@ -80,6 +80,6 @@ def test_hackable_prm_over_rewards_distractor_steps_only():
   assert not hacked[:, decision].any()
   np.testing.assert_allclose(rewards[hacked], 3.0)
   clean = credit_task.make_batch(
-      credit_task.TaskConfig(num_prompts=8, group_size=4, num_steps=6,
+      credit_task.TaskConfig(num_groups=8, group_size=4, num_steps=6,
                              signal_quality=1.0, seed=5))
   assert np.asarray(clean.rollouts.step_rewards).max() <= 1.0

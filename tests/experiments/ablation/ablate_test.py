@@ -78,3 +78,21 @@ def test_r3l_amplification_arm_changes_binary_outcome_advantages():
   assert np.all(advantages["r3l"][[0, 2]] > advantages["no_amplify"][[0, 2]])
   np.testing.assert_array_equal(advantages["r3l"][[1, 3]],
                                 advantages["no_amplify"][[1, 3]])
+
+
+def test_claim_and_plot_metrics_are_full_keys():
+  """Keys starting with eval/ come from the eval records, all others from
+  the train records; every name is namespaced as the trainer writes it."""
+  for name in pipeline.NAMES:
+    ablation = spec.load(name).get_ablation()
+    keys = [c["metric"] for c in ablation.claims] + list(
+        ablation.plot_metrics)
+    for key in keys:
+      assert key.split("/")[0] in ("eval", "rollout", "task", "update"), (
+          name, key)
+  run = {"eval": [{"samples_seen": 0, "eval/accuracy": 0.5}],
+         "train": [{"samples_seen": 8, "rollout/entropy": 1.5,
+                    "update/entropy": 9.0, "eval/accuracy": 1.0}]}
+  assert report.series(run, "rollout/entropy") == [(8, 1.5)]
+  assert report.series(run, "eval/accuracy") == [(0, 0.5)]
+  assert report.series(run, "task/filler_steps") == []

@@ -277,7 +277,7 @@ _MESH_SCRIPT = textwrap.dedent("""
     from flax import nnx
     from experiments.models import config as config_lib, decoder as dec
     cfg = config_lib.get("tiny", tie_embeddings=False)
-    mesh = dec.make_mesh(data=2, fsdp=4)
+    mesh = dec.fsdp_mesh(data=2, fsdp=4)
     model = dec.create_model(cfg, seed=0, mesh=mesh)
     kernel = model.layers[0].self_attn.q_proj.kernel[...]
     want = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("fsdp"))

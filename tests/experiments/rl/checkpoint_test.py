@@ -12,7 +12,7 @@ from experiments.models import config as config_lib
 from experiments.models import decoder as decoder_lib
 from experiments.models import hf
 from experiments.rl import metrics
-from experiments.rl import train
+from experiments.rl import trainer
 
 _WORDS = (["<pad>", "<bos>", "<eos>", "<|user|>", "<|assistant|>", "plus",
            "minus", "is", "what", "?", "answer"] + [str(i) for i in range(10)])
@@ -58,9 +58,10 @@ def test_two_steps_on_a_local_checkpoint(tmp_path):
   config.eval_problems = 2
   config.eval_every = 2
   config.show_progress = False
-  out = train.train_and_evaluate(config, str(tmp_path / "run"))
+  out = trainer.train_and_evaluate(config, str(tmp_path / "run"))
   records = metrics.read_jsonl(str(tmp_path / "run" / "train_metrics.jsonl"))
   assert [r["step"] for r in records] == [1, 2]
-  for key in ("loss", "grad_norm", "entropy", "mismatch_kl"):
+  for key in ("update/loss", "update/grad_norm", "rollout/entropy",
+              "rollout/mismatch_kl"):
     assert np.isfinite(records[-1][key]), key
-  assert "accuracy" in out["eval"]
+  assert "eval/accuracy" in out["eval"]

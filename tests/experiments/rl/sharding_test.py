@@ -14,7 +14,7 @@ _SCRIPT = """
 import json, sys
 import jax, numpy as np
 from experiments.configs import smoke
-from experiments.rl import train, checkpoints, experiment
+from experiments.rl import trainer, checkpoints, experiment
 data, fsdp, workdir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 assert jax.device_count() == data * fsdp, jax.device_count()
 config = smoke.get_config()
@@ -22,7 +22,7 @@ config.warm_start.steps = 0
 config.rl.num_steps = 1
 config.rl.num_groups, config.rl.group_size = 4, 2
 config.mesh.data, config.mesh.fsdp = data, fsdp
-train.train_and_evaluate(config, workdir)
+trainer.train_and_evaluate(config, workdir)
 exp = experiment.Experiment(config)
 _, params, _ = exp.new_policy(value_head=False)
 restored = checkpoints.restore_params(workdir + "/checkpoints", params)
@@ -53,7 +53,8 @@ def test_eight_devices_match_one_device(tmp_path):
   one, p1, _ = _run(1, 1, 1, tmp_path / "one")
   eight, p8, specs = _run(8, 2, 4, tmp_path / "eight")
   assert any("fsdp" in s for s in specs), specs
-  for key in ("loss", "pg_loss", "reward_mean", "advantage_std", "entropy"):
+  for key in ("update/loss", "update/pg_loss", "rollout/reward_mean",
+              "rollout/advantage_std", "rollout/entropy", "update/entropy"):
     np.testing.assert_allclose(eight[key], one[key], rtol=1e-5, atol=1e-5,
                                err_msg=key)
   assert p1.keys() == p8.keys()

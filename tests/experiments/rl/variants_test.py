@@ -14,7 +14,7 @@ from experiments.ablation import spec
 from experiments.configs import smoke
 from experiments.rl import experiment
 from experiments.rl import policy as policy_lib
-from experiments.rl import train
+from experiments.rl import trainer
 from experiments.rl import train_step
 
 _LOSSES = cajax.losses.policy_loss_names()
@@ -78,8 +78,8 @@ def test_policy_loss_aggregation_and_kl_kind_reach_the_update(overrides):
       overrides["rl.policy_loss"], overrides["rl.aggregation"],
       overrides["rl.kl_kind"])
   graphdef, params, rest = exp.new_policy(value_head=False)
-  tx = train.optimizer(exp.config, 1e-2)
-  state = train.initial_state(exp, tx, params)
+  tx = trainer.optimizer(exp.config, 1e-2)
+  state = trainer.initial_state(exp, tx, params)
   batch, out = _batch(exp, graphdef, params, rest, rl.batch_size)
   before = jax.tree.map(np.asarray, params)  # the state is donated
   update = train_step.jit_update(rl, exp.sampling, graphdef, tx)
@@ -107,7 +107,7 @@ def _one_trainer_step(overrides: dict) -> dict:
   exp = _experiment(overrides)
   rl = exp.config.rl
   graphdef, params, rest = exp.new_policy(value_head=rl.value_coef > 0)
-  tx = train.optimizer(exp.config, 1e-3)
+  tx = trainer.optimizer(exp.config, 1e-3)
   score, rng = exp.task.score, np.random.default_rng(0)
 
   def coin(problem, ids, observation=None):
@@ -116,9 +116,9 @@ def _one_trainer_step(overrides: dict) -> dict:
     return scored
 
   exp.task.score = coin
-  step = train.RLStep(exp, graphdef, rest,
-                      params if rl.needs_reference else None, tx)
-  _, record = step(0, train.initial_state(exp, tx, params))
+  step = trainer.RLStep(exp, graphdef, rest,
+                        params if rl.needs_reference else None, tx)
+  _, record = step(0, trainer.initial_state(exp, tx, params))
   return record
 
 
@@ -129,8 +129,9 @@ def _one_trainer_step(overrides: dict) -> dict:
 ], ids=lambda v: v["rl.estimator"])
 def test_estimator_options_run_in_the_trainer(overrides):
   record = _one_trainer_step(overrides)
-  for key in ("loss", "grad_norm", "advantage_mean", "advantage_std"):
+  for key in ("update/loss", "update/grad_norm", "rollout/advantage_mean",
+              "rollout/advantage_std"):
     assert np.isfinite(record[key]), key
-  assert record["advantage_std"] > 0
+  assert record["rollout/advantage_std"] > 0
   if overrides["rl.estimator"] == "pure":
-    assert "kl_to_ref" in record  # the reference policy was built
+    assert "rollout/kl_to_ref" in record  # the reference policy was built

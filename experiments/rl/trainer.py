@@ -64,14 +64,15 @@ def run_warm_start(exp: experiment.Experiment, workdir: str) -> dict:
         config.sampling.max_new_tokens, wrong_rate=ws.wrong_rate,
         filler_rate=ws.filler_rate)
     state, m = update(state, rest, mesh_lib.put_batch(batch, exp.mesh))
-    return state, jax.tree.map(float, m)
+    return state, {f"warm_start/{k}": float(v) for k, v in m.items()}
 
   state, _ = loop.run(
       os.path.join(workdir, "warm_start"), state, num_steps=ws.steps,
       step_fn=step_fn, meta=_meta(config),
       checkpoint_every=max(ws.steps // 4, 1), keep=1,
       description="warm start", prefix="warm_start",
-      show_progress=config.show_progress, summary_keys=("loss",))
+      show_progress=config.show_progress,
+      summary_keys=("warm_start/loss",))
   return state.params
 
 
@@ -187,16 +188,16 @@ class RLStep:
         sampler_logprobs=put(responses.sampler_logprobs))
     state, update_metrics = self.update(state, self.rest, batch,
                                         jax.random.fold_in(key, 1))
-    update_metrics = jax.tree.map(float, update_metrics)
     lap("update")
+    times["time/tokens_per_second"] = (float(responses.valid.sum())
+                                       / max(sum(times.values()), 1e-9))
     return state, {
-        **experiment.outcome_metrics(scored, responses),
+        **experiment.outcome_metrics(scored, responses, "rollout"),
         **_token_metrics(mask, est.advantages, stats, batch.sampler_logprobs,
                          stats.get("ref_logprobs")),
-        **update_metrics, **times,
-        "samples_seen": (step + 1) * len(problems), "retries": retried,
-        "tokens_per_second": float(responses.valid.sum())
-                             / max(sum(times.values()), 1e-9)}
+        "rollout/retries": retried,
+        **{f"update/{k}": float(v) for k, v in update_metrics.items()},
+        **times, "samples_seen": (step + 1) * len(problems)}
 
 
 @jax.jit
@@ -218,12 +219,14 @@ def _token_metrics_jit(mask, advantages, entropy, trainer_lp, sampler_lp):
 
 
 def _token_metrics(mask, advantages, stats, sampler_lp, ref_lp) -> dict:
+  """`rollout/` metrics of the sampled tokens, before the update (the
+  entropy is a token mean, whatever the loss's aggregation)."""
   out = _token_metrics_jit(mask, advantages, stats["entropy"],
                            stats["logprobs"], sampler_lp)
   if ref_lp is not None:
     out["kl_to_ref"] = cajax.masked_mean(
         cajax.losses.kl_penalty("k3", stats["logprobs"], ref_lp, mask), mask)
-  return jax.tree.map(float, out)
+  return {f"rollout/{k}": float(v) for k, v in out.items()}
 
 
 class _Evaluations:
@@ -290,7 +293,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         keep=config.keep_checkpoints, stop_at_step=config.stop_at_step,
         description=f"rl {rl.estimator}", prefix="train",
         show_progress=config.show_progress,
-        summary_keys=("reward_mean", "accuracy"))
+        summary_keys=("rollout/reward_mean", "rollout/accuracy"))
   finally:
     evals.close()
   return {"train": record, "eval": evals.last}
