@@ -196,20 +196,19 @@ def _loop_quotes():
 
 
 def _ablation_quotes():
-  size = spec.sizes(1, 1)["default"]
+  size = spec.sizes(1, 1, spec.SMOKE.timing)["default"]
   config = chain_arith.get_config()
-  spec.apply(config, size)
+  spec.apply(config, size.overrides)
   c = run_config.validate(config)
   quotes = [
-      f"Every arm runs RL steps of {c.rl.num_groups} groups of "
-      f"{c.rl.group_size} responses, evaluates on {c.eval_problems} "
-      f"held-out problems at temperature {c.eval_temperature}, and starts "
-      f"from a shared {c.warm_start.steps}-step warm start (batch "
-      f"{c.warm_start.batch_size})"]
+      f"Every default size runs RL steps of {c.rl.num_groups} groups of "
+      f"{c.rl.group_size} responses, {size.seeds} seeds per arm over "
+      f"{size.warm_starts} warm starts of {c.warm_start.steps} supervised "
+      f"steps (batch {c.warm_start.batch_size}), and evaluations of "
+      f"{c.eval_problems} held-out problems at temperature "
+      f"{c.eval_temperature:g}"]
   for name in pipeline.NAMES:
-    default = spec.load(name).get_ablation().sizes["default"]
     quotes.append(f"| {name} |")
-    quotes.append(f"| {default['rl.num_steps']} | {default['eval_every']} |")
   return {"docs/ablations.md": quotes}
 
 
@@ -221,11 +220,17 @@ def test_quoted_defaults_are_the_code(source, quote):
 
 
 def test_ablation_sizes_table_rows_match_each_ablation():
+  """Steps, evaluations after step 0 and runs (arms x seeds) of each row."""
   text = _text(ROOT / "docs" / "ablations.md")
+  text = text.split("## Sizes and the cost model")[1].split("\n## ")[0]
   for name in pipeline.NAMES:
-    default = spec.load(name).get_ablation().sizes["default"]
+    ablation = spec.load(name).get_ablation()
+    size = ablation.sizes["default"]
+    steps = size.overrides["rl.num_steps"]
     (row,) = [line for line in text.splitlines()
               if line.startswith(f"| {name} |")]
     cells = [cell.strip() for cell in row.split("|")[1:-1]]
-    assert cells[2:4] == [str(default["rl.num_steps"]),
-                          str(default["eval_every"])], (name, cells)
+    assert cells[2:5] == [str(steps),
+                          str(steps // size.overrides["eval_every"]),
+                          str(len(ablation.arms) * size.seeds)], (name,
+                                                                   cells)
