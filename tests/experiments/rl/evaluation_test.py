@@ -5,7 +5,7 @@ import numpy as np
 from experiments.configs import smoke
 from experiments.rl import experiment
 from experiments.rl import rollouts
-from experiments.rl import train
+from experiments.rl import trainer
 from experiments.tasks import arith
 from experiments.tasks import splits
 
@@ -23,7 +23,7 @@ def test_training_never_sees_an_evaluation_problem(tmp_path, monkeypatch):
   config = smoke.get_config()
   config.eval_every = 1  # four evaluations of fresh problems
   config.eval_problems = 16
-  train.train_and_evaluate(config, str(tmp_path))
+  trainer.train_and_evaluate(config, str(tmp_path))
   # Warm-start demonstrations, RL prompts and evaluations all drew.
   steps = config.warm_start.steps + config.rl.num_steps
   assert len(drawn["train"]) > steps
