@@ -7,8 +7,8 @@ Each `experiments/configs/ablations/<name>.py` defines `get_ablation()` (an
 
 An `Ablation` holds:
   name, description: for the report.
-  base: the loop config module the arms override ("chain_arith" unless
-    set).
+  base: the name of the loop config the arms override (one of
+    `experiments.configs.CONFIGS`; "chain_arith" unless set).
   common: flat overrides for every arm ({"task.prm": "hackable", ...}).
   arms: {arm name: flat overrides} in plotting order.
   sizes: {size name: flat overrides}; "default" and "smoke" at least.
@@ -26,10 +26,16 @@ sub-config (e.g. "rl.estimator_kwargs").
 
 import dataclasses
 import hashlib
-import importlib
 import json
 
 import ml_collections
+
+from experiments import configs
+
+__all__ = [
+    "Ablation", "GRPO", "SMOKE", "apply", "build_config", "claim", "load",
+    "sizes", "summary", "warm_start_key",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,8 +129,7 @@ def build_config(ablation: Ablation, arg: str) -> ml_collections.ConfigDict:
     raise ValueError(f"arm {arm!r} is not one of {list(ablation.arms)}.")
   if size not in ablation.sizes:
     raise ValueError(f"size {size!r} is not one of {list(ablation.sizes)}.")
-  config = importlib.import_module(
-      f"experiments.configs.{ablation.base}").get_config()
+  config = configs.CONFIGS.lookup(ablation.base, "Ablation.base").get_config()
   apply(config, dict(ablation.common))
   apply(config, dict(ablation.sizes[size]))
   apply(config, dict(ablation.arms[arm]))
