@@ -39,8 +39,8 @@ from cajax import types
 
 __all__ = [
     "ESTIMATORS", "Estimator", "Registry", "Resolved", "accepted_keywords",
-    "estimate", "estimator_names", "example_inputs", "plain_function",
-    "register", "required_fields", "resolve",
+    "did_you_mean", "estimate", "estimator_names", "example_inputs",
+    "plain_function", "register", "required_fields", "resolve",
 ]
 
 Entry = TypeVar("Entry")
@@ -70,7 +70,8 @@ class Registry(Generic[Entry]):
     >>> sizes["tinny"]
     Traceback (most recent call last):
     ...
-    ValueError: unknown model size 'tinny' (did you mean 'tiny'?); registered: tiny.
+    ValueError: unknown model size 'tinny' (did you mean 'tiny'?);
+    registered: tiny.
   """
 
   def __init__(self, kind: str, entries: Mapping[str, Entry] | None = None,

@@ -25,8 +25,14 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from cajax import groups
+
+__all__ = [
+    "StepTotals", "at_positions", "chunk_size", "fits", "scatter_totals",
+    "step_totals", "totals",
+]
 
 
 class StepTotals(NamedTuple):
@@ -85,7 +91,7 @@ def _chunk_reduce(operands, inits, ops):
   return jax.lax.reduce(tuple(operands), tuple(inits), combine, (2,))
 
 
-def step_totals(step_ids, kept, num_steps: int, sums=(),
+def step_totals(step_ids: ArrayLike, kept: ArrayLike, num_steps: int, sums=(),
                 maxima=()) -> StepTotals:
   """Counts, last positions, sums and maxima of ordered steps.
 
@@ -163,8 +169,8 @@ def step_totals(step_ids, kept, num_steps: int, sums=(),
                    for c, x in zip(chunk_maxima, max_in)))
 
 
-def scatter_totals(step_ids, kept, num_steps: int, sums=(),
-                   maxima=()) -> StepTotals:
+def scatter_totals(step_ids: ArrayLike, kept: ArrayLike, num_steps: int,
+                   sums=(), maxima=()) -> StepTotals:
   """`step_totals` for steps in any order, by scatters into `[B·S]`.
 
   The reference form, and the faster one when S is too large for the
@@ -192,8 +198,8 @@ def scatter_totals(step_ids, kept, num_steps: int, sums=(),
                     sums=tuple(step_sums), maxima=tuple(step_maxima))
 
 
-def totals(step_ids, kept, num_steps: int, sums=(), maxima=(),
-           ordered: bool = True) -> StepTotals:
+def totals(step_ids: ArrayLike, kept: ArrayLike, num_steps: int, sums=(),
+           maxima=(), ordered: bool = True) -> StepTotals:
   """`step_totals` when the steps are ordered and few enough, else
   `scatter_totals` (same arguments and result)."""
   if ordered and fits(kept.shape[1], num_steps):
@@ -201,7 +207,8 @@ def totals(step_ids, kept, num_steps: int, sums=(), maxima=(),
   return scatter_totals(step_ids, kept, num_steps, sums, maxima)
 
 
-def at_positions(step_values, positions, length: int) -> jax.Array:
+def at_positions(step_values: ArrayLike, positions: ArrayLike,
+                 length: int) -> jax.Array:
   """`[B, T]` array with `step_values[b, k]` at token `positions[b, k]`.
 
   Every other token holds 0. A position of −1 writes nothing. One scatter

@@ -9,6 +9,9 @@ import numpy as np
 
 from cajax import types
 
+__all__ = ["validate"]
+
+
 def validate(rollouts: types.Rollouts) -> types.Rollouts:
   """Checks values of a concrete `Rollouts`; returns it unchanged.
 

@@ -19,6 +19,8 @@ from absl import logging
 from experiments import compilation_cache
 from experiments.ablation import pipeline
 
+__all__ = ["define_flags", "main"]
+
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """The ablation, seeds, size, workdir and parallel processes."""

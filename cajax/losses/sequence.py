@@ -7,6 +7,7 @@ scalar loss.
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from cajax import masking
 from cajax.losses import _inputs
@@ -23,10 +24,10 @@ def _gspo_loss(x: _inputs.Inputs, log_ratio, clip_low, clip_high,
                         clipped=clipped > unclipped)
 
 
-def gspo_policy_loss(logprobs, old_logprobs, advantages, mask, *,
+def gspo_policy_loss(logprobs: ArrayLike, old_logprobs: ArrayLike,
+                     advantages: ArrayLike, mask: ArrayLike, *,
                      clip_low: float = 0.2, clip_high: float = 0.2,
-                     log_ratio_max: float = 10.0,
-                     return_metrics: bool = False):
+                     log_ratio_max: float = 10.0, return_metrics: bool = False):
   """GSPO with the sequence-level importance ratio (gradient through it).
 
   s_b = exp(min((1/|y_b|) Σ_t m·(logp − logp_old), 10)),
@@ -60,7 +61,8 @@ def gspo_policy_loss(logprobs, old_logprobs, advantages, mask, *,
                     return_metrics)
 
 
-def gspo_token_policy_loss(logprobs, old_logprobs, advantages, mask, *,
+def gspo_token_policy_loss(logprobs: ArrayLike, old_logprobs: ArrayLike,
+                           advantages: ArrayLike, mask: ArrayLike, *,
                            clip_low: float = 0.2, clip_high: float = 0.2,
                            log_ratio_max: float = 10.0,
                            return_metrics: bool = False):
@@ -97,7 +99,8 @@ def gspo_token_policy_loss(logprobs, old_logprobs, advantages, mask, *,
                     return_metrics)
 
 
-def geo_mean_policy_loss(logprobs, old_logprobs, advantages, mask, *,
+def geo_mean_policy_loss(logprobs: ArrayLike, old_logprobs: ArrayLike,
+                         advantages: ArrayLike, mask: ArrayLike, *,
                          clip_low: float = 0.2, clip_high: float = 0.2,
                          log_ratio_clip: float = 20.0,
                          return_metrics: bool = False):
@@ -149,7 +152,8 @@ def geo_mean_policy_loss(logprobs, old_logprobs, advantages, mask, *,
                         clipped_lower=was_clipped & (x.advantages < 0))
 
 
-def opmd_policy_loss(logprobs, old_logprobs, advantages, mask, *,
+def opmd_policy_loss(logprobs: ArrayLike, old_logprobs: ArrayLike,
+                     advantages: ArrayLike, mask: ArrayLike, *,
                      tau: float = 1.0, return_metrics: bool = False):
   """OPMD: Kimi k1.5's online policy mirror descent surrogate.
 

@@ -23,6 +23,10 @@ from scipy import stats
 
 from experiments.rl import metrics as metrics_lib
 
+__all__ = [
+    "MIN_SEEDS", "collect", "judge", "plot", "reduce_metric", "series",
+    "verdict", "write",
+]
 
 MIN_SEEDS = 3
 

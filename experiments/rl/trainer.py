@@ -29,6 +29,12 @@ from experiments.rl import run_config
 from experiments.rl import train_step
 from experiments.rl import warm_start
 
+__all__ = [
+    "RLStep", "initial_params", "initial_state", "optimizer", "run_warm_start",
+    "train_and_evaluate",
+]
+
+
 def optimizer(config: run_config.Run, learning_rate: float):
   """The run's AdamW (`optimizer.*`) at `learning_rate`."""
   o = config.optimizer

@@ -25,6 +25,13 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
+__all__ = [
+    "BOS_ID", "CORRECT", "CharVocab", "EOS_ID", "FILLER", "LABEL_NAMES",
+    "NoEnvironment", "PAD_ID", "Problem", "Score", "Task", "Tokenizer",
+    "UNKNOWN", "WRONG", "build_config", "check_optional_positive_int",
+    "check_rate", "check_response", "config_to_dict", "make_task", "task_names",
+]
+
 UNKNOWN = -1
 WRONG = 0
 CORRECT = 1

@@ -35,6 +35,8 @@ from experiments.tasks import answers
 from experiments.tasks import base
 from experiments.tasks import text_tokenizers
 
+__all__ = ["JsonlMathConfig", "JsonlMathTask", "read_jsonl"]
+
 
 @dataclasses.dataclass(frozen=True)
 class JsonlMathConfig:

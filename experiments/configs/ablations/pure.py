@@ -14,6 +14,8 @@ step rewards (`process_grpo`); and PURE / sum form with verifiable reward on
 
 from experiments.ablation import spec
 
+__all__ = ["get_ablation", "get_config"]
+
 _PRM_ONLY = {"verifiable_reward_coef": 0.0}
 _FILLER = dict(metric="eval/task/filler_steps", better="lower")
 

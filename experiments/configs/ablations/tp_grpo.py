@@ -10,6 +10,8 @@ the target.
 
 from experiments.ablation import spec
 
+__all__ = ["get_ablation", "get_config"]
+
 
 def get_ablation() -> spec.Ablation:
   return spec.Ablation(

@@ -7,6 +7,8 @@ better reward. Arms: GRPO and UCAS with the paper's coefficients.
 
 from experiments.ablation import spec
 
+__all__ = ["get_ablation", "get_config"]
+
 
 def get_ablation() -> spec.Ablation:
   return spec.Ablation(
