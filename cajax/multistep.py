@@ -161,8 +161,8 @@ def n_step_bootstrapped_returns(
 
 
 def truncated_generalized_advantage_estimation(
-    r_t, discount_t, lambda_, values,
-    stop_target_gradients: bool = False) -> jax.Array:
+    r_t: ArrayLike, discount_t: ArrayLike, lambda_: ArrayLike,
+    values: ArrayLike, stop_target_gradients: bool = False) -> jax.Array:
   """Truncated GAE (rlax `truncated_generalized_advantage_estimation`).
 
     δₜ = rₜ₊₁ + γₜ₊₁ v(sₜ₊₁) − v(sₜ),   Âₜ = δₜ + γₜ₊₁ λₜ₊₁ Âₜ₊₁,   Â_T = 0.

@@ -21,7 +21,7 @@ balances the two terms); callers keep a scatter for more steps.
 """
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -91,8 +91,9 @@ def _chunk_reduce(operands, inits, ops):
   return jax.lax.reduce(tuple(operands), tuple(inits), combine, (2,))
 
 
-def step_totals(step_ids: ArrayLike, kept: ArrayLike, num_steps: int, sums=(),
-                maxima=()) -> StepTotals:
+def step_totals(step_ids: ArrayLike, kept: ArrayLike, num_steps: int,
+                sums: Sequence[ArrayLike] = (),
+                maxima: Sequence[ArrayLike] = ()) -> StepTotals:
   """Counts, last positions, sums and maxima of ordered steps.
 
   Args:
@@ -170,7 +171,8 @@ def step_totals(step_ids: ArrayLike, kept: ArrayLike, num_steps: int, sums=(),
 
 
 def scatter_totals(step_ids: ArrayLike, kept: ArrayLike, num_steps: int,
-                   sums=(), maxima=()) -> StepTotals:
+                   sums: Sequence[ArrayLike] = (),
+                   maxima: Sequence[ArrayLike] = ()) -> StepTotals:
   """`step_totals` for steps in any order, by scatters into `[B·S]`.
 
   The reference form, and the faster one when S is too large for the
@@ -198,8 +200,9 @@ def scatter_totals(step_ids: ArrayLike, kept: ArrayLike, num_steps: int,
                     sums=tuple(step_sums), maxima=tuple(step_maxima))
 
 
-def totals(step_ids: ArrayLike, kept: ArrayLike, num_steps: int, sums=(),
-           maxima=(), ordered: bool = True) -> StepTotals:
+def totals(step_ids: ArrayLike, kept: ArrayLike, num_steps: int,
+           sums: Sequence[ArrayLike] = (), maxima: Sequence[ArrayLike] = (),
+           ordered: bool = True) -> StepTotals:
   """`step_totals` when the steps are ordered and few enough, else
   `scatter_totals` (same arguments and result)."""
   if ordered and fits(kept.shape[1], num_steps):

@@ -12,6 +12,8 @@ from cajax import _checks
 from cajax import masking
 from cajax.losses import _inputs
 
+__all__ = ["clip_cov_policy_loss", "kl_cov_policy_loss"]
+
 _sg = jax.lax.stop_gradient
 
 

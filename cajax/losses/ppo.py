@@ -11,6 +11,9 @@ from jax.typing import ArrayLike
 from cajax import _checks
 from cajax.losses import _inputs
 
+__all__ = ["cispo_policy_loss", "dro_policy_loss", "gpg_policy_loss",
+           "sapo_policy_loss", "vanilla_policy_loss"]
+
 _sg = jax.lax.stop_gradient
 
 

@@ -12,6 +12,9 @@ from jax.typing import ArrayLike
 from cajax import masking
 from cajax.losses import _inputs
 
+__all__ = ["geo_mean_policy_loss", "gspo_policy_loss",
+           "gspo_token_policy_loss", "opmd_policy_loss"]
+
 _sg = jax.lax.stop_gradient
 
 

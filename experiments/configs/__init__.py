@@ -6,7 +6,7 @@ from experiments.configs import chain_arith
 from experiments.configs import qwen_math
 from experiments.configs import smoke
 
-__all__ = ["CONFIGS"]
+__all__ = ["CONFIGS", "chain_arith", "qwen_math", "smoke"]
 
 CONFIGS = cajax.Registry(
     "loop config",
