@@ -18,8 +18,18 @@ __all__ = ["geo_mean_policy_loss", "gspo_policy_loss",
 _sg = jax.lax.stop_gradient
 
 
-def _gspo_loss(x: _inputs.Inputs, log_ratio, clip_low, clip_high,
-               log_ratio_max, return_metrics):
+def _gspo_loss(logprobs, old_logprobs, advantages, mask, clip_low, clip_high,
+               log_ratio_max, return_metrics, token_gradient: bool):
+  """GSPO's clipped loss on the sequence ratio; with `token_gradient` its
+  value is the sequence ratio and its gradient each token's own."""
+  clip_low, clip_high = _inputs.check_clip(clip_low, clip_high)
+  log_ratio_max = _inputs.check_positive(log_ratio_max, "log_ratio_max")
+  x = _inputs.Inputs(logprobs, old_logprobs, advantages, mask)
+  sequence = _inputs.sequence_log_ratio(x)
+  if token_gradient:
+    log_ratio = x.logprobs - _sg(x.logprobs) + _sg(sequence)
+  else:
+    log_ratio = jnp.broadcast_to(sequence, x.mask.shape)
   ratio = jnp.exp(jnp.minimum(log_ratio, log_ratio_max))
   unclipped, clipped = _inputs.ppo_clip_terms(x.advantages, ratio, clip_low,
                                               clip_high)
@@ -56,12 +66,9 @@ def gspo_policy_loss(logprobs: ArrayLike, old_logprobs: ArrayLike,
   Returns:
     The per-token loss (and metrics), as in `cajax.losses`.
   """
-  clip_low, clip_high = _inputs.check_clip(clip_low, clip_high)
-  log_ratio_max = _inputs.check_positive(log_ratio_max, "log_ratio_max")
-  x = _inputs.Inputs(logprobs, old_logprobs, advantages, mask)
-  seq = jnp.broadcast_to(_inputs.sequence_log_ratio(x), x.mask.shape)
-  return _gspo_loss(x, seq, clip_low, clip_high, log_ratio_max,
-                    return_metrics)
+  return _gspo_loss(logprobs, old_logprobs, advantages, mask, clip_low,
+                    clip_high, log_ratio_max, return_metrics,
+                    token_gradient=False)
 
 
 def gspo_token_policy_loss(logprobs: ArrayLike, old_logprobs: ArrayLike,
@@ -93,13 +100,9 @@ def gspo_token_policy_loss(logprobs: ArrayLike, old_logprobs: ArrayLike,
   Returns:
     The per-token loss (and metrics), as in `cajax.losses`.
   """
-  clip_low, clip_high = _inputs.check_clip(clip_low, clip_high)
-  log_ratio_max = _inputs.check_positive(log_ratio_max, "log_ratio_max")
-  x = _inputs.Inputs(logprobs, old_logprobs, advantages, mask)
-  combined = (x.logprobs - _sg(x.logprobs)
-              + _sg(_inputs.sequence_log_ratio(x)))
-  return _gspo_loss(x, combined, clip_low, clip_high, log_ratio_max,
-                    return_metrics)
+  return _gspo_loss(logprobs, old_logprobs, advantages, mask, clip_low,
+                    clip_high, log_ratio_max, return_metrics,
+                    token_gradient=True)
 
 
 def geo_mean_policy_loss(logprobs: ArrayLike, old_logprobs: ArrayLike,
