@@ -102,4 +102,29 @@ from cajax.types import Rollouts
 from cajax.validation import checkify_estimate
 from cajax.validation import validate
 
+__all__ = [
+    "EstimatorOutput", "GroupMoments", "Registry", "Rollouts", "VTraceOutput",
+    "agentic", "batch_moments", "broadcast_to_tokens", "capo",
+    "check_group_ids", "contiguous_runs", "discounted_returns", "drgrpo",
+    "estimate", "estimator_names", "example_inputs", "gae", "gdpo", "gpg",
+    "group_max", "group_moments", "group_normalize", "group_sum", "groups",
+    "grpo", "grpo_passk", "implicit_sequence_reward", "implicit_token_reward",
+    "istar", "istar_prm_dpo_loss", "istar_step_rewards", "judges",
+    "kl_in_reward", "lambda_returns", "last_token_mask", "last_valid_index",
+    "log_sigmoid_transform", "losses", "masked_count", "masked_cumsum",
+    "masked_mean", "masked_min_max", "masked_softmax", "masked_sum",
+    "masked_var", "masked_whiten", "masking", "matching", "matchtir",
+    "multistep", "n_step_bootstrapped_returns", "off_policy", "opo",
+    "optimal_token_baseline", "outcome", "prefix_count", "prefix_mask", "prime",
+    "process", "process_grpo", "pure", "r3l", "register", "registry",
+    "reinforce_plus_plus", "reinforce_plus_plus_baseline", "remax",
+    "required_fields", "resolve", "returns", "reverse_discounted_cumsum",
+    "rloo", "scoring", "sequence_lengths", "sequence_scores", "sequences",
+    "shaping", "slate", "step_end_mask", "step_prefix_mask",
+    "step_token_counts", "steps_to_tokens", "suffix_min", "sum_form_prm",
+    "text_rewards", "token_baseline", "token_rewards", "tokens_to_steps",
+    "tp_grpo", "truncated_generalized_advantage_estimation", "turn_rewards",
+    "ucas", "validate", "vtrace", "vtrace_td_error_and_advantage",
+]
+
 __version__ = "0.1.0"

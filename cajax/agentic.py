@@ -18,8 +18,11 @@ raw value through (mean 0, std 1; RLOO unchanged), and a group whose values
 are all equal gets exactly 0.
 """
 
+from typing import Sequence
+
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 from cajax import _checks
@@ -31,6 +34,12 @@ from cajax import step_totals
 from cajax import types
 from cajax.token_rewards import implicit_sequence_reward
 from cajax.token_rewards import implicit_token_reward
+
+__all__ = [
+    "istar", "istar_prm_dpo_loss", "istar_step_rewards", "matchtir", "r3l",
+    "slate", "slate_step_reward", "turn_rewards",
+]
+
 
 def _flat_segments(values, segment_ids, num_segments: int, valid):
   """bool[N]: the segment of each entry has no two distinct valid values."""
@@ -84,9 +93,10 @@ def _implicit_step_rewards(prm_logprobs, ref_logprobs, mask, step_ids,
   return jnp.where(step_valid, totals.sums[0], 0.0), step_valid
 
 
-def istar_step_rewards(prm_logprobs, old_logprobs, mask, step_ids, *,
-                       num_steps: int, beta: float = 0.05,
-                       max_abs_normalize: bool = True, eps: float = 1e-6):
+def istar_step_rewards(prm_logprobs: ArrayLike, old_logprobs: ArrayLike,
+                       mask: ArrayLike, step_ids: ArrayLike, *, num_steps: int,
+                       beta: float = 0.05, max_abs_normalize: bool = True,
+                       eps: float = 1e-6):
   """Implicit step rewards of iStar, batch max-abs normalised.
 
   r_{b,s} = β Σ_{t: step_ids[b,t]=s, mask[b,t]} (log π_φ(y_t) − log π_old(y_t))
@@ -130,11 +140,12 @@ def istar_step_rewards(prm_logprobs, old_logprobs, mask, step_ids, *,
   return rewards, step_valid
 
 
-def istar(token_rewards, prm_logprobs, old_logprobs, mask, step_ids,
-          group_ids, num_groups: int, *, num_steps: int, beta: float = 0.05,
-          step_weight: float = 1.0, step_baseline: str = "first_row",
-          max_abs_normalize: bool = True, eps: float = 1e-6
-          ) -> types.EstimatorOutput:
+def istar(token_rewards: ArrayLike, prm_logprobs: ArrayLike,
+          old_logprobs: ArrayLike, mask: ArrayLike, step_ids: ArrayLike,
+          group_ids: ArrayLike, num_groups: int, *, num_steps: int,
+          beta: float = 0.05, step_weight: float = 1.0,
+          step_baseline: str = "first_row", max_abs_normalize: bool = True,
+          eps: float = 1e-6) -> types.EstimatorOutput:
   """iStar advantages: RLOO on episode rewards plus RLOO on implicit steps.
 
   A_E(b)   = n/(n−1) · (R(b) − mean_{b'∈g} R(b'))             (n rows of g)
@@ -246,9 +257,10 @@ def istar(token_rewards, prm_logprobs, old_logprobs, mask, step_ids,
   return types.EstimatorOutput(advantages, advantages, info)
 
 
-def istar_prm_dpo_loss(prm_logprobs, ref_logprobs, token_rewards, mask,
-                       step_ids, group_ids, num_groups: int, *,
-                       num_steps: int, beta: float = 0.05,
+def istar_prm_dpo_loss(prm_logprobs: ArrayLike, ref_logprobs: ArrayLike,
+                       token_rewards: ArrayLike, mask: ArrayLike,
+                       step_ids: ArrayLike, group_ids: ArrayLike,
+                       num_groups: int, *, num_steps: int, beta: float = 0.05,
                        success_threshold: float = 0.0,
                        trajectory_score: str = "step_mean") -> jax.Array:
   """Trajectory-DPO loss that trains iStar's implicit process reward model.
@@ -348,7 +360,8 @@ def _istar_adapter(rollouts: types.Rollouts, *, prm_logprobs=None,
 _FUSE = ("mean", "sum")
 
 
-def turn_rewards(token_rewards, mask, *, num_turns: int | None = None):
+def turn_rewards(token_rewards: ArrayLike, mask: ArrayLike, *,
+                 num_turns: int | None = None):
   """Per-turn rewards read at the last token of each turn (run of `mask`).
 
   Args:
@@ -382,9 +395,10 @@ def turn_rewards(token_rewards, mask, *, num_turns: int | None = None):
   return per_turn, turn_valid, turn_ids
 
 
-def matchtir(token_rewards, mask, group_ids, num_groups: int, *,
-             num_turns: int | None = None, gamma: float = 0.9,
-             fuse: str = "mean", eps: float = 1e-6) -> types.EstimatorOutput:
+def matchtir(token_rewards: ArrayLike, mask: ArrayLike, group_ids: ArrayLike,
+             num_groups: int, *, num_turns: int | None = None,
+             gamma: float = 0.9, fuse: str = "mean",
+             eps: float = 1e-6) -> types.EstimatorOutput:
   """MatchTIR dual-level (trajectory + turn) advantages.
 
   A^g_i     = (Σ_k r_{i,k} − μ_g) / (σ_g + eps)
@@ -495,11 +509,12 @@ def _group_logavgexp(values, group_ids, num_groups: int, valid, tau: float):
                 - jnp.log(jnp.maximum(count, 1.0)))
 
 
-def r3l(token_rewards, mask, group_ids, num_groups: int, *,
-        pivot_turns=None, alpha: float = 3.0, success_score: float = 1.0,
-        r_max: float = 1.0, baseline: str = "mean", tau: float = 1.0,
-        normalize_by_std: bool = False, eps: float = 1e-6
-        ) -> types.EstimatorOutput:
+def r3l(token_rewards: ArrayLike, mask: ArrayLike, group_ids: ArrayLike,
+        num_groups: int, *, pivot_turns: ArrayLike | None = None,
+        alpha: float = 3.0, success_score: float = 1.0, r_max: float = 1.0,
+        baseline: str = "mean", tau: float = 1.0,
+        normalize_by_std: bool = False,
+        eps: float = 1e-6) -> types.EstimatorOutput:
   """R³L advantages: positive amplification with pivotal-credit masking.
 
   b_g = mean_{i∈g} r_i  or  τ·(logsumexp_{i∈g}(r_i/τ) − log n_g)  (b=0 for a
@@ -627,8 +642,9 @@ def _r3l_adapter(rollouts: types.Rollouts, **kwargs) -> types.EstimatorOutput:
 # SLATE: sibling-step advantages after truncated step-level sampling.
 # ----------------------------------------------------------------------------
 
-def slate_step_reward(reasoning, query, answer, is_answer, *,
-                      weights=(1.0, 1.0, 1.0)) -> jax.Array:
+def slate_step_reward(reasoning: ArrayLike, query: ArrayLike, answer: ArrayLike,
+                      is_answer: ArrayLike, *,
+                      weights: Sequence[float] = (1.0, 1.0, 1.0)) -> jax.Array:
   """Combines SLATE's ternary judge dimensions into one step reward.
 
   r = (w_r·reasoning + w_q·query + a·w_a·answer) / (w_r + w_q + a·w_a),
@@ -666,8 +682,9 @@ def slate_step_reward(reasoning, query, answer, is_answer, *,
   return total / (w_r + w_q + use_answer * w_a)
 
 
-def slate(token_rewards, mask, sibling_ids, num_branches: int, *,
-          prefix_lengths=None, normalize_by_std: bool = True,
+def slate(token_rewards: ArrayLike, mask: ArrayLike, sibling_ids: ArrayLike,
+          num_branches: int, *, prefix_lengths: ArrayLike | None = None,
+          normalize_by_std: bool = True,
           eps: float = 1e-6) -> types.EstimatorOutput:
   """SLATE sibling-step advantages among continuations of a shared prefix.
 

@@ -19,10 +19,18 @@ from typing import NamedTuple
 import jax
 from jax.experimental import checkify
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 from cajax import _checks
 from cajax import masking
+
+__all__ = [
+    "GroupMoments", "NORMALIZE_MODES", "SINGLETONS", "batch_moments",
+    "check_batch_groups", "check_group_ids", "check_id_range",
+    "flat_segment_ids", "group_max", "group_moments", "group_normalize",
+    "group_sum", "in_range",
+]
 
 
 class GroupMoments(NamedTuple):
@@ -56,7 +64,7 @@ def _check_groups(values, group_ids, num_groups, valid):
   return values, group_ids, num_groups, valid
 
 
-def in_range(group_ids, num_groups: int) -> jax.Array:
+def in_range(group_ids: ArrayLike, num_groups: int) -> jax.Array:
   """bool like `group_ids`: the ids in [0, num_groups).
 
   A row whose id is outside is unscorable under jit (concrete ids raise
@@ -73,7 +81,8 @@ def in_range(group_ids, num_groups: int) -> jax.Array:
   return (group_ids >= 0) & (group_ids < num_groups)
 
 
-def check_id_range(group_ids, num_groups: int, name: str = "group_ids",
+def check_id_range(group_ids: ArrayLike, num_groups: int,
+                   name: str = "group_ids",
                    count_name: str = "num_groups") -> None:
   """Checks ids lie in [0, num_groups): concrete ids now, traced ids under
   `checkify`.
@@ -105,9 +114,8 @@ def check_id_range(group_ids, num_groups: int, name: str = "group_ids",
         f"the number of groups.")
 
 
-def check_group_ids(group_ids, batch: int, num_groups: int, *,
-                    name: str = "group_ids",
-                    count_name: str = "num_groups",
+def check_group_ids(group_ids: ArrayLike, batch: int, num_groups: int, *,
+                    name: str = "group_ids", count_name: str = "num_groups",
                     like: str | None = None) -> jax.Array:
   """Checks `int[B]` row group ids for a batch of B rows; returns int32.
 
@@ -137,10 +145,10 @@ def check_group_ids(group_ids, batch: int, num_groups: int, *,
   return ids
 
 
-def check_batch_groups(mask, group_ids, num_groups: int, *,
-                       name: str = "group_ids",
-                       count_name: str = "num_groups"
-                       ) -> tuple[jax.Array, jax.Array, int]:
+def check_batch_groups(
+    mask: ArrayLike, group_ids: ArrayLike, num_groups: int, *,
+    name: str = "group_ids",
+    count_name: str = "num_groups") -> tuple[jax.Array, jax.Array, int]:
   """Checks a `[B, T]` mask with its `int[B]` group ids and group count.
 
   Args:
@@ -163,7 +171,8 @@ def check_batch_groups(mask, group_ids, num_groups: int, *,
   return _checks.as_mask(mask), group_ids, int(num_groups)
 
 
-def group_sum(values, group_ids, num_groups: int, valid=None) -> jax.Array:
+def group_sum(values: ArrayLike, group_ids: ArrayLike, num_groups: int,
+              valid: ArrayLike | None = None) -> jax.Array:
   """Σ of valid `values[B]` within each group, `f32[num_groups]`."""
   values, group_ids, num_groups, valid = _check_groups(
       values, group_ids, num_groups, valid)
@@ -171,7 +180,8 @@ def group_sum(values, group_ids, num_groups: int, valid=None) -> jax.Array:
                              num_segments=num_groups)
 
 
-def group_moments(values, group_ids, num_groups: int, valid=None,
+def group_moments(values: ArrayLike, group_ids: ArrayLike, num_groups: int,
+                  valid: ArrayLike | None = None,
                   ddof: int = 1) -> GroupMoments:
   """Count, mean and two-pass standard deviation of each group.
 
@@ -235,14 +245,16 @@ def _moments(values, group_ids, num_groups, valid, ddof,
                       std=moments.std), moments.spread
 
 
-def batch_moments(values, valid=None, ddof: int = 1) -> GroupMoments:
+def batch_moments(values: ArrayLike, valid: ArrayLike | None = None,
+                  ddof: int = 1) -> GroupMoments:
   """`group_moments` with every row in one group; fields are scalars."""
   group_ids = jnp.zeros(jnp.shape(values), jnp.int32)
   moments = group_moments(values, group_ids, 1, valid=valid, ddof=ddof)
   return GroupMoments(*(field[0] for field in moments))
 
 
-def group_max(values, group_ids, num_groups: int, valid=None) -> jax.Array:
+def group_max(values: ArrayLike, group_ids: ArrayLike, num_groups: int,
+              valid: ArrayLike | None = None) -> jax.Array:
   """Max of valid values per group; -inf for a group with no valid row."""
   values, group_ids, num_groups, valid = _check_groups(
       values, group_ids, num_groups, valid)
@@ -254,9 +266,10 @@ NORMALIZE_MODES = ("std", "mean", "rloo")
 SINGLETONS = ("raw", "keep", "zero")
 
 
-def group_normalize(values, group_ids, num_groups: int, valid=None, *,
-                    mode: str = "std", eps: float = 1e-6, ddof: int = 1,
-                    singleton: str = "raw", population=None,
+def group_normalize(values: ArrayLike, group_ids: ArrayLike, num_groups: int,
+                    valid: ArrayLike | None = None, *, mode: str = "std",
+                    eps: float = 1e-6, ddof: int = 1, singleton: str = "raw",
+                    population: ArrayLike | None = None,
                     by_position: bool = False) -> jax.Array:
   """Normalises every entry by the statistics of its group (GRPO family).
 
@@ -374,7 +387,8 @@ def group_normalize(values, group_ids, num_groups: int, valid=None, *,
   return jnp.where(flat_valid, out, 0.0).reshape(shape)
 
 
-def flat_segment_ids(slots, keep, num_slots: int, rows=None,
+def flat_segment_ids(slots: ArrayLike, keep: ArrayLike, num_slots: int,
+                     rows: ArrayLike | None = None,
                      num_rows: int | None = None) -> jax.Array:
   """Flat ids `rows·num_slots + slots` of (row, slot) pairs, for scatters.
 

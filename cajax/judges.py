@@ -20,10 +20,18 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from cajax import _checks
 from cajax import groups
 from cajax import masking
+
+__all__ = [
+    "AGGREGATIONS", "PERPLEXITY_TIES", "PairwisePreference", "RATING_METHODS",
+    "UncertaintyWeights", "bidirectional_preference", "expected_rating",
+    "perplexity_preference", "rank_agreement_mask", "rating_distribution",
+    "sign_agreement_mask", "uncertainty_weights", "within_group_ranks",
+]
 
 
 def _outcome_mask(logprobs, valid, name: str):
@@ -35,7 +43,8 @@ def _outcome_mask(logprobs, valid, name: str):
   return logprobs, finite & _checks.as_mask(valid)
 
 
-def rating_distribution(rating_logprobs, valid=None) -> jax.Array:
+def rating_distribution(rating_logprobs: ArrayLike,
+                        valid: ArrayLike | None = None) -> jax.Array:
   """Judge's rating probabilities renormalised over the rating vocabulary.
 
   p_k = exp(ℓ_k) / Σ_{j valid} exp(ℓ_j) over the K rating tokens, where ℓ
@@ -68,7 +77,9 @@ RATING_METHODS = ("softmax_weighted", "geval", "renormalized")
 _LOGIT_EPS = 1e-8
 
 
-def expected_rating(rating_logprobs, rating_values=None, valid=None, *,
+def expected_rating(rating_logprobs: ArrayLike,
+                    rating_values: ArrayLike | None = None,
+                    valid: ArrayLike | None = None, *,
                     method: str = "softmax_weighted",
                     temperature: float = 0.2) -> jax.Array:
   """TrustJudge's distribution-sensitive score of a judge's rating.
@@ -153,10 +164,11 @@ AGGREGATIONS = ("raw", "renormalized")
 PERPLEXITY_TIES = ("tie", "keep_ab")
 
 
-def bidirectional_preference(logprobs_ab, logprobs_ba, valid_ab=None,
-                             valid_ba=None, *, aggregation: str = "raw",
-                             tie_tolerance: float = 0.0
-                             ) -> PairwisePreference:
+def bidirectional_preference(logprobs_ab: ArrayLike, logprobs_ba: ArrayLike,
+                             valid_ab: ArrayLike | None = None,
+                             valid_ba: ArrayLike | None = None, *,
+                             aggregation: str = "raw",
+                             tie_tolerance: float = 0.0) -> PairwisePreference:
   """TrustJudge's likelihood-aware aggregation of both presentation orders.
 
   The judge is asked twice, with (A, B) and with (B, A), and its outcome
@@ -236,8 +248,9 @@ def bidirectional_preference(logprobs_ab, logprobs_ba, valid_ab=None,
                             score=0.5 * (m[..., 0] - m[..., -1]))
 
 
-def perplexity_preference(decision_ab, decision_ba, output_logprobs_ab,
-                          mask_ab, output_logprobs_ba, mask_ba, *,
+def perplexity_preference(decision_ab: ArrayLike, decision_ba: ArrayLike,
+                          output_logprobs_ab: ArrayLike, mask_ab: ArrayLike,
+                          output_logprobs_ba: ArrayLike, mask_ba: ArrayLike, *,
                           tie_tolerance: float = 0.0,
                           on_equal: str = "tie") -> jax.Array:
   """TrustJudge's perplexity variant: keep the more confident order's verdict.
@@ -325,7 +338,8 @@ class UncertaintyWeights(NamedTuple):
   std: jax.Array
 
 
-def uncertainty_weights(repeated_rewards, valid=None, kappa: float = 1.0,
+def uncertainty_weights(repeated_rewards: ArrayLike,
+                        valid: ArrayLike | None = None, kappa: float = 1.0,
                         form: str = "exp", ddof: int = 0,
                         normalize: bool = True) -> UncertaintyWeights:
   """Ctrl-U-style weights: rewards whose evaluations disagree count less.
@@ -406,8 +420,8 @@ def _signal_mask(signals, valid):
   return values, _checks.as_mask(valid, "valid")
 
 
-def sign_agreement_mask(signals, valid=None, thresholds=0.0,
-                        margin: float = 0.0,
+def sign_agreement_mask(signals: ArrayLike, valid: ArrayLike | None = None,
+                        thresholds: ArrayLike = 0.0, margin: float = 0.0,
                         min_signals: int = 2) -> jax.Array:
   """Keeps samples on which K reward signals agree in sign (SCIR-style).
 
@@ -457,7 +471,8 @@ def sign_agreement_mask(signals, valid=None, thresholds=0.0,
   return (count >= min_signals) & (all_positive | all_negative)
 
 
-def within_group_ranks(values, group_ids, valid=None) -> jax.Array:
+def within_group_ranks(values: ArrayLike, group_ids: ArrayLike,
+                       valid: ArrayLike | None = None) -> jax.Array:
   """Mid-rank of each value within its group, scaled to [0, 1].
 
   q_b = (#{b' ≠ b in g : x_b' < x_b} + ½·#{b' ≠ b in g : x_b' = x_b}) /
@@ -501,8 +516,8 @@ def within_group_ranks(values, group_ids, valid=None) -> jax.Array:
   return ranks[:, 0] if squeeze else ranks
 
 
-def rank_agreement_mask(signals, group_ids, valid=None,
-                        tolerance: float = 0.25,
+def rank_agreement_mask(signals: ArrayLike, group_ids: ArrayLike,
+                        valid: ArrayLike | None = None, tolerance: float = 0.25,
                         min_signals: int = 2) -> jax.Array:
   """Keeps samples whose within-group rank agrees across K reward signals.
 

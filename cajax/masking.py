@@ -11,13 +11,22 @@ Conventions shared by every function here:
 
 import functools
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 from cajax import _checks
+
+__all__ = [
+    "Axis", "Moments", "broadcast_to_tokens", "fused_reduce", "fused_sum",
+    "last_token_mask", "last_valid_index", "masked_count", "masked_mean",
+    "masked_min_max", "masked_softmax", "masked_sum", "masked_var",
+    "masked_whiten", "next_valid", "prefix_mask", "reduced_moments",
+    "safe_divide", "sequence_lengths",
+]
 
 Axis = int | tuple[int, ...] | None
 
@@ -29,7 +38,7 @@ def _prepare(x, mask, name: str):
   return jnp.where(mask, x, 0.0), mask
 
 
-def masked_sum(x, mask, axis: Axis = None) -> jax.Array:
+def masked_sum(x: ArrayLike, mask: ArrayLike, axis: Axis = None) -> jax.Array:
   """Σ x·m over `axis`; masked entries contribute nothing (NaN-safe).
 
   Args:
@@ -44,12 +53,13 @@ def masked_sum(x, mask, axis: Axis = None) -> jax.Array:
   return jnp.sum(x, axis=axis)
 
 
-def masked_count(mask, axis: Axis = None) -> jax.Array:
+def masked_count(mask: ArrayLike, axis: Axis = None) -> jax.Array:
   """Number of True entries of `mask` over `axis`, as float32."""
   return jnp.sum(_checks.as_mask(mask).astype(jnp.float32), axis=axis)
 
 
-def masked_mean(x, mask, axis: Axis = None, eps: float = 1e-8) -> jax.Array:
+def masked_mean(x: ArrayLike, mask: ArrayLike, axis: Axis = None,
+                eps: float = 1e-8) -> jax.Array:
   """Masked mean Σ(x·m) / (Σm + eps), as verl and Tunix define it.
 
   With `eps=0` an empty selection gives 0 instead of NaN (the denominator is
@@ -92,8 +102,9 @@ class Moments(NamedTuple):
   spread: jax.Array
 
 
-def reduced_moments(x, valid, reduce_sum, reduce_max, expand,
-                    ddof: int, count_max_min=None) -> Moments:
+def reduced_moments(x: ArrayLike, valid: ArrayLike, reduce_sum: Callable,
+                    reduce_max: Callable, expand: Callable, ddof: int,
+                    count_max_min: ArrayLike | None = None) -> Moments:
   """Count, mean and std of the valid `x` of each cell, at any finite scale.
 
   The cells are whatever `reduce_sum` / `reduce_max` reduce over (an axis, or
@@ -146,7 +157,8 @@ _PLAIN_REDUCTIONS = {jnp.add: jnp.sum, jnp.maximum: jnp.max,
                      jnp.minimum: jnp.min}
 
 
-def fused_reduce(operands, inits, ops, axis: Axis = None):
+def fused_reduce(operands: Sequence[ArrayLike], inits: Sequence[float],
+                 ops: Sequence[Callable], axis: Axis = None):
   """Per-cell float32 reductions of `operands` in one pass, with the count.
 
   XLA:CPU hands float sums and maxima to a library reduction that reads a
@@ -209,7 +221,7 @@ def _fused_reduce_jvp(inits, ops, axis, primals, tangents):
   return (outs, count), (douts, jnp.zeros_like(count))
 
 
-def fused_sum(x, valid, axis: Axis = None) -> jax.Array:
+def fused_sum(x: ArrayLike, valid: ArrayLike, axis: Axis = None) -> jax.Array:
   """Σ x over `axis` as one fused pass (`fused_reduce`); x is summed as
   given (mask it first), `valid` only rides along."""
   (total,), count = fused_reduce((x, valid), (0.0,), (jnp.add,), axis)
@@ -237,7 +249,7 @@ def _axis_moments(x, mask, axis: Axis, ddof: int) -> Moments:
                          count_max_min)
 
 
-def masked_var(x, mask, axis: Axis = None, ddof: int = 1,
+def masked_var(x: ArrayLike, mask: ArrayLike, axis: Axis = None, ddof: int = 1,
                eps: float = 1e-8) -> jax.Array:
   """Two-pass masked variance with a guarded Bessel correction.
 
@@ -272,8 +284,8 @@ def masked_var(x, mask, axis: Axis = None, ddof: int = 1,
                             1.0)
 
 
-def masked_whiten(x, mask, axis: Axis = None, shift_mean: bool = True,
-                  ddof: int = 1, eps: float = 1e-8,
+def masked_whiten(x: ArrayLike, mask: ArrayLike, axis: Axis = None,
+                  shift_mean: bool = True, ddof: int = 1, eps: float = 1e-8,
                   eps_mode: str = "add") -> jax.Array:
   """Whitens `x` over its valid entries: (x − μ) / sqrt(var (+) eps).
 
@@ -321,7 +333,7 @@ def masked_whiten(x, mask, axis: Axis = None, shift_mean: bool = True,
   return jnp.where(mask, out, 0.0)
 
 
-def safe_divide(numerator, denominator) -> jax.Array:
+def safe_divide(numerator: ArrayLike, denominator: ArrayLike) -> jax.Array:
   """numerator / denominator in float32, with 0 (not NaN/inf) where the
   denominator is 0."""
   numerator = jnp.asarray(numerator, jnp.float32)
@@ -331,8 +343,8 @@ def safe_divide(numerator, denominator) -> jax.Array:
                    0.0)
 
 
-def masked_min_max(x, mask, axis: Axis = None) -> tuple[jax.Array,
-                                                        jax.Array]:
+def masked_min_max(x: ArrayLike, mask: ArrayLike,
+                   axis: Axis = None) -> tuple[jax.Array, jax.Array]:
   """Min and max of the valid entries (0 and 0 when nothing is valid)."""
   x, mask = _prepare(x, mask, "x")
   lo = jnp.min(jnp.where(mask, x, jnp.inf), axis=axis)
@@ -341,7 +353,7 @@ def masked_min_max(x, mask, axis: Axis = None) -> tuple[jax.Array,
   return jnp.where(any_valid, lo, 0.0), jnp.where(any_valid, hi, 0.0)
 
 
-def masked_softmax(x, mask, axis: int = -1,
+def masked_softmax(x: ArrayLike, mask: ArrayLike, axis: int = -1,
                    temperature: float = 1.0) -> jax.Array:
   """Softmax of x / temperature over valid entries; 0 on masked ones.
 
@@ -356,20 +368,20 @@ def masked_softmax(x, mask, axis: int = -1,
   return weights / jnp.where(total > 0, total, 1.0)
 
 
-def prefix_mask(lengths, length: int) -> jax.Array:
+def prefix_mask(lengths: ArrayLike, length: int) -> jax.Array:
   """bool[B, length], True where t < lengths[b]."""
   _checks.check_rank(lengths, 1, "lengths")
   lengths = _checks.as_int(lengths, "lengths")
   return jnp.arange(length)[None, :] < lengths[:, None]
 
 
-def sequence_lengths(mask) -> jax.Array:
+def sequence_lengths(mask: ArrayLike) -> jax.Array:
   """Number of valid tokens of each row of a `[B, T]` mask, as int32."""
   _checks.check_batch(mask)
   return jnp.sum(_checks.as_mask(mask), axis=-1, dtype=jnp.int32)
 
 
-def last_valid_index(mask) -> jax.Array:
+def last_valid_index(mask: ArrayLike) -> jax.Array:
   """Index of the last True token of each row; -1 for an empty row."""
   _checks.check_batch(mask)
   mask = _checks.as_mask(mask)
@@ -377,13 +389,13 @@ def last_valid_index(mask) -> jax.Array:
   return jnp.max(jnp.where(mask, positions[None, :], -1), axis=-1)
 
 
-def last_token_mask(mask) -> jax.Array:
+def last_token_mask(mask: ArrayLike) -> jax.Array:
   """bool[B, T], True only at the last valid token of each row."""
   last = last_valid_index(mask)
   return jnp.arange(mask.shape[-1])[None, :] == last[:, None]
 
 
-def next_valid(x, mask) -> tuple[jax.Array, jax.Array]:
+def next_valid(x: ArrayLike, mask: ArrayLike) -> tuple[jax.Array, jax.Array]:
   """x at the first valid token strictly after each position.
 
   Args:
@@ -417,7 +429,7 @@ def next_valid(x, mask) -> tuple[jax.Array, jax.Array]:
   return jnp.where(exists, gathered, 0.0), exists
 
 
-def broadcast_to_tokens(row_values, mask,
+def broadcast_to_tokens(row_values: ArrayLike, mask: ArrayLike,
                         name: str = "row_values") -> jax.Array:
   """Broadcasts `[B]` row values over the valid tokens of `mask` `[B, T]`.
 

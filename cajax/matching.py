@@ -19,6 +19,13 @@ import string
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+__all__ = [
+    "ToolCall", "answer_f1", "call_rewards", "greedy_assignment",
+    "optimal_assignment", "place_turn_rewards", "similarity_matrix",
+    "sinkhorn_plan", "tool_similarity", "trajectory_turn_rewards",
+]
 
 ToolCall = Mapping[str, Any]
 
@@ -102,7 +109,7 @@ def _check_matrix(sim) -> np.ndarray:
   return sim
 
 
-def greedy_assignment(sim) -> list[tuple[int, int]]:
+def greedy_assignment(sim: ArrayLike) -> list[tuple[int, int]]:
   """The repo's "Hungarian" matcher, which is greedy.
 
   Visits (p, g) pairs by decreasing similarity (ties in row-major order) and
@@ -126,7 +133,7 @@ def greedy_assignment(sim) -> list[tuple[int, int]]:
   return pairs
 
 
-def optimal_assignment(sim) -> list[tuple[int, int]]:
+def optimal_assignment(sim: ArrayLike) -> list[tuple[int, int]]:
   """Maximum-total-similarity one-to-one matching (true Hungarian).
 
   Solved with `scipy.optimize.linear_sum_assignment(maximize=True)`; pairs
@@ -146,7 +153,7 @@ def optimal_assignment(sim) -> list[tuple[int, int]]:
   return [(int(p), int(g)) for p, g in zip(rows, cols) if sim[p, g] > 0]
 
 
-def sinkhorn_plan(sim, reg: float = 0.1, max_iters: int = 1000,
+def sinkhorn_plan(sim: ArrayLike, reg: float = 0.1, max_iters: int = 1000,
                   tol: float = 1e-9) -> np.ndarray:
   """Entropic optimal-transport plan between uniform marginals.
 
@@ -313,7 +320,7 @@ def trajectory_turn_rewards(turns: Sequence[Mapping[str, Any]],
 
 
 def place_turn_rewards(rewards: Sequence[Sequence[float]],
-                       mask) -> np.ndarray:
+                       mask: ArrayLike) -> np.ndarray:
   """Writes per-turn rewards at the last token of each turn of each row.
 
   Turns are the maximal runs of True in `mask` (tool observations masked),

@@ -12,16 +12,23 @@ LLM batches). V-trace lives in `cajax.vtrace`.
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from cajax import _checks
 from cajax import sequences
+
+__all__ = [
+    "discounted_returns", "lambda_returns", "n_step_bootstrapped_returns",
+    "truncated_generalized_advantage_estimation",
+]
 
 
 def _stop_gradient_if(x, flag: bool) -> jax.Array:
   return jax.lax.stop_gradient(x) if flag else x
 
 
-def lambda_returns(r_t, discount_t, v_t, lambda_=1.0,
+def lambda_returns(r_t: ArrayLike, discount_t: ArrayLike, v_t: ArrayLike,
+                   lambda_: ArrayLike = 1.0,
                    stop_target_gradients: bool = False) -> jax.Array:
   """λ-returns of a batch of trajectories (rlax `lambda_returns`, [B, T]).
 
@@ -59,7 +66,7 @@ def lambda_returns(r_t, discount_t, v_t, lambda_=1.0,
   return _stop_gradient_if(returns, stop_target_gradients)
 
 
-def discounted_returns(r_t, discount_t, v_t,
+def discounted_returns(r_t: ArrayLike, discount_t: ArrayLike, v_t: ArrayLike,
                        stop_target_gradients: bool = False) -> jax.Array:
   """Discounted returns Gₜ = rₜ₊₁ + γₜ₊₁ Gₜ₊₁ (rlax `discounted_returns`).
 
@@ -94,9 +101,10 @@ def discounted_returns(r_t, discount_t, v_t,
                         stop_target_gradients=stop_target_gradients)
 
 
-def n_step_bootstrapped_returns(r_t, discount_t, v_t, n: int, lambda_t=1.0,
-                                stop_target_gradients: bool = False
-                                ) -> jax.Array:
+def n_step_bootstrapped_returns(
+    r_t: ArrayLike, discount_t: ArrayLike, v_t: ArrayLike, n: int,
+    lambda_t: ArrayLike = 1.0,
+    stop_target_gradients: bool = False) -> jax.Array:
   """Strided n-step bootstrapped returns (rlax `n_step_bootstrapped_returns`).
 
   The recursion Gₜ = rₜ₊₁ + γₜ₊₁ [(1 − λₜ₊₁) vₜ₊₁ + λₜ₊₁ Gₜ₊₁] is unrolled
@@ -153,8 +161,8 @@ def n_step_bootstrapped_returns(r_t, discount_t, v_t, n: int, lambda_t=1.0,
 
 
 def truncated_generalized_advantage_estimation(
-    r_t, discount_t, lambda_, values,
-    stop_target_gradients: bool = False) -> jax.Array:
+    r_t: ArrayLike, discount_t: ArrayLike, lambda_: ArrayLike,
+    values: ArrayLike, stop_target_gradients: bool = False) -> jax.Array:
   """Truncated GAE (rlax `truncated_generalized_advantage_estimation`).
 
     δₜ = rₜ₊₁ + γₜ₊₁ v(sₜ₊₁) − v(sₜ),   Âₜ = δₜ + γₜ₊₁ λₜ₊₁ Âₜ₊₁,   Â_T = 0.

@@ -12,10 +12,13 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from cajax import _checks
 from cajax import masking
 from cajax import sequences
+
+__all__ = ["VTraceOutput", "vtrace", "vtrace_td_error_and_advantage"]
 
 
 class VTraceOutput(NamedTuple):
@@ -49,10 +52,10 @@ def _vtrace_inputs(v_tm1, v_t, r_t, discount_t, rho_tm1, lambda_,
           lambda_, sample_mask)
 
 
-def vtrace(v_tm1, v_t, r_t, discount_t, rho_tm1, lambda_=1.0,
-           clip_rho_threshold: float = 1.0,
-           stop_target_gradients: bool = True,
-           sample_mask=None) -> jax.Array:
+def vtrace(v_tm1: ArrayLike, v_t: ArrayLike, r_t: ArrayLike,
+           discount_t: ArrayLike, rho_tm1: ArrayLike, lambda_: ArrayLike = 1.0,
+           clip_rho_threshold: float = 1.0, stop_target_gradients: bool = True,
+           sample_mask: ArrayLike | None = None) -> jax.Array:
   """V-trace errors from importance ratios (rlax `vtrace`, [B, T]).
 
     cₜ = λₜ·min(1, ρₜ),   ρ̄ₜ = min(ρ̄, ρₜ),
@@ -97,9 +100,11 @@ def vtrace(v_tm1, v_t, r_t, discount_t, rho_tm1, lambda_=1.0,
 
 
 def vtrace_td_error_and_advantage(
-    v_tm1, v_t, r_t, discount_t, rho_tm1, lambda_=1.0,
+    v_tm1: ArrayLike, v_t: ArrayLike, r_t: ArrayLike, discount_t: ArrayLike,
+    rho_tm1: ArrayLike, lambda_: ArrayLike = 1.0,
     clip_rho_threshold: float = 1.0, clip_pg_rho_threshold: float = 1.0,
-    stop_target_gradients: bool = True, sample_mask=None) -> VTraceOutput:
+    stop_target_gradients: bool = True,
+    sample_mask: ArrayLike | None = None) -> VTraceOutput:
   """V-trace errors and policy-gradient advantages (rlax, [B, T]).
 
     qₜ = rₜ₊₁ + γₜ₊₁ [λₜ (eₜ₊₁ + vₜ₊₁) + (1 − λₜ) vₜ₊₁]   (last step: vₜ₊₁ =

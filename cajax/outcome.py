@@ -53,12 +53,18 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from cajax import _checks
 from cajax import groups
 from cajax import masking
 from cajax import scoring
 from cajax import types
+
+__all__ = [
+    "drgrpo", "gdpo", "gpg", "grpo", "grpo_passk", "opo",
+    "reinforce_plus_plus_baseline", "rloo",
+]
 
 _CENTERS = ("group", "batch", "none")
 _SCALES = ("group", "batch", "none")
@@ -176,9 +182,10 @@ def _token_output(advantages, batch: _Batch, stats: _RowStats,
                                info=info)
 
 
-def grpo(token_rewards, mask, group_ids, num_groups: int, *,
-         center: str = "group", scale: str = "group", eps: float = 1e-6,
-         ddof: int = 1, singleton: str = "raw") -> types.EstimatorOutput:
+def grpo(token_rewards: ArrayLike, mask: ArrayLike, group_ids: ArrayLike,
+         num_groups: int, *, center: str = "group", scale: str = "group",
+         eps: float = 1e-6, ddof: int = 1,
+         singleton: str = "raw") -> types.EstimatorOutput:
   """Group-normalised outcome advantages (GRPO) with orthogonal switches.
 
   A_b = (s_b − μ)/(σ + ε),  A[b, t] = A_b·m[b, t],
@@ -238,8 +245,8 @@ def grpo(token_rewards, mask, group_ids, num_groups: int, *,
   return _output(row, batch, stats)
 
 
-def drgrpo(token_rewards, mask, group_ids, num_groups: int, *,
-           center: str = "group",
+def drgrpo(token_rewards: ArrayLike, mask: ArrayLike, group_ids: ArrayLike,
+           num_groups: int, *, center: str = "group",
            singleton: str = "raw") -> types.EstimatorOutput:
   """Dr.GRPO: GRPO without the std division, A_b = s_b − μ_g.
 
@@ -282,10 +289,10 @@ def drgrpo(token_rewards, mask, group_ids, num_groups: int, *,
               scale="none", singleton=singleton)
 
 
-def grpo_passk(token_rewards, mask, group_ids, num_groups: int, *,
-               normalize_by_std: bool = True, eps: float = 1e-6,
-               ddof: int = 1, singleton: str = "zero"
-               ) -> types.EstimatorOutput:
+def grpo_passk(token_rewards: ArrayLike, mask: ArrayLike, group_ids: ArrayLike,
+               num_groups: int, *, normalize_by_std: bool = True,
+               eps: float = 1e-6, ddof: int = 1,
+               singleton: str = "zero") -> types.EstimatorOutput:
   """Pass@k advantages: only each group's best row gets r₁ − r₂.
 
   For each group with top-two scorable scores r₁ ≥ r₂ and r₁ at row i*
@@ -359,8 +366,8 @@ def grpo_passk(token_rewards, mask, group_ids, num_groups: int, *,
   return _output(row, batch, stats, best=best)
 
 
-def rloo(token_rewards, mask, group_ids, num_groups: int, *,
-         singleton: str = "raw") -> types.EstimatorOutput:
+def rloo(token_rewards: ArrayLike, mask: ArrayLike, group_ids: ArrayLike,
+         num_groups: int, *, singleton: str = "raw") -> types.EstimatorOutput:
   """REINFORCE leave-one-out: A_b = s_b − mean_{j≠b, j∈g} s_j.
 
   Computed as (s_b − μ_g)·n_g/(n_g − 1), which equals verl's loop form
@@ -408,8 +415,8 @@ def rloo(token_rewards, mask, group_ids, num_groups: int, *,
   return _output(row, batch, stats)
 
 
-def opo(token_rewards, mask, group_ids, num_groups: int, *,
-        singleton: str = "raw") -> types.EstimatorOutput:
+def opo(token_rewards: ArrayLike, mask: ArrayLike, group_ids: ArrayLike,
+        num_groups: int, *, singleton: str = "raw") -> types.EstimatorOutput:
   """OPO: subtracts the length-weighted group baseline.
 
   b_g = Σ_{j∈g} L_j s_j / Σ_{j∈g} L_j,  L_j = Σ_t m[j, t],  A_b = s_b − b_g.
@@ -461,8 +468,9 @@ def opo(token_rewards, mask, group_ids, num_groups: int, *,
   return _output(jnp.where(valid, row, 0.0), batch, stats)
 
 
-def gpg(token_rewards, mask, group_ids, num_groups: int, *,
-        f_norm: float = 1.0, singleton: str = "raw") -> types.EstimatorOutput:
+def gpg(token_rewards: ArrayLike, mask: ArrayLike, group_ids: ArrayLike,
+        num_groups: int, *, f_norm: float = 1.0,
+        singleton: str = "raw") -> types.EstimatorOutput:
   """GPG: group-centred scores rescaled by the inverse non-zero fraction.
 
   α = B / max(#{b : s_b ≠ 0}, 1),  A_b = α·(s_b − μ_g)/f_norm.
@@ -509,10 +517,10 @@ def gpg(token_rewards, mask, group_ids, num_groups: int, *,
   return _output(centred * (alpha / f_norm), batch, stats, alpha=alpha)
 
 
-def reinforce_plus_plus_baseline(token_rewards, mask, group_ids,
-                                 num_groups: int, *, eps: float = 1e-8,
-                                 singleton: str = "raw"
-                                 ) -> types.EstimatorOutput:
+def reinforce_plus_plus_baseline(
+    token_rewards: ArrayLike, mask: ArrayLike, group_ids: ArrayLike,
+    num_groups: int, *, eps: float = 1e-8,
+    singleton: str = "raw") -> types.EstimatorOutput:
   """REINFORCE++-baseline: group-centred scores, whitened over all tokens.
 
   a[b, t] = (s_b − μ_g)·m[b, t],  A = whiten(a, m)·m,
@@ -564,9 +572,10 @@ def reinforce_plus_plus_baseline(token_rewards, mask, group_ids,
   return _token_output(advantages, batch, stats)
 
 
-def gdpo(reward_components, mask, group_ids, num_groups: int, *,
-         weights=None, variant: str = "verl",
-         normalize_by_std: bool = True, eps: float = 1e-6, ddof: int = 1,
+def gdpo(reward_components: ArrayLike, mask: ArrayLike, group_ids: ArrayLike,
+         num_groups: int, *, weights: ArrayLike | None = None,
+         variant: str = "verl", normalize_by_std: bool = True,
+         eps: float = 1e-6, ddof: int = 1,
          singleton: str = "raw") -> types.EstimatorOutput:
   """GDPO: per-component group normalisation, weighted sum, batch norm.
 

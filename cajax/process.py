@@ -36,6 +36,7 @@ from typing import NamedTuple
 import jax
 from jax.experimental import checkify
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from cajax import _checks
 from cajax import groups
@@ -44,6 +45,11 @@ from cajax import scoring
 from cajax import sequences
 from cajax import step_totals
 from cajax import types
+
+__all__ = [
+    "PURE_BASELINES", "PURE_MODES", "TP_ADAPTS", "TP_CREDITS", "process_grpo",
+    "pure", "pure_step_rewards", "sum_form_prm", "thought_segments", "tp_grpo",
+]
 
 PURE_MODES = ("softmin", "strict", "uniform")
 PURE_BASELINES = ("token", "step", "none")
@@ -126,7 +132,8 @@ def _at_step_ends(step_values, steps: _Steps) -> jax.Array:
 # PURE and the sum-form baseline.
 
 
-def pure_step_rewards(step_rewards, step_mask, mode: str = "softmin",
+def pure_step_rewards(step_rewards: ArrayLike, step_mask: ArrayLike,
+                      mode: str = "softmin",
                       temperature: float = 0.1) -> jax.Array:
   """PURE's min-form transform of step rewards, r*ₖ (zeros on invalid steps).
 
@@ -330,8 +337,10 @@ def _prm_advantages(name, transform, step_rewards, mask, step_ids, step_mask,
                           **knobs), step_values
 
 
-def pure(step_rewards, mask, step_ids, step_mask, group_ids, num_groups: int,
-         *, verifiable_rewards=None, token_kl=None, mode: str = "softmin",
+def pure(step_rewards: ArrayLike, mask: ArrayLike, step_ids: ArrayLike,
+         step_mask: ArrayLike, group_ids: ArrayLike, num_groups: int, *,
+         verifiable_rewards: ArrayLike | None = None,
+         token_kl: ArrayLike | None = None, mode: str = "softmin",
          temperature: float = 0.1, baseline: str = "token",
          verifiable_reward_coef: float = 1.0, kl_coef: float = 0.001,
          mask_step_end: bool = True,
@@ -441,11 +450,12 @@ def pure(step_rewards, mask, step_ids, step_mask, group_ids, num_groups: int,
   return out
 
 
-def sum_form_prm(step_rewards, mask, step_ids, step_mask, group_ids,
-                 num_groups: int, *, verifiable_rewards=None, token_kl=None,
-                 gamma: float = 1.0, baseline: str = "token",
-                 verifiable_reward_coef: float = 1.0, kl_coef: float = 0.001,
-                 mask_step_end: bool = True,
+def sum_form_prm(step_rewards: ArrayLike, mask: ArrayLike, step_ids: ArrayLike,
+                 step_mask: ArrayLike, group_ids: ArrayLike, num_groups: int, *,
+                 verifiable_rewards: ArrayLike | None = None,
+                 token_kl: ArrayLike | None = None, gamma: float = 1.0,
+                 baseline: str = "token", verifiable_reward_coef: float = 1.0,
+                 kl_coef: float = 0.001, mask_step_end: bool = True,
                  whiten: bool = True) -> types.EstimatorOutput:
   """Canonical sum-form return of PRM step rewards (PURE's baseline).
 
@@ -524,8 +534,9 @@ def sum_form_prm(step_rewards, mask, step_ids, step_mask, group_ids,
 # DeepSeekMath process supervision.
 
 
-def process_grpo(step_rewards, mask, step_ids, step_mask, group_ids,
-                 num_groups: int, *, eps: float = 1e-6, ddof: int = 1,
+def process_grpo(step_rewards: ArrayLike, mask: ArrayLike, step_ids: ArrayLike,
+                 step_mask: ArrayLike, group_ids: ArrayLike, num_groups: int, *,
+                 eps: float = 1e-6, ddof: int = 1,
                  normalize_by_std: bool = True) -> types.EstimatorOutput:
   """GRPO with process supervision (DeepSeekMath §4.1.3).
 
@@ -606,7 +617,8 @@ def process_grpo(step_rewards, mask, step_ids, step_mask, group_ids,
 # TP-GRPO.
 
 
-def thought_segments(step_labels, step_mask) -> tuple[jax.Array, jax.Array]:
+def thought_segments(step_labels: ArrayLike,
+                     step_mask: ArrayLike) -> tuple[jax.Array, jax.Array]:
   """Merges maximal runs of equally-labelled valid steps into thoughts.
 
   Labels are sign(step_labels) ∈ {+1, −1, 0 (unknown)}. Invalid steps are
@@ -637,12 +649,12 @@ def thought_segments(step_labels, step_mask) -> tuple[jax.Array, jax.Array]:
           jnp.sum(starts, axis=1, dtype=jnp.int32))
 
 
-def tp_grpo(outcome_rewards, step_labels, mask, step_ids, step_mask,
-            group_ids, num_groups: int, *, positive_scale: float = 0.5,
+def tp_grpo(outcome_rewards: ArrayLike, step_labels: ArrayLike, mask: ArrayLike,
+            step_ids: ArrayLike, step_mask: ArrayLike, group_ids: ArrayLike,
+            num_groups: int, *, positive_scale: float = 0.5,
             negative_scale: float = 0.5, adapt: str = "linear",
             adapt_power: float = 1.0, credit: str = "local",
-            correct_threshold: float = 0.5, eps: float = 1e-6,
-            ddof: int = 1,
+            correct_threshold: float = 0.5, eps: float = 1e-6, ddof: int = 1,
             normalize_by_std: bool = True) -> types.EstimatorOutput:
   """TP-GRPO: thought-level, capability-adaptive process rewards + GRPO.
 

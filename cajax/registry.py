@@ -38,12 +38,13 @@ from cajax import token_baseline
 from cajax import types
 
 __all__ = [
-    "ESTIMATORS", "Estimator", "Registry", "Resolved", "accepted_keywords",
-    "estimate", "estimator_names", "example_inputs", "plain_function",
-    "register", "required_fields", "resolve",
+    "Adapter", "ESTIMATORS", "Estimator", "ExampleInputs", "Fields",
+    "Registry", "Resolved", "accepted_keywords",
+    "did_you_mean", "estimate", "estimator_names", "example_inputs",
+    "plain_function", "register", "required_fields", "resolve",
 ]
 
-Entry = TypeVar("Entry")
+_Entry = TypeVar("_Entry")
 
 
 def did_you_mean(name: Any, choices: Sequence[str]) -> str:
@@ -56,7 +57,7 @@ def did_you_mean(name: Any, choices: Sequence[str]) -> str:
   return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-class Registry(Generic[Entry]):
+class Registry(Generic[_Entry]):
   """Names of one kind (estimator, policy loss, task, ...) and their entries.
 
   Filled explicitly with `add`; looking up a missing name raises ValueError
@@ -70,20 +71,21 @@ class Registry(Generic[Entry]):
     >>> sizes["tinny"]
     Traceback (most recent call last):
     ...
-    ValueError: unknown model size 'tinny' (did you mean 'tiny'?); registered: tiny.
+    ValueError: unknown model size 'tinny' (did you mean 'tiny'?);
+    registered: tiny.
   """
 
-  def __init__(self, kind: str, entries: Mapping[str, Entry] | None = None,
+  def __init__(self, kind: str, entries: Mapping[str, _Entry] | None = None,
                *, how_to_add: str = ""):
     """Args: kind names the things in errors; entries fill it; how_to_add
     is appended to the unknown-name error (e.g. how to register one)."""
     self.kind = kind
     self.how_to_add = how_to_add
-    self._entries: dict[str, Entry] = {}
+    self._entries: dict[str, _Entry] = {}
     for name, entry in (entries or {}).items():
       self.add(name, entry)
 
-  def add(self, name: str, entry: Entry) -> Entry:
+  def add(self, name: str, entry: _Entry) -> _Entry:
     """Registers `entry` as `name`; a name is registered once."""
     if not isinstance(name, str) or not name:
       raise ValueError(f"a {self.kind} name must be a non-empty string, got "
@@ -104,11 +106,11 @@ class Registry(Generic[Entry]):
                      f"{did_you_mean(name, self.names())}; registered: "
                      f"{', '.join(self.names())}.{hint}")
 
-  def lookup(self, name: Any, argument: str | None = None) -> Entry:
+  def lookup(self, name: Any, argument: str | None = None) -> _Entry:
     """The entry of `name`; the error names `argument` (see `check`)."""
     return self._entries[self.check(name, argument)]
 
-  def __getitem__(self, name: str) -> Entry:
+  def __getitem__(self, name: str) -> _Entry:
     return self.lookup(name)
 
   def __contains__(self, name: object) -> bool:
@@ -338,7 +340,9 @@ def _numpy_rng(rng) -> np.random.Generator:
                    f"concrete JAX PRNG key, got {rng!r}.")
 
 
-def example_inputs(name: str, rollouts: types.Rollouts, rng=None) -> dict:
+def example_inputs(name: str, rollouts: types.Rollouts,
+                   rng: np.random.Generator | int | jax.Array | None = None
+                   ) -> dict:
   """Example method-specific keyword inputs of `name` for `rollouts`.
 
   Args:

@@ -17,6 +17,7 @@ Related modules: `cajax.token_baseline` (verl's optimal token baseline),
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from cajax import _checks
 from cajax import groups
@@ -25,6 +26,11 @@ from cajax import scoring
 from cajax import sequences
 from cajax import token_rewards
 from cajax import types
+
+__all__ = [
+    "gae", "implicit_process_rewards", "kl_in_reward", "prime",
+    "reinforce_plus_plus", "remax",
+]
 
 # GAE with a static λ ≥ this telescopes into one recurrence (see `gae`).
 _GAE_TELESCOPE_MIN_LAMBDA = 0.5
@@ -53,7 +59,8 @@ def _scorable_tokens(mask, *token_arrays) -> jax.Array:
   return mask & rows[:, None]
 
 
-def gae(token_rewards, values, mask, *, gamma=1.0, lambda_=1.0,
+def gae(token_rewards: ArrayLike, values: ArrayLike, mask: ArrayLike, *,
+        gamma: ArrayLike = 1.0, lambda_: ArrayLike = 1.0,
         whiten: bool = True) -> types.EstimatorOutput:
   """Generalized advantage estimation with skip-masked tokens (verl, Tunix).
 
@@ -135,7 +142,8 @@ def gae(token_rewards, values, mask, *, gamma=1.0, lambda_=1.0,
       info={"raw_advantages": raw})
 
 
-def kl_in_reward(token_rewards, kl, mask, *, kl_coef) -> jax.Array:
+def kl_in_reward(token_rewards: ArrayLike, kl: ArrayLike, mask: ArrayLike, *,
+                 kl_coef: float) -> jax.Array:
   """Folds a per-token KL penalty into the rewards: rₜ − c·klₜ on valid tokens.
 
   verl `apply_kl_penalty` (use_kl_in_reward) and OpenRLHF's per-token KL
@@ -157,8 +165,8 @@ def kl_in_reward(token_rewards, kl, mask, *, kl_coef) -> jax.Array:
   return rewards - jnp.where(mask, kl_coef * kl, 0.0)
 
 
-def reinforce_plus_plus(token_rewards, mask, *, gamma=1.0,
-                        skip_masked: bool = True,
+def reinforce_plus_plus(token_rewards: ArrayLike, mask: ArrayLike, *,
+                        gamma: ArrayLike = 1.0, skip_masked: bool = True,
                         whiten: bool = True) -> types.EstimatorOutput:
   """REINFORCE++: discounted token returns, whitened over the batch (verl).
 
@@ -224,7 +232,8 @@ def reinforce_plus_plus(token_rewards, mask, *, gamma=1.0,
       info={})
 
 
-def remax(token_rewards, baseline_scores, mask) -> types.EstimatorOutput:
+def remax(token_rewards: ArrayLike, baseline_scores: ArrayLike,
+          mask: ArrayLike) -> types.EstimatorOutput:
   """ReMax: reward-to-go minus the greedy rollout's reward (verl).
 
     Gₜ = Σ_{s ≥ t, s valid} r_s,   Aₜ = Gₜ − b,
@@ -275,8 +284,8 @@ def remax(token_rewards, baseline_scores, mask) -> types.EstimatorOutput:
       returns=returns, info={})
 
 
-def implicit_process_rewards(prm_logprobs, ref_logprobs, mask,
-                             beta: float = 0.05) -> jax.Array:
+def implicit_process_rewards(prm_logprobs: ArrayLike, ref_logprobs: ArrayLike,
+                             mask: ArrayLike, beta: float = 0.05) -> jax.Array:
   """PRIME implicit-PRM token rewards β·(log π_φ(yₜ) − log π_ref(yₜ)).
 
   `token_rewards.implicit_token_reward` with PRIME's β = 0.05 (the recipe's
@@ -316,9 +325,9 @@ def _leave_one_out(rewards, source_mask, rows, group_ids, num_groups: int,
   return jnp.where(source_mask, out, 0.0)
 
 
-def prime(token_rewards, rm_scores, mask, group_ids, num_groups: int, *,
-          outcome_coef: float = 5.0, process_coef: float = 5.0,
-          singleton: str = "raw",
+def prime(token_rewards: ArrayLike, rm_scores: ArrayLike, mask: ArrayLike,
+          group_ids: ArrayLike, num_groups: int, *, outcome_coef: float = 5.0,
+          process_coef: float = 5.0, singleton: str = "raw",
           whiten: bool = True) -> types.EstimatorOutput:
   """PRIME: leave-one-out process + outcome rewards, summed and whitened.
 

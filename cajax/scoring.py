@@ -12,11 +12,17 @@ This module is the only place that turns non-finite values into that flag.
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from cajax import _checks
 
+__all__ = [
+    "finite_rows", "keep_rows", "row_scores", "row_sums", "sequence_scores",
+    "split_unscorable",
+]
 
-def split_unscorable(scores) -> tuple[jax.Array, jax.Array]:
+
+def split_unscorable(scores: ArrayLike) -> tuple[jax.Array, jax.Array]:
   """Splits float scores into (scores with 0 where not finite, scorable).
 
   Args:
@@ -37,7 +43,7 @@ def split_unscorable(scores) -> tuple[jax.Array, jax.Array]:
   return jnp.where(scorable, scores, 0.0), scorable
 
 
-def finite_rows(values, valid=None) -> jax.Array:
+def finite_rows(values: ArrayLike, valid: ArrayLike | None = None) -> jax.Array:
   """bool[B]: the rows of `values` whose (valid) entries are all finite.
 
   Args:
@@ -54,14 +60,14 @@ def finite_rows(values, valid=None) -> jax.Array:
   return jnp.all(finite.reshape(finite.shape[0], -1), axis=1)
 
 
-def keep_rows(values, rows) -> jax.Array:
+def keep_rows(values: ArrayLike, rows: ArrayLike) -> jax.Array:
   """`values` ([B, ...]) with 0 on the rows where `rows` is False and at
   every non-finite entry, so that nothing non-finite reaches arithmetic."""
   rows = jnp.reshape(rows, rows.shape + (1,) * (jnp.ndim(values) - 1))
   return jnp.where(rows & jnp.isfinite(values), values, 0.0)
 
 
-def row_sums(token_rewards, mask) -> jax.Array:
+def row_sums(token_rewards: ArrayLike, mask: ArrayLike) -> jax.Array:
   """Σ_t r[b, t] over all T positions: f32[B], non-finite on unscorable rows.
 
   The per-row outcome that estimators taking `outcome_rewards: f[B]` (`capo`,
@@ -72,7 +78,8 @@ def row_sums(token_rewards, mask) -> jax.Array:
   return jnp.sum(rewards, axis=1)
 
 
-def sequence_scores(token_rewards, mask) -> tuple[jax.Array, jax.Array]:
+def sequence_scores(token_rewards: ArrayLike,
+                    mask: ArrayLike) -> tuple[jax.Array, jax.Array]:
   """Row scores Σ_t r[b, t] over all T positions (verl) and scorability.
 
   Args:
@@ -98,7 +105,7 @@ def sequence_scores(token_rewards, mask) -> tuple[jax.Array, jax.Array]:
   return split_unscorable(row_sums(token_rewards, mask))
 
 
-def row_scores(outcome_rewards, batch: int,
+def row_scores(outcome_rewards: ArrayLike, batch: int,
                name: str = "outcome_rewards") -> tuple[jax.Array, jax.Array]:
   """Checks per-row `f[B]` outcome scores; splits off the unscorable rows.
 

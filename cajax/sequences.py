@@ -14,10 +14,17 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 from cajax import _checks
 from cajax import step_totals
+
+__all__ = [
+    "contiguous_runs", "masked_cumsum", "prefix_count",
+    "reverse_discounted_cumsum", "step_end_mask", "step_prefix_mask",
+    "step_token_counts", "steps_to_tokens", "suffix_min", "tokens_to_steps",
+]
 
 
 def _check_tokens(x, mask, name: str):
@@ -162,7 +169,8 @@ def _chunked_matmul_scan(x, mask, gamma: float, chunk: int) -> jax.Array:
   return out[:, :length]
 
 
-def reverse_discounted_cumsum(x, mask, gamma=1.0) -> jax.Array:
+def reverse_discounted_cumsum(x: ArrayLike, mask: ArrayLike,
+                              gamma: ArrayLike = 1.0) -> jax.Array:
   """Reward-to-go with skip semantics: Gₜ = xₜ + γₜ·G_{next valid}.
 
   At a valid token t, G_t = x_t + γ_t · G_{t'} where t' is the next valid
@@ -194,7 +202,7 @@ def reverse_discounted_cumsum(x, mask, gamma=1.0) -> jax.Array:
       x, mask, _checks.scalar_or_like(gamma, mask, "gamma", "mask"))
 
 
-def suffix_min(x, mask) -> jax.Array:
+def suffix_min(x: ArrayLike, mask: ArrayLike) -> jax.Array:
   """min_{s ≥ t, s valid} x_s at each valid t; 0 at masked entries.
 
   Works on any `[B, L]` layout: tokens with a token mask, or steps with a
@@ -212,7 +220,7 @@ def suffix_min(x, mask) -> jax.Array:
   return jnp.where(mask, running, 0.0)
 
 
-def contiguous_runs(mask) -> tuple[jax.Array, jax.Array]:
+def contiguous_runs(mask: ArrayLike) -> tuple[jax.Array, jax.Array]:
   """Numbers the maximal runs of True in each row (turns of a response).
 
   Args:
@@ -252,7 +260,7 @@ def _chunked_prefix_sum(y) -> jax.Array:
   return out.reshape(batch, blocks * chunk)[:, :length]
 
 
-def masked_cumsum(x, mask) -> jax.Array:
+def masked_cumsum(x: ArrayLike, mask: ArrayLike) -> jax.Array:
   """f32[B, T] Σ_{s ≤ t, s valid} x_s at valid t, 0 at masked tokens.
 
   Args:
@@ -266,7 +274,7 @@ def masked_cumsum(x, mask) -> jax.Array:
   return jnp.where(mask, _chunked_prefix_sum(jnp.where(mask, x, 0.0)), 0.0)
 
 
-def prefix_count(flags) -> jax.Array:
+def prefix_count(flags: ArrayLike) -> jax.Array:
   """int32[B, T] inclusive prefix counts cₜ = Σ_{s ≤ t} flags[b, s].
 
   Args:
@@ -292,7 +300,7 @@ def _check_steps(step_ids, num_steps: int, batch: int):
   return _checks.as_int(step_ids, "step_ids")
 
 
-def steps_to_tokens(step_values, step_ids) -> jax.Array:
+def steps_to_tokens(step_values: ArrayLike, step_ids: ArrayLike) -> jax.Array:
   """Gathers `[B, S]` step values onto tokens through `step_ids`.
 
   Args:
@@ -312,7 +320,8 @@ def steps_to_tokens(step_values, step_ids) -> jax.Array:
   return jnp.where(inside, gathered, 0.0)
 
 
-def tokens_to_steps(token_values, step_ids, num_steps: int, mask=None,
+def tokens_to_steps(token_values: ArrayLike, step_ids: ArrayLike,
+                    num_steps: int, mask: ArrayLike | None = None,
                     reduce: str = "sum", ordered: bool = True) -> jax.Array:
   """Reduces `[B, T]` token values into `[B, S]` steps through `step_ids`.
 
@@ -358,7 +367,8 @@ def tokens_to_steps(token_values, step_ids, num_steps: int, mask=None,
   return jnp.where(out.count > 0, sign * out.maxima[0], 0.0)
 
 
-def step_token_counts(step_ids, num_steps: int, mask=None,
+def step_token_counts(step_ids: ArrayLike, num_steps: int,
+                      mask: ArrayLike | None = None,
                       ordered: bool = True) -> jax.Array:
   """Number of (valid) tokens in each step, f32[B, S] (see
   `tokens_to_steps` for `ordered`)."""
@@ -366,7 +376,8 @@ def step_token_counts(step_ids, num_steps: int, mask=None,
                          step_ids, num_steps, mask=mask, ordered=ordered)
 
 
-def step_end_mask(step_ids, mask=None) -> jax.Array:
+def step_end_mask(step_ids: ArrayLike,
+                  mask: ArrayLike | None = None) -> jax.Array:
   """bool[B, T], True at the last (valid) token of each step.
 
   A token ends its step when the next valid token inside a step carries a
@@ -391,7 +402,8 @@ def step_end_mask(step_ids, mask=None) -> jax.Array:
   return inside & (next_id != step_ids)
 
 
-def step_prefix_mask(step_ids, num_prefix_steps) -> jax.Array:
+def step_prefix_mask(step_ids: ArrayLike,
+                     num_prefix_steps: ArrayLike) -> jax.Array:
   """bool[B, T], True on tokens of steps with index < num_prefix_steps[b].
 
   The shared primitive behind R³L pivotal credit, SLATE's shared prefix and

@@ -18,6 +18,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from cajax import _checks
 from cajax import groups
@@ -25,6 +26,11 @@ from cajax import masking
 from cajax import scoring
 from cajax import sequences
 from cajax import types
+
+__all__ = [
+    "CAPO_NORMALIZATIONS", "CAPO_VOTES", "CERTAINTY_REDUCES",
+    "UCAS_CERTAINTY_SOURCES", "capo", "capo_vote", "ucas",
+]
 
 CERTAINTY_REDUCES = ("sum", "mean")
 UCAS_CERTAINTY_SOURCES = ("self_certainty", "negative_entropy")
@@ -41,8 +47,8 @@ _ISCLOSE_RTOL = 1e-5
 _ISCLOSE_ATOL = 1e-8
 
 
-
-def ucas(token_rewards, self_certainty, token_logits, mask, group_ids,
+def ucas(token_rewards: ArrayLike, self_certainty: ArrayLike,
+         token_logits: ArrayLike, mask: ArrayLike, group_ids: ArrayLike,
          num_groups: int, *, beta_pos: float = 0.25, beta_neg: float = 0.35,
          token_coef: float = 0.05, eps: float = 1e-6,
          normalize_by_std: bool = True, certainty_reduce: str = "sum",
@@ -177,7 +183,8 @@ def ucas(token_rewards, self_certainty, token_logits, mask, group_ids,
                                info=info)
 
 
-def capo_vote(critique_flags, critique_valid=None, mode: str = "majority",
+def capo_vote(critique_flags: ArrayLike,
+              critique_valid: ArrayLike | None = None, mode: str = "majority",
               threshold: float = 0.5) -> jax.Array:
   """Votes C critiques' wrong-step flags into one wrong-step mask.
 
@@ -225,8 +232,9 @@ def capo_vote(critique_flags, critique_valid=None, mode: str = "majority",
   return (voters > 0) & (votes > threshold * voters)
 
 
-def capo(outcome_rewards, critique_flags, mask, step_ids, step_mask,
-         group_ids, num_groups: int, *, critique_valid=None,
+def capo(outcome_rewards: ArrayLike, critique_flags: ArrayLike, mask: ArrayLike,
+         step_ids: ArrayLike, step_mask: ArrayLike, group_ids: ArrayLike,
+         num_groups: int, *, critique_valid: ArrayLike | None = None,
          vote: str = "majority", threshold: float = 0.5,
          whole_weight: float = 1.0, process_weight: float = 0.5,
          normalization: str = "token", penalize_correct: bool = True,

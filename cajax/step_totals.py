@@ -21,15 +21,21 @@ balances the two terms); callers keep a scatter for more steps.
 """
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import jax
 from jax.experimental import checkify
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 from cajax import _checks
 from cajax import groups
+
+__all__ = [
+    "StepTotals", "at_positions", "check_order", "chunk_size", "fits",
+    "scatter_totals", "step_totals", "totals",
+]
 
 
 class StepTotals(NamedTuple):
@@ -88,8 +94,9 @@ def _chunk_reduce(operands, inits, ops):
   return jax.lax.reduce(tuple(operands), tuple(inits), combine, (2,))
 
 
-def step_totals(step_ids, kept, num_steps: int, sums=(),
-                maxima=()) -> StepTotals:
+def step_totals(step_ids: ArrayLike, kept: ArrayLike, num_steps: int,
+                sums: Sequence[ArrayLike] = (),
+                maxima: Sequence[ArrayLike] = ()) -> StepTotals:
   """Counts, last positions, sums and maxima of ordered steps.
 
   Args:
@@ -166,8 +173,9 @@ def step_totals(step_ids, kept, num_steps: int, sums=(),
                    for c, x in zip(chunk_maxima, max_in)))
 
 
-def scatter_totals(step_ids, kept, num_steps: int, sums=(),
-                   maxima=()) -> StepTotals:
+def scatter_totals(step_ids: ArrayLike, kept: ArrayLike, num_steps: int,
+                   sums: Sequence[ArrayLike] = (),
+                   maxima: Sequence[ArrayLike] = ()) -> StepTotals:
   """`step_totals` for steps in any order, by scatters into `[B·S]`.
 
   The reference form, and the faster one when S is too large for the
@@ -195,7 +203,8 @@ def scatter_totals(step_ids, kept, num_steps: int, sums=(),
                     sums=tuple(step_sums), maxima=tuple(step_maxima))
 
 
-def totals(step_ids, kept, num_steps: int, sums=(), maxima=(),
+def totals(step_ids: ArrayLike, kept: ArrayLike, num_steps: int,
+           sums: Sequence[ArrayLike] = (), maxima: Sequence[ArrayLike] = (),
            ordered: bool = True) -> StepTotals:
   """`step_totals` when the steps are ordered and few enough, else
   `scatter_totals` (same arguments and result)."""
@@ -216,7 +225,8 @@ def _decreasing(step_ids, kept):
   return kept & (ids < earlier)
 
 
-def check_order(step_ids, kept, name: str = "step_ids") -> None:
+def check_order(step_ids: ArrayLike, kept: ArrayLike,
+                name: str = "step_ids") -> None:
   """Checks the steps are ordered: kept ids never decrease along a row.
 
   That is the layout `step_totals` searches, and the one in which step ids
@@ -256,7 +266,8 @@ def check_order(step_ids, kept, name: str = "step_ids") -> None:
         f"-1 may sit inside a step); rows {rows[:8].tolist()} decrease.")
 
 
-def at_positions(step_values, positions, length: int) -> jax.Array:
+def at_positions(step_values: ArrayLike, positions: ArrayLike,
+                 length: int) -> jax.Array:
   """`[B, T]` array with `step_values[b, k]` at token `positions[b, k]`.
 
   Every other token holds 0. A position of −1 writes nothing. One scatter

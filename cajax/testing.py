@@ -9,12 +9,19 @@ static keywords.
 """
 
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 from cajax import types
+
+__all__ = [
+    "assert_masked_allclose", "example_masks", "jit_with_static",
+    "make_rollouts",
+]
 
 
 def example_masks() -> dict[str, np.ndarray]:
@@ -40,7 +47,8 @@ def example_masks() -> dict[str, np.ndarray]:
   }
 
 
-def assert_masked_allclose(actual, expected, mask, rtol: float = 1e-5,
+def assert_masked_allclose(actual: ArrayLike, expected: ArrayLike,
+                           mask: ArrayLike, rtol: float = 1e-5,
                            atol: float = 1e-5) -> None:
   """Asserts `actual` is finite, close to `expected` where `mask` is True
   and exactly 0 where it is False (the cajax output convention).
@@ -65,7 +73,7 @@ def _jitted(fn, static: tuple):
   return jax.jit(functools.partial(fn, **dict(static)))
 
 
-def jit_with_static(fn, jit: bool = True, **static):
+def jit_with_static(fn: Callable, jit: bool = True, **static):
   """`fn` with `static` keywords bound; jitted once per configuration.
 
   Args:

@@ -16,6 +16,12 @@ import string
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+__all__ = [
+    "Matcher", "acre_reward", "acre_reward_table", "ans_f1", "batch_ans_f1",
+    "normalize_answer", "unshuffle_answers",
+]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = frozenset(string.punctuation)
@@ -131,7 +137,8 @@ def _choice_indices(answers, name: str) -> np.ndarray:
   return np.asarray(out, np.int64)
 
 
-def unshuffle_answers(shuffled_answers, permutations) -> np.ndarray:
+def unshuffle_answers(shuffled_answers: Sequence[str] | np.ndarray,
+                      permutations: ArrayLike) -> np.ndarray:
   """Maps answers given on shuffled options back to the original options.
 
   The re-prompt shows at position j the original option permutations[b, j],
@@ -158,7 +165,8 @@ def unshuffle_answers(shuffled_answers, permutations) -> np.ndarray:
   return np.where(inside, picked, -1).astype(np.int64)
 
 
-def acre_reward_table(correct, consistent, correct_consistent: float = 1.0,
+def acre_reward_table(correct: ArrayLike, consistent: ArrayLike,
+                      correct_consistent: float = 1.0,
                       correct_inconsistent: float = 0.5,
                       incorrect_consistent: float = 0.0,
                       incorrect_inconsistent: float = 0.0) -> np.ndarray:
@@ -206,7 +214,10 @@ def acre_reward_table(correct, consistent, correct_consistent: float = 1.0,
   return table[correct.astype(np.int64), consistent.astype(np.int64)]
 
 
-def acre_reward(first_answers, shuffled_answers, permutations, gold_answers,
+def acre_reward(first_answers: Sequence[str] | np.ndarray,
+                shuffled_answers: Sequence[str] | np.ndarray,
+                permutations: ArrayLike,
+                gold_answers: Sequence[str] | np.ndarray,
                 **table: float) -> np.ndarray:
   """ACRE reward from raw multiple-choice answers.
 

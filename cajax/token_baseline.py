@@ -7,6 +7,7 @@ weights that estimate each token's gradient variance.
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from cajax import _checks
 from cajax import groups
@@ -14,6 +15,8 @@ from cajax import masking
 from cajax import scoring
 from cajax import sequences
 from cajax import types
+
+__all__ = ["optimal_token_baseline"]
 
 
 def _group_token_mean(numerator, denominator, mask, group_ids,
@@ -47,9 +50,10 @@ def _group_token_mean(numerator, denominator, mask, group_ids,
   return ratio[ids]
 
 
-def optimal_token_baseline(token_rewards, old_logprobs, sum_pi_squared, mask,
-                           group_ids, num_groups: int, *,
-                           rollout_is_weights=None,
+def optimal_token_baseline(token_rewards: ArrayLike, old_logprobs: ArrayLike,
+                           sum_pi_squared: ArrayLike, mask: ArrayLike,
+                           group_ids: ArrayLike, num_groups: int, *,
+                           rollout_is_weights: ArrayLike | None = None,
                            handle_zero_tail: bool = True,
                            multi_turn: bool = False,
                            eps: float = 1e-8) -> types.EstimatorOutput:

@@ -19,10 +19,18 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from cajax import _checks
 from cajax import masking
 from cajax import sequences
+
+__all__ = [
+    "InterventionMasks", "TRegLoss", "and_combine", "contrastive_token_reward",
+    "first_error_step", "implicit_sequence_reward", "implicit_step_reward",
+    "implicit_token_reward", "intervention_sft_mask", "log_sigmoid_transform",
+    "reference_from_samples", "t_reg_loss",
+]
 
 
 def _token_pair(x, y, mask, x_name: str, y_name: str):
@@ -31,8 +39,8 @@ def _token_pair(x, y, mask, x_name: str, y_name: str):
           _checks.as_float_like(y, mask, y_name), _checks.as_mask(mask))
 
 
-def implicit_token_reward(logprobs, ref_logprobs, mask,
-                          beta: float = 0.1) -> jax.Array:
+def implicit_token_reward(logprobs: ArrayLike, ref_logprobs: ArrayLike,
+                          mask: ArrayLike, beta: float = 0.1) -> jax.Array:
   """Implicit token reward r̂ₜ = β·(log π_θ(yₜ|x,y<ₜ) − log π_ref(yₜ|x,y<ₜ)).
 
   In the token-level MDP of KL-regularised RL the optimal policy satisfies
@@ -62,8 +70,8 @@ def implicit_token_reward(logprobs, ref_logprobs, mask,
   return jnp.where(mask, beta * (logprobs - ref_logprobs), 0.0)
 
 
-def implicit_sequence_reward(logprobs, ref_logprobs, mask,
-                             beta: float = 0.1) -> jax.Array:
+def implicit_sequence_reward(logprobs: ArrayLike, ref_logprobs: ArrayLike,
+                             mask: ArrayLike, beta: float = 0.1) -> jax.Array:
   """Sequence sum of implicit token rewards, the DPO implicit reward.
 
   R̂(x, y) = Σₜ r̂ₜ = β·log π_θ(y|x)/π_ref(y|x), because the sequence
@@ -91,8 +99,9 @@ def implicit_sequence_reward(logprobs, ref_logprobs, mask,
   return masking.masked_sum(rewards, mask, axis=1)
 
 
-def implicit_step_reward(logprobs, ref_logprobs, mask, step_ids,
-                         num_steps: int, beta: float = 0.1) -> jax.Array:
+def implicit_step_reward(logprobs: ArrayLike, ref_logprobs: ArrayLike,
+                         mask: ArrayLike, step_ids: ArrayLike, num_steps: int,
+                         beta: float = 0.1) -> jax.Array:
   """Implicit step reward: the sum of r̂ₜ over the valid tokens of each step.
 
   r̂(step s) = Σ_{t: step_ids[t]=s, mask[t]} β·log π_θ(yₜ)/π_ref(yₜ), the
@@ -122,7 +131,8 @@ def implicit_step_reward(logprobs, ref_logprobs, mask, step_ids,
 # ------------------------------------------------------------------ T-REG ---
 
 
-def contrastive_token_reward(better_logprobs, worse_logprobs, mask,
+def contrastive_token_reward(better_logprobs: ArrayLike,
+                             worse_logprobs: ArrayLike, mask: ArrayLike,
                              temperature: float = 1.0,
                              center: bool = False) -> jax.Array:
   """T-REG's self-generated token reward from contrastive (opposite) prompts.
@@ -186,8 +196,9 @@ def _token_weights(self_rewards, mask, normalize: bool) -> jax.Array:
   return jnp.where(mask, weights, 0.0)
 
 
-def t_reg_loss(chosen_rewards, chosen_mask, chosen_self_rewards,
-               rejected_rewards, rejected_mask, rejected_self_rewards,
+def t_reg_loss(chosen_rewards: ArrayLike, chosen_mask: ArrayLike,
+               chosen_self_rewards: ArrayLike, rejected_rewards: ArrayLike,
+               rejected_mask: ArrayLike, rejected_self_rewards: ArrayLike,
                alpha: float = 1.0, reg_form: str = "weighted_dpo",
                normalize_weights: bool = True,
                target_scale: float = 0.1) -> TRegLoss:
@@ -286,7 +297,8 @@ def _check_reference(rewards, reference_rewards):
           _checks.as_float(reference_rewards, "reference_rewards"))
 
 
-def log_sigmoid_transform(rewards, reference_rewards) -> jax.Array:
+def log_sigmoid_transform(rewards: ArrayLike,
+                          reference_rewards: ArrayLike) -> jax.Array:
   """Transformed reward u = log σ(r − r_ref) = −softplus(r_ref − r).
 
   Under Bradley–Terry, u is the log-probability that the response beats a
@@ -315,7 +327,8 @@ def log_sigmoid_transform(rewards, reference_rewards) -> jax.Array:
   return jax.nn.log_sigmoid(rewards - reference_rewards)
 
 
-def and_combine(rewards, reference_rewards, weights=None) -> jax.Array:
+def and_combine(rewards: ArrayLike, reference_rewards: ArrayLike,
+                weights: ArrayLike | None = None) -> jax.Array:
   """"AND" combination of K reward models: Σₖ wₖ·log σ(rₖ − r_ref,ₖ).
 
   The sum of log-sigmoid transformed rewards is log Πₖ P(good on property k)
@@ -348,9 +361,9 @@ def and_combine(rewards, reference_rewards, weights=None) -> jax.Array:
   return transformed @ weights
 
 
-def reference_from_samples(sample_rewards, group_ids, num_groups: int,
-                           quantile: float = 0.85,
-                           valid=None) -> jax.Array:
+def reference_from_samples(sample_rewards: ArrayLike, group_ids: ArrayLike,
+                           num_groups: int, quantile: float = 0.85,
+                           valid: ArrayLike | None = None) -> jax.Array:
   """Per-prompt reference reward r_ref(x): a quantile of sampled rewards.
 
   r_ref(g) = quantile_q {r_b : group_ids[b] = g, valid[b]}, with linear
@@ -413,7 +426,8 @@ class InterventionMasks(NamedTuple):
   context_mask: jax.Array
 
 
-def intervention_sft_mask(step_ids, intervention_step, mask=None,
+def intervention_sft_mask(step_ids: ArrayLike, intervention_step: ArrayLike,
+                          mask: ArrayLike | None = None,
                           train_prefix: bool = False) -> InterventionMasks:
   """InT masks for SFT on (on-policy prefix up to the error) ⊕ intervention.
 
@@ -469,7 +483,8 @@ def intervention_sft_mask(step_ids, intervention_step, mask=None,
   return InterventionMasks(loss_mask=loss & trainable, context_mask=context)
 
 
-def first_error_step(step_correct, step_mask=None) -> jax.Array:
+def first_error_step(step_correct: ArrayLike,
+                     step_mask: ArrayLike | None = None) -> jax.Array:
   """Index of the first valid step judged incorrect, −1 when there is none.
 
   k[b] = min{s : step_mask[b, s] ∧ ¬step_correct[b, s]}; the intervention

@@ -5,10 +5,17 @@ components, G groups (static).
 """
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
+from jax.typing import ArrayLike
 import numpy as np
+
+__all__ = [
+    "Bools", "EstimatorOutput", "FLOAT_FIELDS", "Floats", "Ints",
+    "LAYOUT_FIELDS", "ROW_FLOAT_FIELDS", "Rollouts", "SCORE_FIELDS",
+    "TOKEN_FLOAT_FIELDS",
+]
 
 # The `Rollouts` fields by layout and meaning; `cajax.validate` checks each
 # group by its rule.
@@ -24,10 +31,11 @@ SCORE_FIELDS = ("token_rewards", "step_rewards", "reward_components",
                 "baseline_scores")
 LAYOUT_FIELDS = ("mask", "group_ids", "step_ids", "step_mask")
 
-# Annotations only (arrays of any framework are accepted).
-Floats = Any
-Ints = Any
-Bools = Any
+# Array annotations by the dtype each field documents (JAX or NumPy arrays
+# and scalars are accepted; cajax computes in float32 either way).
+Floats = ArrayLike
+Ints = ArrayLike
+Bools = ArrayLike
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,22 +79,22 @@ class Rollouts:
     baseline_scores: f[B] per-row baseline scores (ReMax greedy reward).
   """
   mask: Bools
-  token_rewards: Floats = None
+  token_rewards: Floats | None = None
   group_ids: Ints | None = None
   num_groups: int | None = None
-  values: Floats = None
-  old_logprobs: Floats = None
-  ref_logprobs: Floats = None
-  logprobs: Floats = None
-  entropy: Floats = None
-  self_certainty: Floats = None
-  token_logits: Floats = None
-  sum_pi_squared: Floats = None
+  values: Floats | None = None
+  old_logprobs: Floats | None = None
+  ref_logprobs: Floats | None = None
+  logprobs: Floats | None = None
+  entropy: Floats | None = None
+  self_certainty: Floats | None = None
+  token_logits: Floats | None = None
+  sum_pi_squared: Floats | None = None
   step_ids: Ints | None = None
-  step_rewards: Floats = None
+  step_rewards: Floats | None = None
   step_mask: Bools | None = None
-  reward_components: Floats = None
-  baseline_scores: Floats = None
+  reward_components: Floats | None = None
+  baseline_scores: Floats | None = None
 
   def __post_init__(self):
     # Also runs when JAX rebuilds the pytree (with tracers or placeholder

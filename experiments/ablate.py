@@ -24,6 +24,8 @@ from experiments.ablation import cost
 from experiments.ablation import pipeline
 from experiments.ablation import spec
 
+__all__ = ["define_flags", "main"]
+
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """The ablation, seeds, size, workdir, parallel processes and --predict."""

@@ -27,6 +27,11 @@ from cajax import sequences
 from cajax import testing
 from experiments import timing
 
+__all__ = [
+    "QUICK_SHAPES", "benchmark", "define_flags", "floor_pass", "main",
+    "make_case", "markdown_table", "static_options",
+]
+
 QUICK_SHAPES = ("16x64",)
 
 

@@ -32,6 +32,8 @@ import numpy as np
 import cajax
 from experiments import credit_task
 
+__all__ = ["define_flags", "evaluate", "main", "markdown", "plot", "settings"]
+
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """The task settings, group sizes, estimators and output folder."""

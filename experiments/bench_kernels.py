@@ -22,6 +22,11 @@ from experiments.kernel_baselines import naive_logprobs
 from experiments.timing import median_ms
 from experiments.timing import parse_shape
 
+__all__ = [
+    "define_flags", "loss_fn", "main", "memory_table", "paths", "specs",
+    "temp_bytes", "time_table",
+]
+
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """Shapes, dtype, implementations, repeats and output file."""

@@ -25,6 +25,9 @@ import cajax_kernels as kernels
 from experiments.models import config as config_lib
 from experiments.models import decoder as decoder_lib
 
+__all__ = ["benchmark", "define_flags", "main"]
+
+
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS):
   """Registers the flags (only when run as a program, so importing this
   module beside other benchmarks never defines a flag twice)."""

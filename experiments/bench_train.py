@@ -29,6 +29,8 @@ from experiments.rl import rollouts as rollouts_lib
 from experiments.rl import experiment
 from experiments.rl import trainer
 
+__all__ = ["define_flags", "main"]
+
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """--config, --steps and --output."""

@@ -22,6 +22,8 @@ from cajax import testing
 from experiments import bench_advantages
 from experiments import timing
 
+__all__ = ["define_flags", "main", "pieces"]
+
 
 def pieces(rollouts) -> dict:
   """{name: (jitted function, its arguments)} of the pieces timed."""

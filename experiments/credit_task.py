@@ -36,6 +36,11 @@ import numpy as np
 
 import cajax
 
+__all__ = [
+    "Batch", "GRANULARITIES", "OBSERVATION_TOKENS", "POSITIONS", "TaskConfig",
+    "credit_metrics", "decisive_step", "make_batch", "method_inputs",
+]
+
 GRANULARITIES = ("token", "step", "turn")
 POSITIONS = ("early", "middle", "late")
 OBSERVATION_TOKENS = 2  # masked tokens between turns for `turn` decisions

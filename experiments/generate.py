@@ -20,6 +20,9 @@ from experiments.models import hf
 from experiments.models import sampler
 from experiments.models import tokenizer as tokenizer_lib
 
+__all__ = ["define_flags", "generate", "main"]
+
+
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS):
   """Registers the flags (only when run as a program, so importing this
   module beside other mains never defines a flag twice)."""

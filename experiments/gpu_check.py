@@ -57,6 +57,11 @@ from experiments import bench_advantages
 from experiments import timing
 from experiments.kernel_baselines import naive_logprobs
 
+__all__ = [
+    "HIGHEST", "correctness_checks", "define_flags", "estimator_rows",
+    "kernel_rows", "logprob_fn", "lower_all", "main",
+]
+
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """This program's flags and the shared benchmark flags (--shapes: BxT of

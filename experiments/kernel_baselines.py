@@ -6,6 +6,8 @@ Imports only jax, so `experiments.gpu_check` can use it on a bare GPU image.
 import jax
 import jax.numpy as jnp
 
+__all__ = ["naive_logprobs"]
+
 
 def naive_logprobs(hidden, weight, labels):
   """Materialised float32 logits, log_softmax, gather and entropy.

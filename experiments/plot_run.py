@@ -20,6 +20,8 @@ import numpy as np
 
 from experiments.rl import metrics
 
+__all__ = ["define_flags", "main", "plot"]
+
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """--workdir, --output, --metrics and --smooth."""

@@ -18,6 +18,8 @@ from experiments import compilation_cache
 from experiments.rl import run_config
 from experiments.rl import trainer
 
+__all__ = ["define_flags", "main"]
+
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """--config and --workdir (defined only when run as a program)."""

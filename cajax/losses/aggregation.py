@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from cajax import _checks
 from cajax import masking
@@ -67,7 +68,8 @@ AGGREGATORS = registry.Registry("aggregation mode", {
 AGGREGATION_MODES = AGGREGATORS.names()
 
 
-def aggregate(per_token_loss, mask, mode: str = "token-mean", *,
+def aggregate(per_token_loss: ArrayLike, mask: ArrayLike,
+              mode: str = "token-mean", *,
               loss_scale_factor: float | None = None,
               num_micro_batches: int = 1) -> tuple[jax.Array, jax.Array]:
   """Reduces a per-token loss to a `(sum, denominator)` pair.
@@ -132,7 +134,8 @@ def aggregate(per_token_loss, mask, mode: str = "token-mean", *,
 safe_divide = masking.safe_divide
 
 
-def aggregate_mean(per_token_loss, mask, mode: str = "token-mean", *,
+def aggregate_mean(per_token_loss: ArrayLike, mask: ArrayLike,
+                   mode: str = "token-mean", *,
                    loss_scale_factor: float | None = None) -> jax.Array:
   """Scalar loss `sum / denominator` of `aggregate` (0 for an empty batch).
 

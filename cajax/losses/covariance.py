@@ -6,10 +6,13 @@ collapsing.
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from cajax import _checks
 from cajax import masking
 from cajax.losses import _inputs
+
+__all__ = ["clip_cov_policy_loss", "kl_cov_policy_loss"]
 
 _sg = jax.lax.stop_gradient
 
@@ -40,11 +43,11 @@ def _batch_covariance(inputs: _inputs.Inputs) -> jax.Array:
   return (inputs.advantages - adv_mean) * (lp - lp_mean)
 
 
-def clip_cov_policy_loss(logprobs, old_logprobs, advantages, mask, *,
+def clip_cov_policy_loss(logprobs: ArrayLike, old_logprobs: ArrayLike,
+                         advantages: ArrayLike, mask: ArrayLike, *,
                          clip_low: float = 0.2, clip_high: float = 0.2,
-                         clip_cov_ratio: float = 2e-4,
-                         clip_cov_lb: float = 1.0, clip_cov_ub: float = 5.0,
-                         selection: str = "random",
+                         clip_cov_ratio: float = 2e-4, clip_cov_lb: float = 1.0,
+                         clip_cov_ub: float = 5.0, selection: str = "random",
                          rng: jax.Array | None = None,
                          log_ratio_clip: float = 20.0,
                          return_metrics: bool = False):
@@ -116,7 +119,8 @@ def clip_cov_policy_loss(logprobs, old_logprobs, advantages, mask, *,
                         clipped=detached)
 
 
-def kl_cov_policy_loss(logprobs, old_logprobs, advantages, mask, *,
+def kl_cov_policy_loss(logprobs: ArrayLike, old_logprobs: ArrayLike,
+                       advantages: ArrayLike, mask: ArrayLike, *,
                        kl_cov_ratio: float = 2e-4, ppo_kl_coef: float = 0.1,
                        log_ratio_clip: float = 20.0,
                        return_metrics: bool = False):

@@ -1,14 +1,15 @@
 """The entropy bonus, aggregated like the policy loss."""
 
 import jax
+from jax.typing import ArrayLike
 
 from cajax.losses import aggregation
 
 __all__ = ["entropy_bonus", "entropy_loss"]
 
 
-def entropy_bonus(entropy, mask, mode: str = "token-mean", *,
-                  loss_scale_factor: float | None = None,
+def entropy_bonus(entropy: ArrayLike, mask: ArrayLike, mode: str = "token-mean",
+                  *, loss_scale_factor: float | None = None,
                   num_micro_batches: int = 1) -> tuple[jax.Array, jax.Array]:
   """Aggregated token entropy as a `(sum, denominator)` pair (to maximise).
 
@@ -30,8 +31,8 @@ def entropy_bonus(entropy, mask, mode: str = "token-mean", *,
                                num_micro_batches=num_micro_batches)
 
 
-def entropy_loss(entropy, mask, mode: str = "token-mean", *,
-                 loss_scale_factor: float | None = None,
+def entropy_loss(entropy: ArrayLike, mask: ArrayLike, mode: str = "token-mean",
+                 *, loss_scale_factor: float | None = None,
                  num_micro_batches: int = 1) -> tuple[jax.Array, jax.Array]:
   """Negated `entropy_bonus`: a `(sum, denominator)` pair to minimise.
 

@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from cajax import _checks
 from cajax import registry
@@ -51,7 +52,8 @@ def _canonical(kind):
   return _ALIASES.get(base, base) + ("+" if straight_through else "")
 
 
-def kl_penalty(kind: str, logprobs, ref_logprobs, mask=None) -> jax.Array:
+def kl_penalty(kind: str, logprobs: ArrayLike, ref_logprobs: ArrayLike,
+               mask: ArrayLike | None = None) -> jax.Array:
   """Per-token KL estimate between the policy and a reference policy.
 
   With x = logprobs, y = ref_logprobs:

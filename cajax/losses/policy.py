@@ -8,6 +8,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from cajax import registry
 from cajax.losses import covariance
@@ -74,7 +75,8 @@ def _check_keywords(name: str, keywords, accepted) -> None:
                      f"{', '.join(sorted(accepted)) or 'no settings'}.")
 
 
-def policy_loss(name: str, logprobs, old_logprobs, advantages, mask, *,
+def policy_loss(name: str, logprobs: ArrayLike, old_logprobs: ArrayLike,
+                advantages: ArrayLike, mask: ArrayLike, *,
                 return_metrics: bool = False, **kwargs):
   """Per-token policy loss selected by name.
 
@@ -182,7 +184,8 @@ def make_policy_loss(name: str, **settings) -> PolicyLoss:
     >>> losses.make_policy_loss("gpg", clip_low=0.2)
     Traceback (most recent call last):
     ...
-    ValueError: policy loss 'gpg' does not take 'clip_low'; it takes: no settings.
+    ValueError: policy loss 'gpg' does not take 'clip_low'; it takes:
+    no settings.
   """
   fn = POLICY_LOSSES.lookup(name, "policy_loss")
   accepted = _settings_of(fn)

@@ -6,14 +6,19 @@ and returns the per-token loss f32[B, T] (see `cajax.losses`).
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from cajax import _checks
 from cajax.losses import _inputs
 
+__all__ = ["cispo_policy_loss", "dro_policy_loss", "gpg_policy_loss",
+           "sapo_policy_loss", "vanilla_policy_loss"]
+
 _sg = jax.lax.stop_gradient
 
 
-def vanilla_policy_loss(logprobs, old_logprobs, advantages, mask, *,
+def vanilla_policy_loss(logprobs: ArrayLike, old_logprobs: ArrayLike,
+                        advantages: ArrayLike, mask: ArrayLike, *,
                         clip_low: float = 0.2, clip_high: float = 0.2,
                         clip_ratio_c: float | None = 3.0,
                         log_ratio_clip: float = 20.0,
@@ -67,7 +72,8 @@ def vanilla_policy_loss(logprobs, old_logprobs, advantages, mask, *,
                         clipped=clipped > unclipped, clipped_lower=lower)
 
 
-def cispo_policy_loss(logprobs, old_logprobs, advantages, mask, *,
+def cispo_policy_loss(logprobs: ArrayLike, old_logprobs: ArrayLike,
+                      advantages: ArrayLike, mask: ArrayLike, *,
                       clip_low: float = 0.2, clip_high: float = 0.2,
                       ratio_cap: float | None = None,
                       log_ratio_clip: float = 20.0,
@@ -110,7 +116,8 @@ def cispo_policy_loss(logprobs, old_logprobs, advantages, mask, *,
                         clipped=ratio != weight)
 
 
-def sapo_policy_loss(logprobs, old_logprobs, advantages, mask, *,
+def sapo_policy_loss(logprobs: ArrayLike, old_logprobs: ArrayLike,
+                     advantages: ArrayLike, mask: ArrayLike, *,
                      tau_pos: float = 1.0, tau_neg: float = 1.05,
                      log_ratio_clip: float = 20.0,
                      return_metrics: bool = False):
@@ -148,7 +155,8 @@ def sapo_policy_loss(logprobs, old_logprobs, advantages, mask, *,
                         log_ratio=log_ratio)
 
 
-def gpg_policy_loss(logprobs, old_logprobs, advantages, mask, *,
+def gpg_policy_loss(logprobs: ArrayLike, old_logprobs: ArrayLike,
+                    advantages: ArrayLike, mask: ArrayLike, *,
                     return_metrics: bool = False):
   """GPG / REINFORCE: the plain policy-gradient loss L = −A·logp.
 
@@ -175,7 +183,8 @@ def gpg_policy_loss(logprobs, old_logprobs, advantages, mask, *,
   return _inputs.finish(x, -x.advantages * x.logprobs, return_metrics)
 
 
-def dro_policy_loss(logprobs, old_logprobs, advantages, mask, *,
+def dro_policy_loss(logprobs: ArrayLike, old_logprobs: ArrayLike,
+                    advantages: ArrayLike, mask: ArrayLike, *,
                     beta: float = 1.0, return_metrics: bool = False):
   """DRO: policy gradient with a quadratic log-ratio (trust-region) penalty.
 

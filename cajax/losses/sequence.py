@@ -7,15 +7,29 @@ scalar loss.
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from cajax import masking
 from cajax.losses import _inputs
 
+__all__ = ["geo_mean_policy_loss", "gspo_policy_loss",
+           "gspo_token_policy_loss", "opmd_policy_loss"]
+
 _sg = jax.lax.stop_gradient
 
 
-def _gspo_loss(x: _inputs.Inputs, log_ratio, clip_low, clip_high,
-               log_ratio_max, return_metrics):
+def _gspo_loss(logprobs, old_logprobs, advantages, mask, clip_low, clip_high,
+               log_ratio_max, return_metrics, token_gradient: bool):
+  """GSPO's clipped loss on the sequence ratio; with `token_gradient` its
+  value is the sequence ratio and its gradient each token's own."""
+  clip_low, clip_high = _inputs.check_clip(clip_low, clip_high)
+  log_ratio_max = _inputs.check_positive(log_ratio_max, "log_ratio_max")
+  x = _inputs.Inputs(logprobs, old_logprobs, advantages, mask)
+  sequence = _inputs.sequence_log_ratio(x)
+  if token_gradient:
+    log_ratio = x.logprobs - _sg(x.logprobs) + _sg(sequence)
+  else:
+    log_ratio = jnp.broadcast_to(sequence, x.mask.shape)
   ratio = jnp.exp(jnp.minimum(log_ratio, log_ratio_max))
   unclipped, clipped = _inputs.ppo_clip_terms(x.advantages, ratio, clip_low,
                                               clip_high)
@@ -23,10 +37,10 @@ def _gspo_loss(x: _inputs.Inputs, log_ratio, clip_low, clip_high,
                         clipped=clipped > unclipped)
 
 
-def gspo_policy_loss(logprobs, old_logprobs, advantages, mask, *,
+def gspo_policy_loss(logprobs: ArrayLike, old_logprobs: ArrayLike,
+                     advantages: ArrayLike, mask: ArrayLike, *,
                      clip_low: float = 0.2, clip_high: float = 0.2,
-                     log_ratio_max: float = 10.0,
-                     return_metrics: bool = False):
+                     log_ratio_max: float = 10.0, return_metrics: bool = False):
   """GSPO with the sequence-level importance ratio (gradient through it).
 
   s_b = exp(min((1/|y_b|) Σ_t m·(logp − logp_old), 10)),
@@ -52,15 +66,13 @@ def gspo_policy_loss(logprobs, old_logprobs, advantages, mask, *,
   Returns:
     The per-token loss (and metrics), as in `cajax.losses`.
   """
-  clip_low, clip_high = _inputs.check_clip(clip_low, clip_high)
-  log_ratio_max = _inputs.check_positive(log_ratio_max, "log_ratio_max")
-  x = _inputs.Inputs(logprobs, old_logprobs, advantages, mask)
-  seq = jnp.broadcast_to(_inputs.sequence_log_ratio(x), x.mask.shape)
-  return _gspo_loss(x, seq, clip_low, clip_high, log_ratio_max,
-                    return_metrics)
+  return _gspo_loss(logprobs, old_logprobs, advantages, mask, clip_low,
+                    clip_high, log_ratio_max, return_metrics,
+                    token_gradient=False)
 
 
-def gspo_token_policy_loss(logprobs, old_logprobs, advantages, mask, *,
+def gspo_token_policy_loss(logprobs: ArrayLike, old_logprobs: ArrayLike,
+                           advantages: ArrayLike, mask: ArrayLike, *,
                            clip_low: float = 0.2, clip_high: float = 0.2,
                            log_ratio_max: float = 10.0,
                            return_metrics: bool = False):
@@ -88,16 +100,13 @@ def gspo_token_policy_loss(logprobs, old_logprobs, advantages, mask, *,
   Returns:
     The per-token loss (and metrics), as in `cajax.losses`.
   """
-  clip_low, clip_high = _inputs.check_clip(clip_low, clip_high)
-  log_ratio_max = _inputs.check_positive(log_ratio_max, "log_ratio_max")
-  x = _inputs.Inputs(logprobs, old_logprobs, advantages, mask)
-  combined = (x.logprobs - _sg(x.logprobs)
-              + _sg(_inputs.sequence_log_ratio(x)))
-  return _gspo_loss(x, combined, clip_low, clip_high, log_ratio_max,
-                    return_metrics)
+  return _gspo_loss(logprobs, old_logprobs, advantages, mask, clip_low,
+                    clip_high, log_ratio_max, return_metrics,
+                    token_gradient=True)
 
 
-def geo_mean_policy_loss(logprobs, old_logprobs, advantages, mask, *,
+def geo_mean_policy_loss(logprobs: ArrayLike, old_logprobs: ArrayLike,
+                         advantages: ArrayLike, mask: ArrayLike, *,
                          clip_low: float = 0.2, clip_high: float = 0.2,
                          log_ratio_clip: float = 20.0,
                          return_metrics: bool = False):
@@ -149,7 +158,8 @@ def geo_mean_policy_loss(logprobs, old_logprobs, advantages, mask, *,
                         clipped_lower=was_clipped & (x.advantages < 0))
 
 
-def opmd_policy_loss(logprobs, old_logprobs, advantages, mask, *,
+def opmd_policy_loss(logprobs: ArrayLike, old_logprobs: ArrayLike,
+                     advantages: ArrayLike, mask: ArrayLike, *,
                      tau: float = 1.0, return_metrics: bool = False):
   """OPMD: Kimi k1.5's online policy mirror descent surrogate.
 

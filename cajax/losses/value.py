@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from cajax import _checks
 from cajax import masking
@@ -13,9 +14,9 @@ __all__ = ["value_loss"]
 _sg = jax.lax.stop_gradient
 
 
-def value_loss(values, old_values, returns, mask, *,
-               clip: float | None = 0.5, mode: str = "token-mean",
-               loss_scale_factor: float | None = None,
+def value_loss(values: ArrayLike, old_values: ArrayLike, returns: ArrayLike,
+               mask: ArrayLike, *, clip: float | None = 0.5,
+               mode: str = "token-mean", loss_scale_factor: float | None = None,
                num_micro_batches: int = 1, return_metrics: bool = False):
   """Clipped PPO value loss as a `(sum, denominator)` pair.
 

@@ -24,6 +24,8 @@ from experiments.rl import experiment
 from experiments.rl import run_config
 from experiments.rl import train_step
 
+__all__ = ["advantage_map"]
+
 
 def _pick_row(scored) -> int:
   """The first row with a non-correct step label, else row 0."""

@@ -11,6 +11,8 @@ from experiments.ablation import spec
 from experiments.ablation import verdicts
 from experiments.configs import ablations
 
+__all__ = ["NAMES", "evidence", "machine", "run"]
+
 NAMES = ablations.ABLATIONS.names()
 
 

@@ -24,6 +24,8 @@ from experiments.ablation import cost
 from experiments.ablation import reductions
 from experiments.rl import metrics as metrics_lib
 
+__all__ = ["collect", "plot", "write"]
+
 _SMOOTH_SHARE = 0.05
 
 

@@ -24,6 +24,8 @@ import tqdm
 from experiments.ablation import cost
 from experiments.ablation import spec
 
+__all__ = ["Run", "execute", "plan"]
+
 # One XLA thread per process: arms run side by side on separate cores.
 _SINGLE_THREAD = ("--xla_cpu_multi_thread_eigen=false "
                   "intra_op_parallelism_threads=1")

@@ -17,14 +17,20 @@ changelog.
 
 import dataclasses
 import hashlib
-import importlib
 import json
 import os
 
 import ml_collections
 
+from experiments import configs
 from experiments.ablation import cost
 from experiments.ablation import reductions
+
+__all__ = [
+    "Ablation", "CORRECTIONS", "Claim", "GRPO", "KINDS", "SMOKE", "Size",
+    "TESTS", "WARM_START_STEPS", "apply", "build_config", "check_size",
+    "load", "output_dir", "sizes", "summary", "warm_seed", "warm_start_key",
+]
 
 _BETTER = ("higher", "lower")
 KINDS = ("superiority", "non_inferiority")
@@ -47,7 +53,9 @@ class Claim:
     paper: the paper's result, in words.
     arm, baseline: the arm the paper favours and the one it beats.
     metric: the primary metric's full key ("rollout/accuracy",
-      "task/filler_steps", "eval/accuracy", ...; see `reductions`).
+      "task/filler_steps", "eval/accuracy", ...): `eval/...` keys are read
+      from the evaluations, all others from the train records (see
+      `reductions`).
     reduce: how a run's curve becomes one number (`reductions.REDUCTIONS`).
     better: "higher" or "lower": the paper's direction on the reduced value.
     smallest_effect: the smallest effect of interest, in the reduced
@@ -130,7 +138,7 @@ class Ablation:
     arms: {arm name: flat overrides} (each arm in some claim).
     sizes: {size name: Size}; "default" and "smoke" at least.
     claims: the pre-registered `Claim`s.
-    base: the loop config module the arms override.
+    base: the name of the loop config the arms override.
     common: flat overrides for every arm ({"task.prm": "hackable", ...}).
     plot_metrics: extra diagnostic keys drawn for every arm.
     alpha: the significance level of every claim.
@@ -262,8 +270,7 @@ def build_config(ablation: Ablation, arg: str) -> ml_collections.ConfigDict:
   if arm not in ablation.arms:
     raise ValueError(f"arm {arm!r} is not one of {list(ablation.arms)}.")
   check_size(ablation, size)
-  config = importlib.import_module(
-      f"experiments.configs.{ablation.base}").get_config()
+  config = configs.CONFIGS.lookup(ablation.base, "Ablation.base").get_config()
   apply(config, dict(ablation.common))
   apply(config, dict(ablation.sizes[size].overrides))
   apply(config, dict(ablation.arms[arm]))

@@ -11,6 +11,8 @@ step (one prompt each), responses up to 48 tokens.
 
 import ml_collections
 
+__all__ = ["get_config"]
+
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()

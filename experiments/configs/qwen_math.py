@@ -14,6 +14,8 @@ starting policy. The checkpoint's tokenizer and chat template are used.
 
 from experiments.configs import chain_arith
 
+__all__ = ["get_config"]
+
 
 def get_config():
   c = chain_arith.get_config()

@@ -2,6 +2,8 @@
 
 from experiments.configs import chain_arith
 
+__all__ = ["get_config"]
+
 
 def get_config():
   c = chain_arith.get_config()

@@ -11,6 +11,10 @@ import dataclasses
 
 import cajax
 
+__all__ = [
+    "ModelConfig", "NAMES", "REMAT_POLICIES", "RopeScaling", "SIZES", "get",
+]
+
 _ROPE_KINDS = ("linear", "llama3")
 _DTYPES = ("float32", "bfloat16", "float16")
 # "none": keep every activation; "full": keep only each block's input and

@@ -24,6 +24,10 @@ from experiments.models.layers import linear
 from experiments.models.layers import MLP
 from experiments.models.layers import RMSNorm
 
+__all__ = [
+    "Block", "Decoder", "KVCache", "create_model", "fsdp_mesh", "init_cache",
+]
+
 # jax.checkpoint policy of each `ModelConfig.remat` name ("none": no remat).
 _CHECKPOINT_POLICY = {
     "full": jax.checkpoint_policies.nothing_saveable,

@@ -27,6 +27,10 @@ from experiments.models import hf_config
 from experiments.models.config import ModelConfig
 from experiments.models.decoder import Decoder
 
+__all__ = [
+    "INDEX_FILE", "TABLE", "TOKENIZER_FILES", "load", "save", "tensor_table",
+]
+
 # THE table: checkpoint tensor name -> NNX parameter path, and whether the
 # tensor is transposed (torch Linear stores [out, in]; the Decoder [in, out]).
 # "{i}" runs over layers. A row applies when the model has that parameter

@@ -11,6 +11,8 @@ import pathlib
 from experiments.models.config import ModelConfig
 from experiments.models.config import RopeScaling
 
+__all__ = ["MODEL_TYPES", "TOKEN_ID_KEYS", "from_hf", "read_json", "to_hf"]
+
 MODEL_TYPES = ("qwen2", "llama")
 _ROPE_TYPES = ("default", "linear", "llama3")
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16",

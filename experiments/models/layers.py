@@ -16,6 +16,11 @@ import numpy as np
 from experiments.models.config import ModelConfig
 from experiments.models.config import RopeScaling
 
+__all__ = [
+    "Attention", "FSDP", "MLP", "RMSNorm", "apply_rope", "linear",
+    "rope_inverse_frequencies",
+]
+
 FSDP = "fsdp"
 # Added to masked attention scores: finite, so a query with no visible key
 # (a padding row) gets a uniform softmax instead of NaN.

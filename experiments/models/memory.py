@@ -28,6 +28,8 @@ import dataclasses
 from experiments.models import config as config_lib
 from experiments.models.config import ModelConfig
 
+__all__ = ["MemoryEstimate", "default_rows", "estimate", "markdown_table"]
+
 _GIB = 1024**3
 
 

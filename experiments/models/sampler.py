@@ -31,6 +31,11 @@ import jax.numpy as jnp
 from experiments.models.decoder import Decoder
 from experiments.models.decoder import init_cache
 
+__all__ = [
+    "SampleOutput", "SamplingConfig", "sample", "sample_without_cache",
+    "sampling_logits",
+]
+
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:

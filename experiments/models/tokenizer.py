@@ -20,6 +20,8 @@ import jinja2.ext
 from jinja2 import sandbox
 import tokenizers
 
+__all__ = ["Tokenizer", "special_ids"]
+
 
 def _read_optional(path: pathlib.Path) -> dict:
   if not path.is_file():

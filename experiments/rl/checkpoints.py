@@ -15,6 +15,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+__all__ = [
+    "CheckpointError", "Checkpointer", "key_from_json", "key_to_json",
+    "restore_params",
+]
+
 
 class CheckpointError(RuntimeError):
   """A checkpoint directory exists but cannot be used."""

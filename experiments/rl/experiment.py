@@ -24,6 +24,8 @@ from experiments.rl import rollouts as rollouts_lib
 from experiments.rl import run_config
 from experiments.tasks import base as task_base
 
+__all__ = ["Experiment", "np_rng", "outcome_metrics"]
+
 # Streams of the NumPy generator seeded by (seed, stream, step).
 TRAIN_DATA, WARM_DATA, EVAL_DATA = 1, 2, 3
 

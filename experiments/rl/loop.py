@@ -19,6 +19,8 @@ from experiments.rl import checkpoints
 from experiments.rl import metrics as metrics_lib
 from experiments.rl import train_step
 
+__all__ = ["StopRequested", "run"]
+
 
 class StopRequested:
   """Set by SIGINT/SIGTERM; the loop saves and returns at the next step.

@@ -12,6 +12,12 @@ from jax.sharding import PartitionSpec as P
 
 from experiments.models import decoder as decoder_lib
 
+__all__ = [
+    "AXES", "BATCH", "batch_sharding", "check_divisible",
+    "initialize_distributed", "make_mesh", "place_state", "put_batch",
+    "replicated",
+]
+
 AXES = ("data", "fsdp")
 BATCH = P(AXES)
 

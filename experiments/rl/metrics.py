@@ -23,6 +23,8 @@ import numpy as np
 import tensorboardX
 import tqdm
 
+__all__ = ["MetricWriter", "read_jsonl"]
+
 
 def _plain(value):
   """A JSON-safe Python scalar (non-finite floats become None)."""

@@ -20,6 +20,11 @@ import cajax_kernels
 
 from experiments.models import decoder as decoder_lib
 
+__all__ = [
+    "Policy", "STATISTICS", "merge", "merged_decoder", "positions_of",
+    "response_hidden", "split", "statistics_for", "token_outputs",
+]
+
 # THE list of per-token statistics the policy computes for an estimator, by
 # `cajax.Rollouts` field name, mapped to the kernel's statistic names.
 STATISTICS = {"logprobs": "logprobs", "entropy": "entropy",

@@ -17,6 +17,8 @@ import numpy as np
 
 from experiments.rl import rollouts as rollouts_lib
 
+__all__ = ["retry"]
+
 
 def retry(task, problems, responses: rollouts_lib.Responses,
           scored: rollouts_lib.Scored, *, group_size: int,

@@ -21,6 +21,11 @@ from experiments.models import sampler as sampler_lib
 from experiments.tasks import base as task_base
 from experiments.tasks import batching
 
+__all__ = [
+    "REWARD_SOURCES", "Responses", "Scored", "build_batch", "generate",
+    "left_pad", "score_batch",
+]
+
 
 @dataclasses.dataclass
 class Responses:

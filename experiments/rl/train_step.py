@@ -27,6 +27,11 @@ import cajax
 
 from experiments.rl import policy as policy_lib
 
+__all__ = [
+    "TrainState", "UpdateBatch", "jit_sft_update", "jit_token_outputs",
+    "jit_update", "make_optimizer", "sft_update", "update",
+]
+
 
 class UpdateBatch(NamedTuple):
   """One RL batch on device; every field has B rows."""

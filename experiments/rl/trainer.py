@@ -29,6 +29,12 @@ from experiments.rl import run_config
 from experiments.rl import train_step
 from experiments.rl import warm_start
 
+__all__ = [
+    "RLStep", "initial_params", "initial_state", "optimizer", "run_warm_start",
+    "train_and_evaluate",
+]
+
+
 def optimizer(config: run_config.Run, learning_rate: float):
   """The run's AdamW (`optimizer.*`) at `learning_rate`."""
   o = config.optimizer
@@ -272,7 +278,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   rl = config.rl
   graphdef, params, rest = exp.new_policy(value_head=rl.value_coef > 0)
   params = initial_params(exp, workdir, params)
-  ref_params = params if rl.needs_reference else None
+  # A copy: the update donates the train state, params included, so the
+  # frozen reference must not share their buffers.
+  ref_params = (jax.tree.map(lambda x: x.copy(), params)
+                if rl.needs_reference else None)
   tx = optimizer(config, config.optimizer.learning_rate)
   state = initial_state(exp, tx, params)
   rl_step = RLStep(exp, graphdef, rest, ref_params, tx)

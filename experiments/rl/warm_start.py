@@ -12,6 +12,8 @@ import numpy as np
 from experiments.rl import rollouts as rollouts_lib
 from experiments.tasks import base as task_base
 
+__all__ = ["demonstration_batch"]
+
 
 def demonstration_batch(task: task_base.Task, rng: np.random.Generator,
                         batch_size: int, budget: int, *, wrong_rate: float,

@@ -13,6 +13,11 @@ removed, whitespace dropped, lower case).
 import fractions
 import re
 
+__all__ = [
+    "answers_match", "extract_answer", "normalize_answer", "parse_number",
+    "reference_answer",
+]
+
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _MARKER = re.compile(r"####\s*([^\n]*)")
 _ANSWER_IS = re.compile(r"answer\s*(?:is|:)\s*:?\s*([^\n]*)", re.IGNORECASE)

@@ -35,6 +35,13 @@ import numpy as np
 from experiments.tasks import base
 from experiments.tasks import splits
 
+__all__ = [
+    "CHAIN_PATTERN", "ChainConfig", "ChainProblems", "DemoStep", "IDENTITY",
+    "NUMBER", "NUMBER_PATTERN", "OPERATORS", "PROMPT_END", "STEP_PATTERN",
+    "StepChecker", "answer_outcome", "apply", "check_answer", "demo_steps",
+    "demo_text", "is_identity", "lengths", "stable_hash",
+]
+
 OPERATORS = "+-*"
 IDENTITY = {"+": 0, "-": 0, "*": 1}
 NUMBER = r"(0|[1-9][0-9]*)"

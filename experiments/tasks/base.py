@@ -27,6 +27,14 @@ import numpy as np
 
 from experiments.tasks import registry
 
+__all__ = [
+    "BOS_ID", "CORRECT", "CharVocab", "EOS_ID", "FILLER", "LABEL_NAMES",
+    "NoEnvironment", "PAD_ID", "PROTOCOL_MEMBERS", "Problem", "Score", "Task",
+    "Tokenizer", "UNKNOWN", "WRONG", "build_config",
+    "check_optional_positive_int", "check_rate", "check_response",
+    "config_to_dict", "make_task",
+]
+
 UNKNOWN = -1
 WRONG = 0
 CORRECT = 1

@@ -13,6 +13,8 @@ import numpy as np
 
 from experiments.tasks import base
 
+__all__ = ["LABEL_PAD", "scores_to_arrays"]
+
 LABEL_PAD = base.UNKNOWN  # step_labels of padded steps
 
 

@@ -50,6 +50,11 @@ from experiments.tasks import base
 from experiments.tasks import prm
 from experiments.tasks import step_scores
 
+__all__ = [
+    "ANSWER", "ASSIGNMENTS", "CALL_PATTERN", "CalculatorConfig",
+    "CalculatorTask", "PROMPT_END", "SYMBOLS", "TOOL_NAME", "tool_call",
+]
+
 SYMBOLS = "0123456789+-*[]=!>?"
 CALL_OPEN, CALL_CLOSE = "[", "]"
 RESULT, ERROR = "=", "!"

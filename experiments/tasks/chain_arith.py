@@ -39,6 +39,8 @@ from experiments.tasks import base
 from experiments.tasks import prm
 from experiments.tasks import step_scores
 
+__all__ = ["ANSWER", "ChainArithTask", "PROMPT_END", "STEP_END", "SYMBOLS"]
+
 SYMBOLS = "0123456789+-*=;>?"
 STEP_END = ";"
 ANSWER = ">"

@@ -38,6 +38,8 @@ from experiments.tasks import base
 from experiments.tasks import splits
 from experiments.tasks import text_tokenizers
 
+__all__ = ["JsonlMathConfig", "JsonlMathTask", "read_jsonl"]
+
 
 @dataclasses.dataclass(frozen=True)
 class JsonlMathConfig:

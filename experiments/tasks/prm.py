@@ -35,6 +35,8 @@ import numpy as np
 from experiments.tasks import arith
 from experiments.tasks import base
 
+__all__ = ["PRM_KINDS", "check_kind", "flip_draws", "step_rewards"]
+
 PRM_KINDS = ("oracle", "noisy", "hackable")
 
 

@@ -6,6 +6,8 @@ from experiments.tasks import arith
 from experiments.tasks import base
 from experiments.tasks import prm
 
+__all__ = ["make_score", "retry_prefix"]
+
 
 def make_score(config: arith.ChainConfig, problem: base.Problem,
                ids: np.ndarray, spans, labels, reasons, vacuous,

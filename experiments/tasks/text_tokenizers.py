@@ -10,6 +10,8 @@ from typing import Any, Sequence
 
 from experiments.tasks import base
 
+__all__ = ["ByteVocab", "FileTokenizer", "load_tokenizer"]
+
 _NUM_SPECIAL = 3
 
 

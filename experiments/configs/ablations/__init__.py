@@ -12,7 +12,7 @@ from experiments.configs.ablations import tool
 from experiments.configs.ablations import tp_grpo
 from experiments.configs.ablations import ucas
 
-__all__ = ["ABLATIONS"]
+__all__ = ["ABLATIONS", "pure", "r3l", "tool", "tp_grpo", "ucas"]
 
 ABLATIONS = cajax.Registry(
     "ablation",

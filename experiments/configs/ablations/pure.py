@@ -15,6 +15,8 @@ and the sum form with verifiable reward on 10% of the prompts.
 from experiments.ablation import cost
 from experiments.ablation import spec
 
+__all__ = ["get_ablation", "get_config"]
+
 _PRM_ONLY = {"verifiable_reward_coef": 0.0}
 # Filler steps per response over the last 25% of training steps; 0.05 is
 # one filler step in twenty responses.

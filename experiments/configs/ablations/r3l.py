@@ -17,6 +17,8 @@ the page's α = 3 (`success_score=3`), and `no_amplify` sets both to 1.
 from experiments.ablation import cost
 from experiments.ablation import spec
 
+__all__ = ["get_ablation", "get_config"]
+
 _R3L = {"rl.estimator": "r3l", "rl.retry_samples": 2,
         "rl.mask_retry_prefix": True,
         "rl.estimator_kwargs": {"alpha": 3.0, "success_score": 3.0}}

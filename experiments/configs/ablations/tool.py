@@ -14,6 +14,7 @@ assignment can beat.
 from experiments.ablation import cost
 from experiments.ablation import spec
 
+__all__ = ["get_ablation", "get_config"]
 
 _MATCHTIR = {"rl.estimator": "matchtir", "rl.reward_source": "steps",
              "task.prm": "matching"}

@@ -10,6 +10,8 @@ batches' accuracy (a trailing mean over 10 steps) first reaches the target.
 from experiments.ablation import cost
 from experiments.ablation import spec
 
+__all__ = ["get_ablation", "get_config"]
+
 
 # RL and warm-start steps measured on 2 idle AMD EPYC cores; the evaluation
 # time is estimated from the sampling share of a step.

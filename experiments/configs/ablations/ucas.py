@@ -11,6 +11,8 @@ warm start writes responses from the bare solution to about twice that.
 from experiments.ablation import cost
 from experiments.ablation import spec
 
+__all__ = ["get_ablation", "get_config"]
+
 
 # RL and warm-start steps measured on 2 idle AMD EPYC cores; the evaluation
 # time is estimated from the sampling share of a step.

@@ -177,6 +177,23 @@ def test_config_errors_name_the_key_in_one_line(change, message):
   assert "\n" not in str(error.value)
 
 
+def test_reference_policy_survives_the_donated_update(tmp_path):
+  # The reference policy once shared the donated parameters' buffers: the
+  # second RL step with a KL term failed ("Buffer has been deleted").
+  config = smoke.get_config()
+  config.warm_start.steps = 0
+  config.rl.num_steps = 2
+  config.rl.kl_coef = 0.1
+  config.rl.entropy_coef = 0.1  # moves a fresh policy (its rewards are 0)
+  config.eval_every = 100
+  trainer.train_and_evaluate(config, str(tmp_path))
+  records = _records(tmp_path)
+  assert [r["step"] for r in records] == [1, 2]
+  assert records[0]["rollout/kl_to_ref"] == 0.0  # the policy is the reference
+  assert records[1]["rollout/kl_to_ref"] > 0.0
+  assert all(np.isfinite(r["update/kl"]) for r in records)
+
+
 def test_corrupt_checkpoint_is_reported_and_left_alone(tmp_path):
   config = smoke.get_config()
   config.rl.num_steps = 1
