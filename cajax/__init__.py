@@ -105,12 +105,13 @@ from cajax.validation import validate
 __all__ = [
     "EstimatorOutput", "GroupMoments", "Registry", "Rollouts", "VTraceOutput",
     "agentic", "batch_moments", "broadcast_to_tokens", "capo",
-    "check_group_ids", "contiguous_runs", "discounted_returns", "drgrpo",
-    "estimate", "estimator_names", "example_inputs", "gae", "gdpo", "gpg",
-    "group_max", "group_moments", "group_normalize", "group_sum", "groups",
-    "grpo", "grpo_passk", "implicit_sequence_reward", "implicit_token_reward",
-    "istar", "istar_prm_dpo_loss", "istar_step_rewards", "judges",
-    "kl_in_reward", "lambda_returns", "last_token_mask", "last_valid_index",
+    "check_group_ids", "checkify_estimate", "contiguous_runs",
+    "discounted_returns", "drgrpo", "estimate", "estimator_names",
+    "example_inputs", "gae", "gdpo", "gpg", "group_max", "group_moments",
+    "group_normalize", "group_sum", "groups", "grpo", "grpo_passk",
+    "implicit_sequence_reward", "implicit_token_reward", "istar",
+    "istar_prm_dpo_loss", "istar_step_rewards", "judges", "kl_in_reward",
+    "lambda_returns", "last_token_mask", "last_valid_index",
     "log_sigmoid_transform", "losses", "masked_count", "masked_cumsum",
     "masked_mean", "masked_min_max", "masked_softmax", "masked_sum",
     "masked_var", "masked_whiten", "masking", "matching", "matchtir",
@@ -124,7 +125,7 @@ __all__ = [
     "step_token_counts", "steps_to_tokens", "suffix_min", "sum_form_prm",
     "text_rewards", "token_baseline", "token_rewards", "tokens_to_steps",
     "tp_grpo", "truncated_generalized_advantage_estimation", "turn_rewards",
-    "ucas", "validate", "vtrace", "vtrace_td_error_and_advantage",
+    "ucas", "validate", "vtrace", "vtrace_td_error_and_advantage"
 ]
 
 __version__ = "0.1.0"

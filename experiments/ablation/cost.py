@@ -23,6 +23,11 @@ import os
 
 from experiments.rl import metrics as metrics_lib
 
+__all__ = [
+    "PARTS", "Timing", "calibrate", "measure", "num_evaluations", "run_seconds",
+    "summary", "wall_seconds"
+]
+
 PARTS = ("warm_start", "sampling", "estimate", "update", "evaluation",
          "overhead")
 _TRAIN_PARTS = {"time/sample": "sampling", "time/score": "sampling",

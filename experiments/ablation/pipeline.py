@@ -11,7 +11,9 @@ from experiments.ablation import spec
 from experiments.ablation import verdicts
 from experiments.configs import ablations
 
-__all__ = ["NAMES", "evidence", "machine", "run"]
+__all__ = [
+    "NAMES", "evidence", "plans", "pooled", "run"
+]
 
 NAMES = ablations.ABLATIONS.names()
 

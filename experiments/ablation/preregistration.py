@@ -24,6 +24,11 @@ import jaxlib
 
 from experiments.ablation import spec
 
+__all__ = [
+    "FILE", "PreregistrationError", "check", "commit", "digest", "environment",
+    "plan", "processor", "register"
+]
+
 FILE = "preregistration.json"
 
 

@@ -27,6 +27,11 @@ import math
 
 import numpy as np
 
+__all__ = [
+    "REDUCTIONS", "ROBUSTNESS", "check", "counterpart", "reduce", "series",
+    "source", "start"
+]
+
 REDUCTIONS = ("train_tail", "last_eval", "eval_auc", "samples_to_target")
 ROBUSTNESS = ("last_eval", "train_tail", "eval_auc")
 _EVAL = "eval/"

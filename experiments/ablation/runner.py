@@ -24,7 +24,9 @@ import tqdm
 from experiments.ablation import cost
 from experiments.ablation import spec
 
-__all__ = ["Run", "execute", "plan"]
+__all__ = [
+    "Run", "execute", "plan", "xla_flags"
+]
 
 # One XLA thread per process: arms run side by side on separate cores.
 _SINGLE_THREAD = ("--xla_cpu_multi_thread_eigen=false "

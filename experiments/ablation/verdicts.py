@@ -29,6 +29,10 @@ import numpy as np
 from experiments.ablation import reductions
 from experiments.ablation import statistics
 
+__all__ = [
+    "judge"
+]
+
 
 def _analyse(ablation, claim, results: dict, how: str | None) -> dict | None:
   """Paired values, differences, interval and p-values of one claim under

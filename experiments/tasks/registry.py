@@ -14,6 +14,10 @@ imports this module).
 import importlib
 import re
 
+__all__ = [
+    "HOW_TO_ADD", "register", "task_class", "task_names"
+]
+
 # Name -> the task class, or its "module:Class" import path until first use.
 _TABLE: dict[str, type | str] = {}
 

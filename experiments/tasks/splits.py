@@ -22,6 +22,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+__all__ = [
+    "EVAL_FRACTION", "SPLITS", "check_split", "partition", "sample",
+    "split_hash", "split_of"
+]
+
 SPLITS = ("train", "eval")
 # Share of the problem space held out for evaluation.
 EVAL_FRACTION = 0.125
