@@ -43,7 +43,7 @@ from experiments.peers import work as work_lib
 
 SYSTEMS = ("cajax", "tunix", "trl")
 PRESETS = {
-    "cpu": dict(systems="cajax,tunix,trl", shapes="16x8,64x8",
+    "cpu": dict(systems="cajax,tunix,trl", shapes="8x8,16x8,64x8",
                 new_tokens=48, model="toy", dtype="float32", device="cpu"),
     # Qwen2.5-0.5B shapes, 64 x 8 rows, 512 new tokens, against Tunix on
     # the same card.
