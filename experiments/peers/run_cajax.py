@@ -46,16 +46,17 @@ def write_checkpoint(work: work_lib.Work, path: str) -> str:
   return path
 
 
-class _WorkTask:
+class WorkTask:
   """The chain_arith task with the benchmark's prompts and random rewards.
 
   `sample_problems` starts the next step (its problems and rewards);
-  `score` gives the rows their rewards in order.
+  `score` gives the rows their rewards in order (again from the first row
+  when the batch is scored again).
   """
 
   def __init__(self, task, work: work_lib.Work):
     self._task, self._work = task, work
-    self._step, self._rewards = -1, iter(())
+    self._step, self._rewards, self._row = -1, np.zeros(1), 0
 
   def __getattr__(self, name):
     return getattr(self._task, name)
@@ -64,14 +65,17 @@ class _WorkTask:
     del rng, split
     self._step += 1
     problems = work_lib.problems(self._work, self._step)[:n]
-    self._rewards = iter(work_lib.rewards(self._work, self._step,
-                                          n * self._work.group_size))
+    self._rewards = work_lib.rewards(self._work, self._step,
+                                     n * self._work.group_size)
+    self._row = 0
     return problems
 
   def score(self, problem, response_ids, observation_mask=None):
     from experiments.tasks import base  # pylint: disable=g-import-not-at-top
     del problem, observation_mask
-    return base.Score(outcome=float(next(self._rewards)),
+    reward = self._rewards[self._row % len(self._rewards)]
+    self._row += 1
+    return base.Score(outcome=float(reward),
                       step_ids=np.zeros(len(response_ids), np.int32),
                       step_rewards=np.zeros(1), step_labels=np.zeros(1))
 
@@ -116,7 +120,7 @@ def main(argv):
   build = time.perf_counter()
   exp = experiment.Experiment(config_for(work))
   exp.model_config = model_config(work)
-  exp.task = _WorkTask(exp.task, work)
+  exp.task = WorkTask(exp.task, work)
   exp.sampling = dataclasses.replace(exp.sampling, stop_tokens=())
   config = exp.config
   graphdef, params, rest = exp.new_policy(value_head=False)
