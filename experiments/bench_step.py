@@ -18,8 +18,8 @@ after one that compiles):
     log-softmax logits, forward and forward+backward.
 
 For the steadiest numbers pin it to one core with single-threaded XLA, as
-bench_peers does (`taskset -c 1` and
-`XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"`).
+bench_peers does: `taskset -c 1` and XLA_FLAGS set to
+"--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1".
 """
 
 import dataclasses
@@ -161,8 +161,8 @@ def main(argv):
       old_values=zeros, sampler_logprobs=jnp.asarray(
           responses.sampler_logprobs))
   own = rl_step.own_old_logprobs
-  loss = functools.partial(train_step._loss_sums, rl, exp.sampling,  # pylint: disable=protected-access
-                           graphdef, own)
+  loss = functools.partial(train_step._loss_sums,  # The update's own loss.
+                           rl, exp.sampling, graphdef, own)
   add("update: loss forward", med(jax.jit(
       lambda p: loss(p, rest, batch, None)[0]), state.params))
   grad = jax.jit(jax.grad(lambda p: loss(p, rest, batch, None)[0]))

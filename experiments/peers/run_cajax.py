@@ -18,29 +18,35 @@ import time
 
 from absl import app
 from absl import flags
+import jax
 import numpy as np
 
+import cajax
+from experiments.configs import chain_arith
+from experiments.models import config as model_config_lib
+from experiments.models import decoder
+from experiments.models import hf
 from experiments.peers import work as work_lib
+from experiments.rl import experiment
+from experiments.rl import train
+from experiments.tasks import base
 
 _WORK = flags.DEFINE_string("work", "{}", "A work_lib.Work as JSON.")
 _WRITE_CHECKPOINT = flags.DEFINE_string(
-    "write_checkpoint", None, "Only write the work's random decoder here (Hugging "
-    "Face format) and exit.")
+    "write_checkpoint", None,
+    "Only write the work's random decoder here (Hugging Face format).")
 
 
 def model_config(work: work_lib.Work):
   """The cajax `ModelConfig` of the work's decoder (tied, q/k/v biases)."""
-  from experiments.models import config  # pylint: disable=g-import-not-at-top
-  return config.ModelConfig(**work.shape(), tie_embeddings=True,
-                            qkv_bias=True, param_dtype=work.dtype,
-                            dtype=work.dtype).validate()
+  return model_config_lib.ModelConfig(
+      **work.shape(), tie_embeddings=True, qkv_bias=True,
+      param_dtype=work.dtype, dtype=work.dtype).validate()
 
 
 def write_checkpoint(work: work_lib.Work, path: str) -> str:
   """Writes the decoder cajax starts from (seed `work.seed`) to `path` in
   Hugging Face format, for the other systems to load."""
-  from experiments.models import decoder  # pylint: disable=g-import-not-at-top
-  from experiments.models import hf  # pylint: disable=g-import-not-at-top
   config = model_config(work)
   hf.save(decoder.create_model(config, work.seed), config, path)
   return path
@@ -71,7 +77,6 @@ class WorkTask:
     return problems
 
   def score(self, problem, response_ids, observation_mask=None):
-    from experiments.tasks import base  # pylint: disable=g-import-not-at-top
     del problem, observation_mask
     reward = self._rewards[self._row % len(self._rewards)]
     self._row += 1
@@ -82,7 +87,6 @@ class WorkTask:
 
 def config_for(work: work_lib.Work):
   """The training config of the work (chain_arith, GRPO, no warm start)."""
-  from experiments.configs import chain_arith  # pylint: disable=g-import-not-at-top
   config = chain_arith.get_config()
   config.seed = work.seed
   config.warm_start.steps = 0
@@ -113,9 +117,6 @@ def main(argv):
   if _WRITE_CHECKPOINT.value:
     write_checkpoint(work, _WRITE_CHECKPOINT.value)
     return
-  import jax  # pylint: disable=g-import-not-at-top
-  from experiments.rl import experiment  # pylint: disable=g-import-not-at-top
-  from experiments.rl import train  # pylint: disable=g-import-not-at-top
 
   build = time.perf_counter()
   exp = experiment.Experiment(config_for(work))
@@ -137,7 +138,6 @@ def main(argv):
     if step >= work.warmup:
       steps.append(dict(step_s=end - start, sample_s=record["time/sample"],
                         tokens=int(round(_length(record) * work.rows))))
-  import cajax  # pylint: disable=g-import-not-at-top
   work_lib.emit("cajax", getattr(cajax, "__version__", "0.1.0"), work,
                 first_step_s=first, steps=steps,
                 device=jax.devices()[0].device_kind,

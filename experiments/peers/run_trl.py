@@ -30,12 +30,12 @@ _THREADS = flags.DEFINE_integer("threads", 1, "torch.set_num_threads.")
 def _tokenizer(vocab):
   """A transformers fast tokenizer over the task's characters: one token
   per character, BOS prepended, left padding (TRL pads prompts left)."""
-  import tokenizers  # pylint: disable=g-import-not-at-top
-  from tokenizers import decoders  # pylint: disable=g-import-not-at-top
-  from tokenizers import models  # pylint: disable=g-import-not-at-top
-  from tokenizers import pre_tokenizers  # pylint: disable=g-import-not-at-top
-  from tokenizers import processors  # pylint: disable=g-import-not-at-top
-  import transformers  # pylint: disable=g-import-not-at-top
+  import tokenizers
+  from tokenizers import decoders
+  from tokenizers import models
+  from tokenizers import pre_tokenizers
+  from tokenizers import processors
+  import transformers
   special = {vocab.pad_id: "<pad>", vocab.bos_id: "<bos>",
              vocab.eos_id: "<eos>"}
   names = {i: special.get(i) or vocab.decode([i])
@@ -58,10 +58,10 @@ def main(argv):
   work = work_lib.Work.from_json(_WORK.value)
   if not work.checkpoint:
     raise ValueError("run_trl needs Work.checkpoint (bench_peers writes it).")
-  import datasets  # pylint: disable=g-import-not-at-top
-  import torch  # pylint: disable=g-import-not-at-top
-  import transformers  # pylint: disable=g-import-not-at-top
-  import trl  # pylint: disable=g-import-not-at-top
+  import datasets
+  import torch
+  import transformers
+  import trl
 
   torch.set_num_threads(_THREADS.value)
   torch.manual_seed(work.seed)
@@ -112,7 +112,7 @@ def main(argv):
             use_cpu=True, bf16=False, report_to="none",
             save_strategy="no", logging_steps=10**6, seed=work.seed,
             dataloader_num_workers=0, log_completions=False))
-    generate = trainer._generate_single_turn  # pylint: disable=protected-access
+    generate = trainer._generate_single_turn
 
     def timed_generate(*args, **kwargs):
       start = time.perf_counter()
@@ -121,7 +121,7 @@ def main(argv):
       tokens.append(sum(len(ids) for ids in out[0]))
       return out
 
-    trainer._generate_single_turn = timed_generate  # pylint: disable=protected-access
+    trainer._generate_single_turn = timed_generate
     trainer.train()
   steps = [dict(step_s=ends[i] - ends[i - 1], sample_s=sample_times[i],
                 tokens=tokens[i])

@@ -66,16 +66,16 @@ class _BanningSampler:
 def main(argv):
   del argv
   work = work_lib.Work.from_json(_WORK.value)
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  import optax  # pylint: disable=g-import-not-at-top
-  import tunix  # pylint: disable=g-import-not-at-top
-  from tunix.models.qwen2 import model as qwen2  # pylint: disable=g-import-not-at-top
-  from tunix.models.qwen2 import params as qwen2_params  # pylint: disable=g-import-not-at-top
-  from tunix.rl import rl_cluster as cluster_lib  # pylint: disable=g-import-not-at-top
-  from tunix.rl.grpo import grpo_learner  # pylint: disable=g-import-not-at-top
-  from tunix.rl.rollout import base_rollout  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+  import optax
+  import tunix
+  from tunix.models.qwen2 import model as qwen2
+  from tunix.models.qwen2 import params as qwen2_params
+  from tunix.rl import rl_cluster as cluster_lib
+  from tunix.rl.grpo import grpo_learner
+  from tunix.rl.rollout import base_rollout
 
   build = time.perf_counter()
   task = work_lib.task()
@@ -116,8 +116,8 @@ def main(argv):
               temperature=1.0, top_p=1.0, top_k=None,
               eos_tokens=[vocab.bos_id], data_type=dtype)))
   rollout = cluster.rollout
-  rollout._sampler = _BanningSampler(  # pylint: disable=protected-access
-      rollout._sampler, task.banned_tokens)  # pylint: disable=protected-access
+  rollout._sampler = _BanningSampler(
+      rollout._sampler, task.banned_tokens)
 
   starts, sample_times, tokens = [], [], []
   generate = cluster.generate
@@ -155,7 +155,7 @@ def main(argv):
 
 
 def _version(dist: str) -> str:
-  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  from importlib import metadata
   return metadata.version(dist)
 
 
