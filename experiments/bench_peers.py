@@ -1,7 +1,7 @@
 r"""cajax's RL step against Tunix and TRL on the same work, side by side.
 
   pip install -e '.[peers]'
-  python -m experiments.bench_peers --output=/tmp/peers.md
+  python -m experiments.bench_peers --output=/tmp/peer_step.md
 
 Every system runs the work of `experiments.peers.work` (a random
 ~100k-parameter Qwen2 decoder, the chain_arith prompts, exactly
@@ -23,7 +23,7 @@ started.
 
 The GPU variant (one process at a time on the first GPU, no pinning):
 
-  python -m experiments.bench_peers --preset=gpu --output=/tmp/peers_gpu.md
+  python -m experiments.bench_peers --preset=gpu --output=/tmp/peer_step_gpu.md
 """
 
 import datetime
