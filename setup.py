@@ -50,5 +50,9 @@ setuptools.setup(
             "jinja2>=3.1",
         ],
         "gpu": ["jax[cuda12]>=0.10,<0.12"],
+        # The systems `python -m experiments.bench_peers` compares with, at
+        # the versions its table was measured with (they resolve with the
+        # pins above; PyTorch is the CPU build).
+        "peers": ["google-tunix==0.1.7", "trl==1.16.0", "torch==2.13.0"],
     },
 )

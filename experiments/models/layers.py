@@ -142,10 +142,11 @@ class Attention(nnx.Module):
     Returns:
       ([B, T, D], the updated (k, v) or None).
     """
-    b, t, _ = x.shape
-    q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
-    k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
-    v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+    b, t, d = x.shape
+    flat = x.reshape(b * t, d)  # As in MLP: projections on [tokens, width].
+    q = self.q_proj(flat).reshape(b, t, self.num_heads, self.head_dim)
+    k = self.k_proj(flat).reshape(b, t, self.num_kv_heads, self.head_dim)
+    v = self.v_proj(flat).reshape(b, t, self.num_kv_heads, self.head_dim)
     inv_freq = rope_inverse_frequencies(*self.rope)
     q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
@@ -165,8 +166,8 @@ class Attention(nnx.Module):
     scores = jnp.where(mask[:, None, None], scores, _MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     out = jnp.einsum("bkgts,bskh->btkgh", probs, v)
-    out = out.reshape(b, t, self.num_heads * self.head_dim)
-    return self.o_proj(out), new_cache
+    out = out.reshape(b * t, self.num_heads * self.head_dim)
+    return self.o_proj(out).reshape(b, t, d), new_cache
 
 
 class MLP(nnx.Module):
@@ -179,4 +180,9 @@ class MLP(nnx.Module):
     self.down_proj = linear(f, d, config, rngs=rngs, sharding=(None, FSDP))
 
   def __call__(self, x):
-    return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+    # On [tokens, width]: XLA:CPU runs the backward of a projection of a
+    # [B, T, D] activation several times slower (docs/performance.md).
+    flat = x.reshape(-1, x.shape[-1])
+    out = self.down_proj(jax.nn.silu(self.gate_proj(flat))
+                         * self.up_proj(flat))
+    return out.reshape(x.shape[:-1] + out.shape[-1:])

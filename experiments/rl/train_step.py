@@ -14,6 +14,12 @@ trainer's log-probs before the update (the PPO ratio's denominator); the
 sampler's log-probs enter only through the optional truncated importance
 weight min(π_old/μ_sampler, C) on each token's loss (TIS; Yao et al., "Your
 efficient RL framework secretly brings you off-policy RL training", 2025).
+
+With one epoch and one mini-batch there is one optimizer step, and every
+micro-batch's forward runs at the parameters the batch was sampled with:
+π_old is then π itself, and `update(..., own_old_logprobs=True)` takes it
+from the update's own forward under a stop-gradient instead of a separate
+forward pass beforehand (`takes_own_old_logprobs` says when a trainer may).
 """
 
 import functools
@@ -85,20 +91,33 @@ def _float32_state(
   return optax.GradientTransformation(lambda p: inner.init(f32(p)), update)
 
 
-def _loss_sums(rl, sampling, graphdef, params, rest, mb: UpdateBatch,
-               key: jax.Array | None):
-  """The un-normalised loss terms of one micro-batch, and its metrics."""
+def takes_own_old_logprobs(rl) -> bool:
+  """Whether the trainer can leave the old log-probs to the update
+  (`update(..., own_old_logprobs=True)`): one optimizer step (one epoch,
+  one mini-batch), no critic, and an estimator that reads none of the
+  trainer's per-token statistics (it runs before the update)."""
+  reads = set(rl.resolved.fields) & (set(policy_lib.STATISTICS)
+                                     | {"old_logprobs", "values"})
+  return (rl.ppo_epochs == 1 and rl.num_mini_batches == 1
+          and rl.value_coef <= 0 and not reads)
+
+
+def _loss_sums(rl, sampling, graphdef, own_old_logprobs: bool, params, rest,
+               mb: UpdateBatch, key: jax.Array | None):
+  """The un-normalised loss terms of one micro-batch, and its metrics (and
+  its per-token log-probs and entropies when `own_old_logprobs`)."""
   policy = policy_lib.merge(graphdef, params, rest)
   out = policy_lib.token_outputs(
       policy, mb.prompt_tokens, mb.prompt_valid, mb.response_tokens,
       mb.response_valid, temperature=sampling.temperature,
       values=rl.value_coef > 0, banned_tokens=sampling.banned_tokens)
   mask = mb.mask
-  per_token, pg_metrics = rl.loss(out["logprobs"], mb.old_logprobs,
-                                  mb.advantages, mask, rng=key,
-                                  return_metrics=True)
+  old = (jax.lax.stop_gradient(out["logprobs"]) if own_old_logprobs
+         else mb.old_logprobs)
+  per_token, pg_metrics = rl.loss(out["logprobs"], old, mb.advantages, mask,
+                                  rng=key, return_metrics=True)
   if rl.tis_ratio_cap > 0:
-    weight = jnp.minimum(jnp.exp(mb.old_logprobs - mb.sampler_logprobs),
+    weight = jnp.minimum(jnp.exp(old - mb.sampler_logprobs),
                          rl.tis_ratio_cap)
     per_token = per_token * jax.lax.stop_gradient(weight)
 
@@ -117,7 +136,9 @@ def _loss_sums(rl, sampling, graphdef, params, rest, mb: UpdateBatch,
         mode=rl.aggregation, return_metrics=True)
     total = total + rl.value_coef * terms["value"]
     pg_metrics = {**pg_metrics, **vf}
-  return total, (terms, pg_metrics)
+  tokens = ({k: jax.lax.stop_gradient(out[k]) for k in ("logprobs", "entropy")}
+            if own_old_logprobs else {})
+  return total, (terms, pg_metrics, tokens)
 
 
 def _split(tree, parts: int):
@@ -126,11 +147,13 @@ def _split(tree, parts: int):
       lambda x: x.reshape((parts, x.shape[0] // parts) + x.shape[1:]), tree)
 
 
-def _minibatch_step(rl, sampling, graphdef, tx, rest, state: TrainState,
-                    pieces):
+def _minibatch_step(rl, sampling, graphdef, tx, own_old_logprobs: bool, rest,
+                    state: TrainState, pieces):
   """One optimizer step on a mini-batch, accumulating micro-batch grads.
 
   `pieces` is (the mini-batch, its micro-batches' loss keys or None).
+  Returns the new state and (the metrics, the mini-batch's per-token
+  statistics: see `_loss_sums`).
   """
   mb, keys = pieces
   denominator = cajax.losses.aggregate(
@@ -138,20 +161,22 @@ def _minibatch_step(rl, sampling, graphdef, tx, rest, state: TrainState,
   scale = jnp.where(denominator > 0, 1.0 / jnp.maximum(denominator, 1e-30),
                     0.0)
   grad_fn = jax.value_and_grad(
-      functools.partial(_loss_sums, rl, sampling, graphdef), has_aux=True)
+      functools.partial(_loss_sums, rl, sampling, graphdef, own_old_logprobs),
+      has_aux=True)
 
   def micro(grads, piece):
     piece, key = piece
-    (total, (terms, metrics)), g = grad_fn(state.params, rest, piece, key)
+    (total, (terms, metrics, tokens)), g = grad_fn(state.params, rest, piece,
+                                                   key)
     grads = jax.tree.map(lambda a, b: a + b.astype(jnp.float32) * scale,
                          grads, g)
     return grads, (total * scale, jax.tree.map(lambda t: t * scale, terms),
-                   metrics)
+                   metrics, tokens)
 
   # Accumulated in float32 whatever the parameter dtype.
   zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32),
                        state.params)
-  grads, (totals, terms, metrics) = jax.lax.scan(
+  grads, (totals, terms, metrics, tokens) = jax.lax.scan(
       micro, zeros, (_split(mb, rl.num_micro_batches), keys))
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -159,11 +184,13 @@ def _minibatch_step(rl, sampling, graphdef, tx, rest, state: TrainState,
              **{f"{k}_loss" if k in ("pg", "value") else k: jnp.sum(v)
                 for k, v in terms.items()},
              **{k: jnp.mean(v) for k, v in metrics.items()}}
-  return TrainState(params, opt_state, state.step + 1), summary
+  tokens = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), tokens)
+  return TrainState(params, opt_state, state.step + 1), (summary, tokens)
 
 
 def update(rl, sampling, graphdef, tx, state: TrainState, rest,
-           batch: UpdateBatch, key: jax.Array):
+           batch: UpdateBatch, key: jax.Array, *,
+           own_old_logprobs: bool = False):
   """`rl.ppo_epochs` passes over `batch` in `rl.num_mini_batches` shuffled
   pieces.
 
@@ -176,12 +203,23 @@ def update(rl, sampling, graphdef, tx, state: TrainState, rest,
     state, rest: the train state and the policy's non-parameter state.
     batch: the RL batch.
     key: PRNG key (mini-batch order; the loss's own draws, if any).
+    own_old_logprobs: take π_old from the update's own forward (stop
+      gradient) and ignore `batch.old_logprobs`; needs one epoch and one
+      mini-batch (see the module docstring).
 
   Returns:
-    The new state and the metrics averaged over every mini-batch.
+    The new state, the metrics averaged over every mini-batch, and with
+    `own_old_logprobs` the policy's per-token `logprobs` and `entropy`
+    before the update (f32[B, T], what a separate forward would give;
+    otherwise an empty dict).
   """
+  if own_old_logprobs and (rl.ppo_epochs, rl.num_mini_batches) != (1, 1):
+    raise ValueError(
+        "own_old_logprobs needs rl.ppo_epochs = 1 and rl.num_mini_batches = "
+        f"1, got {rl.ppo_epochs} and {rl.num_mini_batches}")
   rows = batch.mask.shape[0]
-  step = functools.partial(_minibatch_step, rl, sampling, graphdef, tx, rest)
+  step = functools.partial(_minibatch_step, rl, sampling, graphdef, tx,
+                           own_old_logprobs, rest)
   history = []
   for epoch in range(rl.ppo_epochs):
     order = (jax.random.permutation(jax.random.fold_in(key, epoch), rows)
@@ -192,17 +230,20 @@ def update(rl, sampling, graphdef, tx, state: TrainState, rest,
         jax.random.fold_in(jax.random.fold_in(key, epoch), 1),
         (rl.num_mini_batches, rl.num_micro_batches))
             if rl.loss.takes_rng else None)
-    state, metrics = jax.lax.scan(
+    state, (metrics, tokens) = jax.lax.scan(
         step, state, (_split(shuffled, rl.num_mini_batches), keys))
     history.append(metrics)
   metrics = jax.tree.map(lambda *m: jnp.mean(jnp.concatenate(m)), *history)
-  return state, metrics
+  # One epoch of one unshuffled mini-batch: rows in the batch's order.
+  tokens = jax.tree.map(lambda x: x[0], tokens)
+  return state, metrics, tokens
 
 
-def jit_update(rl, sampling, graphdef, tx):
+def jit_update(rl, sampling, graphdef, tx, *, own_old_logprobs: bool = False):
   """The update jitted once (settings bound, not traced), with the train
   state donated."""
-  return jax.jit(functools.partial(update, rl, sampling, graphdef, tx),
+  return jax.jit(functools.partial(update, rl, sampling, graphdef, tx,
+                                   own_old_logprobs=own_old_logprobs),
                  donate_argnums=(0,))
 
 

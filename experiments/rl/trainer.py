@@ -118,7 +118,12 @@ class RLStep:
         values=False, banned_tokens=exp.sampling.banned_tokens)
                    if ref_params is not None else None)
     self.estimate = jax.jit(rl.resolved.function)
-    self.update = train_step.jit_update(rl, exp.sampling, graphdef, tx)
+    # No separate forward for the old log-probs where the update can take
+    # them from its own (one optimizer step; the estimator reads none).
+    self.own_old_logprobs = train_step.takes_own_old_logprobs(rl)
+    self.update = train_step.jit_update(
+        rl, exp.sampling, graphdef, tx,
+        own_old_logprobs=self.own_old_logprobs)
 
   def _decoder(self, params):
     return policy_lib.merged_decoder(self.graphdef, params, self.rest)
@@ -173,7 +178,8 @@ class RLStep:
                    prompt_valid=responses.prompt_valid,
                    response_tokens=responses.tokens,
                    response_valid=responses.valid))
-    stats = self.token_fn(state.params, self.rest, *seq.values())
+    stats = ({} if self.own_old_logprobs
+             else self.token_fn(state.params, self.rest, *seq.values()))
     if self.ref_fn is not None:
       stats["ref_logprobs"] = self.ref_fn(self.ref_params, self.rest,
                                           *seq.values())["logprobs"]
@@ -185,15 +191,16 @@ class RLStep:
     est = self.estimate(rollouts)
     lap("estimate")
     mask = rollouts.mask
-    zeros = jnp.zeros_like(stats["logprobs"])
+    zeros = jnp.zeros_like(est.advantages)
     batch = train_step.UpdateBatch(
         **seq, mask=mask, advantages=est.advantages, returns=est.returns,
-        old_logprobs=stats["logprobs"],
+        old_logprobs=stats.get("logprobs", zeros),
         ref_logprobs=stats.get("ref_logprobs", zeros),
         old_values=stats.get("values", zeros),
         sampler_logprobs=put(responses.sampler_logprobs))
-    state, update_metrics = self.update(state, self.rest, batch,
-                                        jax.random.fold_in(key, 1))
+    state, update_metrics, before = self.update(state, self.rest, batch,
+                                                jax.random.fold_in(key, 1))
+    stats = {**before, **stats}
     lap("update")
     times["time/tokens_per_second"] = (float(responses.valid.sum())
                                        / max(sum(times.values()), 1e-9))

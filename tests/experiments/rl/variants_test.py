@@ -83,7 +83,7 @@ def test_policy_loss_aggregation_and_kl_kind_reach_the_update(overrides):
   batch, out = _batch(exp, graphdef, params, rest, rl.batch_size)
   before = jax.tree.map(np.asarray, params)  # the state is donated
   update = train_step.jit_update(rl, exp.sampling, graphdef, tx)
-  new, metrics = update(state, rest, batch, jax.random.key(0))
+  new, metrics, _ = update(state, rest, batch, jax.random.key(0))
   changed = jax.tree.map(lambda a, b: bool(np.any(a != np.asarray(b))),
                          before, new.params)
   assert any(jax.tree.leaves(changed))
