@@ -125,7 +125,7 @@ __all__ = [
     "step_token_counts", "steps_to_tokens", "suffix_min", "sum_form_prm",
     "text_rewards", "token_baseline", "token_rewards", "tokens_to_steps",
     "tp_grpo", "truncated_generalized_advantage_estimation", "turn_rewards",
-    "ucas", "validate", "vtrace", "vtrace_td_error_and_advantage"
+    "ucas", "validate", "vtrace", "vtrace_td_error_and_advantage",
 ]
 
 __version__ = "0.1.0"

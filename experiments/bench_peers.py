@@ -41,6 +41,10 @@ from absl import flags
 from experiments import timing
 from experiments.peers import work as work_lib
 
+__all__ = [
+    "PRESETS", "SYSTEMS", "define_flags", "main", "summarize", "table",
+]
+
 SYSTEMS = ("cajax", "tunix", "trl")
 PRESETS = {
     "cpu": dict(systems="cajax,tunix,trl", shapes="8x8,16x8,64x8",
@@ -51,39 +55,53 @@ PRESETS = {
                 model="qwen2_5_0_5b", dtype="bfloat16", device="gpu"),
 }
 
-_PRESET = flags.DEFINE_enum("preset", "cpu", list(PRESETS),
-                            "Defaults for the flags below left unset.")
-_SYSTEMS = flags.DEFINE_list("systems", None,
-                             f"Systems to run, from {SYSTEMS}.")
-_SHAPES = flags.DEFINE_list("shapes", None,
-                            "GROUPSxSAMPLES per step, e.g. 16x8,64x8.")
-_NEW_TOKENS = flags.DEFINE_integer("new_tokens", None,
-                                   "Tokens sampled per row, exactly.")
-_MODEL = flags.DEFINE_enum("model", None, list(work_lib.MODELS),
-                           "Decoder shapes.")
-_DTYPE = flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"],
-                           "Parameter and compute dtype.")
-_DEVICE = flags.DEFINE_enum("device", None, ["cpu", "gpu"],
-                            "cpu: pinned, single-threaded; gpu: the first "
-                            "GPU (TRL is CPU-only here and is skipped).")
-_ROUNDS = flags.DEFINE_integer("rounds", 3, "Rounds over every system.")
-_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per process.")
-_WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed first steps.")
-_CPU = flags.DEFINE_integer("cpu", -1, "Core to pin every process to (-1: "
-                            "the last core this process may use).")
-_PYTHON = flags.DEFINE_list(
-    "python", [], "SYSTEM=INTERPRETER pairs, for a system installed in a "
-    "venv of its own (default: this interpreter).")
-_TIMEOUT = flags.DEFINE_integer("timeout", 1800, "Seconds per process.")
-_OUTPUT = flags.DEFINE_string("output", None, "Also write the table here.")
-_JSON_OUTPUT = flags.DEFINE_string("json_output", None,
-                                   "Write every process's record here.")
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """--preset and the work, repetition, pinning and output flags."""
+  def enum(name, values, help_):
+    flags.DEFINE_enum(name, None, values, help_, flag_values=flag_values)
+
+  flags.DEFINE_enum("preset", "cpu", list(PRESETS),
+                    "Defaults for the flags below left unset.",
+                    flag_values=flag_values)
+  flags.DEFINE_list("systems", None, f"Systems to run, from {SYSTEMS}.",
+                    flag_values=flag_values)
+  flags.DEFINE_list("shapes", None,
+                    "GROUPSxSAMPLES per step, e.g. 16x8,64x8.",
+                    flag_values=flag_values)
+  flags.DEFINE_integer("new_tokens", None, "Tokens sampled per row, exactly.",
+                       flag_values=flag_values)
+  enum("model", list(work_lib.MODELS), "Decoder shapes.")
+  enum("dtype", ["float32", "bfloat16"], "Parameter and compute dtype.")
+  enum("device", ["cpu", "gpu"], "cpu: pinned, single-threaded; gpu: the "
+       "first GPU (TRL is CPU-only here and is skipped).")
+  flags.DEFINE_integer("rounds", 3, "Rounds over every system.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("steps", 5, "Timed steps per process.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("warmup", 1, "Untimed first steps.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("cpu", -1, "Core to pin every process to (-1: the "
+                       "last core this process may use).",
+                       flag_values=flag_values)
+  flags.DEFINE_list("python", [], "SYSTEM=INTERPRETER pairs, for a system "
+                    "installed in a venv of its own (default: this "
+                    "interpreter).", flag_values=flag_values)
+  flags.DEFINE_integer("timeout", 1800, "Seconds per process.",
+                       flag_values=flag_values)
+  flags.DEFINE_string("output", None, "Also write the table here.",
+                      flag_values=flag_values)
+  flags.DEFINE_string("json_output", None,
+                      "Write every process's record here.",
+                      flag_values=flag_values)
+
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _setting(flag, name: str):
-  return flag.value if flag.value is not None else PRESETS[_PRESET.value][name]
+def _setting(f: flags.FlagValues, name: str):
+  """The flag `name`, or the preset's value when it is unset."""
+  value = f[name].value
+  return value if value is not None else PRESETS[f.preset][name]
 
 
 def _environment(device: str) -> dict:
@@ -106,16 +124,17 @@ def _environment(device: str) -> dict:
   return env
 
 
-def _core(device: str) -> int | None:
-  """The core every process is pinned to (None on GPU)."""
+def _core(device: str, cpu: int) -> int | None:
+  """The core every process is pinned to (None on GPU): `cpu`, or the last
+  core this process may use when it is negative."""
   if device == "gpu":
     return None
   allowed = sorted(os.sched_getaffinity(0))
-  return allowed[-1] if _CPU.value < 0 else _CPU.value
+  return allowed[-1] if cpu < 0 else cpu
 
 
 def _run(system: str, work: work_lib.Work, python: str, env: dict,
-         core: int | None, extra=()) -> dict:
+         core: int | None, timeout: int, extra=()) -> dict:
   """Runs one worker process; returns its record (with the load average
   when it started)."""
   load = os.getloadavg()[0]
@@ -123,7 +142,7 @@ def _run(system: str, work: work_lib.Work, python: str, env: dict,
          f"--work={work.to_json()}", *extra]
   done = subprocess.run(
       cmd, env=env, cwd=_ROOT, capture_output=True, text=True,
-      timeout=_TIMEOUT.value,
+      timeout=timeout,
       preexec_fn=(None if core is None else
                   lambda: os.sched_setaffinity(0, {core})))
   lines = [l for l in done.stdout.splitlines()
@@ -211,28 +230,29 @@ def _machine(device: str, records: list[dict]) -> str:
 
 def main(argv):
   del argv
-  systems = _setting(_SYSTEMS, "systems")
+  f = flags.FLAGS
+  systems = _setting(f, "systems")
   systems = systems.split(",") if isinstance(systems, str) else systems
   unknown = sorted(set(systems) - set(SYSTEMS))
   if unknown:
     raise ValueError(f"--systems: unknown {unknown}; choose from {SYSTEMS}")
-  shapes = _setting(_SHAPES, "shapes")
+  shapes = _setting(f, "shapes")
   shapes = shapes.split(",") if isinstance(shapes, str) else shapes
   shapes = [timing.parse_shape(s) for s in shapes]
   if any(len(s) != 2 for s in shapes):
     raise ValueError(f"--shapes must be GROUPSxSAMPLES, got {shapes}")
-  device = _setting(_DEVICE, "device")
+  device = _setting(f, "device")
   if device == "gpu" and "trl" in systems:
     raise ValueError("--device=gpu: the peers extra installs CPU PyTorch; "
                      "leave trl out of --systems")
-  pythons = dict(p.split("=", 1) for p in _PYTHON.value)
-  env, core = _environment(device), _core(device)
+  pythons = dict(p.split("=", 1) for p in f.python)
+  env, core = _environment(device), _core(device, f.cpu)
   records = []
   with tempfile.TemporaryDirectory() as tmp:
     base = work_lib.Work(
-        new_tokens=_setting(_NEW_TOKENS, "new_tokens"),
-        model=_setting(_MODEL, "model"), dtype=_setting(_DTYPE, "dtype"),
-        steps=_STEPS.value, warmup=_WARMUP.value,
+        new_tokens=_setting(f, "new_tokens"),
+        model=_setting(f, "model"), dtype=_setting(f, "dtype"),
+        steps=f.steps, warmup=f.warmup,
         checkpoint=os.path.join(tmp, "checkpoint"))
     # On CPU, so that no GPU memory is held while the workers run.
     written = subprocess.run(
@@ -244,36 +264,37 @@ def main(argv):
     if written.returncode:
       raise RuntimeError(f"writing the checkpoint failed:\n"
                          f"{written.stderr[-4000:]}")
-    for rnd in range(_ROUNDS.value):
+    for rnd in range(f.rounds):
       order = systems[rnd % len(systems):] + systems[:rnd % len(systems)]
       for groups, size in shapes:
         work = work_lib.Work(**{**json.loads(base.to_json()),
                                 "num_groups": groups, "group_size": size})
         for system in order:
           record = _run(system, work, pythons.get(system, sys.executable),
-                        env, core, ("--threads=1",) if system == "trl"
-                        else ())
+                        env, core, f.timeout,
+                        ("--threads=1",) if system == "trl" else ())
           records.append(record)
           step = _median([s["step_s"] for s in record["steps"]])
-          print(f"round {rnd + 1}/{_ROUNDS.value} {groups}x{size} {system}: "
+          print(f"round {rnd + 1}/{f.rounds} {groups}x{size} {system}: "
                 f"step {step:.3f} s, first {record['first_step_s']:.1f} s, "
                 f"load {record['load_1min']:.1f}", flush=True)
   rows = summarize(records)
   header = (
-      f"bench_peers --preset={_PRESET.value}: {_machine(device, records)}; "
+      f"bench_peers --preset={f.preset}: {_machine(device, records)}; "
       f"{'pinned to core ' + str(core) if core is not None else 'GPU'}; "
       f"model {base.model} ({base.dtype}), {base.new_tokens} new tokens; "
-      f"{_ROUNDS.value} rounds x {_STEPS.value} timed steps after "
-      f"{_WARMUP.value} warm-up; {datetime.date.today().isoformat()}")
+      f"{f.rounds} rounds x {f.steps} timed steps after "
+      f"{f.warmup} warm-up; {datetime.date.today().isoformat()}")
   text = header + "\n\n" + table(rows) + "\n"
   print(text)
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, "w", encoding="utf-8") as f:
+  if f.output:
+    with open(f.output, "w", encoding="utf-8") as f:
       f.write(text)
-  if _JSON_OUTPUT.value:
-    with open(_JSON_OUTPUT.value, "w", encoding="utf-8") as f:
+  if f.json_output:
+    with open(f.json_output, "w", encoding="utf-8") as f:
       json.dump(dict(header=header, rows=rows, records=records), f, indent=1)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -46,13 +46,25 @@ from experiments.rl import rollouts as rollouts_lib
 from experiments.rl import trainer
 from experiments.rl import train_step
 
-_GROUPS = flags.DEFINE_integer("num_groups", 16, "Prompts per step.")
-_SIZE = flags.DEFINE_integer("group_size", 8, "Samples per prompt.")
-_NEW_TOKENS = flags.DEFINE_integer("new_tokens", 48, "Tokens per row.")
-_MODEL = flags.DEFINE_enum("model", "toy", list(work_lib.MODELS),
-                           "Decoder shapes.")
-_STEPS = flags.DEFINE_integer("steps", 5, "Whole steps timed after one.")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per piece.")
+__all__ = [
+    "define_flags", "main",
+]
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """The work (--num_groups, --group_size, --new_tokens, --model) and the
+  repetitions (--steps, --repeats)."""
+  flags.DEFINE_integer("num_groups", 16, "Prompts per step.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("group_size", 8, "Samples per prompt.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("new_tokens", 48, "Tokens per row.",
+                       flag_values=flag_values)
+  flags.DEFINE_enum("model", "toy", list(work_lib.MODELS), "Decoder shapes.",
+                    flag_values=flag_values)
+  flags.DEFINE_integer("steps", 5, "Whole steps timed after one.",
+                       flag_values=flag_values)
+  flags.DEFINE_integer("repeats", 5, "Timed calls per piece.",
+                       flag_values=flag_values)
 
 
 def _cache_writes(cache, keys, values):
@@ -80,8 +92,9 @@ def _sum_outputs(fn, hidden, weight, labels):
 
 def main(argv):
   del argv
-  work = work_lib.Work(num_groups=_GROUPS.value, group_size=_SIZE.value,
-                       new_tokens=_NEW_TOKENS.value, model=_MODEL.value)
+  f = flags.FLAGS
+  work = work_lib.Work(num_groups=f.num_groups, group_size=f.group_size,
+                       new_tokens=f.new_tokens, model=f.model)
   exp = experiment.Experiment(run_cajax.config_for(work))
   exp.model_config = run_cajax.model_config(work)
   exp.task = run_cajax.WorkTask(exp.task, work)
@@ -98,7 +111,7 @@ def main(argv):
     print(f"{name:55s} {ms:9.2f} ms", flush=True)
 
   phases, walls = {}, []
-  for step in range(_STEPS.value + 1):
+  for step in range(f.steps + 1):
     start = time.perf_counter()
     state, record = rl_step(step, state)
     jax.block_until_ready(state)
@@ -110,7 +123,7 @@ def main(argv):
   add("whole step", 1e3 * statistics.median(walls))
   for k, v in phases.items():
     add(f"  phase {k}", 1e3 * statistics.median(v))
-  repeats = _REPEATS.value
+  repeats = f.repeats
   med = functools.partial(timing.median_ms, repeats=repeats)
 
   problems = [p for p in exp.task.sample_problems(None, work.num_groups)
@@ -196,4 +209,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -25,7 +25,7 @@ from experiments.rl import metrics as metrics_lib
 
 __all__ = [
     "PARTS", "Timing", "calibrate", "measure", "num_evaluations", "run_seconds",
-    "summary", "wall_seconds"
+    "summary", "wall_seconds",
 ]
 
 PARTS = ("warm_start", "sampling", "estimate", "update", "evaluation",

@@ -12,7 +12,7 @@ from experiments.ablation import verdicts
 from experiments.configs import ablations
 
 __all__ = [
-    "NAMES", "evidence", "plans", "pooled", "run"
+    "NAMES", "evidence", "plans", "pooled", "run",
 ]
 
 NAMES = ablations.ABLATIONS.names()

@@ -26,7 +26,7 @@ from experiments.ablation import spec
 
 __all__ = [
     "FILE", "PreregistrationError", "check", "commit", "digest", "environment",
-    "plan", "processor", "register"
+    "plan", "processor", "register",
 ]
 
 FILE = "preregistration.json"

@@ -29,7 +29,7 @@ import numpy as np
 
 __all__ = [
     "REDUCTIONS", "ROBUSTNESS", "check", "counterpart", "reduce", "series",
-    "source", "start"
+    "source", "start",
 ]
 
 REDUCTIONS = ("train_tail", "last_eval", "eval_auc", "samples_to_target")

@@ -25,7 +25,7 @@ from experiments.ablation import cost
 from experiments.ablation import spec
 
 __all__ = [
-    "Run", "execute", "plan", "xla_flags"
+    "Run", "execute", "plan", "xla_flags",
 ]
 
 # One XLA thread per process: arms run side by side on separate cores.

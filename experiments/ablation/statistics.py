@@ -32,7 +32,7 @@ from scipy import stats
 
 __all__ = [
     "MAX_SIGN_FLIP_SEEDS", "MIN_SEEDS", "VERDICTS", "decide", "holm",
-    "min_detectable_effect", "power", "sign_flip", "t_interval", "t_test"
+    "min_detectable_effect", "power", "sign_flip", "t_interval", "t_test",
 ]
 
 # Fewer seeds never decide: two seeds can agree by chance.

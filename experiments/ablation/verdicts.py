@@ -30,7 +30,7 @@ from experiments.ablation import reductions
 from experiments.ablation import statistics
 
 __all__ = [
-    "judge"
+    "judge",
 ]
 
 

@@ -31,10 +31,20 @@ from experiments.rl import experiment
 from experiments.rl import trainer
 from experiments.tasks import base
 
-_WORK = flags.DEFINE_string("work", "{}", "A work_lib.Work as JSON.")
-_WRITE_CHECKPOINT = flags.DEFINE_string(
-    "write_checkpoint", None,
-    "Only write the work's random decoder here (Hugging Face format).")
+__all__ = [
+    "WorkTask", "config_for", "define_flags", "main", "model_config",
+    "write_checkpoint",
+]
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """--work (the work as JSON) and --write_checkpoint."""
+  flags.DEFINE_string("work", "{}", "A work_lib.Work as JSON.",
+                      flag_values=flag_values)
+  flags.DEFINE_string(
+      "write_checkpoint", None,
+      "Only write the work's random decoder here (Hugging Face format).",
+      flag_values=flag_values)
 
 
 def model_config(work: work_lib.Work):
@@ -113,9 +123,9 @@ def _length(record: dict) -> float:
 
 def main(argv):
   del argv
-  work = work_lib.Work.from_json(_WORK.value)
-  if _WRITE_CHECKPOINT.value:
-    write_checkpoint(work, _WRITE_CHECKPOINT.value)
+  work = work_lib.Work.from_json(flags.FLAGS.work)
+  if flags.FLAGS.write_checkpoint:
+    write_checkpoint(work, flags.FLAGS.write_checkpoint)
     return
 
   build = time.perf_counter()
@@ -145,4 +155,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -23,8 +23,17 @@ from absl import flags
 
 from experiments.peers import work as work_lib
 
-_WORK = flags.DEFINE_string("work", "{}", "A work_lib.Work as JSON.")
-_THREADS = flags.DEFINE_integer("threads", 1, "torch.set_num_threads.")
+__all__ = [
+    "define_flags", "main",
+]
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """--work (the work as JSON) and --threads."""
+  flags.DEFINE_string("work", "{}", "A work_lib.Work as JSON.",
+                      flag_values=flag_values)
+  flags.DEFINE_integer("threads", 1, "torch.set_num_threads.",
+                       flag_values=flag_values)
 
 
 def _tokenizer(vocab):
@@ -55,7 +64,7 @@ def _tokenizer(vocab):
 
 def main(argv):
   del argv
-  work = work_lib.Work.from_json(_WORK.value)
+  work = work_lib.Work.from_json(flags.FLAGS.work)
   if not work.checkpoint:
     raise ValueError("run_trl needs Work.checkpoint (bench_peers writes it).")
   import datasets
@@ -63,7 +72,7 @@ def main(argv):
   import transformers
   import trl
 
-  torch.set_num_threads(_THREADS.value)
+  torch.set_num_threads(flags.FLAGS.threads)
   torch.manual_seed(work.seed)
   build = time.perf_counter()
   task = work_lib.task()
@@ -132,4 +141,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -23,7 +23,10 @@ import numpy as np
 
 from experiments.peers import work as work_lib
 
-_WORK = flags.DEFINE_string("work", "{}", "A work_lib.Work as JSON.")
+__all__ = [
+    "define_flags", "main",
+]
+
 
 
 class _Tokenizer:
@@ -63,9 +66,15 @@ class _BanningSampler:
     return getattr(self._sampler, name)
 
 
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """--work: the work as JSON."""
+  flags.DEFINE_string("work", "{}", "A work_lib.Work as JSON.",
+                      flag_values=flag_values)
+
+
 def main(argv):
   del argv
-  work = work_lib.Work.from_json(_WORK.value)
+  work = work_lib.Work.from_json(flags.FLAGS.work)
   import jax
   import jax.numpy as jnp
   from flax import nnx
@@ -160,4 +169,5 @@ def _version(dist: str) -> str:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

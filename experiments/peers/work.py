@@ -24,6 +24,12 @@ import numpy as np
 
 from experiments.tasks import base as task_base
 
+__all__ = [
+    "CLIP_EPSILON", "LEARNING_RATE", "MODELS", "RESULT_PREFIX", "TASK", "Work",
+    "device_peak_mb", "emit", "peak_rss_mb", "problems", "prompt_texts",
+    "rewards", "task",
+]
+
 # Decoder shapes by name. "toy" is the ~100k-parameter model of the CPU
 # table; "qwen2_5_0_5b" has Qwen2.5-0.5B's shapes (the GPU variant).
 MODELS = {

@@ -35,7 +35,8 @@ from experiments.rl import policy as policy_lib
 
 __all__ = [
     "TrainState", "UpdateBatch", "jit_sft_update", "jit_token_outputs",
-    "jit_update", "make_optimizer", "sft_update", "update",
+    "jit_update", "make_optimizer", "sft_update", "takes_own_old_logprobs",
+    "update",
 ]
 
 

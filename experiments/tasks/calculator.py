@@ -53,7 +53,7 @@ from experiments.tasks import step_scores
 __all__ = [
     "ANSWER", "ASSIGNMENTS", "CALL_PATTERN", "CalculatorConfig",
     "CalculatorTask", "PROMPT_END", "SOFT_SCALES", "SYMBOLS", "TOOL_NAME",
-    "call_metrics", "tool_call"
+    "call_metrics", "tool_call",
 ]
 
 SYMBOLS = "0123456789+-*[]=!>?"

@@ -15,7 +15,7 @@ import importlib
 import re
 
 __all__ = [
-    "HOW_TO_ADD", "register", "task_class", "task_names"
+    "HOW_TO_ADD", "register", "task_class", "task_names",
 ]
 
 # Name -> the task class, or its "module:Class" import path until first use.

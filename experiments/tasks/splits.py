@@ -24,7 +24,7 @@ import numpy as np
 
 __all__ = [
     "EVAL_FRACTION", "SPLITS", "check_split", "partition", "sample",
-    "split_hash", "split_of"
+    "split_hash", "split_of",
 ]
 
 SPLITS = ("train", "eval")
