@@ -14,12 +14,11 @@ imports this module).
 import importlib
 import re
 
-__all__ = [
-    "HOW_TO_ADD", "register", "task_class", "task_names",
-]
+import cajax
 
-# Name -> the task class, or its "module:Class" import path until first use.
-_TABLE: dict[str, type | str] = {}
+__all__ = [
+    "HOW_TO_ADD", "TASKS", "register", "task_class", "task_names",
+]
 
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -28,6 +27,10 @@ HOW_TO_ADD = (
     "(--config.task.name=my_package.my_module:MyTask) or call "
     "experiments.tasks.register('my_task', MyTask) from code that runs "
     "before the loop builds the task; docs/tasks.md shows a complete one.")
+
+# Name -> the task class, or its "module:Class" import path (imported when
+# the task is built).
+TASKS: cajax.Registry = cajax.Registry("task", how_to_add=HOW_TO_ADD)
 
 
 def register(name: str, cls: type | str) -> None:
@@ -54,16 +57,17 @@ def register(name: str, cls: type | str) -> None:
   elif not isinstance(cls, type):
     raise ValueError(f"cls must be a class or an import path, got "
                      f"{type(cls).__name__} {cls!r}.")
-  known = _TABLE.get(name)
-  if known is not None and known is not cls and _path(known) != _path(cls):
+  if name in TASKS:
+    if _path(TASKS[name]) == _path(cls):
+      return  # registering the same class again changes nothing
     raise ValueError(f"task name {name!r} is already registered to "
-                     f"{_path(known)}; choose another name.")
-  _TABLE[name] = cls
+                     f"{_path(TASKS[name])}; choose another name.")
+  TASKS.add(name, cls)
 
 
 def task_names() -> tuple[str, ...]:
   """Every registered task name, sorted."""
-  return tuple(sorted(_TABLE))
+  return tuple(sorted(TASKS.names()))
 
 
 def task_class(name: str) -> type:
@@ -76,14 +80,8 @@ def task_class(name: str) -> type:
   """
   if isinstance(name, str) and ":" in name:
     return _import(name)
-  if not isinstance(name, str) or name not in _TABLE:
-    raise ValueError(f"task name must be one of {task_names()} or an import "
-                     f"path 'package.module:Class', got {name!r}. "
-                     f"{HOW_TO_ADD}")
-  cls = _TABLE[name]
-  if isinstance(cls, str):
-    cls = _TABLE[name] = _import(cls)
-  return cls
+  cls = TASKS.lookup(name, "task.name")
+  return _import(cls) if isinstance(cls, str) else cls
 
 
 def _import(path: str) -> type:

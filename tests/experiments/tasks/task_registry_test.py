@@ -4,6 +4,8 @@ import textwrap
 
 import pytest
 
+import cajax
+
 import experiments.tasks
 from experiments.tasks import base
 from experiments.tasks import chain_arith
@@ -31,7 +33,9 @@ def fixture_outside_module(tmp_path, monkeypatch):
   name = f"outside_tasks_{abs(hash(str(tmp_path))) % 10**8}"
   (tmp_path / f"{name}.py").write_text(_MODULE)
   monkeypatch.syspath_prepend(str(tmp_path))
-  monkeypatch.setattr(registry, "_TABLE", dict(registry._TABLE))
+  tasks = cajax.Registry("task", {n: registry.TASKS[n] for n in registry.TASKS},
+                         how_to_add=registry.HOW_TO_ADD)
+  monkeypatch.setattr(registry, "TASKS", tasks)
   return name
 
 
