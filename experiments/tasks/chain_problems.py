@@ -111,3 +111,17 @@ def special_bans(tokenizer) -> tuple[int, ...]:
   if tokenizer.bos_id is not None:
     banned.add(tokenizer.bos_id)
   return tuple(sorted(banned))
+
+
+def lines_texts(num_problems: int, seed: int = 0) -> list[str]:
+  """Prompts and worked solutions (with wrong and filler steps) of both
+  chain tasks in the lines layout: text to train a tokenizer on."""
+  rng = np.random.default_rng(seed)
+  texts = []
+  for name in ("chain_arith", "calculator"):
+    task = base.make_task({"name": name, "tokenizer": "bytes"})
+    for problem in task.sample_problems(rng, num_problems):
+      texts.append(task.tokenizer.decode(problem.prompt_ids))
+      texts.append(task.tokenizer.decode(task.demonstration(
+          problem, rng, wrong_rate=0.2, filler_rate=0.2)))
+  return texts

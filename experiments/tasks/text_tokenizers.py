@@ -10,6 +10,7 @@ implements `base.Tokenizer`.
 import os
 from typing import Any, Sequence
 
+from experiments.models import tokenizer as tokenizer_lib
 from experiments.tasks import base
 
 _NUM_SPECIAL = 3
@@ -102,7 +103,6 @@ def load_tokenizer(spec: Any, eos_token: str | None = None,
       raise ValueError(f"tokenizer must be a local file; nothing is "
                        f"downloaded, got {spec!r}.")
     if os.path.isdir(spec):
-      from experiments.models import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
       return tokenizer_lib.Tokenizer(spec)
     if eos_token is None:
       raise ValueError(f"eos_token is needed with the tokenizer file "
