@@ -25,9 +25,9 @@ tokenizer among others: `offsets` maps the text back to tokens):
 
 Parsing (`split`), the same for both layouts: the text before the first
 answer mark (">" or "Answer:") holds the steps, cut after each step end
-(";" or a newline); a trailing piece without one is a step too; a piece of
-whitespace only (a blank line) joins the step before it (or, at the start,
-the step after it). The answer is the text after the mark, without
+(";" or a newline) by `offsets.cut`: a trailing piece without one is a
+step too, and a piece of whitespace only (a blank line) joins the step
+before it (or, at the start, the step after it). The answer is the text after the mark, without
 surrounding whitespace. Inside a step, whitespace around numbers and
 signs is allowed (`3 + 4 = 7`); the compact vocabulary has none.
 """
@@ -37,6 +37,7 @@ import re
 from typing import Callable
 
 from experiments.tasks import base
+from experiments.tasks import offsets
 from experiments.tasks import text_tokenizers
 
 NUMBER = r"(0|[1-9][0-9]*)"
@@ -165,18 +166,7 @@ def split(text: str, layout: Layout) -> Split:
   """Cuts a response's text into steps and the answer (module docstring)."""
   mark = text.find(layout.answer_mark)
   answer = None if mark < 0 else text[mark + len(layout.answer_mark):].strip()
-  end = len(text) if mark < 0 else mark
-  spans, start = [], 0
-  while start < end:
-    stop = text.find(layout.step_end, start, end)
-    stop = end if stop < 0 else stop + len(layout.step_end)
-    if text[start:stop].strip():
-      spans.append([start, stop])
-    elif spans:
-      spans[-1][1] = stop
-    start = stop
-  if spans:
-    spans[0][0] = 0  # leading blank lines join the first step
+  spans = offsets.cut(text, layout.step_end, len(text) if mark < 0 else mark)
   texts = [text[a:b] for a, b in spans]
   if not spans:
     spans = [[0, len(text)]]

@@ -103,6 +103,29 @@ def _prefix_ends(tokenizer, ids, text: str, first: int,
   return out
 
 
+def cut(text: str, separator: str, end: int | None = None) -> list[list[int]]:
+  """[start, stop) characters of the steps of text[:end].
+
+  A step ends after each `separator`; a trailing piece without one is a
+  step too (a separator at the very end opens no step). A piece of
+  whitespace only (a blank line) joins the step before it, or at the start
+  the step after it. [] when text[:end] holds no step.
+  """
+  end = len(text) if end is None else end
+  spans, start = [], 0
+  while start < end:
+    stop = text.find(separator, start, end)
+    stop = end if stop < 0 else stop + len(separator)
+    if text[start:stop].strip():
+      spans.append([start, stop])
+    elif spans:
+      spans[-1][1] = stop
+    start = stop
+  if spans:
+    spans[0][0] = 0
+  return spans
+
+
 def token_steps(ends: np.ndarray, boundaries: Sequence[int]) -> np.ndarray:
   """int32[T]: the step of each token, by its first character.
 
