@@ -38,9 +38,9 @@ from experiments.tasks import prm
 
 OPERATORS = "+-*"
 IDENTITY = {"+": 0, "-": 0, "*": 1}
-NUMBER = chain_text.NUMBER
-NUMBER_PATTERN = re.compile(rf"^{NUMBER}$")
-CHAIN_PATTERN = re.compile(rf"^{NUMBER}(?:[-+*]{NUMBER})+$")
+NUMBER_PATTERN = re.compile(rf"^{chain_text.NUMBER}$")
+CHAIN_PATTERN = re.compile(
+    rf"^{chain_text.NUMBER}(?:[-+*]{chain_text.NUMBER})+$")
 
 
 def apply(x: int, op: str, y: int, modulus: int) -> int:
