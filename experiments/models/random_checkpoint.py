@@ -34,13 +34,22 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-def train_tokenizer(texts, vocab_size: int) -> tokenizers.Tokenizer:
+def train_tokenizer(texts, vocab_size: int,
+                    max_token_length: int | None = None,
+                    pad_to: int | None = None) -> tokenizers.Tokenizer:
   """A byte-level BPE over `texts`, merging across every character class.
 
   Args:
     texts: the training text.
     vocab_size: the vocabulary size, special tokens and the 256 bytes
       included.
+    max_token_length: the longest token in characters (None: any; a small
+      corpus of repeated prompts otherwise merges whole sentences).
+    pad_to: add special filler tokens (`<|filler_k|>`, dropped by decode)
+      up to this many tokens, as Qwen's tokenizer fills 151665 of its
+      model's 151936 rows, so that the model has few ids past the
+      tokenizer (the loop bans those, at a cost that grows with their
+      number).
   """
   tokenizer = tokenizers.Tokenizer(tokenizer_models.BPE())
   tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False,
@@ -49,8 +58,12 @@ def train_tokenizer(texts, vocab_size: int) -> tokenizers.Tokenizer:
   trainer = trainers.BpeTrainer(
       vocab_size=vocab_size, special_tokens=[PAD, CHAT_START, EOS],
       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-      show_progress=False)
+      max_token_length=max_token_length, show_progress=False)
   tokenizer.train_from_iterator(list(texts), trainer)
+  size = tokenizer.get_vocab_size(with_added_tokens=True)
+  if pad_to is not None and pad_to > size:
+    tokenizer.add_special_tokens([f"<|filler_{i}|>"
+                                  for i in range(size, pad_to)])
   return tokenizer
 
 
@@ -81,7 +94,7 @@ def word_problems(num: int, seed: int = 0) -> list[str]:
 
 
 def write(directory, config: ModelConfig, texts, vocab_size: int,
-          seed: int = 0, mesh=None) -> pathlib.Path:
+          seed: int = 0, mesh=None, **tokenizer_options) -> pathlib.Path:
   """Writes a random checkpoint and a freshly trained tokenizer.
 
   Args:
@@ -93,6 +106,8 @@ def write(directory, config: ModelConfig, texts, vocab_size: int,
     vocab_size: the tokenizer's vocabulary size.
     seed: the parameters' seed.
     mesh: where to create the parameters (None: the first device).
+    **tokenizer_options: `max_token_length` and `pad_to` of
+      `train_tokenizer`.
 
   Returns:
     The directory.
@@ -100,7 +115,7 @@ def write(directory, config: ModelConfig, texts, vocab_size: int,
   Raises:
     ValueError: a model vocabulary smaller than the tokenizer's.
   """
-  tokenizer = train_tokenizer(texts, vocab_size)
+  tokenizer = train_tokenizer(texts, vocab_size, **tokenizer_options)
   size = tokenizer.get_vocab_size(with_added_tokens=True)
   if config.vocab_size < size:
     raise ValueError(f"config.vocab_size={config.vocab_size} cannot hold the "
