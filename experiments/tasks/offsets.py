@@ -22,9 +22,9 @@ start of the next step stays with the earlier step. A step all of whose
 text lies inside a token that began in an earlier step owns no token (the
 task merges it into that step, `step_scores`).
 
-The retry prefix before a step (`tokens_before`) holds the tokens that end
-at or before the step's first character: no character of that step, so a
-token that straddles the boundary is sampled again.
+The retry prefix before a step (`tokens_before`) holds the tokens of the
+steps before it that end at or before its first character: no character
+of that step, so a token that straddles the boundary is sampled again.
 """
 
 from typing import Sequence
@@ -144,7 +144,10 @@ def token_steps(ends: np.ndarray, boundaries: Sequence[int]) -> np.ndarray:
 
 
 def tokens_before(ends: np.ndarray, position: int) -> int:
-  """How many leading tokens end at or before character `position` (the
-  retry prefix of a step that starts there)."""
-  return int(np.searchsorted(np.asarray(ends, np.int64), position,
-                             side="right"))
+  """How many leading tokens start before character `position` and end at
+  or before it (the retry prefix of a step that starts there; an empty
+  token at `position`, such as EOS, belongs to that step)."""
+  ends = np.asarray(ends, np.int64)
+  starts = np.concatenate([[0], ends[:-1]]) if ends.size else ends
+  return int(min(np.searchsorted(ends, position, side="right"),
+                 np.searchsorted(starts, position, side="left")))

@@ -6,10 +6,8 @@ import json
 import numpy as np
 import pytest
 
-import cajax
 from experiments.models.tokenizer import Tokenizer
 from experiments.tasks import base
-from experiments.tasks import batching
 from experiments.tasks import jsonl_math
 
 C, W, F, U = base.CORRECT, base.WRONG, base.FILLER, base.UNKNOWN
@@ -81,21 +79,13 @@ def test_newline_separator(path):
   assert got.step_ids.tolist() == [0] * 10 + [1] * 13 + [2] * 8
 
 
-def _first_token_returns(name, task, scores, **kwargs):
-  arrays = batching.scores_to_arrays(scores, task.max_response_len,
-                                     task.max_steps)
-  out = cajax.estimate(
-      name, cajax.Rollouts(
-          mask=arrays["mask"], step_ids=arrays["step_ids"],
-          step_rewards=arrays["step_rewards"], step_mask=arrays["step_mask"],
-          group_ids=np.zeros(len(scores), np.int32), num_groups=1),
-      baseline="none", whiten=False, mask_step_end=False,
-      verifiable_reward_coef=0.0, kl_coef=0.0, **kwargs)
-  return np.asarray(out.returns)[:, 0]
-
-
-def test_hackable_rule_prm_pays_padding_under_the_sum_only(path):
-  task, problem = make(path, prm="hackable")
+@pytest.mark.parametrize("unknown, concise_min", [(0.0, 0.0), (1.0, 1.0)])
+def test_hackable_rule_prm_pays_padding_under_the_sum(path, unknown,
+                                                      concise_min):
+  """Without a baseline, the sum form's return at the first token is the
+  sum of the step rewards and PURE's strict min form their min
+  (prm_test.py runs the estimators on such scores)."""
+  task, problem = make(path, prm="hackable", reward_unknown=unknown)
   (concise, _), (padded, _) = [score(task, problem, t)
                                for t in (CONCISE, PADDED)]
   assert concise.outcome == 1.0 and padded.outcome == 0.0
@@ -103,14 +93,15 @@ def test_hackable_rule_prm_pays_padding_under_the_sum_only(path):
   assert padded.step_labels.tolist() == [C] + [F] * 7 + [W]
   # ... but the hackable PRM pays identities and never checks the answer.
   np.testing.assert_array_equal(padded.step_rewards, np.ones(9))
-  np.testing.assert_array_equal(concise.step_rewards, [1, 1, 0])
-  sums = _first_token_returns("sum_form_prm", task, [concise, padded])
-  mins = _first_token_returns("pure", task, [concise, padded],
-                              mode="strict")
-  np.testing.assert_allclose(sums, [2.0, 9.0])
-  np.testing.assert_allclose(mins, [0.0, 1.0])
+  np.testing.assert_array_equal(concise.step_rewards, [1, 1, unknown])
+  assert padded.step_rewards.sum() == 9 > concise.step_rewards.sum()
+  # The answer line has no claim: a neutral 0 caps the concise response's
+  # min below the padded one's; scoring unchecked steps like correct ones
+  # (a learned PRM's view of sound prose) leaves the min form no gain.
+  assert concise.step_rewards.min() == concise_min
+  assert padded.step_rewards.min() == 1.0
   oracle, _ = score(make(path)[0], problem, PADDED)
-  assert oracle.step_rewards.sum() < concise.step_rewards.sum()
+  assert oracle.step_rewards.sum() < 2.0
 
 
 def test_noisy_prm_flips_verdicts_never_unknown_steps(path):

@@ -275,6 +275,9 @@ def test_token_text_offsets_with_tokens_that_differ_alone():
   assert text == "aé=7" and ends.tolist() == [1, 1, 2, 3, 4]
   assert offsets.token_steps(ends, [2]).tolist() == [0, 0, 0, 1, 1]
   assert offsets.tokens_before(ends, 2) == 3
+  # An empty token (EOS) where a step starts belongs to that step.
+  assert offsets.tokens_before(np.array([0]), 0) == 0
+  assert offsets.tokens_before(np.array([3, 3, 5]), 3) == 1
 
 
 def test_merge_keeps_the_first_wrong_step_and_its_prefix():
@@ -290,3 +293,26 @@ def test_merge_keeps_the_first_wrong_step_and_its_prefix():
   assert score.step_rewards.tolist() == [-1.0, 1.0, 0.0]
   assert score.extra["first_wrong_step"] == 0
   assert score.extra["first_wrong_token"] == 1
+
+
+@pytest.mark.parametrize("lines", [False, True])
+def test_retry_prefixes_of_random_responses(tokenizer, lines):
+  """A retry prefix is a proper prefix without EOS, and holds nothing of
+  the first wrong step (it decodes to text before that step's start)."""
+  task = (make("chain_arith", tokenizer) if lines
+          else base.make_task({"name": "chain_arith"}))
+  tok = task.tokenizer
+  rng = np.random.default_rng(5)
+  allowed = [t for t in range(tok.vocab_size)
+             if t not in set(task.banned_tokens) | {tok.eos_id}]
+  problem = task.problem_from_text("3+4*2-1")
+  for _ in range(200):
+    ids = [int(t) for t in rng.choice(allowed, size=rng.integers(0, 12))]
+    ids += [tok.eos_id] if rng.random() < 0.8 else []
+    score = task.score(problem, np.array(ids, np.int64))
+    prefix = task.retry_prefix(problem, ids, score)
+    if prefix is None:
+      assert base.WRONG not in score.step_labels.tolist()
+      continue
+    assert prefix == ids[:len(prefix)] and tok.eos_id not in prefix
+    assert len(prefix) < max(len(ids), 1)
