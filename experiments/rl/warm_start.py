@@ -3,9 +3,10 @@
 RL needs a policy that already writes the task's format and, for the
 credit-assignment claims to be testable, one that still makes wrong and
 filler steps. A pretrained checkpoint (`model_path`) skips it unless
-`warm_start.pretrained` is set (`steps`). The demonstrations come from `task.demonstration` with the
-configured wrong-step and filler-step rates; the loss is the mean token
-negative log-likelihood of the response (observations excluded).
+`warm_start.pretrained` is set (`steps`). The demonstrations come from
+`task.demonstration` with the configured wrong-step and filler-step rates;
+the loss is the mean token negative log-likelihood of the response
+(observations excluded).
 """
 
 import numpy as np

@@ -14,9 +14,9 @@ class ChainProblems:
   """What the chain tasks share: tokenizer and layout, problems, budgets
   and demonstrations.
 
-  A subclass sets `name` and `config` (an `arith.ChainConfig`), calls `_set_up`, and
-  defines `_demo_ids(steps, answer)`: the ids (EOS included) of a response
-  made of these `arith.DemoStep`s and that answer.
+  A subclass sets `name` and `config` (an `arith.ChainConfig`), calls
+  `_set_up`, and defines `_demo_ids(steps, answer)`: the ids (EOS included)
+  of a response made of these `arith.DemoStep`s and that answer.
   """
 
   def _set_up(self, symbols: str, banned_symbols: str, tool: bool) -> None:
@@ -31,8 +31,9 @@ class ChainProblems:
     top = c.modulus - 1  # the numbers with the most digits
     self.max_prompt_len = self._prompts.max_len(
         c.prompt_text(top, [(c.ops[0], top)] * c.max_ops))
-    worst = self._demo_ids([arith.DemoStep(top, c.ops[0], top, top, base.CORRECT)]
-                           * c.max_ops, top)
+    worst = self._demo_ids(
+        [arith.DemoStep(top, c.ops[0], top, top, base.CORRECT)] * c.max_ops,
+        top)
     self.max_response_len = budget(c, len(worst),
                                    len(self._demo_ids([], top)))
     # Every step holds at least one token.
@@ -84,7 +85,8 @@ class ChainProblems:
     return ids
 
 
-def budget(config: arith.ChainConfig, solution_len: int, answer_len: int) -> int:
+def budget(config: arith.ChainConfig, solution_len: int,
+           answer_len: int) -> int:
   """The response budget: `max_response_len`, or two solutions' worth (room
   for wrong and filler steps) less one answer.
 

@@ -27,9 +27,10 @@ Parsing (`split`), the same for both layouts: the text before the first
 answer mark (">" or "Answer:") holds the steps, cut after each step end
 (";" or a newline) by `offsets.cut`: a trailing piece without one is a
 step too, and a piece of whitespace only (a blank line) joins the step
-before it (or, at the start, the step after it). The answer is the text after the mark, without
-surrounding whitespace. Inside a step, whitespace around numbers and
-signs is allowed (`3 + 4 = 7`); the compact vocabulary has none.
+before it (or, at the start, the step after it). The answer is the text
+after the mark, without surrounding whitespace. Inside a step, whitespace
+around numbers and signs is allowed (`3 + 4 = 7`); the compact vocabulary
+has none.
 """
 
 import dataclasses

@@ -19,7 +19,8 @@ def test_training_never_sees_an_evaluation_problem(tmp_path, monkeypatch):
     drawn[split].update(p.text for p in problems)
     return problems
 
-  monkeypatch.setattr(chain_problems.ChainProblems, "sample_problems", recording)
+  monkeypatch.setattr(chain_problems.ChainProblems, "sample_problems",
+                      recording)
   config = smoke.get_config()
   config.eval_every = 1  # four evaluations of fresh problems
   config.eval_problems = 16

@@ -32,8 +32,10 @@ def path(tmp_path):
 def make(path, **config):
   task = jsonl_math.JsonlMathTask({"path": path, "max_response_len": 160,
                                    **config})
-  (problem,) = [p for p in task._problems if p.text == QUESTION]  # pylint: disable=protected-access
-  return task, problem
+  rng = np.random.default_rng(0)
+  drawn = task.sample_problems(rng, 64) + task.sample_problems(rng, 64,
+                                                               "eval")
+  return task, next(p for p in drawn if p.text == QUESTION)
 
 
 def score(task, problem, text, eos=True):

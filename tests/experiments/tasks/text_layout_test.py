@@ -11,6 +11,7 @@ from experiments.models.tokenizer import Tokenizer
 from experiments.tasks import base
 from experiments.tasks import offsets
 from experiments.tasks import step_scores
+from experiments.tasks import text_tokenizers
 
 C, W, F = base.CORRECT, base.WRONG, base.FILLER
 SOLUTION = "3+4=7\n7*2=4\n4-1=3\nAnswer: 3"
@@ -119,7 +120,8 @@ def test_demonstrations_round_trip_and_step_ids(tokenizer):
     clean = task.demonstration(problem, rng)
     assert task.score(problem, np.array(clean)).outcome == 1.0
     ids = task.demonstration(problem, rng, 0.3, 0.3)
-    assert len(ids) <= task.max_response_len and ids[-1] == task.tokenizer.eos_id
+    assert len(ids) <= task.max_response_len
+    assert ids[-1] == task.tokenizer.eos_id
     text = tokenizer.decode(ids)
     score = task.score(problem, np.array(ids))
     want = reference_steps(tokenizer, ids, line_starts(text))
@@ -269,7 +271,6 @@ def test_token_text_offsets_with_tokens_that_differ_alone():
   text, ends = offsets.TokenText(tok).decode(ids)
   assert text == "x is 7\nx is 7"
   assert ends.tolist() == [1, 4, 6, 7, 8, 11, 13]
-  from experiments.tasks import text_tokenizers  # pylint: disable=g-import-not-at-top
   byte = text_tokenizers.ByteVocab()
   text, ends = offsets.TokenText(byte).decode(byte.encode("aé=7"))
   assert text == "aé=7" and ends.tolist() == [1, 1, 2, 3, 4]
