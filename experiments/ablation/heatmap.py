@@ -38,10 +38,12 @@ def _pick_row(scored) -> int:
 
 
 def advantage_map(ablation, size: str, init_checkpoint: str | None,
-                  path: str, group_size: int = 8, seed: int = 12345):
-  """Draws the map to `path`; returns {arm: advantages of the row}."""
+                  path: str, group_size: int = 8, seed: int = 12345,
+                  overrides: dict | None = None):
+  """Draws the map to `path`; returns {arm: advantages of the row}.
+  `overrides` are the runs' command-line overrides (`spec.build_config`)."""
   arms = list(ablation.arms)
-  config = spec.build_config(ablation, f"{arms[0]},0,{size}")
+  config = spec.build_config(ablation, f"{arms[0]},0,{size}", overrides)
   exp = experiment.Experiment(config)
   graphdef, params, rest = exp.new_policy(value_head=False)
   if init_checkpoint:
@@ -70,14 +72,15 @@ def advantage_map(ablation, size: str, init_checkpoint: str | None,
   out = {}
   for arm in arms:
     rl = run_config.validate(
-        spec.build_config(ablation, f"{arm},0,{size}")).rl
+        spec.build_config(ablation, f"{arm},0,{size}", overrides)).rl
     rollouts = rollouts_lib.build_batch(
         rl.resolved, responses, scored, group_ids, 1, statistics=stats,
         reward_source=rl.reward_source,
         baseline_scores=np.zeros(group_size, np.float32))
     out[arm] = np.asarray(rl.resolved.function(rollouts).advantages[row])
   length = int(responses.valid[row].sum())
-  text = [exp.task.tokenizer.decode([int(t)]) or "·"
+  # Escaped (newlines, control bytes of a real tokenizer's pieces).
+  text = [repr(exp.task.tokenizer.decode([int(t)]))[1:-1] or "·"
           for t in responses.tokens[row, :length]]
   grid = np.stack([out[a][:length] for a in arms])
   scale = np.max(np.abs(grid)) or 1.0

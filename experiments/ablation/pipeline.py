@@ -18,9 +18,11 @@ __all__ = [
 NAMES = ablations.ABLATIONS.names()
 
 
-def plans(names, size: str, seeds: int | None, workdir: str) -> dict:
+def plans(names, size: str, seeds: int | None, workdir: str,
+          overrides: dict | None = None) -> dict:
   """{name: (warm-start runs, arm runs)} (see `runner.plan`)."""
-  return {name: runner.plan(name, size, seeds, workdir) for name in names}
+  return {name: runner.plan(name, size, seeds, workdir, overrides)
+          for name in names}
 
 
 def pooled(planned: dict) -> list:
@@ -34,14 +36,19 @@ def _seeds(runs) -> int:
   return len({r.config_arg.split(",")[1] for r in runs})
 
 
-def _registered(name: str, size: str, runs) -> tuple:
+def _registered(name: str, size: str, runs, overrides) -> tuple:
   ablation = spec.load(name).get_ablation()
-  return ablation, preregistration.plan(ablation, size, _seeds(runs))
+  return ablation, preregistration.plan(ablation, size, _seeds(runs),
+                                        overrides)
 
 
 def run(names, *, size: str, seeds: int | None, workdir: str, parallel: int,
-        command: str, show_progress: bool = True) -> dict[str, list[dict]]:
+        command: str, show_progress: bool = True,
+        overrides: dict | None = None) -> dict[str, list[dict]]:
   """Runs (or resumes) the ablations `names`; {name: its judged claims}.
+
+  `overrides` ({dotted key: value}, e.g. {"model_path": DIR}) go to every
+  run and into the registration.
 
   Every ablation's plan is registered (or checked against its stored
   registration) before anything trains. Warm starts and arms share one
@@ -52,20 +59,20 @@ def run(names, *, size: str, seeds: int | None, workdir: str, parallel: int,
     preregistration.PreregistrationError: a plan changed after its runs
       started.
   """
-  planned = plans(names, size, seeds, workdir)
+  planned = plans(names, size, seeds, workdir, overrides)
   for name, (_, runs) in planned.items():
-    ablation, registered = _registered(name, size, runs)
+    ablation, registered = _registered(name, size, runs, overrides)
     preregistration.register(spec.output_dir(workdir, ablation, size),
                              registered, [r.workdir for r in runs],
                              runner.xla_flags())
   runner.execute(pooled(planned), parallel, show_progress)
   return {name: evidence(name, *planned[name], size=size, workdir=workdir,
-                         command=command)
+                         command=command, overrides=overrides)
           for name in names}
 
 
 def evidence(name: str, warm: list, runs: list, *, size: str, workdir: str,
-             command: str) -> list[dict]:
+             command: str, overrides: dict | None = None) -> list[dict]:
   """Writes results.json, plots and report.md of finished runs; returns
   the judged claims.
 
@@ -73,7 +80,7 @@ def evidence(name: str, warm: list, runs: list, *, size: str, workdir: str,
     preregistration.PreregistrationError: the ablation's plan is not the
       one its runs were registered under.
   """
-  ablation, registered = _registered(name, size, runs)
+  ablation, registered = _registered(name, size, runs, overrides)
   outdir = spec.output_dir(workdir, ablation, size)
   stored = preregistration.check(outdir, registered)
   results = report.collect(runs)
@@ -83,7 +90,8 @@ def evidence(name: str, warm: list, runs: list, *, size: str, workdir: str,
   seeds = _seeds(runs)
   init = next((r.after.warm_start_dir for r in runs if r.after), None)
   heatmap.advantage_map(ablation, size, init,
-                        os.path.join(outdir, f"{name}_advantages.png"))
+                        os.path.join(outdir, f"{name}_advantages.png"),
+                        overrides=overrides)
   used = {id(r.after): r.after for r in runs if r.after}
   report.write(ablation, results, judged, outdir, size=size, seeds=seeds,
                command=command, registration=stored,

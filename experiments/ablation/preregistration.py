@@ -3,7 +3,9 @@
 `register` writes `preregistration.json` into an ablation's output folder
 before its runs start: the plan (claims, metrics, reductions, directions,
 smallest effects, α, correction, test, power and version; the arms, base,
-common and size overrides; seeds and warm starts), its SHA-256, the git
+common and size overrides; seeds and warm starts; the command line's
+config overrides and the identity of a `model_path` checkpoint), its
+SHA-256, the git
 commit, the time and the machine. Re-running with the same plan resumes.
 Once runs have started, a different plan is refused, by the runner before
 it trains and by the report before it gives verdicts, naming what changed:
@@ -23,6 +25,7 @@ import jax
 import jaxlib
 
 from experiments.ablation import spec
+from experiments.models import hf
 
 __all__ = [
     "FILE", "PreregistrationError", "check", "commit", "digest", "environment",
@@ -36,11 +39,24 @@ class PreregistrationError(RuntimeError):
   """The ablation's plan differs from the one its runs started under."""
 
 
-def plan(ablation: spec.Ablation, size: str, seeds: int) -> dict:
+def plan(ablation: spec.Ablation, size: str, seeds: int,
+         overrides: dict | None = None) -> dict:
   """Everything the verdicts depend on that must be fixed before the runs
-  (the cost model's timing is not: it plans, it does not decide)."""
+  (the cost model's timing is not: it plans, it does not decide).
+
+  Command-line `overrides` join the plan when there are any, and a
+  `model_path` checkpoint's identity with them (`hf.checkpoint_identity`),
+  so runs on different models, or on a checkpoint changed in place, never
+  share a registration.
+  """
   chosen = spec.check_size(ablation, size)
+  extra = {}
+  if overrides:
+    extra["overrides"] = dict(overrides)
+  if (overrides or {}).get("model_path"):
+    extra["model"] = hf.checkpoint_identity(overrides["model_path"])
   return {
+      **extra,
       "ablation": ablation.name, "version": ablation.version,
       "claims": [dataclasses.asdict(c) for c in ablation.claims],
       "alpha": ablation.alpha, "correction": ablation.correction,

@@ -23,6 +23,7 @@ import tqdm
 
 from experiments.ablation import cost
 from experiments.ablation import spec
+from experiments.rl import warm_start
 
 __all__ = [
     "Run", "execute", "plan", "xla_flags",
@@ -72,12 +73,14 @@ class Run:
       return sum(1 for line in f if line.strip())
 
 
-def plan(name: str, size: str, seeds: int | None, workdir: str):
+def plan(name: str, size: str, seeds: int | None, workdir: str,
+         overrides: dict | None = None):
   """(warm-start runs, arm runs) of an ablation, arm runs by seed then arm.
 
-  `seeds` None takes the size's. Warm-start runs of different ablations
-  with the same key are equal (the same workdir), so a caller may pool
-  several ablations' plans.
+  `seeds` None takes the size's. `overrides` ({dotted key: value}, e.g.
+  {"model_path": DIR}) go to every run. Warm-start runs of different
+  ablations with the same key are equal (the same workdir), so a caller
+  may pool several ablations' plans.
   """
   module = spec.load(name)
   ablation = module.get_ablation()
@@ -85,24 +88,25 @@ def plan(name: str, size: str, seeds: int | None, workdir: str):
   config_file = module.__file__
   outdir = spec.output_dir(workdir, ablation, size)
   warm, runs = {}, []
+  flags = spec.override_flags(overrides)
   for seed in range(chosen.seeds if seeds is None else seeds):
     warm_seed = spec.warm_seed(ablation, size, seed)
     for arm in ablation.arms:
-      config = spec.build_config(ablation, f"{arm},{seed},{size}")
+      config = spec.build_config(ablation, f"{arm},{seed},{size}", overrides)
       key = spec.warm_start_key(config, warm_seed)
-      if key not in warm and config.warm_start.steps > 0:
-        warm_config = spec.build_config(ablation,
-                                        f"{arm},{warm_seed},{size}")
+      if key not in warm and warm_start.steps(config) > 0:
+        warm_config = spec.build_config(
+            ablation, f"{arm},{warm_seed},{size}", overrides)
         warm_config.rl.num_steps = 0
         warm[key] = Run(f"warm start {key[:6]}", config_file,
                         f"{arm},{warm_seed},{size}",
                         os.path.join(workdir, "warm_starts", key), 0,
-                        ("--config.rl.num_steps=0",),
+                        flags + ("--config.rl.num_steps=0",),
                         seconds=cost.run_seconds(warm_config, chosen.timing))
       runs.append(Run(f"{name}/{arm} s{seed}", config_file,
                       f"{arm},{seed},{size}",
                       os.path.join(outdir, arm, f"seed{seed}"),
-                      config.rl.num_steps, after=warm.get(key),
+                      config.rl.num_steps, flags, after=warm.get(key),
                       seconds=cost.run_seconds(config, chosen.timing)))
   return list(warm.values()), runs
 

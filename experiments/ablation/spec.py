@@ -245,22 +245,28 @@ def load(name: str):
   return ablations.ABLATIONS[name]
 
 
-def apply(config: ml_collections.ConfigDict, overrides: dict) -> None:
-  """Sets each dotted key of `overrides` on `config` (keys must exist)."""
+def apply(config: ml_collections.ConfigDict, overrides: dict,
+          new_keys: bool = False) -> None:
+  """Sets each dotted key of `overrides` on `config` (the keys must exist
+  unless `new_keys`, as for command-line overrides, which the run's config
+  check judges)."""
   for key, value in overrides.items():
     *path, leaf = key.split(".")
     node = config
     for part in path:
       node = node[part]
-    if leaf not in node:
+    if leaf not in node and not new_keys:
       raise ValueError(f"override {key!r}: the config has no key {leaf!r}.")
     if isinstance(value, dict):
       value = ml_collections.ConfigDict(value)
     node[leaf] = value
 
 
-def build_config(ablation: Ablation, arg: str) -> ml_collections.ConfigDict:
-  """The train config of one run: "<arm>,<seed>,<size>"."""
+def build_config(ablation: Ablation, arg: str,
+                 overrides: dict | None = None) -> ml_collections.ConfigDict:
+  """The train config of one run: "<arm>,<seed>,<size>", then the
+  command line's `overrides` ({dotted key: value}, e.g. {"model_path":
+  DIR}), which every run of the ablation gets (`override_flags`)."""
   try:
     arm, seed, size = arg.split(",")
     seed = int(seed)
@@ -274,9 +280,29 @@ def build_config(ablation: Ablation, arg: str) -> ml_collections.ConfigDict:
   apply(config, dict(ablation.common))
   apply(config, dict(ablation.sizes[size].overrides))
   apply(config, dict(ablation.arms[arm]))
+  apply(config, dict(overrides or {}), new_keys=True)
   config.seed = seed
   config.show_progress = False
   return config
+
+
+def override_flags(overrides: dict | None) -> tuple[str, ...]:
+  """`--config.<key>=<value>` flags that set `overrides` in a run.
+
+  Raises:
+    ValueError: a value that is not a bool, int, float or string.
+  """
+  flags = []
+  for key, value in (overrides or {}).items():
+    if isinstance(value, bool):
+      text = "true" if value else "false"
+    elif isinstance(value, (int, float, str)):
+      text = repr(value) if isinstance(value, float) else str(value)
+    else:
+      raise ValueError(f"override {key!r}: {value!r} is not a bool, int, "
+                       f"float or string; set a mapping key by key.")
+    flags.append(f"--config.{key}={text}")
+  return tuple(flags)
 
 
 def check_size(ablation: Ablation, size: str) -> Size:
@@ -305,8 +331,13 @@ def warm_start_key(config: ml_collections.ConfigDict, seed: int) -> str:
   """
   task = {k: v for k, v in config.task.to_dict().items()
           if not k.startswith(_SCORING_ONLY)}
+  # Whether a checkpoint is warm-started decides only whether the warm
+  # start exists (model_path is in the key): left out, so the keys of
+  # earlier runs stay the same.
+  warm = {k: v for k, v in config.warm_start.to_dict().items()
+          if k != "pretrained"}
   shared = {"task": task, "model": config.model.to_dict(),
-            "warm_start": config.warm_start.to_dict(),
+            "warm_start": warm,
             "budget": config.sampling.max_new_tokens,
             "model_path": config.model_path, "seed": seed}
   text = json.dumps(shared, sort_keys=True, default=str)

@@ -33,7 +33,10 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.warm_start = ml_collections.ConfigDict(dict(
       steps=1500, batch_size=64, learning_rate=1e-3, wrong_rate=0.2,
-      filler_rate=0.1))
+      filler_rate=0.1,
+      # Also warm-start a pretrained model_path checkpoint (an instruct
+      # model already follows the task's format: off by default).
+      pretrained=False))
   # Start RL from this checkpoint directory's params instead (a warm start
   # shared by several runs); empty: warm-start inside workdir.
   c.init_checkpoint = ""

@@ -160,6 +160,10 @@ _SIZES = {
     # CPU experiments: about 100k parameters for a vocabulary of ~32.
     "toy": dict(vocab_size=32, hidden_size=64, num_layers=2, num_heads=4,
                 num_kv_heads=2, head_dim=16, intermediate_size=192),
+    "qwen2_5_0_5b": dict(vocab_size=151936, hidden_size=896, num_layers=24,
+                         num_heads=14, num_kv_heads=2, head_dim=64,
+                         intermediate_size=4864, rope_theta=1e6,
+                         tie_embeddings=True, qkv_bias=True),
     "qwen2_5_1_5b": dict(vocab_size=151936, hidden_size=1536, num_layers=28,
                          num_heads=12, num_kv_heads=2, head_dim=128,
                          intermediate_size=8960, rope_theta=1e6,

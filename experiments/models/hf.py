@@ -12,6 +12,7 @@ no full host copy per device is made.
 """
 
 import contextlib
+import hashlib
 import json
 import pathlib
 import shutil
@@ -122,6 +123,34 @@ def _tensor_files(path: pathlib.Path) -> dict:
     with safe_open(file, framework="numpy") as f:
       out.update({name: file for name in f.keys()})
   return out
+
+
+def checkpoint_identity(path, sample_bytes: int = 1 << 20) -> str:
+  """A SHA-256 that tells checkpoints apart, cheap at any size.
+
+  It covers config.json, the tokenizer files and, of every safetensors
+  file, its name, size and first and last `sample_bytes` (weights differ
+  throughout between checkpoints, so a sample tells them apart without
+  reading gigabytes).
+  """
+  path = pathlib.Path(path)
+  digest = hashlib.sha256()
+  names = ["config.json", *TOKENIZER_FILES]
+  names += sorted(p.name for p in path.glob("*.safetensors"))
+  for name in names:
+    file = path / name
+    if not file.is_file():
+      continue
+    size = file.stat().st_size
+    digest.update(f"{name}:{size}:".encode())
+    with open(file, "rb") as f:
+      if not name.endswith(".safetensors") or size <= 2 * sample_bytes:
+        digest.update(f.read())
+      else:
+        digest.update(f.read(sample_bytes))
+        f.seek(size - sample_bytes)
+        digest.update(f.read(sample_bytes))
+  return digest.hexdigest()
 
 
 def _ignorable(name: str, config: ModelConfig) -> bool:

@@ -21,6 +21,12 @@ Counts (bytes per device, FSDP over `fsdp` devices, per-device batch):
 
 XLA's buffer reuse and fusion move the real peak; read these as the sizes to
 plan with, not measurements.
+
+`rl_step_seconds` adds a roofline time for one RL step (sampling, log-prob
+passes, update): each phase takes at least the longer of its FLOPs at the
+device's peak and its bytes at its memory bandwidth. It is a lower bound:
+decoding one token at a time at a batch of 64 is bound by kernel launches,
+not by FLOPs or bytes, so a measured step takes several times longer.
 """
 
 import dataclasses
@@ -107,6 +113,56 @@ def estimate(config: ModelConfig, batch: int, seq_len: int, *,
            _bytes(cache_dtype or config.dtype))
   return MemoryEstimate(params=param, grads=param, optimizer=optimizer,
                         activations=kept, head=head, kv_cache=cache)
+
+
+# NVIDIA H100 SXM datasheet: dense bf16 tensor-core peak, HBM3 bandwidth.
+H100_PEAK_FLOPS = 989e12
+H100_BANDWIDTH = 3.35e12
+
+
+def rl_step_seconds(config: ModelConfig, rows: int, prompt_len: int,
+                    response_len: int, *, forward_passes: int = 1,
+                    peak_flops: float = H100_PEAK_FLOPS,
+                    bandwidth: float = H100_BANDWIDTH) -> dict:
+  """Roofline lower bounds, in seconds, of one RL step's phases.
+
+  N counts the parameters of the matrix products (the output head once,
+  not the embedding lookup). Per phase:
+    sample:   prefill, 2N FLOPs per prompt token; then per response token a
+              decode step of 2N·rows FLOPs that reads the parameters and
+              the KV cache so far once;
+    logprobs: `forward_passes` forward passes over prompt and response
+              (the old policy's; 2 with a reference policy), 2N per token;
+    update:   forward and backward, 6N per token (8N with full remat).
+
+  Args:
+    config: the model (param_dtype, dtype and remat are used).
+    rows: sequences per step (groups x group size).
+    prompt_len, response_len: tokens per sequence.
+    forward_passes: log-prob passes besides the update.
+    peak_flops, bandwidth: the device's (default: an H100 SXM).
+
+  Returns:
+    {"sample", "logprobs", "update", "total"}: seconds.
+  """
+  config.validate()
+  n = config.num_params - (0 if config.tie_embeddings else
+                           config.vocab_size * config.hidden_size)
+  tokens = rows * (prompt_len + response_len)
+  param_bytes = config.num_params * _bytes(config.param_dtype)
+  kv_per_token = (2 * config.num_layers * config.num_kv_heads
+                  * config.head_dim * _bytes(config.dtype))
+  prefill = max(2 * n * rows * prompt_len / peak_flops,
+                param_bytes / bandwidth)
+  decode = sum(max(2 * n * rows / peak_flops,
+                   (param_bytes + kv_per_token * rows * (prompt_len + t))
+                   / bandwidth) for t in range(response_len))
+  backward = 8 if config.remat == "full" else 6
+  out = {"sample": prefill + decode,
+         "logprobs": forward_passes * 2 * n * tokens / peak_flops,
+         "update": backward * n * tokens / peak_flops}
+  out["total"] = sum(out.values())
+  return out
 
 
 def markdown_table(rows) -> str:

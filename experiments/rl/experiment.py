@@ -62,7 +62,8 @@ class Experiment:
         max_new_tokens=sc.max_new_tokens, temperature=sc.temperature,
         top_k=sc.top_k, top_p=sc.top_p,
         stop_tokens=tuple(self.task.stop_tokens),
-        banned_tokens=tuple(self.task.banned_tokens))
+        banned_tokens=tuple(self.task.banned_tokens) + _padding_rows(
+            self.task.tokenizer.vocab_size, self.model_config.vocab_size))
 
   def new_policy(self, value_head: bool):
     """(graphdef, params pure dict, rest) of a new policy: random, or the
@@ -124,6 +125,19 @@ class Experiment:
                                       self.task.max_steps)
     return {**outcome_metrics(scored, responses, "eval"),
             "eval/seconds": time.perf_counter() - clock}
+
+
+def _padding_rows(tokenizer_size: int, model_size: int) -> tuple[int, ...]:
+  """Ids the model has and the tokenizer does not (Qwen pads its 151665
+  tokens to 151936 rows): banned, so no response holds one.
+
+  Raises:
+    ValueError: a tokenizer larger than the model's vocabulary.
+  """
+  if tokenizer_size > model_size:
+    raise ValueError(f"the task's tokenizer has {tokenizer_size} tokens, "
+                     f"more than the model's vocab_size={model_size}.")
+  return tuple(range(tokenizer_size, model_size))
 
 
 def _checkpoint_task(config) -> dict:

@@ -84,12 +84,14 @@ class Sampling:
 
 @dataclasses.dataclass(frozen=True)
 class WarmStart:
-  """`warm_start.*`: supervised steps on demonstrations with mistakes."""
+  """`warm_start.*`: supervised steps on demonstrations with mistakes
+  (`pretrained`: also before RL from a `model_path` checkpoint)."""
   steps: int
   batch_size: int
   learning_rate: float
   wrong_rate: float
   filler_rate: float
+  pretrained: bool
 
   def __post_init__(self):
     _at_least(self.steps, 0, "warm_start.steps")

@@ -1,7 +1,8 @@
 """The training program: warm start, then RL (sample → score → estimate →
 update), with evaluation, checkpoints and metrics under one workdir.
 
-    workdir/warm_start/   supervised warm start (skipped with init_checkpoint)
+    workdir/warm_start/   supervised warm start (skipped with init_checkpoint,
+                          and from a pretrained model_path by default)
     workdir/checkpoints/  RL checkpoints (orbax), resumed automatically
     workdir/train_metrics.jsonl, eval_metrics.jsonl, tensorboard/
 """
@@ -93,7 +94,7 @@ def initial_params(exp: experiment.Experiment, workdir: str,
     source = os.path.join(config.init_checkpoint, "checkpoints")
     decoder = checkpoints.restore_params(
         source, {"decoder": params["decoder"]})["decoder"]
-  elif config.warm_start.steps > 0:
+  elif warm_start.steps(config) > 0:
     decoder = run_warm_start(exp, workdir)["decoder"]
   else:
     return params

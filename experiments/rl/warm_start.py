@@ -2,9 +2,11 @@
 
 RL needs a policy that already writes the task's format and, for the
 credit-assignment claims to be testable, one that still makes wrong and
-filler steps. The demonstrations come from `task.demonstration` with the
-configured wrong-step and filler-step rates; the loss is the mean token
-negative log-likelihood of the response (observations excluded).
+filler steps. A pretrained checkpoint (`model_path`) skips it unless
+`warm_start.pretrained` is set (`steps`). The demonstrations come from
+`task.demonstration` with the configured wrong-step and filler-step rates;
+the loss is the mean token negative log-likelihood of the response
+(observations excluded).
 """
 
 import numpy as np
@@ -13,6 +15,16 @@ from experiments.rl import rollouts as rollouts_lib
 from experiments.tasks import base as task_base
 
 __all__ = ["demonstration_batch"]
+
+
+def steps(config) -> int:
+  """The warm start's steps: `warm_start.steps`, or 0 when RL starts from a
+  pretrained `model_path` and `warm_start.pretrained` is off (an instruct
+  model already writes the task's format). `config` is a `run_config.Run`
+  or its ConfigDict."""
+  if config.model_path and not config.warm_start.pretrained:
+    return 0
+  return config.warm_start.steps
 
 
 def demonstration_batch(task: task_base.Task, rng: np.random.Generator,

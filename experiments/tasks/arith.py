@@ -27,13 +27,14 @@ effect on response length can show.
 """
 
 import dataclasses
-import hashlib
 import re
+from typing import Any, Callable
 
 import numpy as np
 
 from experiments.tasks import base
-from experiments.tasks import splits
+from experiments.tasks import chain_text
+from experiments.tasks import prm
 
 __all__ = [
     "CHAIN_PATTERN", "ChainConfig", "ChainProblems", "DemoStep", "IDENTITY",
@@ -44,10 +45,9 @@ __all__ = [
 
 OPERATORS = "+-*"
 IDENTITY = {"+": 0, "-": 0, "*": 1}
-NUMBER = r"(0|[1-9][0-9]*)"
-STEP_PATTERN = re.compile(rf"^{NUMBER}([-+*]){NUMBER}={NUMBER}$")
-NUMBER_PATTERN = re.compile(rf"^{NUMBER}$")
-CHAIN_PATTERN = re.compile(rf"^{NUMBER}(?:[-+*]{NUMBER})+$")
+NUMBER_PATTERN = re.compile(rf"^{chain_text.NUMBER}$")
+CHAIN_PATTERN = re.compile(
+    rf"^{chain_text.NUMBER}(?:[-+*]{chain_text.NUMBER})+$")
 
 
 def apply(x: int, op: str, y: int, modulus: int) -> int:
@@ -66,50 +66,44 @@ def is_identity(x: int, op: str, y: int, z: int) -> bool:
   return y == IDENTITY[op] and z == x
 
 
-def stable_hash(*parts) -> int:
-  """A 64-bit hash of ints, strings and lists of ints, stable across runs."""
-  digest = hashlib.blake2b(repr(parts).encode(), digest_size=8)
-  return int.from_bytes(digest.digest(), "little")
-
-
 @dataclasses.dataclass(frozen=True)
-class ChainConfig:
-  """Difficulty and process reward model of an arithmetic-chain task.
+class ChainConfig(prm.PrmConfig):
+  """Difficulty, text layout and process reward model of a chain task.
 
   Attributes:
     min_ops, max_ops: k, the number of operations, is uniform in
       [min_ops, max_ops] (the difficulty).
     ops: the operators problems draw from, a subset of "+-*".
     modulus: m ≥ 2; every number is in [0, m) (m = 10: one digit each).
-    prm: "oracle", "noisy" or "hackable" (see `prm.py`).
-    prm_noise: flip probability of the noisy PRM.
-    prm_seed: seed of the noisy PRM's flips.
-    reward_correct, reward_wrong, reward_filler: PRM score of a correct, a
-      wrong and a filler step.
-    reward_hacked: the hackable PRM's score of a vacuous identity step.
     max_response_len: response budget in tokens; None sizes it for two
       steps per operation (one filler each) and the answer.
     free_length: allow checks (see the module docstring); the chain tasks'
       length variant.
     check_rate: with free_length, the probability that a demonstration
       re-checks each correct step.
+    tokenizer: None: the task's character vocabulary and the compact
+      layout; else "bytes", a checkpoint directory or a tokenizer object,
+      and the lines layout (`chain_text`). The loop sets it to the
+      checkpoint's tokenizer when `model_path` is set.
+    chat_template: optional callable prompt text -> the chat-formatted
+      prompt (lines layout; the loop passes the checkpoint's).
+    And the PRM's fields (`prm.PrmConfig`).
   """
   min_ops: int = 2
   max_ops: int = 4
   ops: str = "+-*"
   modulus: int = 10
-  prm: str = "oracle"
-  prm_noise: float = 0.1
-  prm_seed: int = 0
-  reward_correct: float = 1.0
-  reward_wrong: float = -1.0
-  reward_filler: float = 0.0
-  reward_hacked: float = 1.0
   max_response_len: int | None = None
   free_length: bool = False
   check_rate: float = 0.5
+  tokenizer: Any = None
+  chat_template: Callable[[str], str] | None = None
 
   def __post_init__(self):
+    super().__post_init__()
+    if self.chat_template is not None and not callable(self.chat_template):
+      raise ValueError(f"chat_template must be a callable or None, got "
+                       f"{self.chat_template!r}.")
     if not self.ops or set(self.ops) - set(OPERATORS) or len(
         set(self.ops)) != len(self.ops):
       raise ValueError(f"ops must be distinct operators from {OPERATORS!r},"
@@ -123,7 +117,6 @@ class ChainConfig:
     if not 1 <= self.min_ops <= self.max_ops:
       raise ValueError(f"need 1 ≤ min_ops ≤ max_ops, got min_ops="
                        f"{self.min_ops}, max_ops={self.max_ops}.")
-    base.check_rate(self.prm_noise, "prm_noise")
     base.check_rate(self.check_rate, "check_rate")
     if not isinstance(self.free_length, bool):
       raise ValueError(f"free_length must be a bool, got "
@@ -239,91 +232,6 @@ def demo_steps(config: ChainConfig, start: int, operations,
   return steps
 
 
-def demo_text(steps: list[DemoStep], start: int, step_format: str,
-              answer_mark: str, budget: int) -> str:
-  """The text of a demonstration that fits in `budget` characters.
-
-  Filler steps (checks included) are dropped from the end until it fits
-  (they do not change the final value), so a tight budget lowers the filler
-  rate of long chains only.
-
-  Args:
-    steps: from `demo_steps`.
-    start: the chain's start (the answer when there is no step).
-    step_format: format of a step with fields x, op, y, z.
-    answer_mark: the text before the answer.
-    budget: the most characters (one per token).
-
-  Returns:
-    The steps then the answer, without EOS.
-  """
-  pieces = [step_format.format(x=s.x, op=s.op, y=s.y, z=s.z) for s in steps]
-  answer = f"{answer_mark}{steps[-1].z if steps else start}"
-  size = sum(map(len, pieces)) + len(answer)
-  for index in reversed(range(len(steps))):
-    if size <= budget:
-      break
-    if steps[index].label == base.FILLER:
-      size -= len(pieces[index])
-      pieces[index] = ""
-  return "".join(pieces) + answer
-
-
-# Ends every prompt (the model answers after it; never sampled).
-PROMPT_END = "?"
-
-
-class ChainProblems:
-  """Problems of the chain tasks: needs `config` (a ChainConfig),
-  `tokenizer` and `name`."""
-
-  def sample_problems(self, rng: np.random.Generator, n: int,
-                      split: str = "train") -> list[base.Problem]:
-    """n problems of `split` (see `splits`), k uniform in [min_ops,
-    max_ops]; deterministic in rng."""
-    chains = splits.sample(self.config.sample_chain,
-                           lambda chain: self.config.prompt_text(*chain),
-                           rng, n, split)
-    return [self._problem(*chain) for chain in chains]
-
-  def problem_from_text(self, text: str) -> base.Problem:
-    """The problem of a chain written as text, e.g. "3+4*2-1".
-
-    Raises:
-      ValueError: the text is not a chain of the task's numbers and
-        operators.
-    """
-    return self._problem(*self.config.parse_chain(text))
-
-  def _problem(self, start: int, operations) -> base.Problem:
-    text = self.config.prompt_text(start, operations)
-    return base.Problem(
-        prompt_ids=[self.tokenizer.bos_id] + self.tokenizer.encode(
-            text + PROMPT_END),
-        answer=str(self.config.final_value(start, operations)),
-        uid=stable_hash(self.name, text) >> 1, text=text, start=start,
-        operations=tuple(operations))
-
-
-def lengths(config: ChainConfig, step_len: int) -> tuple[int, int]:
-  """(max_prompt_len, max_response_len) for chains whose steps take
-  `step_len` tokens.
-
-  The response budget defaults to two solutions' worth (room for wrong and
-  filler steps). Raises ValueError when a set budget cannot hold a solution.
-  """
-  d = config.digits
-  prompt_len = 1 + d + config.max_ops * (1 + d) + 1
-  answer_len = 1 + d + 1  # > z EOS
-  needed = config.max_ops * step_len + answer_len
-  budget = config.max_response_len or 2 * needed - answer_len
-  if budget < needed:
-    raise ValueError(f"max_response_len={budget} cannot hold a solution of "
-                     f"max_ops={config.max_ops} operations; it needs at least "
-                     f"{needed} tokens.")
-  return prompt_len, budget
-
-
 class StepChecker:
   """Labels the steps of one response in order (see the module docstring)."""
 
@@ -393,7 +301,7 @@ def check_answer(checker: StepChecker, answer_text: str | None,
   """
   if answer_text is None:
     return "no_answer"
-  if not NUMBER_PATTERN.match(answer_text):
+  if not is_number(answer_text):
     return "answer_malformed"
   if not has_eos:
     return "no_eos"
@@ -404,10 +312,14 @@ def check_answer(checker: StepChecker, answer_text: str | None,
   return ""
 
 
+def is_number(answer_text: str | None) -> bool:
+  """A well-formed answer: a number without leading zeros."""
+  return answer_text is not None and bool(NUMBER_PATTERN.match(answer_text))
+
+
 def answer_outcome(problem: base.Problem, answer_text: str | None,
                    has_eos: bool) -> float:
   """1.0 for a well-formed answer equal to the reference, ended by EOS."""
-  return float(has_eos and answer_text is not None
-               and bool(NUMBER_PATTERN.match(answer_text))
+  return float(has_eos and is_number(answer_text)
                and answer_text == problem.answer)
 

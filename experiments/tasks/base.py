@@ -17,10 +17,12 @@ Step labels (the step checker's truth, `Score.step_labels`):
 * `CORRECT` = 1: a correct step that advances the solution.
 * `FILLER` = 2: well formed and true but vacuous (`7+0=7`): it does not
   advance the solution.
-* `UNKNOWN` = −1: no step checker (text tasks), and padding in batches.
+* `UNKNOWN` = −1: a step the checker cannot judge (a `jsonl_math` step
+  without an arithmetic claim), and padding in batches.
 """
 
 import dataclasses
+import hashlib
 from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
@@ -277,6 +279,12 @@ class NoEnvironment:
 # ----------------------------------------------------------------------------
 # Helpers shared by the tasks.
 # ----------------------------------------------------------------------------
+
+
+def stable_hash(*parts) -> int:
+  """A 64-bit hash of ints, strings and lists of ints, stable across runs."""
+  digest = hashlib.blake2b(repr(parts).encode(), digest_size=8)
+  return int.from_bytes(digest.digest(), "little")
 
 
 def check_response(response_ids, tokenizer: Tokenizer) -> np.ndarray:

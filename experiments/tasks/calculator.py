@@ -1,7 +1,8 @@
 """Calculator tool use: the chain-arithmetic problems, solved by tool calls.
 
-Layout (m = 10, k = 3; `^` is BOS, `$` EOS, `|` marks turn boundaries and
-is not a token; `=...` are observation tokens the environment inserts):
+Compact layout (m = 10, k = 3; `^` is BOS, `$` EOS, `|` marks turn
+boundaries and is not a token; `=...` are observation tokens the
+environment inserts):
 
   prompt     ^3+4*2-1?
   response   [3+4] | =7 | [7*2] | =4 | [4-1] | =3 | >3$
@@ -14,6 +15,16 @@ for a call it cannot parse), which the loop appends with observation_mask
 True (loss mask False, skipped by returns). After the last call the policy
 writes ">" and the answer, then EOS. "?", "=" and "!" never come from the
 policy (banned), so it cannot forge an observation.
+
+With any other tokenizer (`tokenizer`, e.g. a checkpoint's) the task writes
+the lines layout of `chain_text`: an instruction as the prompt, a call per
+line, `[3+4]`, the result "=7" and a newline from the tool, and a last
+line "Answer: 3". A call ends at any token whose text holds "]" (so the
+stop tokens are every such token: a tokenizer may merge "]" with its
+neighbours, "4]" or "]\n"), and every token whose text holds "=" is
+banned, so the policy cannot forge a result whatever its tokenizer merges.
+Demonstrations encode each call, result and answer on its own, so the
+results are exactly the tokens the tool returns.
 
 Turns are the maximal runs of policy tokens; every turn is one step, so step
 k is turn k and `batching.scores_to_arrays`'s `step_token_rewards` puts each
@@ -40,13 +51,14 @@ outcome.
 """
 
 import dataclasses
-import re
 
 import numpy as np
 
 from cajax import matching
 from experiments.tasks import arith
 from experiments.tasks import base
+from experiments.tasks import chain_problems
+from experiments.tasks import chain_text
 from experiments.tasks import prm
 from experiments.tasks import step_scores
 
@@ -59,11 +71,7 @@ __all__ = [
 SYMBOLS = "0123456789+-*[]=!>?"
 CALL_OPEN, CALL_CLOSE = "[", "]"
 RESULT, ERROR = "=", "!"
-ANSWER = ">"
-PROMPT_END = arith.PROMPT_END
 TOOL_NAME = "calc"
-CALL_PATTERN = re.compile(
-    rf"^\[{arith.NUMBER}([-+*]){arith.NUMBER}\]$")
 ASSIGNMENTS = ("greedy", "hungarian", "sinkhorn")
 SOFT_SCALES = ("matched", "plan")
 
@@ -107,7 +115,7 @@ def tool_call(x: int, op: str, y: int) -> dict:
   return {"name": TOOL_NAME, "arguments": {"x": x, "op": op, "y": y}}
 
 
-class CalculatorTask(arith.ChainProblems):
+class CalculatorTask(chain_problems.ChainProblems):
   """The calculator tool-use task (see the module docstring)."""
 
   name = "calculator"
@@ -118,18 +126,21 @@ class CalculatorTask(arith.ChainProblems):
                                     self.name)
     if self.config.prm != "matching":
       prm.check_kind(self.config.prm)
-    self.tokenizer = base.CharVocab(
-        SYMBOLS, banned_symbols=PROMPT_END + RESULT + ERROR)
-    self.banned_tokens = self.tokenizer.banned_tokens
-    self._close = self.tokenizer.id(CALL_CLOSE)
-    self.stop_tokens = (self.tokenizer.eos_id, self._close)
+    self._set_up(SYMBOLS, chain_text.PROMPT_END + RESULT + ERROR, tool=True)
+    tok = self.tokenizer
+    if self.layout is chain_text.COMPACT:
+      self.banned_tokens = tok.banned_tokens
+    else:
+      self.banned_tokens = tuple(sorted(
+          set(chain_problems.special_bans(tok))
+          | set(self.text.ids_containing(RESULT))))
+    # Every token that holds the call's end ends a call ("]" alone in the
+    # compact layout), unless it is banned ("]=").
+    self._closes = frozenset(self.text.ids_containing(CALL_CLOSE)) - set(
+        self.banned_tokens)
+    self.stop_tokens = (tok.eos_id,) + tuple(sorted(self._closes))
     self.max_tool_calls = (self.config.max_tool_calls
                            or 2 * self.config.max_ops)
-    d = self.config.digits
-    call_len = (2 * d + 3) + (1 + d)  # [x op y] then =z
-    self.max_prompt_len, self.max_response_len = arith.lengths(
-        self.config, call_len)
-    self.max_steps = self.max_response_len
 
   # -- problems --------------------------------------------------------------
 
@@ -144,7 +155,7 @@ class CalculatorTask(arith.ChainProblems):
   # -- environment -----------------------------------------------------------
 
   def _parse_call(self, ids) -> tuple[int, str, int] | None:
-    match = CALL_PATTERN.match(self.tokenizer.decode(ids))
+    match = chain_text.CALL_PATTERN.match(self.tokenizer.decode(ids))
     if not match:
       return None
     x, op, y = match.groups()
@@ -154,7 +165,7 @@ class CalculatorTask(arith.ChainProblems):
     call = self._parse_call(ids)
     text = ERROR if call is None else str(
         arith.apply(*call, self.config.modulus))
-    return self.tokenizer.encode(RESULT + text)
+    return self.tokenizer.encode(RESULT + text + self.layout.result_end)
 
   def _turns(self, ids) -> tuple[list[tuple[int, int]], np.ndarray]:
     """Replays the environment: policy turns and the observation mask.
@@ -166,12 +177,13 @@ class CalculatorTask(arith.ChainProblems):
     turns, start = [], 0
     while start < len(ids):
       stop = start
-      while stop < len(ids) and ids[stop] != self._close:
+      while stop < len(ids) and ids[stop] not in self._closes:
         stop += 1
       stop = min(stop + 1, len(ids))  # past the "]" (or at the end)
       turns.append((start, stop))
       start = stop
-      if ids[stop - 1] != self._close or len(turns) > self.max_tool_calls:
+      if (ids[stop - 1] not in self._closes
+          or len(turns) > self.max_tool_calls):
         continue
       result = self._result(ids[turns[-1][0]:stop])
       got = [int(t) for t in ids[stop:stop + len(result)]]
@@ -191,7 +203,7 @@ class CalculatorTask(arith.ChainProblems):
     budget `max_tool_calls` is spent (the episode then ends)."""
     del problem
     ids = [int(t) for t in response_ids]
-    if not ids or ids[-1] != self._close:
+    if not ids or ids[-1] not in self._closes:
       return None
     turns, _ = self._turns(ids)
     if len(turns) > self.max_tool_calls:
@@ -232,12 +244,12 @@ class CalculatorTask(arith.ChainProblems):
     runs = _runs(~observed)
     checker = arith.StepChecker(self.config, problem.start,
                                 problem.operations)
-    spans, labels, reasons, vacuous, turns = [], [], [], [], []
+    labels, reasons, vacuous, turns, texts = [], [], [], [], []
     predicted = []  # (x, op, y) of each call, None when malformed
     answer_text, calls = None, 0
     for start, stop in runs:
-      spans.append([start, stop])
-      is_call = ids[stop - 1] == self._close
+      texts.append(self.tokenizer.decode(ids[start:stop]))
+      is_call = ids[stop - 1] in self._closes
       if is_call or stop < ids.size:
         call = self._parse_call(ids[start:stop]) if is_call else None
         calls += 1
@@ -251,8 +263,10 @@ class CalculatorTask(arith.ChainProblems):
                       else [tool_call(*call)], "answer": None})
         predicted.append(call)
       else:  # the final turn: the answer
-        text = self.tokenizer.decode(ids[start:stop])
-        answer_text = text[1:] if text.startswith(ANSWER) else None
+        text = texts[-1].strip()
+        mark = self.layout.answer_mark
+        answer_text = (text[len(mark):].strip() if text.startswith(mark)
+                       else None)
         reason = arith.check_answer(checker, answer_text, has_eos)
         labels.append(base.WRONG if reason else base.CORRECT)
         reasons.append(reason)
@@ -265,26 +279,34 @@ class CalculatorTask(arith.ChainProblems):
       reason = arith.check_answer(checker, None, has_eos)
       if not reasons[-1]:
         labels[-1], reasons[-1] = base.WRONG, reason
-    if not spans:
-      spans, labels, reasons, vacuous = [[0, ids.size]], [base.WRONG], [
-          "no_answer"], [False]
+    if not runs:
+      runs, labels, reasons, vacuous, texts = [(0, 0)], [base.WRONG], [
+          "no_answer"], [False], [""]
       step_only = list(labels)
+    token_steps = np.full(ids.size, -1, np.int32)
+    for k, (start, stop) in enumerate(runs):
+      token_steps[start:stop] = k
     rewards = None
     gt = self.gt_calls(problem)
     if self.config.prm == "matching":
-      rewards = np.zeros(len(spans), np.float32)
+      rewards = np.zeros(len(runs), np.float32)
       if turns:
         rewards[:] = matching.trajectory_turn_rewards(
             turns, gt, problem.answer, assignment=self.config.assignment,
             unmatched_penalty=self.config.unmatched_penalty,
             soft_scale=self.config.soft_scale)
+    steps = step_scores.CheckedSteps(
+        token_steps=token_steps, prefixes=[start for start, _ in runs],
+        texts=texts, labels=labels, reasons=reasons, vacuous=vacuous,
+        step_only_labels=step_only)
     return step_scores.make_score(
-        self.config, problem, ids, spans, labels, reasons, vacuous,
-        arith.answer_outcome(problem, answer_text, has_eos), answer_text,
-        observation_mask=observed, rewards=rewards,
+        self.config, problem, ids, steps,
+        outcome=arith.answer_outcome(problem, answer_text, has_eos),
+        answer=answer_text, answered=arith.is_number(answer_text),
+        has_eos=has_eos, rewards=rewards,
         metrics={"tool_calls": float(calls), **call_metrics(predicted, gt)},
         extra={"turns": turns, "gt_calls": gt,
-               "gold_answer": problem.answer}, step_only_labels=step_only)
+               "gold_answer": problem.answer})
 
   # -- demonstrations and retries ---------------------------------------------
 
@@ -301,10 +323,19 @@ class CalculatorTask(arith.ChainProblems):
     steps = arith.demo_steps(self.config, problem.start, problem.operations,
                              rng, wrong_rate, filler_rate,
                              wrong_kind="operand")
-    text = arith.demo_text(
-        steps, problem.start, CALL_OPEN + "{x}{op}{y}" + CALL_CLOSE + RESULT
-        + "{z}", ANSWER, self.max_response_len - 1)
-    return self.tokenizer.encode(text) + [self.tokenizer.eos_id]
+    return self._fit_demo(steps, problem.start)
+
+  def _demo_ids(self, steps, answer: int) -> list[int]:
+    # Each call, result and the answer encoded on its own: the results are
+    # then exactly the tokens `observation` returns, whatever the tokenizer
+    # would merge across them.
+    tok, end = self.tokenizer, self.layout.result_end
+    ids = []
+    for s in steps:
+      ids += tok.encode(f"{CALL_OPEN}{s.x}{s.op}{s.y}{CALL_CLOSE}")
+      ids += tok.encode(f"{RESULT}{s.z}{end}")
+    ids += tok.encode(self.layout.answer_format.format(z=answer))
+    return ids + [tok.eos_id]
 
   def retry_prefix(self, problem: base.Problem, response_ids,
                    score: base.Score) -> list[int] | None:

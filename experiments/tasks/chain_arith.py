@@ -1,6 +1,7 @@
 """Chain arithmetic: solve a chain of k modular operations step by step.
 
-Layout (m = 10, k = 3; `^` is BOS, `$` EOS):
+Layout (m = 10, k = 3; `^` is BOS, `$` EOS), compact, on the task's own
+character vocabulary (the default):
 
   prompt    ^3+4*2-1?                   operations applied left to right
   response  3+4=7;7*2=4;4-1=3;>3$
@@ -8,14 +9,20 @@ Layout (m = 10, k = 3; `^` is BOS, `$` EOS):
                                         belong to the last step
 
 Each step is `x op y = z` ended by the step separator ";"; ">" marks the
-final answer, then EOS. The prompt-only "?" is banned from responses. Rules
-for responses that do not follow the layout:
+final answer, then EOS. The prompt-only "?" is banned from responses. With
+any other tokenizer (`tokenizer`, e.g. a checkpoint's) the task writes the
+lines layout of `chain_text`: an instruction as the prompt, one step per
+line and "Answer: 3" on the last line. Rules for responses:
 
-* The text after the first ">" (up to EOS) is the answer; everything before
-  it is split after each ";", and an unterminated trailing piece is a step
-  too. The answer tokens and EOS join the last step, so every response token
-  has a step id (never −1). A response without any step before the answer
-  (or an empty one) is a single step.
+* `chain_text.split` cuts the text into steps and the answer: the text
+  after the first answer mark is the answer; everything before it is split
+  after each step end, an unterminated trailing piece is a step too, and a
+  blank line joins the step before it. The answer and EOS join the last
+  step, so every response token has a step id (never −1). A response
+  without any step before the answer (or an empty one) is a single step.
+* Tokens: a token belongs to the step its first character is in
+  (`offsets`), so a token that merges a step end with its neighbours
+  (";7", "=7\\n") belongs to the earlier step, which it completes.
 * The step checker (`arith.StepChecker`) labels every step CORRECT, WRONG or
   FILLER. The last step is also WRONG when the answer does not follow from
   the steps (`arith.check_answer`: no answer, not a number, no EOS, an
@@ -36,23 +43,25 @@ import numpy as np
 
 from experiments.tasks import arith
 from experiments.tasks import base
+from experiments.tasks import chain_problems
+from experiments.tasks import chain_text
+from experiments.tasks import offsets
 from experiments.tasks import prm
 from experiments.tasks import step_scores
 
 __all__ = ["ANSWER", "ChainArithTask", "PROMPT_END", "STEP_END", "SYMBOLS"]
 
 SYMBOLS = "0123456789+-*=;>?"
-STEP_END = ";"
-ANSWER = ">"
-PROMPT_END = arith.PROMPT_END
 
 
-class ChainArithTask(arith.ChainProblems, base.NoEnvironment):
+class ChainArithTask(chain_problems.ChainProblems, base.NoEnvironment):
   """The chain-arithmetic task (see the module docstring).
 
   Attributes:
     config: the `arith.ChainConfig`.
-    tokenizer: a `base.CharVocab`.
+    tokenizer: a `base.CharVocab` (compact layout) or the configured
+      tokenizer (lines layout).
+    layout: the `chain_text.Layout`.
   """
 
   name = "chain_arith"
@@ -62,14 +71,12 @@ class ChainArithTask(arith.ChainProblems, base.NoEnvironment):
     self.config = base.build_config(arith.ChainConfig, config or {},
                                     self.name)
     prm.check_kind(self.config.prm)
-    self.tokenizer = base.CharVocab(SYMBOLS, banned_symbols=PROMPT_END)
-    self.banned_tokens = self.tokenizer.banned_tokens
-    self.stop_tokens = (self.tokenizer.eos_id,)
-    step_len = 3 * self.config.digits + 3  # x op y = z ;
-    self.max_prompt_len, self.max_response_len = arith.lengths(
-        self.config, step_len)
-    # Every step holds at least one token.
-    self.max_steps = self.max_response_len
+    self._set_up(SYMBOLS, chain_text.PROMPT_END, tool=False)
+    tok = self.tokenizer
+    self.banned_tokens = (tok.banned_tokens if self.layout is
+                          chain_text.COMPACT else
+                          chain_problems.special_bans(tok))
+    self.stop_tokens = (tok.eos_id,)
 
   def score(self, problem: base.Problem, response_ids,
             observation_mask=None) -> base.Score:
@@ -77,22 +84,14 @@ class ChainArithTask(arith.ChainProblems, base.NoEnvironment):
     ids = base.check_response(response_ids, self.tokenizer)
     self.check_no_observations(observation_mask)
     has_eos = bool(ids.size) and ids[-1] == self.tokenizer.eos_id
-    # One character per token, so text positions are token positions.
-    text = self.tokenizer.chars(ids[:ids.size - 1] if has_eos else ids)
-    steps_end = text.find(ANSWER)
-    answer_text = None if steps_end < 0 else text[steps_end + 1:]
-    steps_end = len(text) if steps_end < 0 else steps_end
-    spans, start = [], 0
-    while start < steps_end:
-      stop = text.find(STEP_END, start, steps_end) + 1 or steps_end
-      spans.append([start, stop])
-      start = stop
+    text, ends = self.text.decode(ids)
+    cut = chain_text.split(text, self.layout)
     checker = arith.StepChecker(self.config, problem.start,
                                 problem.operations)
     labels, reasons, vacuous = [], [], []
-    for start, stop in spans:
-      match = arith.STEP_PATTERN.match(
-          text[start:stop].removesuffix(STEP_END))
+    for piece in cut.texts:
+      match = chain_text.STEP_PATTERN.match(
+          chain_text.step_text(piece, self.layout))
       step = None
       if match:
         x, op, y, z = match.groups()
@@ -101,21 +100,25 @@ class ChainArithTask(arith.ChainProblems, base.NoEnvironment):
       labels.append(label)
       reasons.append(reason)
       vacuous.append(step is not None and arith.is_identity(*step))
-    if not spans:  # the answer (or nothing) alone: one step
-      spans = [[0, ids.size]]
+    if not cut.texts:  # the answer (or nothing) alone: one step
       labels, reasons, vacuous = [base.WRONG], [""], [False]
-    spans[-1][1] = ids.size  # the answer and EOS join the last step
     step_only = list(labels)  # the hackable PRM never sees the answer check
-    answer_reason = arith.check_answer(checker, answer_text, has_eos)
+    answer_reason = arith.check_answer(checker, cut.answer, has_eos)
     if answer_reason and not reasons[-1]:
       labels[-1], reasons[-1] = base.WRONG, answer_reason
-    outcome = arith.answer_outcome(problem, answer_text, has_eos)
+    starts = [a for a, _ in cut.spans]
+    steps = step_scores.CheckedSteps(
+        token_steps=offsets.token_steps(ends, starts[1:]),
+        prefixes=[offsets.tokens_before(ends, a) for a in starts],
+        texts=[text[a:b] for a, b in cut.spans], labels=labels,
+        reasons=reasons, vacuous=vacuous, step_only_labels=step_only)
     metrics = ({"check_steps": float(checker.checks)}
                if self.config.free_length else None)
-    return step_scores.make_score(self.config, problem, ids, spans, labels,
-                                  reasons, vacuous, outcome, answer_text,
-                                  step_only_labels=step_only,
-                                  metrics=metrics)
+    return step_scores.make_score(
+        self.config, problem, ids, steps,
+        outcome=arith.answer_outcome(problem, cut.answer, has_eos),
+        answer=cut.answer, answered=arith.is_number(cut.answer),
+        has_eos=has_eos, metrics=metrics)
 
   def demonstration(self, problem: base.Problem, rng: np.random.Generator,
                     wrong_rate: float = 0.0,
@@ -126,12 +129,18 @@ class ChainArithTask(arith.ChainProblems, base.NoEnvironment):
     steps = arith.demo_steps(self.config, problem.start, problem.operations,
                              rng, wrong_rate, filler_rate,
                              wrong_kind="result")
-    text = arith.demo_text(steps, problem.start, "{x}{op}{y}={z}" + STEP_END,
-                           ANSWER, self.max_response_len - 1)
+    return self._fit_demo(steps, problem.start)
+
+  def _demo_ids(self, steps, answer: int) -> list[int]:
+    end = self.layout.step_end
+    text = "".join(f"{s.x}{s.op}{s.y}={s.z}{end}" for s in steps)
+    text += self.layout.answer_format.format(z=answer)
     return self.tokenizer.encode(text) + [self.tokenizer.eos_id]
 
   def retry_prefix(self, problem: base.Problem, response_ids,
                    score: base.Score) -> list[int] | None:
-    """The response before its first wrong step (R3L), None without one."""
+    """The response before its first wrong step (R3L), None without one:
+    the tokens that hold none of that step's text."""
     del problem
     return step_scores.retry_prefix(response_ids, score)
+

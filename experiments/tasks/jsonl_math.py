@@ -7,9 +7,10 @@ downloaded: `path` must be a local file, and the tokenizer is `"bytes"`, a
 local tokenizer.json or a `base.Tokenizer` object
 (`text_tokenizers.load_tokenizer`).
 
-* Prompt: `chat_template(question)` when a callable is given, else
-  `prompt_template.format(question=...)`, encoded, with BOS in front when
-  the tokenizer has one and `add_bos` is set. Prompts longer than
+* Prompt: `chat_template(question)` when a callable is given (the
+  template writes any BOS itself), else
+  `prompt_template.format(question=...)` with BOS in front when the
+  tokenizer has one and `add_bos` is set; encoded. Prompts longer than
   `max_prompt_len` are skipped at load time (counted in `num_skipped`).
 * Reference answer: the line's answer field reduced by
   `answers.reference_answer` (its `\\boxed{}` or "####" part when present).
@@ -18,11 +19,25 @@ local tokenizer.json or a `base.Tokenizer` object
   reference (`answers.answers_match`), else 0.0; never NaN.
 * Split: 1/8 of the lines (by a hash of the question, `splits.partition`)
   are held out for evaluation and never sampled for training.
-* Steps: a step ends at each token after which the text ends with
-  `step_separator` ("\\n\\n", as PURE segments responses; None: one step);
-  the rest of the response, EOS included, is the last step. There is no
-  step checker or process reward model: step rewards are 0 and step labels
-  `base.UNKNOWN`.
+* Steps: the response text is cut after each `step_separator` ("\\n\\n",
+  as PURE segments responses; "\\n" for one step per line; None: one step)
+  by `offsets.cut` (a blank piece joins the step before it); the rest of
+  the response, EOS included, is the last step. A token belongs to the
+  step its first character is in (`offsets`), so a token that merges a
+  separator with the next words stays with the step the separator ends.
+* Step checker (`claims`): the arithmetic claims in a step (`48/2 = 24`)
+  are checked exactly. A step with a false claim is WRONG, one with only
+  true identities (`7 + 0 = 7`) FILLER, one with a true claim CORRECT, and
+  a step without a checkable claim (prose, algebra) UNKNOWN: the neutral
+  label, scored `reward_unknown` (0), because a rule cannot judge it. The
+  last step is also WRONG when the outcome is 0 ("no_answer", "no_eos" or
+  "answer"), as in the chain tasks.
+* Process rewards (`prm`): "oracle", "noisy" and "hackable" as in
+  `prm.py`. The hackable rule PRM never checks the final answer and pays a
+  vacuous identity step `reward_hacked` (+1, as much as a correct one), so
+  a sum over steps pays a response padded with `x + 0 = x` lines: PURE's
+  reward hacking on real data. Retries (R3L) restart before the first
+  wrong step.
 """
 
 import dataclasses
@@ -35,15 +50,19 @@ import numpy as np
 
 from experiments.tasks import answers
 from experiments.tasks import base
+from experiments.tasks import claims
+from experiments.tasks import offsets
+from experiments.tasks import prm
 from experiments.tasks import splits
+from experiments.tasks import step_scores
 from experiments.tasks import text_tokenizers
 
 __all__ = ["JsonlMathConfig", "JsonlMathTask", "read_jsonl"]
 
 
 @dataclasses.dataclass(frozen=True)
-class JsonlMathConfig:
-  """Where the data is and how prompts are written.
+class JsonlMathConfig(prm.PrmConfig):
+  """Where the data is, how prompts are written, steps and the PRM.
 
   Attributes:
     path: a local .jsonl file (required).
@@ -55,8 +74,10 @@ class JsonlMathConfig:
     chat_template: optional callable question -> prompt text (wins over
       `prompt_template`).
     max_prompt_len, max_response_len: token budgets.
-    step_separator: text that ends a step; None for one step.
+    step_separator: text that ends a step ("\\n\\n" or "\\n"); None for
+      one step.
     require_eos: a response without EOS scores 0.
+    And the PRM's fields (`prm.PrmConfig`).
   """
   path: str = ""
   question_key: str = "question"
@@ -74,6 +95,7 @@ class JsonlMathConfig:
   require_eos: bool = True
 
   def __post_init__(self):
+    super().__post_init__()
     for name in ("max_prompt_len", "max_response_len"):
       base.check_optional_positive_int(getattr(self, name), name)
     if "{question}" not in self.prompt_template:
@@ -144,8 +166,10 @@ class JsonlMathTask(base.NoEnvironment):
     c = self.config
     if not c.path:
       raise ValueError("jsonl_math needs config.path, a local .jsonl file.")
+    prm.check_kind(c.prm)
     self.tokenizer = text_tokenizers.load_tokenizer(
         c.tokenizer, c.eos_token, c.pad_token, c.bos_token)
+    self.text = offsets.TokenText(self.tokenizer)
     tok = self.tokenizer
     self.banned_tokens = tuple(sorted({tok.pad_id} - {tok.eos_id} | (
         set() if tok.bos_id is None else {tok.bos_id})))
@@ -174,18 +198,18 @@ class JsonlMathTask(base.NoEnvironment):
       raise ValueError(f"every prompt of {c.path!r} exceeds max_prompt_len="
                        f"{c.max_prompt_len}.")
     self._splits = splits.partition([p.text for p in self._problems])
-    self._token_text = {}
 
   def __len__(self) -> int:
     return len(self._problems)
 
   def _prompt_ids(self, question: str) -> list[int]:
     c = self.config
-    text = (c.chat_template(question) if c.chat_template is not None
-            else c.prompt_template.format(question=question))
+    if c.chat_template is not None:
+      return list(self.tokenizer.encode(c.chat_template(question)))
     bos = ([self.tokenizer.bos_id]
            if c.add_bos and self.tokenizer.bos_id is not None else [])
-    return bos + list(self.tokenizer.encode(text))
+    return bos + list(self.tokenizer.encode(
+        c.prompt_template.format(question=question)))
 
   def sample_problems(self, rng: np.random.Generator, n: int,
                       split: str = "train") -> list[base.Problem]:
@@ -203,49 +227,41 @@ class JsonlMathTask(base.NoEnvironment):
     return [self._problems[pool[int(i)]]
             for i in rng.integers(len(pool), size=n)]
 
-  def _step_ends(self, ids: np.ndarray) -> np.ndarray:
-    """Token positions after which the text ends with the separator."""
-    separator = self.config.step_separator
-    if separator is None:
-      return np.zeros(0, np.int64)
-    pieces = []
-    for token in ids.tolist():
-      if token not in self._token_text:
-        self._token_text[token] = self.tokenizer.decode([token])
-      pieces.append(self._token_text[token])
-    ends, text = [], ""
-    for index, piece in enumerate(pieces):
-      text = (text + piece)[-len(separator):]
-      if piece and text.endswith(separator):
-        ends.append(index)
-    return np.array(ends, np.int64)
-
   def score(self, problem: base.Problem, response_ids,
             observation_mask=None) -> base.Score:
-    """Extracts and checks the final answer; see the module docstring."""
+    """Checks the answer and every step; see the module docstring."""
     ids = base.check_response(response_ids, self.tokenizer)
     self.check_no_observations(observation_mask)
     has_eos = bool(ids.size) and ids[-1] == self.tokenizer.eos_id
-    body = ids[:-1] if has_eos else ids
-    predicted = answers.extract_answer(self.tokenizer.decode(body))
+    text, ends = self.text.decode(ids)
+    predicted = answers.extract_answer(text)
     correct = answers.answers_match(predicted, problem.answer)
     outcome = float(correct and (has_eos or not self.config.require_eos))
-    ends = self._step_ends(body)
-    # A separator at the end of the text opens no step: EOS joins the last.
-    ends = ends[ends < body.size - 1]
-    step_ids = np.zeros(ids.size, np.int32)
-    step_ids[ends + 1] = 1
-    step_ids = np.cumsum(step_ids, dtype=np.int32)
-    num_steps = int(step_ids[-1]) + 1 if ids.size else 1
-    return base.Score(
-        outcome=outcome, step_ids=step_ids,
-        step_rewards=np.zeros(num_steps, np.float32),
-        step_labels=np.full(num_steps, base.UNKNOWN, np.int8),
-        metrics={"num_steps": float(num_steps),
-                 "answered": float(predicted is not None),
-                 "has_eos": float(has_eos),
-                 "response_len": float(ids.size)},
-        extra={"answer": predicted, "reference": problem.answer})
+    separator = self.config.step_separator
+    spans = offsets.cut(text, separator) if separator else []
+    spans = spans or [[0, len(text)]]
+    spans[-1][1] = len(text)  # the rest, and EOS, join the last step
+    texts = [text[a:b] for a, b in spans]
+    checked = [claims.label(piece) for piece in texts]
+    labels = [label for label, _ in checked]
+    reasons = [reason for _, reason in checked]
+    step_only = list(labels)
+    if not outcome and labels[-1] != base.WRONG:
+      labels[-1] = base.WRONG
+      reasons[-1] = ("no_answer" if predicted is None
+                     else "no_eos" if correct else "answer")
+    starts = [a for a, _ in spans]
+    steps = step_scores.CheckedSteps(
+        token_steps=offsets.token_steps(ends, starts[1:]),
+        prefixes=[offsets.tokens_before(ends, a) for a in starts],
+        texts=texts, labels=labels, reasons=reasons,
+        vacuous=[label == base.FILLER for label in step_only],
+        step_only_labels=step_only)
+    return step_scores.make_score(
+        self.config, problem, ids, steps, outcome=outcome, answer=predicted,
+        answered=predicted is not None, has_eos=has_eos,
+        metrics={"unknown_steps": float(labels.count(base.UNKNOWN))},
+        extra={"reference": problem.answer})
 
   def demonstration(self, problem: base.Problem, rng: np.random.Generator,
                     wrong_rate: float = 0.0,
@@ -265,6 +281,8 @@ class JsonlMathTask(base.NoEnvironment):
         self.tokenizer.eos_id]
 
   def retry_prefix(self, problem: base.Problem, response_ids,
-                   score: base.Score) -> None:
-    """No step checker, so no first wrong step: always None."""
-    del problem, response_ids, score
+                   score: base.Score) -> list[int] | None:
+    """The response before its first wrong step (R3L), None without one:
+    the tokens that hold none of that step's text."""
+    del problem
+    return step_scores.retry_prefix(response_ids, score)

@@ -6,16 +6,21 @@ p(good) − p(bad) step score (Cheng et al., arXiv 2504.15275). With it the
 min over steps is +1 only for a flawless response, a filler step pulls a
 min-form value down to 0, and `cajax.process_grpo` (which normalises the
 step rewards within a group) and `cajax.sum_form_prm` (which sums them) see
-the same numbers. All four values are config fields.
+the same numbers. A step the checker cannot judge (`base.UNKNOWN`: a step
+of real text without an arithmetic claim, `jsonl_math`) scores
+`reward_unknown` (0, neutral). All five values are config fields
+(`PrmConfig`).
 
 Kinds:
 
 * "oracle": the checker's label mapped to its score.
 * "noisy": the oracle, except that with probability p the verdict is
   reversed: a correct step scores `reward_wrong`, a wrong or filler step
-  `reward_correct`. The flip is a deterministic function of (seed, problem
-  prompt, step index, step tokens), like a real PRM that always gives the
-  same score to the same input, and independent across distinct inputs.
+  `reward_correct` (an unknown step has no verdict and keeps its score).
+  The flip is a deterministic function of (seed, problem text, step index,
+  step text), like a real PRM that always gives the same score to the same
+  input, and independent across distinct inputs. It reads text, not token
+  ids, so every tokenizer sees the same flips.
 * "hackable": a stand-in for a learned PRM. It judges steps only: it never
   checks the final answer (a missing or wrong answer leaves the last step's
   score alone; the task passes the labels from before its answer check, and
@@ -28,16 +33,42 @@ Kinds:
   a complete one.) Give it a budget with room to pad (`max_response_len`).
 """
 
+import dataclasses
 from typing import Sequence
 
 import numpy as np
 
-from experiments.tasks import arith
 from experiments.tasks import base
 
 __all__ = ["PRM_KINDS", "check_kind", "flip_draws", "step_rewards"]
 
 PRM_KINDS = ("oracle", "noisy", "hackable")
+
+
+@dataclasses.dataclass(frozen=True)
+class PrmConfig:
+  """The process reward model's settings, shared by the tasks' configs.
+
+  Attributes:
+    prm: "oracle", "noisy" or "hackable" (see the module docstring).
+    prm_noise: flip probability of the noisy PRM.
+    prm_seed: seed of the noisy PRM's flips.
+    reward_correct, reward_wrong, reward_filler: PRM score of a correct, a
+      wrong and a filler step.
+    reward_hacked: the hackable PRM's score of a vacuous identity step.
+    reward_unknown: the score of a step the checker cannot judge.
+  """
+  prm: str = "oracle"
+  prm_noise: float = 0.1
+  prm_seed: int = 0
+  reward_correct: float = 1.0
+  reward_wrong: float = -1.0
+  reward_filler: float = 0.0
+  reward_hacked: float = 1.0
+  reward_unknown: float = 0.0
+
+  def __post_init__(self):
+    base.check_rate(self.prm_noise, "prm_noise")
 
 
 def check_kind(kind: str) -> str:
@@ -46,42 +77,43 @@ def check_kind(kind: str) -> str:
   return kind
 
 
-def flip_draws(seed: int, prompt_ids: Sequence[int],
-               step_tokens: Sequence[Sequence[int]]) -> np.ndarray:
-  """float64[S] uniform draws in [0, 1), one per (prompt, step index, step)."""
-  return np.array([
-      arith.stable_hash(seed, [int(t) for t in prompt_ids], k,
-                        [int(t) for t in tokens]) / 2.0**64
-      for k, tokens in enumerate(step_tokens)], np.float64)
+def flip_draws(seed: int, problem_text: str,
+               step_texts: Sequence[str]) -> np.ndarray:
+  """float64[S] uniform draws in [0, 1), one per (problem, step index,
+  step text)."""
+  return np.array([base.stable_hash(seed, problem_text, k, text) / 2.0**64
+                   for k, text in enumerate(step_texts)], np.float64)
 
 
-def step_rewards(config: arith.ChainConfig, labels: np.ndarray,
-                 vacuous: np.ndarray, prompt_ids: Sequence[int],
-                 step_tokens: Sequence[Sequence[int]] | None) -> np.ndarray:
+def step_rewards(config: PrmConfig, labels: np.ndarray, vacuous: np.ndarray,
+                 problem_text: str,
+                 step_texts: Sequence[str] | None) -> np.ndarray:
   """float32[S] PRM scores of one response's steps.
 
   Args:
     config: holds `prm`, `prm_noise`, `prm_seed` and the reward values.
     labels: int8[S] checker labels (for "hackable", those from before the
-      answer check).
+      answer check); `base.UNKNOWN` for a step the checker cannot judge.
     vacuous: bool[S] steps that are true identities on their own text.
-    prompt_ids: the problem's prompt (keys the noisy PRM).
-    step_tokens: the token ids of each step (keys the noisy PRM; unused,
-      and may be None, for the other kinds).
+    problem_text: the problem's text (keys the noisy PRM).
+    step_texts: the text of each step (keys the noisy PRM; unused, and may
+      be None, for the other kinds).
 
   Returns:
     The scores.
   """
   kind = check_kind(config.prm)
   labels = np.asarray(labels)
-  values = np.array([config.reward_wrong, config.reward_correct,
-                     config.reward_filler], np.float64)
-  rewards = values[labels]
+  values = {base.WRONG: config.reward_wrong,
+            base.CORRECT: config.reward_correct,
+            base.FILLER: config.reward_filler,
+            base.UNKNOWN: config.reward_unknown}
+  rewards = np.array([values[int(label)] for label in labels], np.float64)
   if kind == "hackable":
     rewards = np.where(vacuous, config.reward_hacked, rewards)
   elif kind == "noisy":
-    flip = flip_draws(config.prm_seed, prompt_ids, step_tokens) < (
-        config.prm_noise)
+    flip = (flip_draws(config.prm_seed, problem_text, step_texts)
+            < config.prm_noise) & (labels != base.UNKNOWN)
     reversed_ = np.where(labels == base.CORRECT, config.reward_wrong,
                          config.reward_correct)
     rewards = np.where(flip, reversed_, rewards)

@@ -1,13 +1,16 @@
 """Tokenizers for text tasks: a byte vocabulary and local tokenizer.json files.
 
 Nothing here downloads: a tokenizer is either `ByteVocab` (no file at all),
-a local `tokenizer.json` read with the `tokenizers` library, or any object
-that already implements `base.Tokenizer`.
+a local `tokenizer.json` read with the `tokenizers` library, a local
+checkpoint directory (its tokenizer.json and special ids,
+`experiments.models.tokenizer.Tokenizer`), or any object that already
+implements `base.Tokenizer`.
 """
 
 import os
 from typing import Any, Sequence
 
+from experiments.models import tokenizer as tokenizer_lib
 from experiments.tasks import base
 
 __all__ = ["ByteVocab", "FileTokenizer", "load_tokenizer"]
@@ -84,8 +87,9 @@ def load_tokenizer(spec: Any, eos_token: str | None = None,
   """A tokenizer from a config value.
 
   Args:
-    spec: "bytes" (`ByteVocab`), a path to a local tokenizer.json, or an
-      object with encode, decode, eos_id, pad_id, bos_id and vocab_size.
+    spec: "bytes" (`ByteVocab`), a local checkpoint directory, a path to a
+      local tokenizer.json, or an object with encode, decode, eos_id,
+      pad_id, bos_id and vocab_size.
     eos_token, pad_token, bos_token: token texts for a tokenizer.json.
 
   Returns:
@@ -100,6 +104,8 @@ def load_tokenizer(spec: Any, eos_token: str | None = None,
     if "://" in spec:
       raise ValueError(f"tokenizer must be a local file; nothing is "
                        f"downloaded, got {spec!r}.")
+    if os.path.isdir(spec):
+      return tokenizer_lib.Tokenizer(spec)
     if eos_token is None:
       raise ValueError(f"eos_token is needed with the tokenizer file "
                        f"{spec!r}.")

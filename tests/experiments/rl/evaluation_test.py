@@ -6,20 +6,21 @@ from experiments.configs import smoke
 from experiments.rl import experiment
 from experiments.rl import rollouts
 from experiments.rl import trainer
-from experiments.tasks import arith
+from experiments.tasks import chain_problems
 from experiments.tasks import splits
 
 
 def test_training_never_sees_an_evaluation_problem(tmp_path, monkeypatch):
   drawn = {"train": set(), "eval": set()}
-  sample = arith.ChainProblems.sample_problems
+  sample = chain_problems.ChainProblems.sample_problems
 
   def recording(self, rng, n, split="train"):
     problems = sample(self, rng, n, split)
     drawn[split].update(p.text for p in problems)
     return problems
 
-  monkeypatch.setattr(arith.ChainProblems, "sample_problems", recording)
+  monkeypatch.setattr(chain_problems.ChainProblems, "sample_problems",
+                      recording)
   config = smoke.get_config()
   config.eval_every = 1  # four evaluations of fresh problems
   config.eval_problems = 16

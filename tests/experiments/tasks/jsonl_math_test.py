@@ -133,15 +133,17 @@ def test_steps_split_on_blank_lines(tmp_path):
   score = task.score(problem, ids)
   want = [0] * 3 + [1] * 4 + [2] * 10
   assert score.step_ids.tolist() == want
-  assert score.step_labels.tolist() == [base.UNKNOWN] * 3
-  assert score.step_rewards.tolist() == [0.0] * 3
+  # No arithmetic claim: unknown (neutral) steps; the wrong answer makes
+  # the last step wrong.
+  assert score.step_labels.tolist() == [base.UNKNOWN] * 2 + [base.WRONG]
+  assert score.step_rewards.tolist() == [0.0, 0.0, -1.0]
+  assert task.retry_prefix(problem, ids, score) == ids[:7].tolist()
   # A separator at the very end does not open an empty step.
   score = task.score(problem, np.array(tok.encode("a\n\n") + [tok.eos_id]))
   assert score.step_ids.tolist() == [0, 0, 0, 0]
   one = jsonl_math.JsonlMathTask({"path": task.config.path,
                                   "step_separator": None})
   assert set(one.score(problem, ids).step_ids.tolist()) == {0}
-  assert task.retry_prefix(problem, ids, score) is None
 
 
 def test_config_keys_templates_and_config_dict(tmp_path):
