@@ -43,6 +43,11 @@ from experiments.rl import metrics
 from experiments.rl import trainer
 from experiments.tasks import chain_problems
 
+__all__ = [
+    "MAX_TOKEN_LENGTH", "ONE_GPU", "QWEN_PADDING_ROWS", "arms", "define_flags",
+    "estimates", "main", "run",
+]
+
 # The one-GPU settings of docs/ablations.md, on top of the ablation's.
 ONE_GPU = {"model.overrides.param_dtype": "bfloat16",
            "model.overrides.dtype": "bfloat16",

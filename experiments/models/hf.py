@@ -29,7 +29,8 @@ from experiments.models.config import ModelConfig
 from experiments.models.decoder import Decoder
 
 __all__ = [
-    "INDEX_FILE", "TABLE", "TOKENIZER_FILES", "load", "save", "tensor_table",
+    "INDEX_FILE", "TABLE", "TOKENIZER_FILES", "checkpoint_identity", "load",
+    "save", "tensor_table",
 ]
 
 # THE table: checkpoint tensor name -> NNX parameter path, and whether the

@@ -34,7 +34,10 @@ import dataclasses
 from experiments.models import config as config_lib
 from experiments.models.config import ModelConfig
 
-__all__ = ["MemoryEstimate", "default_rows", "estimate", "markdown_table"]
+__all__ = [
+    "H100_BANDWIDTH", "H100_PEAK_FLOPS", "MemoryEstimate", "default_rows",
+    "estimate", "markdown_table", "rl_step_seconds",
+]
 
 _GIB = 1024**3
 

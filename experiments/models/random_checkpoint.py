@@ -27,6 +27,11 @@ from experiments.models import decoder as decoder_lib
 from experiments.models import hf
 from experiments.models.config import ModelConfig
 
+__all__ = [
+    "CHAT_TEMPLATE", "train_tokenizer", "word_problems", "write",
+    "write_tokenizer",
+]
+
 PAD, CHAT_START, EOS = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"

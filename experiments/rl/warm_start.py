@@ -14,7 +14,9 @@ import numpy as np
 from experiments.rl import rollouts as rollouts_lib
 from experiments.tasks import base as task_base
 
-__all__ = ["demonstration_batch"]
+__all__ = [
+    "demonstration_batch", "steps",
+]
 
 
 def steps(config) -> int:

@@ -37,10 +37,9 @@ from experiments.tasks import chain_text
 from experiments.tasks import prm
 
 __all__ = [
-    "CHAIN_PATTERN", "ChainConfig", "ChainProblems", "DemoStep", "IDENTITY",
-    "NUMBER", "NUMBER_PATTERN", "OPERATORS", "PROMPT_END", "STEP_PATTERN",
-    "StepChecker", "answer_outcome", "apply", "check_answer", "demo_steps",
-    "demo_text", "is_identity", "lengths", "stable_hash",
+    "CHAIN_PATTERN", "ChainConfig", "DemoStep", "IDENTITY", "NUMBER_PATTERN",
+    "OPERATORS", "StepChecker", "answer_outcome", "apply", "check_answer",
+    "demo_steps", "is_identity", "is_number",
 ]
 
 OPERATORS = "+-*"

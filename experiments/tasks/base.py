@@ -34,7 +34,7 @@ __all__ = [
     "NoEnvironment", "PAD_ID", "PROTOCOL_MEMBERS", "Problem", "Score", "Task",
     "Tokenizer", "UNKNOWN", "WRONG", "build_config",
     "check_optional_positive_int", "check_rate", "check_response",
-    "config_to_dict", "make_task",
+    "config_to_dict", "make_task", "stable_hash",
 ]
 
 UNKNOWN = -1

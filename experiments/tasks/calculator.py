@@ -63,9 +63,8 @@ from experiments.tasks import prm
 from experiments.tasks import step_scores
 
 __all__ = [
-    "ANSWER", "ASSIGNMENTS", "CALL_PATTERN", "CalculatorConfig",
-    "CalculatorTask", "PROMPT_END", "SOFT_SCALES", "SYMBOLS", "TOOL_NAME",
-    "call_metrics", "tool_call",
+    "ASSIGNMENTS", "CalculatorConfig", "CalculatorTask", "SOFT_SCALES",
+    "SYMBOLS", "TOOL_NAME", "call_metrics", "tool_call",
 ]
 
 SYMBOLS = "0123456789+-*[]=!>?"

@@ -49,7 +49,9 @@ from experiments.tasks import offsets
 from experiments.tasks import prm
 from experiments.tasks import step_scores
 
-__all__ = ["ANSWER", "ChainArithTask", "PROMPT_END", "STEP_END", "SYMBOLS"]
+__all__ = [
+    "ChainArithTask", "SYMBOLS",
+]
 
 SYMBOLS = "0123456789+-*=;>?"
 

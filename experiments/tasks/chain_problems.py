@@ -9,6 +9,10 @@ from experiments.tasks import chain_text
 from experiments.tasks import offsets
 from experiments.tasks import splits
 
+__all__ = [
+    "ChainProblems", "budget", "lines_texts", "special_bans",
+]
+
 
 class ChainProblems:
   """What the chain tasks share: tokenizer and layout, problems, budgets

@@ -41,6 +41,12 @@ from experiments.tasks import base
 from experiments.tasks import offsets
 from experiments.tasks import text_tokenizers
 
+__all__ = [
+    "CALL_PATTERN", "COMPACT", "LINES", "Layout", "NUMBER", "PROMPT_END",
+    "Prompts", "STEP_PATTERN", "Split", "instruction", "split", "step_text",
+    "tokenizer_and_layout",
+]
+
 NUMBER = r"(0|[1-9][0-9]*)"
 STEP_PATTERN = re.compile(
     rf"^\s*{NUMBER}\s*([-+*])\s*{NUMBER}\s*=\s*{NUMBER}\s*$")

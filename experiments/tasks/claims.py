@@ -35,6 +35,10 @@ import re
 
 from experiments.tasks import base
 
+__all__ = [
+    "Claim", "Fraction", "find", "label",
+]
+
 Fraction = fractions.Fraction
 
 _NUMBER = r"\$?\d+(?:,\d{3})*(?:\.\d+)?%?"

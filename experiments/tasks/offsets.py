@@ -31,6 +31,10 @@ from typing import Sequence
 
 import numpy as np
 
+__all__ = [
+    "TokenText", "cut", "token_steps", "tokens_before",
+]
+
 
 class TokenText:
   """Decodes responses with character offsets; caches one-token texts.

@@ -40,7 +40,9 @@ import numpy as np
 
 from experiments.tasks import base
 
-__all__ = ["PRM_KINDS", "check_kind", "flip_draws", "step_rewards"]
+__all__ = [
+    "PRM_KINDS", "PrmConfig", "check_kind", "flip_draws", "step_rewards",
+]
 
 PRM_KINDS = ("oracle", "noisy", "hackable")
 
