@@ -249,7 +249,7 @@ def estimator_problems(name: str, rollouts: types.Rollouts,
     ["estimator 'pure' with mask_step_end=True"]
   """
   _check_host(rollouts, "estimator_problems")
-  registry._check_name(name)  # pylint: disable=protected-access
+  registry.ESTIMATORS.check(name)
   problems = []
   try:
     registry._check_keywords(name, settings)  # pylint: disable=protected-access
@@ -371,7 +371,7 @@ def checkify_estimate(name: str, **settings) -> Callable:
     >>> print(error.get().split(";")[0])
     group_ids must lie in [0, num_groups=2), got 3 at index 1
   """
-  registry._check_name(name)  # pylint: disable=protected-access
+  registry.ESTIMATORS.check(name)
   registry._check_keywords(name, settings)  # pylint: disable=protected-access
 
   def run(rollouts, **inputs):
