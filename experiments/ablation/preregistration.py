@@ -2,7 +2,8 @@
 
 `register` writes `preregistration.json` into an ablation's output folder
 before its runs start: the plan (claims, metrics, reductions, directions,
-smallest effects, α, correction, test, power and version; the arms, base,
+smallest effects, the descriptive readings, α, correction, test, power and
+version; the arms, base,
 common and size overrides; seeds and warm starts), its SHA-256, the git
 commit, the time and the machine. Re-running with the same plan resumes.
 Once runs have started, a different plan is refused, by the runner before
@@ -38,6 +39,7 @@ def plan(ablation: spec.Ablation, size: str, seeds: int) -> dict:
   return {
       "ablation": ablation.name, "version": ablation.version,
       "claims": [dataclasses.asdict(c) for c in ablation.claims],
+      "readings": [dataclasses.asdict(r) for r in ablation.readings],
       "alpha": ablation.alpha, "correction": ablation.correction,
       "test": ablation.test, "power": ablation.power,
       "arms": ablation.arms, "base": ablation.base,
