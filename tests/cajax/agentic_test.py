@@ -304,12 +304,18 @@ def ref_dpo(prm, ref, d, beta=0.05, threshold=0.0, mode="step_mean",
   return loss / len(pairs), dldq[:, None] * dq / len(pairs)
 
 
-@pytest.mark.parametrize("mode", ["step_mean", "sum"])
-def test_dpo_loss_and_gradient(mode):
+def _paired_batch():
+  """make_batch(7) with two successes and two failures in rows 0-3."""
   d = make_batch(7)
   for b, reward in zip(range(4), [1.0, 1.0, 0.0, 0.0]):
     d["token_rewards"][b] = 0.0
     d["token_rewards"][b, np.flatnonzero(d["mask"][b])[-1]] = reward
+  return d
+
+
+@pytest.mark.parametrize("mode", ["step_mean", "sum"])
+def test_dpo_loss_and_gradient(mode):
+  d = _paired_batch()
   d["prm"] = (d["old"] + np.random.default_rng(1).normal(
       size=d["old"].shape) * 5).astype(np.float32)
   fn = functools.partial(
@@ -327,10 +333,7 @@ def test_dpo_loss_and_gradient(mode):
 
 @pytest.mark.parametrize("mode", ["step_mean", "sum"])
 def test_dpo_pair_accuracy(mode):
-  d = make_batch(7)
-  for b, reward in zip(range(4), [1.0, 1.0, 0.0, 0.0]):
-    d["token_rewards"][b] = 0.0
-    d["token_rewards"][b, np.flatnonzero(d["mask"][b])[-1]] = reward
+  d = _paired_batch()
   args = (d["prm"], d["old"], d["token_rewards"], d["mask"], d["step_ids"],
           d["group_ids"], d["num_groups"])
   kwargs = dict(num_steps=d["num_steps"], beta=0.3, trajectory_score=mode)
