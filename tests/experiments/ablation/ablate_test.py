@@ -8,6 +8,7 @@ import pytest
 
 import cajax
 from experiments.ablation import pipeline
+from experiments.ablation import reductions
 from experiments.ablation import spec
 from experiments.ablation import statistics
 
@@ -85,14 +86,16 @@ def test_claim_and_plot_metrics_are_full_keys():
   the train records; every name is namespaced as the trainer writes it."""
   for name in pipeline.NAMES:
     ablation = spec.load(name).get_ablation()
-    keys = [c["metric"] for c in ablation.claims] + list(
-        ablation.plot_metrics)
+    keys = [c.metric for c in ablation.claims] + list(
+        ablation.plot_metrics) + [r.metric for r in ablation.readings]
     for key in keys:
       assert key.split("/")[0] in ("eval", "rollout", "task", "update"), (
           name, key)
   run = {"eval": [{"samples_seen": 0, "eval/accuracy": 0.5}],
          "train": [{"samples_seen": 8, "rollout/entropy": 1.5,
                     "update/entropy": 9.0, "eval/accuracy": 1.0}]}
-  assert report.series(run, "rollout/entropy") == [(8, 1.5)]
-  assert report.series(run, "eval/accuracy") == [(0, 0.5)]
-  assert report.series(run, "task/filler_steps") == []
+  assert [list(a) for a in reductions.series(run, "rollout/entropy")] == [
+      [8], [1.5]]
+  assert [list(a) for a in reductions.series(run, "eval/accuracy")] == [
+      [0], [0.5]]
+  assert reductions.series(run, "task/filler_steps")[1].size == 0
