@@ -12,7 +12,6 @@ unscorable, and the checks that would raise out of jit run only under
 `jax.experimental.checkify` (`checkify_estimate`).
 """
 
-import inspect
 from typing import Callable
 
 import jax
@@ -22,6 +21,11 @@ import numpy as np
 from cajax import _checks
 from cajax import registry
 from cajax import types
+
+__all__ = [
+    "MIN_KEPT_FRACTION", "checkify_estimate", "estimator_problems",
+    "validate",
+]
 
 # pure / sum_form_prm with mask_step_end=True: below this fraction of valid
 # tokens keeping a return, the step layout defeats the setting.
@@ -202,10 +206,7 @@ def _step_order_problems(step_ids, mask) -> list[str]:
 
 def _setting(name: str, settings: dict, key: str):
   """`settings[key]`, else the default of the estimator's plain function."""
-  if key in settings:
-    return settings[key]
-  function = registry.plain_function(name)
-  return inspect.signature(function).parameters[key].default
+  return {**registry.ESTIMATORS[name].defaults, **settings}[key]
 
 
 def estimator_problems(name: str, rollouts: types.Rollouts,
@@ -249,10 +250,10 @@ def estimator_problems(name: str, rollouts: types.Rollouts,
     ["estimator 'pure' with mask_step_end=True"]
   """
   _check_host(rollouts, "estimator_problems")
-  registry.ESTIMATORS.check(name)
+  registry.ESTIMATORS.check(name, "estimator")
   problems = []
   try:
-    registry._check_keywords(name, settings)  # pylint: disable=protected-access
+    registry.resolve(name, **settings)
   except ValueError as e:
     problems.append(str(e))
     accepted = registry.accepted_keywords(name)
@@ -371,9 +372,8 @@ def checkify_estimate(name: str, **settings) -> Callable:
     >>> print(error.get().split(";")[0])
     group_ids must lie in [0, num_groups=2), got 3 at index 1
   """
-  registry.ESTIMATORS.check(name)
-  registry._check_keywords(name, settings)  # pylint: disable=protected-access
+  resolved = registry.resolve(name, **settings)
 
   def run(rollouts, **inputs):
-    return registry.estimate(name, rollouts, **settings, **inputs)
+    return resolved.function(rollouts, **inputs)
   return jax.jit(checkify.checkify(run))

@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from experiments.ablation import pipeline
 from experiments.ablation import readings
 from experiments.ablation import reductions
 from experiments.ablation import report
@@ -90,3 +91,10 @@ def test_the_report_states_the_verifiable_share():
   (line,) = report.verifiable_shares(ablation, "default")
   assert line.startswith("`pure_vr`: rl.verifiable_fraction = 0.125, so")
   assert "1 of 8 groups per step (12.5%)" in line
+
+
+def test_readings_name_full_keys():
+  for name in pipeline.NAMES:
+    for reading in spec.load(name).get_ablation().readings:
+      assert reading.metric.split("/")[0] in ("eval", "rollout", "task",
+                                              "update"), (name, reading)

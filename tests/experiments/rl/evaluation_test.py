@@ -56,6 +56,6 @@ def test_evaluate_pads_the_last_chunk_and_drops_the_padding(monkeypatch):
   monkeypatch.setattr(rollouts, "score_batch", counting)
   metrics = exp.evaluate(graphdef, params, rest, 11, step=2)
   assert scored_rows == [(11, 11)]
-  assert 0.0 <= metrics["accuracy"] <= 1.0
-  assert metrics["seconds"] > 0
-  assert np.isfinite(metrics["response_length"])
+  assert 0.0 <= metrics["eval/accuracy"] <= 1.0
+  assert metrics["eval/seconds"] > 0
+  assert np.isfinite(metrics["eval/response_length"])
