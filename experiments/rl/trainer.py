@@ -102,7 +102,7 @@ class Credit:
   scored: rollouts_lib.Scored
   retried: list                      # rows replaced by retries
   seq: dict                          # the batch's token arrays, on device
-  stats: dict                        # the policy's statistics (old log-probs...)
+  stats: dict                        # the policy's statistics (old log-probs)
   rollouts: cajax.Rollouts
   estimate: cajax.EstimatorOutput
   metrics: dict                      # `rollout/` and `update/` extras
