@@ -262,7 +262,8 @@ def istar_prm_dpo_loss(prm_logprobs: ArrayLike, ref_logprobs: ArrayLike,
                        step_ids: ArrayLike, group_ids: ArrayLike,
                        num_groups: int, *, num_steps: int, beta: float = 0.05,
                        success_threshold: float = 0.0,
-                       trajectory_score: str = "step_mean") -> jax.Array:
+                       trajectory_score: str = "step_mean",
+                       return_metrics: bool = False):
   """Trajectory-DPO loss that trains iStar's implicit process reward model.
 
   Q(τ) = mean_{valid steps s of τ} β Σ_{t∈s} (log π_φ(y_t) − log π_ref(y_t))
@@ -295,9 +296,12 @@ def istar_prm_dpo_loss(prm_logprobs: ArrayLike, ref_logprobs: ArrayLike,
     success_threshold: a row is a success when its reward is above it
       (default 0.0, the repo's `> 0`).
     trajectory_score: "step_mean" (repo-exact, default) or "sum" (paper).
+    return_metrics: also return the pairs' metrics.
 
   Returns:
-    f32 scalar loss.
+    f32 scalar loss; with `return_metrics`, (loss, metrics) where metrics
+    holds "pair_accuracy", the share of pairs with Q(τ⁺) > Q(τ⁻) (NaN
+    without a pair), and "num_pairs".
 
   Raises:
     ValueError: bad shapes, dtypes or options, or concrete unordered
@@ -305,6 +309,7 @@ def istar_prm_dpo_loss(prm_logprobs: ArrayLike, ref_logprobs: ArrayLike,
   """
   _checks.check_choice(trajectory_score, _TRAJECTORY_SCORES,
                        "trajectory_score")
+  return_metrics = _checks.check_bool(return_metrics, "return_metrics")
   mask_b, group_ids, num_groups = groups.check_batch_groups(
       mask, group_ids, num_groups)
   _checks.check_positive_int(num_steps, "num_steps")
@@ -326,7 +331,14 @@ def istar_prm_dpo_loss(prm_logprobs: ArrayLike, ref_logprobs: ArrayLike,
   margin = score[:, None] - score[None, :]
   per_pair = jnp.where(pairs, jax.nn.softplus(-margin), 0.0)
   num_pairs = jnp.sum(pairs.astype(jnp.float32))
-  return jnp.sum(per_pair) / jnp.maximum(num_pairs, 1.0)
+  loss = jnp.sum(per_pair) / jnp.maximum(num_pairs, 1.0)
+  if not return_metrics:
+    return loss
+  ordered = jnp.sum((pairs & (margin > 0)).astype(jnp.float32))
+  accuracy = jnp.where(num_pairs > 0,
+                       ordered / jnp.maximum(num_pairs, 1.0), jnp.nan)
+  return loss, {"pair_accuracy": jax.lax.stop_gradient(accuracy),
+                "num_pairs": num_pairs}
 
 
 def _default_num_steps(rollouts: types.Rollouts, num_steps):

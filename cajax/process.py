@@ -655,7 +655,8 @@ def tp_grpo(outcome_rewards: ArrayLike, step_labels: ArrayLike, mask: ArrayLike,
             negative_scale: float = 0.5, adapt: str = "linear",
             adapt_power: float = 1.0, credit: str = "local",
             correct_threshold: float = 0.5, eps: float = 1e-6, ddof: int = 1,
-            normalize_by_std: bool = True) -> types.EstimatorOutput:
+            normalize_by_std: bool = True,
+            merge_thoughts: bool = True) -> types.EstimatorOutput:
   """TP-GRPO: thought-level, capability-adaptive process rewards + GRPO.
 
     Aᵢₜ = (sᵢ − μ_g) / (σ_g + eps) + pᵢ,ₕ₍ₜ₎,
@@ -679,7 +680,10 @@ def tp_grpo(outcome_rewards: ArrayLike, step_labels: ArrayLike, mask: ArrayLike,
   info["num_thoughts"]); `credit="return"` writes one reward at the end of
   each thought and sums them from each token onwards (γ = 1), where the merge
   makes the credit independent of how equally-labelled text is split into
-  steps. A row is correct when sᵢ > `correct_threshold`.
+  steps. `merge_thoughts=False` makes every step a thought of its own
+  (step-level credit: with "return", k equally-labelled steps in a row then
+  pay their reward k times), the ablation that isolates the merge. A row is
+  correct when sᵢ > `correct_threshold`.
 
   See "Good Learners Think Their Thinking: Generative PRM Makes LRM a More
   Efficient Math Learner" (He et al., arXiv 2507.23317).
@@ -703,6 +707,8 @@ def tp_grpo(outcome_rewards: ArrayLike, step_labels: ArrayLike, mask: ArrayLike,
     eps: GRPO std eps, default 1e-6.
     ddof: GRPO std ddof, default 1.
     normalize_by_std: GRPO divides by the std (default True).
+    merge_thoughts: merge runs of equally-labelled steps into thoughts
+      (default True); False: one thought per step.
 
   Returns:
     `EstimatorOutput` with advantages = returns f32[B, T]; info holds
@@ -743,6 +749,7 @@ def tp_grpo(outcome_rewards: ArrayLike, step_labels: ArrayLike, mask: ArrayLike,
                                            "correct_threshold")
   eps = _checks.check_number(eps, "eps", low=0.0)
   normalize_by_std = _checks.check_bool(normalize_by_std, "normalize_by_std")
+  merge_thoughts = _checks.check_bool(merge_thoughts, "merge_thoughts")
   steps = _prepare_steps(step_labels, step_mask, step_ids, mask,
                          rewards_name="step_labels")
   batch = steps.mask.shape[0]
@@ -769,7 +776,12 @@ def tp_grpo(outcome_rewards: ArrayLike, step_labels: ArrayLike, mask: ArrayLike,
     pos = jnp.full((batch,), positive_scale, jnp.float32)
     neg = jnp.full((batch,), negative_scale, jnp.float32)
   labels = jnp.sign(steps.rewards)
-  thought_ids, num_thoughts = thought_segments(labels, steps.valid)
+  if merge_thoughts:
+    thought_ids, num_thoughts = thought_segments(labels, steps.valid)
+  else:
+    order = jnp.cumsum(steps.valid.astype(jnp.int32), axis=1) - 1
+    thought_ids = jnp.where(steps.valid, order, -1)
+    num_thoughts = jnp.sum(steps.valid.astype(jnp.int32), axis=1)
   rewards = (jnp.where((labels > 0) & ~correct[:, None], pos[:, None], 0.0)
              - jnp.where((labels < 0) & correct[:, None], neg[:, None], 0.0))
   rewards = jnp.where(steps.valid & scorable[:, None], rewards, 0.0)

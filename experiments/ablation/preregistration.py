@@ -2,10 +2,10 @@
 
 `register` writes `preregistration.json` into an ablation's output folder
 before its runs start: the plan (claims, metrics, reductions, directions,
-smallest effects, α, correction, test, power and version; the arms, base,
-common and size overrides; seeds and warm starts; the command line's
-config overrides and the identity of a `model_path` checkpoint), its
-SHA-256, the git
+smallest effects, the descriptive readings, α, correction, test, power and
+version; the arms, base, common and size overrides; seeds and warm starts;
+the command line's config overrides and the identity of a `model_path`
+checkpoint), its SHA-256, the git
 commit, the time and the machine. Re-running with the same plan resumes.
 Once runs have started, a different plan is refused, by the runner before
 it trains and by the report before it gives verdicts, naming what changed:
@@ -59,6 +59,7 @@ def plan(ablation: spec.Ablation, size: str, seeds: int,
       **extra,
       "ablation": ablation.name, "version": ablation.version,
       "claims": [dataclasses.asdict(c) for c in ablation.claims],
+      "readings": [dataclasses.asdict(r) for r in ablation.readings],
       "alpha": ablation.alpha, "correction": ablation.correction,
       "test": ablation.test, "power": ablation.power,
       "arms": ablation.arms, "base": ablation.base,

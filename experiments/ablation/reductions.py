@@ -18,6 +18,12 @@ its `samples_seen`. Reductions:
 `start` gives the value a within-arm claim compares against: the mean over
 the first `tail` share of training steps, or the first evaluation.
 
+Descriptive readings (reported per arm, never tested; `spec.Reading`):
+`onset` (the training step at which a metric's trailing mean first moves
+past its start by a margin: when hacking sets in) and `at_level` (a
+metric's trailing mean at the first step where another one's reaches a
+level: e.g. entropy at matched accuracy).
+
 `ROBUSTNESS` lists the reductions each claim is also judged under. A train
 key's evaluation counterpart is `eval/<name>` for `rollout/<name>` and
 `eval/task/<name>` for `task/<name>`.
@@ -118,3 +124,46 @@ def start(run: dict, key: str, *, tail: float = 0.25) -> float:
   if source(key) == "eval":
     return float(y[0])
   return float(y[:max(1, math.ceil(tail * y.size))].mean())
+
+
+def _trailing(run: dict, key: str, window: int):
+  """(steps, trailing means over `window` training records) of `key`."""
+  points = [(r["step"], r[key]) for r in run.get("train", ())
+            if r.get(key) is not None and math.isfinite(r[key])]
+  if len(points) < window:
+    return np.zeros(0), np.zeros(0)
+  steps, values = (np.asarray(v, np.float64) for v in zip(*points))
+  return (steps[window - 1:],
+          np.convolve(values, np.ones(window) / window, "valid"))
+
+
+def onset(run: dict, key: str, *, margin: float, window: int,
+          rising: bool = True) -> float:
+  """The first training step at which `key`'s trailing mean over `window`
+  records exceeds (`rising`) or falls below its start, the mean of the
+  first `window` records, by more than `margin`; NaN when it never does."""
+  steps, smooth = _trailing(run, key, window)
+  if not smooth.size:
+    return math.nan
+  moved = smooth - smooth[0] if rising else smooth[0] - smooth
+  hits = np.flatnonzero(moved > margin)
+  return float(steps[hits[0]]) if hits.size else math.nan
+
+
+def highest_level(run: dict, key: str, *, window: int) -> float:
+  """The highest trailing mean of `key` the run reaches (NaN: none)."""
+  _, smooth = _trailing(run, key, window)
+  return float(smooth.max()) if smooth.size else math.nan
+
+
+def at_level(run: dict, key: str, level_key: str, level: float, *,
+             window: int) -> float:
+  """`key`'s trailing mean at the first training step where the trailing
+  mean of `level_key` reaches `level` (NaN when it never does)."""
+  steps, smooth = _trailing(run, level_key, window)
+  hits = np.flatnonzero(smooth >= level)
+  if not hits.size:
+    return math.nan
+  at, values = _trailing(run, key, window)
+  match = np.flatnonzero(at == steps[hits[0]])
+  return float(values[match[0]]) if match.size else math.nan

@@ -21,7 +21,9 @@ import numpy as np
 from scipy import stats
 
 from experiments.ablation import cost
+from experiments.ablation import readings as readings_lib
 from experiments.ablation import reductions
+from experiments.ablation import spec
 from experiments.rl import metrics as metrics_lib
 
 __all__ = ["collect", "plot", "write"]
@@ -197,15 +199,34 @@ def _section(number: int, c: dict, image: str) -> list[str]:
       f"![claim {number}]({image})", ""]
 
 
+def verifiable_shares(ablation, size: str) -> list[str]:
+  """One line per arm whose estimator sees the outcome of only some
+  groups: the exact share per step, rounding included."""
+  lines = []
+  for arm in ablation.arms:
+    rl = spec.build_config(ablation, f"{arm},0,{size}").rl
+    if rl.verifiable_fraction < 1:
+      shown = math.ceil(rl.verifiable_fraction * rl.num_groups)
+      lines.append(
+          f"`{arm}`: rl.verifiable_fraction = {rl.verifiable_fraction:g}, "
+          f"so ⌈{rl.verifiable_fraction:g} × {rl.num_groups}⌉ = {shown} of "
+          f"{rl.num_groups} groups per step ({shown / rl.num_groups:.1%}) "
+          f"carry the verifiable reward.")
+  return lines
+
+
 def write(ablation, results: dict, judged: list[dict], outdir: str, *,
           size: str, seeds: int, command: str, registration: dict,
           environment: dict, measured: dict, images: list[str]) -> None:
   """results.json and report.md under `outdir`."""
+  computed = readings_lib.compute(ablation, results)
+  shares = verifiable_shares(ablation, size)
   with open(os.path.join(outdir, "results.json"), "w", encoding="utf-8") as f:
     json.dump({"ablation": ablation.name, "version": ablation.version,
                "size": size, "seeds": seeds, "command": command,
                "preregistration": registration, "environment": environment,
-               "cost": measured, "claims": judged, "arms": results}, f,
+               "cost": measured, "claims": judged, "readings": computed,
+               "verifiable_shares": shares, "arms": results}, f,
               indent=1, default=float)
   env = environment
   lines = [
@@ -219,8 +240,10 @@ def write(ablation, results: dict, judged: list[dict], outdir: str, *,
       f"{registration['registered_at']}, commit `{registration['commit']}` "
       f"(α = {ablation.alpha:g}, {ablation.correction} correction, "
       f"{ablation.test} test, power {ablation.power:g})  ",
-      f"Cost: {cost.summary(measured)}", "", _RULE, "",
-      *_table(ablation, judged), ""]
+      f"Cost: {cost.summary(measured)}", "",
+      *(["Verifiable reward: " + " ".join(shares), ""] if shares else []),
+      _RULE, "", *_table(ablation, judged), "",
+      *readings_lib.table(ablation, computed)]
   for number, (c, image) in enumerate(zip(judged, images), 1):
     lines += _section(number, c, image)
   lines += ["## All panels", "", f"![curves]({images[-1]})", "",

@@ -50,6 +50,7 @@ class Run:
   extra_flags: tuple = ()
   after: "Run | None" = None  # the warm start this run starts from
   seconds: float = 0.0  # the cost model's prediction
+  ablation: str = ""  # the ablation an arm run belongs to
 
   @property
   def warm_start_dir(self) -> str:
@@ -107,7 +108,8 @@ def plan(name: str, size: str, seeds: int | None, workdir: str,
                       f"{arm},{seed},{size}",
                       os.path.join(outdir, arm, f"seed{seed}"),
                       config.rl.num_steps, flags, after=warm.get(key),
-                      seconds=cost.run_seconds(config, chosen.timing)))
+                      seconds=cost.run_seconds(config, chosen.timing),
+                      ablation=name))
   return list(warm.values()), runs
 
 
@@ -132,9 +134,12 @@ def _next_ready(pending: list[Run]) -> Run | None:
 
 
 def execute(runs: list[Run], parallel: int,
-            show_progress: bool = True, poll_seconds: float = 1.0) -> None:
+            show_progress: bool = True, poll_seconds: float = 1.0,
+            before_start=None) -> None:
   """Runs `runs` (skipping finished ones), `parallel` at a time, each once
   its warm start (`after`, which must be among `runs` or done) is done.
+  `before_start(run)`, if given, is called just before each run starts
+  (its warm start is done then); what it raises stops every run.
 
   Raises:
     RuntimeError: a run failed (its log file is named).
@@ -148,6 +153,8 @@ def execute(runs: list[Run], parallel: int,
         run = _next_ready(pending)
         if run is None:
           break
+        if before_start is not None:
+          before_start(run)
         os.makedirs(run.workdir, exist_ok=True)
         log = open(os.path.join(os.path.dirname(run.workdir.rstrip("/")),
                                 f"{os.path.basename(run.workdir)}.log"), "a",

@@ -1,4 +1,5 @@
-"""What an ablation is: arms, sizes, pre-registered claims, run configs.
+"""What an ablation is: arms, sizes, pre-registered claims and readings,
+run configs.
 
 Each `experiments/configs/ablations/<name>.py` defines `get_ablation()` (an
 `Ablation`, read by the runner and the report) and `get_config(arg)`, where
@@ -35,6 +36,7 @@ __all__ = [
 
 _BETTER = ("higher", "lower")
 KINDS = ("superiority", "non_inferiority")
+READINGS = ("final", "onset", "at_level")
 CORRECTIONS = ("holm", "none")
 TESTS = ("t", "sign_flip")
 
@@ -109,6 +111,49 @@ class Claim:
 
 
 @dataclasses.dataclass(frozen=True)
+class Reading:
+  """A number the report gives for every arm beside the claims: described
+  (mean over seeds, and how many seeds have one), never tested.
+
+  Attributes:
+    name: the report's name for it.
+    metric: the full key it reads.
+    kind: "final": `metric` reduced by `reduce` (and `tail`) as a claim
+      would; "onset": the training step at which `metric`'s trailing mean
+      over `window` steps first moves past its start (the mean of its first
+      `window` steps) by more than `margin`, upwards with `rising`, else
+      downwards (none when it never does); "at_level": `metric`'s trailing
+      mean at the first training step where `level_metric`'s reaches
+      `level` (None: the highest level that every run of the ablation
+      reaches, one level for all arms).
+  """
+  name: str
+  metric: str
+  kind: str = "final"
+  reduce: str = "train_tail"
+  tail: float = 0.25
+  margin: float = 0.0
+  rising: bool = True
+  window: int = 5
+  level_metric: str = "rollout/accuracy"
+  level: float | None = None
+
+  def __post_init__(self):
+    _check_choice(f"reading {self.name!r}", "kind", self.kind, READINGS)
+    if self.kind == "final":
+      reductions.check(self.metric, self.reduce)
+    elif "train" != reductions.source(self.metric) or (
+        "train" != reductions.source(self.level_metric)):
+      raise ValueError(f"reading {self.name!r}: {self.kind} reads training "
+                       f"records; {self.metric!r} and {self.level_metric!r}"
+                       f" must be training keys.")
+    if self.window < 1 or self.margin < 0 or not 0 < self.tail <= 1:
+      raise ValueError(f"reading {self.name!r}: need window >= 1, margin "
+                       f">= 0 and 0 < tail <= 1, got {self.window!r}, "
+                       f"{self.margin!r}, {self.tail!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
 class Size:
   """A size preset: config overrides, seeds and the cost model's timing.
 
@@ -139,6 +184,8 @@ class Ablation:
     arms: {arm name: flat overrides} (each arm in some claim).
     sizes: {size name: Size}; "default" and "smoke" at least.
     claims: the pre-registered `Claim`s.
+    readings: the `Reading`s the report gives per arm (fixed with the
+      claims, though never tested).
     base: the name of the loop config the arms override.
     common: flat overrides for every arm ({"task.prm": "hackable", ...}).
     plot_metrics: extra diagnostic keys drawn for every arm.
@@ -155,6 +202,7 @@ class Ablation:
   arms: dict
   sizes: dict
   claims: tuple
+  readings: tuple = ()
   base: str = "chain_arith"
   common: dict = dataclasses.field(default_factory=dict)
   plot_metrics: tuple = ()
@@ -213,10 +261,13 @@ def summary(doc: str) -> str:
 
 
 def sizes(num_steps: int, evaluations: int, timing: cost.Timing, *,
-          seeds: int = 8, warm_starts: int = 3, **default) -> dict:
+          seeds: int = 8, warm_starts: int = 3, smoke: dict | None = None,
+          **default) -> dict:
   """{"default": RL steps of 8 prompts x 8 samples, `evaluations` evenly
   spaced evaluations of 1024 held-out problems after the one at step 0, a
-  WARM_START_STEPS warm start and `default` overrides; "smoke": SMOKE}.
+  WARM_START_STEPS warm start and `default` overrides; "smoke": SMOKE, with
+  `smoke` overrides on top (for an ablation whose mechanism needs more
+  than SMOKE's 1-2-operation chains to act).
 
   `timing` holds the measured step and evaluation times the cost model
   plans the budget with (`cost.calibrate` of a finished run gives them).
@@ -228,7 +279,8 @@ def sizes(num_steps: int, evaluations: int, timing: cost.Timing, *,
                            "warm_start.steps": WARM_START_STEPS, **default},
                           seeds=seeds, warm_starts=warm_starts,
                           timing=timing),
-          "smoke": SMOKE}
+          "smoke": dataclasses.replace(
+              SMOKE, overrides={**SMOKE.overrides, **(smoke or {})})}
 
 
 def output_dir(workdir: str, ablation: Ablation, size: str) -> str:

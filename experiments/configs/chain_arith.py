@@ -73,6 +73,13 @@ def get_config() -> ml_collections.ConfigDict:
       ppo_epochs=1,
       num_mini_batches=1,
       num_micro_batches=1,
+      # iStar's implicit PRM, built only for rl.estimator="istar": the β of
+      # its step rewards and DPO loss, and its own AdamW learning rate and
+      # gradient clip. The authors use β = 0.05 and, at 7B, a PRM learning
+      # rate twice the policy's (1e-6 against 5e-7) with clip 10; here
+      # twice `optimizer.learning_rate` (docs/ablations.md).
+      implicit_prm=ml_collections.ConfigDict(dict(
+          beta=0.05, learning_rate=4e-4, grad_clip=10.0)),
   ))
 
   c.optimizer = ml_collections.ConfigDict(dict(

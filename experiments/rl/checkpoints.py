@@ -3,13 +3,15 @@
 A checkpoint is one orbax step directory under `workdir/checkpoints` holding
 three items: `params` (model, and value head when there is one), `opt_state`
 (optax state) and `meta` (JSON: step, samples seen, the data cursor, the RNG
-key data and the config that wrote it). The last `keep` steps are kept.
+key data and the config that wrote it), plus one item per extra state
+trained beside the policy (`extra_items`, e.g. iStar's implicit PRM), saved
+at the same step. The last `keep` steps are kept.
 Restoring places every array straight onto the shardings of an abstract
 target, so no full host copy of the parameters is ever made.
 """
 
 import os
-from typing import Any
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
 import numpy as np
@@ -34,47 +36,71 @@ def _abstract(tree):
   return jax.tree.map(leaf, tree)
 
 
+class Restored(NamedTuple):
+  """What `Checkpointer.restore` returns."""
+  params: Any
+  opt_state: Any
+  meta: dict
+  extra: dict  # {extra item name: its state}
+
+
 class Checkpointer:
-  """Saves and restores (params, opt_state, meta) under one directory."""
+  """Saves and restores (params, opt_state, meta, extra items) under one
+  directory."""
 
   def __init__(self, directory: str, *, keep: int = 3,
-               save_every: int = 1):
+               save_every: int = 1, extra_items: Sequence[str] = ()):
     self.directory = os.path.abspath(directory)
+    self._extra = tuple(extra_items)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, save_interval_steps=save_every, create=True,
         enable_async_checkpointing=True)
     self._manager = ocp.CheckpointManager(
         self.directory, options=options,
-        item_names=("params", "opt_state", "meta"))
+        item_names=("params", "opt_state", "meta") + self._extra)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  def _check_extra(self, extra: Mapping) -> dict:
+    if set(extra) != set(self._extra):
+      raise ValueError(f"extra items {sorted(extra)} are not this "
+                       f"checkpointer's {sorted(self._extra)}.")
+    return dict(extra)
+
   def save(self, step: int, params, opt_state, meta: dict,
-           force: bool = False) -> bool:
-    """Starts an asynchronous save; `force` ignores `save_every`."""
+           force: bool = False, extra: Mapping | None = None) -> bool:
+    """Starts an asynchronous save; `force` ignores `save_every`; `extra`
+    holds a state per extra item."""
+    extra = self._check_extra(extra or {})
     args = ocp.args.Composite(
         params=ocp.args.StandardSave(params),
         opt_state=ocp.args.StandardSave(opt_state),
-        meta=ocp.args.JsonSave(_json_safe(meta)))
+        meta=ocp.args.JsonSave(_json_safe(meta)),
+        **{name: ocp.args.StandardSave(tree) for name, tree in extra.items()})
     return self._manager.save(step, args=args, force=force)
 
   def restore(self, params_target, opt_state_target,
-              step: int | None = None) -> tuple[Any, Any, dict]:
-    """Restores onto the shapes and shardings of the given live targets.
+              step: int | None = None,
+              extra_targets: Mapping | None = None) -> Restored:
+    """Restores onto the shapes and shardings of the given live targets
+    (`extra_targets`: one per extra item).
 
     Raises:
       CheckpointError: when no step exists or the files do not match the
         targets (a different model or optimizer, or a corrupt directory).
         The directory is left untouched.
     """
+    extra_targets = self._check_extra(extra_targets or {})
     step = self.latest_step() if step is None else step
     if step is None:
       raise CheckpointError(f"no checkpoint in {self.directory}.")
     args = ocp.args.Composite(
         params=ocp.args.StandardRestore(_abstract(params_target)),
         opt_state=ocp.args.StandardRestore(_abstract(opt_state_target)),
-        meta=ocp.args.JsonRestore())
+        meta=ocp.args.JsonRestore(),
+        **{name: ocp.args.StandardRestore(_abstract(tree))
+           for name, tree in extra_targets.items()})
     try:
       out = self._manager.restore(step, args=args)
     except Exception as e:  # orbax raises many types for bad directories.
@@ -82,7 +108,8 @@ class Checkpointer:
           f"cannot restore step {step} from {self.directory}: "
           f"{type(e).__name__}: {e}. The directory was left as it is; "
           "point --workdir elsewhere to start a new run.") from e
-    return out.params, out.opt_state, out.meta
+    return Restored(out.params, out.opt_state, out.meta,
+                    {name: out[name] for name in self._extra})
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

@@ -2,7 +2,10 @@
 
 It restores the latest checkpoint of its directory (or starts fresh), runs
 `step_fn` until `num_steps`, writes one metrics record per step, saves a
-checkpoint every `checkpoint_every` steps, and on SIGINT/SIGTERM (or at
+checkpoint every `checkpoint_every` steps (with the states of its
+companions: objects trained beside the main state, such as iStar's
+implicit PRM, whose `state` attribute is saved and restored at the same
+step), and on SIGINT/SIGTERM (or at
 `stop_at_step`, a testing aid that behaves like a kill) saves one before
 returning. Randomness is derived from (seed, step), so a resumed run draws
 exactly what an uninterrupted one would.
@@ -11,7 +14,7 @@ exactly what an uninterrupted one would.
 import contextlib
 import os
 import signal
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import jax
 
@@ -57,7 +60,9 @@ def run(directory: str, state: train_step.TrainState, *, num_steps: int,
         stop_at_step: int = -1, description: str, prefix: str,
         show_progress: bool = True,
         on_resume: Callable[[int], None] | None = None,
-        summary_keys=()) -> tuple[train_step.TrainState, dict]:
+        summary_keys=(),
+        companions: Mapping[str, Any] | None = None
+        ) -> tuple[train_step.TrainState, dict]:
   """Runs steps [restored step, num_steps) of `step_fn(step, state)`.
 
   Args:
@@ -73,6 +78,9 @@ def run(directory: str, state: train_step.TrainState, *, num_steps: int,
     show_progress: draw the progress bar.
     on_resume: called with the restored step (e.g. to log it).
     summary_keys: metrics shown on the progress bar.
+    companions: {name: object with a `state` pytree attribute} that
+      `step_fn` updates; each state is checkpointed as item `name` and
+      restored into the object.
 
   Returns:
     (final state, last metrics record).
@@ -81,14 +89,19 @@ def run(directory: str, state: train_step.TrainState, *, num_steps: int,
     checkpoints.CheckpointError: the directory holds a checkpoint that
       cannot be restored into `state` (never overwritten).
   """
+  companions = dict(companions or {})
   ckpt = checkpoints.Checkpointer(os.path.join(directory, "checkpoints"),
-                                  keep=keep)
+                                  keep=keep, extra_items=tuple(companions))
   start = 0
   if ckpt.latest_step() is not None:
-    params, opt_state, saved = ckpt.restore(state.params, state.opt_state)
-    start = int(saved["step"])
-    state = train_step.TrainState(params, opt_state,
+    restored = ckpt.restore(
+        state.params, state.opt_state,
+        extra_targets={k: c.state for k, c in companions.items()})
+    start = int(restored.meta["step"])
+    state = train_step.TrainState(restored.params, restored.opt_state,
                                   jax.numpy.asarray(start, jax.numpy.int32))
+    for name, companion in companions.items():
+      companion.state = restored.extra[name]
     if on_resume is not None:
       on_resume(start)
   writer = metrics_lib.MetricWriter(
@@ -105,7 +118,8 @@ def run(directory: str, state: train_step.TrainState, *, num_steps: int,
         halt = stopper.requested or done == stop_at_step
         if done % checkpoint_every == 0 or done == num_steps or halt:
           ckpt.save(done, state.params, state.opt_state,
-                    {**meta, "step": done}, force=True)
+                    {**meta, "step": done}, force=True,
+                    extra={k: c.state for k, c in companions.items()})
         if halt:
           break
   finally:

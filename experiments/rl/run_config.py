@@ -29,8 +29,12 @@ from experiments.models import config as model_config
 from experiments.rl import config_checks
 from experiments.rl import rollouts as rollouts_lib
 
-__all__ = ["Mesh", "Model", "Optimizer", "RENAMED", "RL", "Run", "Sampling",
-           "WarmStart", "as_dict", "validate"]
+__all__ = ["ImplicitPRM", "Mesh", "Model", "Optimizer", "RENAMED", "RL",
+           "Run", "Sampling", "WarmStart", "as_dict", "validate"]
+
+# Estimators whose step rewards come from an implicit PRM that the trainer
+# trains beside the policy (`experiments/rl/implicit_prm.py`).
+IMPLICIT_PRM_ESTIMATORS = ("istar",)
 
 # Keys that were renamed (old -> new) or removed (old -> why); either fails
 # with a message that says so.
@@ -101,6 +105,22 @@ class WarmStart:
 
 
 @dataclasses.dataclass(frozen=True)
+class ImplicitPRM:
+  """`rl.implicit_prm.*`: iStar's implicit PRM, a second decoder trained by
+  trajectory DPO beside the policy (built only for an estimator of
+  `IMPLICIT_PRM_ESTIMATORS`). `beta` is THE β of the step rewards and of
+  the DPO loss; `learning_rate` and `grad_clip` set its own AdamW (the
+  other optimizer settings are `optimizer.*`'s)."""
+  beta: float
+  learning_rate: float
+  grad_clip: float
+
+  def __post_init__(self):
+    for key in ("beta", "learning_rate", "grad_clip"):
+      _at_least(getattr(self, key), 0.0, f"rl.implicit_prm.{key}")
+
+
+@dataclasses.dataclass(frozen=True)
 class RL:
   """`rl.*`: the RL step (see docs/training.md for each key).
 
@@ -128,6 +148,7 @@ class RL:
   ppo_epochs: int
   num_mini_batches: int
   num_micro_batches: int
+  implicit_prm: ImplicitPRM
   resolved: cajax.registry.Resolved = dataclasses.field(
       init=False, repr=False, compare=False)
   loss: cajax.losses.PolicyLoss = dataclasses.field(init=False, repr=False,
@@ -159,7 +180,7 @@ class RL:
     cajax.registry.ESTIMATORS.check(self.estimator, "rl.estimator")
     cajax.losses.POLICY_LOSSES.check(self.policy_loss, "rl.policy_loss")
     resolved = _with_key("rl.estimator_kwargs", cajax.resolve,
-                         self.estimator, **self.estimator_kwargs)
+                         self.estimator, **self._estimator_settings())
     if "values" in resolved.fields and self.value_coef <= 0:
       raise ValueError(f"rl.estimator={self.estimator!r} needs a critic: set "
                        f"rl.value_coef > 0 (got {self.value_coef}).")
@@ -168,6 +189,24 @@ class RL:
     object.__setattr__(self, "resolved", resolved)
     object.__setattr__(self, "loss", loss)
     config_checks.check_estimator_runs(self)
+
+  def _estimator_settings(self) -> dict:
+    """`estimator_kwargs`, with an implicit PRM's β bound from
+    `implicit_prm.beta` (its only source)."""
+    settings = dict(self.estimator_kwargs)
+    if not self.uses_implicit_prm:
+      return settings
+    if "beta" in settings:
+      raise ValueError(
+          f"rl.estimator_kwargs.beta: {self.estimator}'s β is "
+          f"`rl.implicit_prm.beta`, shared by its step rewards and its "
+          f"PRM's DPO loss; set that instead.")
+    return {**settings, "beta": self.implicit_prm.beta}
+
+  @property
+  def uses_implicit_prm(self) -> bool:
+    """The estimator's step rewards come from a trained implicit PRM."""
+    return self.estimator in IMPLICIT_PRM_ESTIMATORS
 
   @property
   def batch_size(self) -> int:

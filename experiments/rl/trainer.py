@@ -20,6 +20,7 @@ import cajax
 
 from experiments.rl import checkpoints
 from experiments.rl import experiment
+from experiments.rl import implicit_prm
 from experiments.rl import loop
 from experiments.rl import mesh as mesh_lib
 from experiments.rl import metrics as metrics_lib
@@ -101,11 +102,32 @@ def initial_params(exp: experiment.Experiment, workdir: str,
   return {**params, "decoder": decoder}
 
 
+@dataclasses.dataclass
+class Credit:
+  """A scored batch turned into per-token credit (`RLStep.credit`)."""
+  responses: rollouts_lib.Responses  # with R3L retries written in
+  scored: rollouts_lib.Scored
+  retried: list                      # rows replaced by retries
+  seq: dict                          # the batch's token arrays, on device
+  stats: dict                        # the policy's statistics (old log-probs)
+  rollouts: cajax.Rollouts
+  estimate: cajax.EstimatorOutput
+  metrics: dict                      # `rollout/` and `update/` extras
+
+
 class RLStep:
   """One RL step: sample, score, estimate, update (a `loop.run` step)."""
 
   def __init__(self, exp: experiment.Experiment, graphdef, rest, ref_params,
-               tx):
+               tx, start_params=None):
+    """Args:
+      exp: the experiment.
+      graphdef, rest: the policy's graph and non-parameter state.
+      ref_params: the frozen reference policy's parameters, or None.
+      tx: the policy's optimizer.
+      start_params: the policy's starting parameters, which an implicit PRM
+        starts from (needed when `rl.uses_implicit_prm`).
+    """
     self.exp, self.rest, self.ref_params = exp, rest, ref_params
     rl = exp.config.rl
     self.graphdef = graphdef
@@ -125,6 +147,14 @@ class RLStep:
     self.update = train_step.jit_update(
         rl, exp.sampling, graphdef, tx,
         own_old_logprobs=self.own_old_logprobs)
+    self.prm = None
+    if rl.uses_implicit_prm:
+      if start_params is None:
+        raise ValueError(f"rl.estimator={rl.estimator!r} trains an implicit "
+                         f"PRM: pass start_params.")
+      self.prm = implicit_prm.ImplicitPRM(exp, graphdef, rest, start_params,
+                                          self.token_fn)
+    self.checked = False
 
   def _decoder(self, params):
     return policy_lib.merged_decoder(self.graphdef, params, self.rest)
@@ -132,6 +162,81 @@ class RLStep:
   def _sample(self, params, problems, key, sampling):
     return rollouts_lib.generate(self.exp.task, self._decoder(params),
                                  problems, sampling=sampling, key=key)
+
+  def credit(self, params, problems, responses, scored, key,
+             lap=lambda name: None) -> Credit:
+    """Everything between scoring and the update: R3L retries, ReMax's
+    greedy baseline, the policy's statistics, the batch, the implicit
+    PRM's step, and the estimator. The first call also checks the batch's
+    layout against the estimator's settings.
+
+    Args:
+      params: the policy's parameters (before the update).
+      problems: B problems, G consecutive rows per group.
+      responses, scored: the sampled responses and their scores.
+      key: this step's PRNG key.
+      lap: called with "score" once the scores are final (timing).
+    """
+    exp, rl = self.exp, self.exp.config.rl
+    group_ids = np.repeat(np.arange(rl.num_groups, dtype=np.int32),
+                          rl.group_size)
+    retried = []
+    if rl.retry_samples > 0:
+      responses, retried = retries.retry(
+          exp.task, problems, responses, scored,
+          group_size=rl.group_size, retry_samples=rl.retry_samples,
+          freeze_prefix=rl.mask_retry_prefix,
+          generate=lambda ps, pre: rollouts_lib.generate(
+              exp.task, self._decoder(params), ps, sampling=exp.sampling,
+              key=jax.random.fold_in(key, 2), prefixes=pre))
+      if retried:
+        scored = rollouts_lib.score_batch(exp.task, problems, responses,
+                                          exp.task.max_steps)
+    baseline = None
+    if "baseline_scores" in rl.resolved.fields:
+      greedy = self._sample(params, problems, key,
+                            dataclasses.replace(exp.sampling,
+                                                temperature=0.0))
+      baseline = rollouts_lib.score_batch(exp.task, problems, greedy,
+                                          exp.task.max_steps).outcome
+    lap("score")
+    put = functools.partial(mesh_lib.put_batch, mesh=exp.mesh)
+    seq = put(dict(prompt_tokens=responses.prompt_tokens,
+                   prompt_valid=responses.prompt_valid,
+                   response_tokens=responses.tokens,
+                   response_valid=responses.valid))
+    stats = ({} if self.own_old_logprobs
+             else self.token_fn(params, self.rest, *seq.values()))
+    if self.ref_fn is not None:
+      stats["ref_logprobs"] = self.ref_fn(self.ref_params, self.rest,
+                                          *seq.values())["logprobs"]
+    host = rollouts_lib.build_batch(
+        rl.resolved, responses, scored, group_ids, rl.num_groups,
+        statistics=stats, reward_source=rl.reward_source,
+        verifiable_fraction=rl.verifiable_fraction,
+        baseline_scores=baseline)
+    if not self.checked:
+      _check_layout(rl, host)
+      self.checked = True
+    rollouts = put(host)
+    extra, metrics = {}, {
+        "rollout/retries": len(retried),
+        "rollout/retry_success": (float(np.mean(scored.outcome[retried]
+                                                > 0.5))
+                                  if retried else float("nan"))}
+    if self.prm is not None:
+      extra["prm_logprobs"], prm_metrics = self.prm.step(
+          seq, stats["logprobs"], rollouts)
+      metrics.update({f"update/{k}": float(v)
+                      for k, v in prm_metrics.items()})
+    est = self.estimate(rollouts, **extra)
+    if self.prm is not None:
+      metrics["rollout/prm_label_correlation"] = (
+          implicit_prm.label_correlation(
+              est.info["step_rewards"], est.info["step_valid"],
+              scored.arrays["step_labels"], scored.arrays["step_mask"]))
+    return Credit(responses, scored, retried, seq, stats, rollouts, est,
+                  metrics)
 
   def __call__(self, step: int, state: train_step.TrainState):
     exp, rl = self.exp, self.exp.config.rl
@@ -146,72 +251,58 @@ class RLStep:
     rng = experiment.np_rng(exp.config, experiment.TRAIN_DATA, step)
     prompts = exp.task.sample_problems(rng, rl.num_groups)
     problems = [p for p in prompts for _ in range(rl.group_size)]
-    group_ids = np.repeat(np.arange(rl.num_groups, dtype=np.int32),
-                          rl.group_size)
     responses = self._sample(state.params, problems,
                              jax.random.fold_in(key, 0), exp.sampling)
     lap("sample")
     scored = rollouts_lib.score_batch(exp.task, problems, responses,
                                       exp.task.max_steps)
-    retried = 0
-    if rl.retry_samples > 0:
-      responses, retried = retries.retry(
-          exp.task, problems, responses, scored,
-          group_size=rl.group_size, retry_samples=rl.retry_samples,
-          freeze_prefix=rl.mask_retry_prefix,
-          generate=lambda ps, pre: rollouts_lib.generate(
-              exp.task, self._decoder(state.params), ps,
-              sampling=exp.sampling, key=jax.random.fold_in(key, 2),
-              prefixes=pre))
-      if retried:
-        scored = rollouts_lib.score_batch(exp.task, problems, responses,
-                                          exp.task.max_steps)
-    baseline = None
-    if "baseline_scores" in rl.resolved.fields:
-      greedy = self._sample(state.params, problems, key,
-                            dataclasses.replace(exp.sampling,
-                                                temperature=0.0))
-      baseline = rollouts_lib.score_batch(exp.task, problems, greedy,
-                                          exp.task.max_steps).outcome
-    lap("score")
-    put = functools.partial(mesh_lib.put_batch, mesh=exp.mesh)
-    seq = put(dict(prompt_tokens=responses.prompt_tokens,
-                   prompt_valid=responses.prompt_valid,
-                   response_tokens=responses.tokens,
-                   response_valid=responses.valid))
-    stats = ({} if self.own_old_logprobs
-             else self.token_fn(state.params, self.rest, *seq.values()))
-    if self.ref_fn is not None:
-      stats["ref_logprobs"] = self.ref_fn(self.ref_params, self.rest,
-                                          *seq.values())["logprobs"]
-    rollouts = put(rollouts_lib.build_batch(
-        rl.resolved, responses, scored, group_ids, rl.num_groups,
-        statistics=stats, reward_source=rl.reward_source,
-        verifiable_fraction=rl.verifiable_fraction,
-        baseline_scores=baseline))
-    est = self.estimate(rollouts)
+    c = self.credit(state.params, problems, responses, scored, key, lap)
     lap("estimate")
-    mask = rollouts.mask
-    zeros = jnp.zeros_like(est.advantages)
+    zeros = jnp.zeros_like(c.estimate.advantages)
     batch = train_step.UpdateBatch(
-        **seq, mask=mask, advantages=est.advantages, returns=est.returns,
-        old_logprobs=stats.get("logprobs", zeros),
-        ref_logprobs=stats.get("ref_logprobs", zeros),
-        old_values=stats.get("values", zeros),
-        sampler_logprobs=put(responses.sampler_logprobs))
+        **c.seq, mask=c.rollouts.mask, advantages=c.estimate.advantages,
+        returns=c.estimate.returns,
+        old_logprobs=c.stats.get("logprobs", zeros),
+        ref_logprobs=c.stats.get("ref_logprobs", zeros),
+        old_values=c.stats.get("values", zeros),
+        sampler_logprobs=mesh_lib.put_batch(c.responses.sampler_logprobs,
+                                            exp.mesh))
     state, update_metrics, before = self.update(state, self.rest, batch,
                                                 jax.random.fold_in(key, 1))
-    stats = {**before, **stats}
+    stats = {**before, **c.stats}
     lap("update")
-    times["time/tokens_per_second"] = (float(responses.valid.sum())
+    times["time/tokens_per_second"] = (float(c.responses.valid.sum())
                                        / max(sum(times.values()), 1e-9))
     return state, {
-        **experiment.outcome_metrics(scored, responses, "rollout"),
-        **_token_metrics(mask, est.advantages, stats, batch.sampler_logprobs,
-                         stats.get("ref_logprobs")),
-        "rollout/retries": retried,
+        **experiment.outcome_metrics(c.scored, c.responses, "rollout"),
+        "rollout/pass_at_group": pass_at_group(c.scored.outcome,
+                                               rl.group_size),
+        **_token_metrics(batch.mask, c.estimate.advantages, stats,
+                         batch.sampler_logprobs, stats.get("ref_logprobs")),
+        **c.metrics,
         **{f"update/{k}": float(v) for k, v in update_metrics.items()},
         **times, "samples_seen": (step + 1) * len(problems)}
+
+
+def pass_at_group(outcome: np.ndarray, group_size: int) -> float:
+  """Share of groups (G consecutive rows) with at least one correct
+  response (outcome > 0.5): pass@G of the batch's prompts."""
+  correct = np.asarray(outcome).reshape(-1, group_size) > 0.5
+  return float(correct.any(axis=1).mean())
+
+
+def _check_layout(rl: run_config.RL, rollouts: cajax.Rollouts) -> None:
+  """Raises ValueError, naming the settings, when the first batch's layout
+  defeats the estimator's settings (`cajax.validation.estimator_problems`:
+  e.g. `pure` with mask_step_end=True on one-token steps, which zeroes
+  almost every advantage)."""
+  problems = cajax.validation.estimator_problems(
+      rl.estimator, rollouts, **rl.resolved.settings)
+  if problems:
+    raise ValueError(
+        f"rl.estimator={rl.estimator!r} with rl.estimator_kwargs="
+        f"{dict(rl.estimator_kwargs)} cannot learn from this task's "
+        f"batches (checked on the first one):\n  " + "\n  ".join(problems))
 
 
 @jax.jit
@@ -292,7 +383,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 if rl.needs_reference else None)
   tx = optimizer(config, config.optimizer.learning_rate)
   state = initial_state(exp, tx, params)
-  rl_step = RLStep(exp, graphdef, rest, ref_params, tx)
+  rl_step = RLStep(exp, graphdef, rest, ref_params, tx, start_params=params)
   evals = _Evaluations(exp, graphdef, rest, workdir)
 
   def step_fn(step, state):
@@ -310,7 +401,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         keep=config.keep_checkpoints, stop_at_step=config.stop_at_step,
         description=f"rl {rl.estimator}", prefix="train",
         show_progress=config.show_progress,
-        summary_keys=("rollout/reward_mean", "rollout/accuracy"))
+        summary_keys=("rollout/reward_mean", "rollout/accuracy"),
+        companions=({"implicit_prm": rl_step.prm} if rl_step.prm else None))
   finally:
     evals.close()
   return {"train": record, "eval": evals.last}

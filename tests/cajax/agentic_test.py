@@ -21,7 +21,8 @@ _STATIC = frozenset((
     "num_groups", "num_steps", "num_turns", "num_branches", "beta",
     "step_weight", "step_baseline", "max_abs_normalize", "gamma", "fuse",
     "eps", "alpha", "success_score", "r_max", "baseline", "tau",
-    "normalize_by_std", "success_threshold", "trajectory_score"))
+    "normalize_by_std", "success_threshold", "trajectory_score",
+    "return_metrics"))
 FUNCTIONS = ("istar", "istar_prm_dpo_loss", "matchtir", "r3l", "slate")
 
 
@@ -258,8 +259,10 @@ def test_istar_bf16():
 # iStar PRM trajectory-DPO loss
 # ----------------------------------------------------------------------------
 
-def ref_dpo(prm, ref, d, beta=0.05, threshold=0.0, mode="step_mean"):
-  """Loss and d loss / d prm in float64."""
+def ref_dpo(prm, ref, d, beta=0.05, threshold=0.0, mode="step_mean",
+            accuracy=False):
+  """Loss and d loss / d prm in float64 (with `accuracy`, the share of
+  pairs with Q(τ⁺) > Q(τ⁻) instead of the gradient)."""
   mask, step_ids, gids = d["mask"], d["step_ids"], d["group_ids"]
   batch, length = mask.shape
   num_steps = d["num_steps"]
@@ -287,7 +290,10 @@ def ref_dpo(prm, ref, d, beta=0.05, threshold=0.0, mode="step_mean"):
            if use[i] and use[j] and gids[i] == gids[j]
            and score[i] > threshold and not score[j] > threshold]
   if not pairs:
-    return 0.0, np.zeros((batch, length))
+    return 0.0, np.nan if accuracy else np.zeros((batch, length))
+  if accuracy:
+    ordered = sum(q[i] > q[j] for i, j in pairs)
+    return None, ordered / len(pairs)
   loss, dldq = 0.0, np.zeros(batch)
   for i, j in pairs:
     m = q[i] - q[j]
@@ -298,12 +304,18 @@ def ref_dpo(prm, ref, d, beta=0.05, threshold=0.0, mode="step_mean"):
   return loss / len(pairs), dldq[:, None] * dq / len(pairs)
 
 
-@pytest.mark.parametrize("mode", ["step_mean", "sum"])
-def test_dpo_loss_and_gradient(mode):
+def _paired_batch():
+  """make_batch(7) with two successes and two failures in rows 0-3."""
   d = make_batch(7)
   for b, reward in zip(range(4), [1.0, 1.0, 0.0, 0.0]):
     d["token_rewards"][b] = 0.0
     d["token_rewards"][b, np.flatnonzero(d["mask"][b])[-1]] = reward
+  return d
+
+
+@pytest.mark.parametrize("mode", ["step_mean", "sum"])
+def test_dpo_loss_and_gradient(mode):
+  d = _paired_batch()
   d["prm"] = (d["old"] + np.random.default_rng(1).normal(
       size=d["old"].shape) * 5).astype(np.float32)
   fn = functools.partial(
@@ -317,6 +329,25 @@ def test_dpo_loss_and_gradient(mode):
   assert want_loss > 0
   np.testing.assert_allclose(loss, want_loss, **TOL)
   np.testing.assert_allclose(grad, want_grad, **TOL)
+
+
+@pytest.mark.parametrize("mode", ["step_mean", "sum"])
+def test_dpo_pair_accuracy(mode):
+  d = _paired_batch()
+  args = (d["prm"], d["old"], d["token_rewards"], d["mask"], d["step_ids"],
+          d["group_ids"], d["num_groups"])
+  kwargs = dict(num_steps=d["num_steps"], beta=0.3, trajectory_score=mode)
+  loss, metrics = J["istar_prm_dpo_loss"](*args, return_metrics=True,
+                                          **kwargs)
+  np.testing.assert_allclose(loss, J["istar_prm_dpo_loss"](*args, **kwargs))
+  _, want = ref_dpo(d["prm"], d["old"], d, beta=0.3, mode=mode,
+                    accuracy=True)
+  assert 0.0 < want < 1.0
+  np.testing.assert_allclose(metrics["pair_accuracy"], want, **TOL)
+  # Without a success there is no pair: the accuracy is undefined.
+  d["token_rewards"][:] = 0.0
+  _, metrics = J["istar_prm_dpo_loss"](*args, return_metrics=True, **kwargs)
+  assert np.isnan(metrics["pair_accuracy"]) and metrics["num_pairs"] == 0
 
 
 def test_dpo_loss_no_pairs_is_zero():

@@ -245,14 +245,14 @@ def ref_process_grpo(d, eps=1e-6, ddof=1, scale=True):
   return adv, normed
 
 
-def ref_thoughts(labels, valid):
+def ref_thoughts(labels, valid, merge=True):
   ids = np.full(labels.shape, -1)
   for b in range(labels.shape[0]):
     current, prev = -1, None
     for k in range(labels.shape[1]):
       if not valid[b, k]:
         continue
-      if prev is None or labels[b, k] != prev:
+      if prev is None or labels[b, k] != prev or not merge:
         current += 1
       ids[b, k] = current
       prev = labels[b, k]
@@ -261,12 +261,12 @@ def ref_thoughts(labels, valid):
 
 def ref_tp_grpo(d, outcome, positive_scale=0.5, negative_scale=0.5,
                 adapt="linear", adapt_power=1.0, credit="local",
-                correct_threshold=0.5, eps=1e-6):
+                correct_threshold=0.5, eps=1e-6, merge_thoughts=True):
   mask = np.asarray(d["mask"], bool)
   gids = d["group_ids"]
   valid, _, end = ref_steps(d["step_mask"], d["step_ids"], mask)
   labels = np.where(valid, np.sign(d["step_rewards"]), 0.0)
-  thoughts = ref_thoughts(labels, valid)
+  thoughts = ref_thoughts(labels, valid, merge_thoughts)
   batch, num_steps = labels.shape
   ok = np.isfinite(outcome)
   adv = np.zeros(mask.shape)
@@ -579,17 +579,18 @@ def test_thought_segments_golden():
   np.testing.assert_array_equal(num, [2, 2, 3, 0, 0, 0])
 
 
-@pytest.mark.parametrize("adapt,credit", [("linear", "local"),
-                                          ("none", "local"),
-                                          ("linear", "return")])
-def test_tp_grpo_matches_reference(adapt, credit):
+@pytest.mark.parametrize("adapt,credit,merge", [
+    ("linear", "local", True), ("none", "local", True),
+    ("linear", "return", True), ("linear", "return", False),
+    ("none", "return", False)])
+def test_tp_grpo_matches_reference(adapt, credit, merge):
   d = make_batch(6)
   outcome = d["outcome"].astype(np.float64)
   outcome[4] = np.nan
   out = process.tp_grpo(outcome, *pure_args(d), adapt=adapt, credit=credit,
-                        adapt_power=2.0)
+                        adapt_power=2.0, merge_thoughts=merge)
   adv, thoughts = ref_tp_grpo(d, outcome, adapt=adapt, credit=credit,
-                              adapt_power=2.0)
+                              adapt_power=2.0, merge_thoughts=merge)
   close(out.advantages, adv)
   # The unscorable row 4 has no valid step left, hence no thought.
   thoughts = np.array(thoughts)
@@ -619,6 +620,17 @@ def test_tp_grpo_gives_signal_in_zero_variance_groups():
                            credit="return")
   row0, row1 = np.asarray(merged.advantages)[:2]
   close(row0, row1)
+  # Step-level credit (no merge): the two −1 steps pay twice on the first
+  # token; with local credit the merge changes nothing.
+  steps = process.tp_grpo(row_values([1, 1, 0]), *pure_args(d),
+                          credit="return", merge_thoughts=False)
+  row0 = np.asarray(steps.advantages)[0]
+  assert row0[0] < np.asarray(merged.advantages)[0, 0]
+  close(row0[1], np.asarray(merged.advantages)[0, 1])
+  for merge in (True, False):
+    close(process.tp_grpo(row_values([1, 1, 0]), *pure_args(d),
+                          merge_thoughts=merge).advantages,
+          process.tp_grpo(row_values([1, 1, 0]), *pure_args(d)).advantages)
 
 
 # --------------------------------------------------------------------------

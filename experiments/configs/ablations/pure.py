@@ -3,13 +3,14 @@ hackable process reward model.
 
 The PRM scores vacuous identity steps (`z+0=z`) as highly as real ones and,
 like a learned PRM, never checks the final answer; the 96-token budget
-leaves room to pad. The
-paper reports that summing PRM rewards into returns collapses training
-(the policy pads responses with rewarded filler and accuracy falls), that
-min-form credit stays stable, and that mixing in ~10% verifiable reward
-delays the hacking further. Arms: PURE softmin (PRM only); the sum form
-with raw per-token returns normalised over the group's tokens (`sum_form`);
-and the sum form with verifiable reward on 10% of the prompts.
+leaves room to pad. The paper reports that summing PRM rewards into returns
+collapses training (the policy pads responses with rewarded filler and
+accuracy falls), that min-form credit is stable, and that mixing in
+verifiable reward on ~10% of the prompts (PRM+VR, its best) alleviates
+hacking further. Arms: PURE softmin (PRM only); the sum form with raw
+per-token returns normalised over the group's tokens (`sum_form`); and
+PURE softmin plus the verifiable reward on one group in eight
+(`pure_vr`, 12.5%: the nearest share to 10% that 8 groups allow).
 """
 
 from experiments.ablation import cost
@@ -18,14 +19,12 @@ from experiments.ablation import spec
 __all__ = ["get_ablation", "get_config"]
 
 _PRM_ONLY = {"verifiable_reward_coef": 0.0}
-# Filler steps per response over the last 25% of training steps; 0.05 is
-# one filler step in twenty responses.
-_FILLER = dict(metric="task/filler_steps", better="lower",
-               smallest_effect=0.05)
+# Filler steps per response; 0.25 is one filler step in four responses.
+_FILLER = dict(metric="task/filler_steps", smallest_effect=0.25)
 
 
-# Measured on 2 idle AMD EPYC cores (RL and warm-start steps); the
-# evaluation time is estimated from the sampling share of a step.
+# Measured on 2 idle AMD EPYC cores (RL and warm-start steps); the evaluation
+# time is estimated from the sampling share of a step.
 _TIMING = cost.Timing(rl_step=0.33, evaluation=3.5, warm_start_step=0.3,
                       machine="AMD EPYC, 2 idle cores")
 
@@ -43,22 +42,42 @@ def get_ablation() -> spec.Ablation:
                                                    "mode": "softmin"}},
           "sum_form": {"rl.estimator": "sum_form_prm",
                        "rl.estimator_kwargs": _PRM_ONLY},
-          "sum_form_vr10": {"rl.estimator": "sum_form_prm",
-                            "rl.verifiable_fraction": 0.1},
+          "pure_vr": {"rl.estimator": "pure",
+                      "rl.estimator_kwargs": {"mode": "softmin"},
+                      "rl.verifiable_fraction": 0.125},
       },
       sizes=spec.sizes(num_steps=40, evaluations=1, timing=_TIMING),
       claims=(
-          spec.Claim("min form beats sum form (accuracy)",
-                     "sum-form credit collapses training; min-form is stable",
-                     "pure_softmin", "sum_form"),
           spec.Claim("sum form pads with filler (hacking)",
-                     "the policy hacks the PRM with rewarded filler steps",
-                     "pure_softmin", "sum_form", **_FILLER),
-          spec.Claim("10% verifiable reward curbs hacking",
-                     "~10% VR alleviates reward hacking", "sum_form_vr10",
-                     "sum_form", **_FILLER),
+                     "the policy hacks a sum-form PRM with rewarded steps",
+                     "sum_form", "sum_form", versus_start=True, **_FILLER),
+          spec.Claim("min form pads less than sum form",
+                     "min-form credit removes the incentive to farm "
+                     "rewarded steps", "pure_softmin", "sum_form",
+                     better="lower", **_FILLER),
+          # Accuracy averaged over the whole run (tail 1): both forms can
+          # collapse, the paper's sum form "even at the beginning".
+          spec.Claim("min form keeps accuracy longer",
+                     "sum-form credit collapses training; min-form is stable",
+                     "pure_softmin", "sum_form", tail=1.0),
+          spec.Claim("verifiable reward keeps the min form's accuracy",
+                     "PRM+VR is the best setting (53.3 vs 49.3 average)",
+                     "pure_vr", "pure_softmin"),
       ),
-      plot_metrics=("rollout/response_length", "eval/accuracy"),
+      readings=(
+          spec.Reading("hacking onset (step)", "task/filler_steps",
+                       kind="onset", margin=0.5),
+          spec.Reading("accuracy collapse onset (step)", "rollout/accuracy",
+                       kind="onset", margin=0.05, rising=False),
+          spec.Reading("final accuracy", "eval/accuracy",
+                       reduce="last_eval"),
+          spec.Reading("final filler steps", "eval/task/filler_steps",
+                       reduce="last_eval"),
+          spec.Reading("final response length", "eval/response_length",
+                       reduce="last_eval"),
+      ),
+      plot_metrics=("rollout/response_length", "task/num_steps",
+                    "eval/accuracy"),
   )
 
 

@@ -3,8 +3,9 @@ positive amplification vs GRPO, and each component removed.
 
 Retries restart a failed response from just before its first wrong step
 (found by the task's step checker); the shared prefix is taken out of the
-loss (pivotal credit: only the tokens after the pivot are credited), and
-positive advantages are amplified by α. The paper reports that the full
+loss on both the failed response and its retries (pivotal credit: only the
+tokens after the pivot are credited), and positive advantages are
+amplified by α. The paper reports that the full
 method beats GRPO and that removing any component lowers success.
 
 With 0/1 outcomes α never acts on its own: a successful row gets the
@@ -57,7 +58,12 @@ def get_ablation() -> spec.Ablation:
                      "removing amplification hurts", "r3l", "no_amplify",
                      **_EVAL_AUC),
       ),
-      plot_metrics=("task/wrong_steps",),
+      readings=(
+          spec.Reading("retry success", "rollout/retry_success"),
+          spec.Reading("final accuracy", "eval/accuracy",
+                       reduce="last_eval"),
+      ),
+      plot_metrics=("task/wrong_steps", "rollout/retry_success"),
   )
 
 

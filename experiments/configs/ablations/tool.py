@@ -1,14 +1,15 @@
 """Turn-level credit on calculator tool use: MatchTIR hard and soft
-matching (arXiv 2601.10712) and iStar (arXiv 2509.19199) vs GRPO.
+matching (arXiv 2601.10712) vs GRPO, and iStar (arXiv 2509.19199) vs RLOO.
 
 MatchTIR reports that per-turn rewards from matching the predicted tool
 calls to the true ones beat a trajectory reward, hard (Hungarian)
 assignment at least as well as soft (optimal transport); iStar reports
-that implicit step rewards raise success. Arms: GRPO on the outcome,
-MatchTIR with Hungarian and with Sinkhorn assignment (turn rewards from the
-task's matching PRM), and iStar. Chains of 4-6 operations: with 2-3, every
-arm reached 0.97-1.0 accuracy within 50 steps, a ceiling no credit
-assignment can beat.
+that implicit step rewards from a PRM trained online by trajectory DPO
+raise the success of its base, RLOO. Arms: GRPO on the outcome, MatchTIR
+with Hungarian and with Sinkhorn assignment (turn rewards from the task's
+matching PRM), RLOO, and iStar (RLOO plus implicit step rewards). Chains
+of 4-6 operations: with 2-3, every arm reached 0.97-1.0 accuracy within 50
+steps, a ceiling no credit assignment can beat.
 """
 
 from experiments.ablation import cost
@@ -39,6 +40,7 @@ def get_ablation() -> spec.Ablation:
           "grpo": spec.GRPO,
           "matchtir_hard": {**_MATCHTIR, "task.assignment": "hungarian"},
           "matchtir_soft": {**_MATCHTIR, "task.assignment": "sinkhorn"},
+          "rloo": {"rl.estimator": "rloo"},
           "istar": {"rl.estimator": "istar"},
       },
       sizes=spec.sizes(num_steps=50, evaluations=1, timing=_TIMING),
@@ -49,10 +51,19 @@ def get_ablation() -> spec.Ablation:
           spec.Claim("hard matching at least soft", "KM 36.1 vs OT 34.5",
                      "matchtir_hard", "matchtir_soft",
                      kind="non_inferiority"),
-          spec.Claim("iStar raises success", "WebShop 77.4 -> 86.5", "istar",
-                     "grpo"),
+          spec.Claim("iStar raises RLOO's success", "WebShop 77.4 -> 86.5",
+                     "istar", "rloo"),
       ),
-      plot_metrics=("task/wrong_steps", "eval/accuracy"),
+      readings=(
+          # Does the implicit PRM learn which steps are right? (iStar only.)
+          spec.Reading("implicit reward vs step label (Spearman)",
+                       "rollout/prm_label_correlation"),
+          spec.Reading("PRM pair accuracy", "update/prm_pair_accuracy"),
+          spec.Reading("final accuracy", "eval/accuracy",
+                       reduce="last_eval"),
+      ),
+      plot_metrics=("task/wrong_steps", "eval/accuracy",
+                    "rollout/prm_label_correlation"),
   )
 
 

@@ -35,6 +35,18 @@ def get_ablation() -> spec.Ablation:
                      metric="rollout/entropy", smallest_effect=0.02),
           spec.Claim("UCAS accuracy at least GRPO's", "reward 0.81 vs 0.795",
                      "ucas", "grpo", kind="non_inferiority"),
+          # Tokens per response; 2 is a tenth of a bare solution's length.
+          spec.Claim("UCAS keeps responses longer",
+                     "~1550 vs ~630 tokens at 7B", "ucas", "grpo",
+                     metric="rollout/response_length", smallest_effect=2.0),
+      ),
+      readings=(
+          # pass@8: the share of a step's groups with a right response.
+          spec.Reading("pass@8", "rollout/pass_at_group"),
+          spec.Reading("entropy at matched accuracy", "rollout/entropy",
+                       kind="at_level", window=10),
+          spec.Reading("final accuracy", "eval/accuracy",
+                       reduce="last_eval"),
       ),
       plot_metrics=("rollout/response_length", "eval/accuracy",
                     "task/check_steps"),

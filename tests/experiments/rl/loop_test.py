@@ -33,7 +33,8 @@ def test_smoke_run_writes_metrics_checkpoints_and_events(tmp_path):
               "rollout/response_length", "rollout/advantage_mean",
               "rollout/advantage_std", "rollout/entropy",
               "rollout/mismatch_kl", "rollout/mismatch_max_ratio",
-              "rollout/retries", "task/filler_steps", "update/entropy",
+              "rollout/retries", "rollout/pass_at_group",
+              "task/filler_steps", "update/entropy",
               "update/grad_norm", "update/clipfrac", "update/loss",
               "update/pg_loss", "time/tokens_per_second", "time/sample",
               "time/score", "time/estimate", "time/update", "samples_seen"):
@@ -56,6 +57,12 @@ def test_smoke_run_writes_metrics_checkpoints_and_events(tmp_path):
   assert (tmp_path / "warm_start" / "checkpoints").is_dir()
   # Sampler and trainer compute the same log-probs here (float32, CPU).
   assert abs(records[-1]["rollout/mismatch_kl"]) < 1e-4
+
+
+def test_pass_at_group():
+  # Groups of 3: (0, 1, 0) passes, (0, 0, 0) does not, (1, 1, NaN) does.
+  outcome = np.array([0, 1, 0, 0, 0, 0, 1, 1, np.nan])
+  assert trainer.pass_at_group(outcome, 3) == 2 / 3
 
 
 def test_resume_equals_uninterrupted_run(tmp_path):
