@@ -29,6 +29,11 @@ from experiments.rl import experiment
 from experiments.rl import rollouts as rollouts_lib
 from experiments.rl import trainer
 
+__all__ = [
+    "ArmCredit", "MIN_GROUPS", "arm_credit", "check_distinct", "demonstrations",
+    "identical_pairs",
+]
+
 
 MIN_GROUPS = 8
 

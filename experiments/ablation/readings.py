@@ -13,6 +13,10 @@ import numpy as np
 
 from experiments.ablation import reductions
 
+__all__ = [
+    "compute", "table",
+]
+
 
 def _value(reading, run: dict, level: float) -> float:
   if reading.kind == "final":

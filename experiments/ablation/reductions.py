@@ -34,8 +34,8 @@ import math
 import numpy as np
 
 __all__ = [
-    "REDUCTIONS", "ROBUSTNESS", "check", "counterpart", "reduce", "series",
-    "source", "start",
+    "REDUCTIONS", "ROBUSTNESS", "at_level", "check", "counterpart",
+    "highest_level", "onset", "reduce", "series", "source", "start",
 ]
 
 REDUCTIONS = ("train_tail", "last_eval", "eval_auc", "samples_to_target")

@@ -26,7 +26,9 @@ from experiments.ablation import reductions
 from experiments.ablation import spec
 from experiments.rl import metrics as metrics_lib
 
-__all__ = ["collect", "plot", "write"]
+__all__ = [
+    "collect", "plot", "verifiable_shares", "write",
+]
 
 _SMOOTH_SHARE = 0.05
 

@@ -28,10 +28,10 @@ from experiments.ablation import cost
 from experiments.ablation import reductions
 
 __all__ = [
-    "Ablation", "CORRECTIONS", "Claim", "GRPO", "KINDS", "SMOKE", "Size",
-    "TESTS", "WARM_START_STEPS", "apply", "build_config", "check_size", "load",
-    "output_dir", "override_flags", "sizes", "summary", "warm_seed",
-    "warm_start_key",
+    "Ablation", "CORRECTIONS", "Claim", "GRPO", "KINDS", "READINGS", "Reading",
+    "SMOKE", "Size", "TESTS", "WARM_START_STEPS", "apply", "build_config",
+    "check_size", "load", "output_dir", "override_flags", "sizes", "summary",
+    "warm_seed", "warm_start_key",
 ]
 
 _BETTER = ("higher", "lower")

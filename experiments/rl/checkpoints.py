@@ -18,8 +18,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 __all__ = [
-    "CheckpointError", "Checkpointer", "key_from_json", "key_to_json",
-    "restore_params",
+    "CheckpointError", "Checkpointer", "Restored", "key_from_json",
+    "key_to_json", "restore_params",
 ]
 
 

@@ -35,6 +35,10 @@ from experiments.rl import policy as policy_lib
 from experiments.rl import train_step
 from experiments.tasks import base as task_base
 
+__all__ = [
+    "ImplicitPRM", "label_correlation",
+]
+
 # Checker labels as a correctness order for the rank correlation: a wrong
 # step below a vacuous (filler) one below a correct one; UNKNOWN is left out.
 _LABEL_ORDER = {task_base.WRONG: -1.0, task_base.FILLER: 0.0,

@@ -29,8 +29,10 @@ from experiments.models import config as model_config
 from experiments.rl import config_checks
 from experiments.rl import rollouts as rollouts_lib
 
-__all__ = ["ImplicitPRM", "Mesh", "Model", "Optimizer", "RENAMED", "RL",
-           "Run", "Sampling", "WarmStart", "as_dict", "validate"]
+__all__ = [
+    "IMPLICIT_PRM_ESTIMATORS", "ImplicitPRM", "Mesh", "Model", "Optimizer",
+    "RENAMED", "RL", "Run", "Sampling", "WarmStart", "as_dict", "validate",
+]
 
 # Estimators whose step rewards come from an implicit PRM that the trainer
 # trains beside the policy (`experiments/rl/implicit_prm.py`).

@@ -32,8 +32,8 @@ from experiments.rl import train_step
 from experiments.rl import warm_start
 
 __all__ = [
-    "RLStep", "initial_params", "initial_state", "optimizer", "run_warm_start",
-    "train_and_evaluate",
+    "Credit", "RLStep", "initial_params", "initial_state", "optimizer",
+    "pass_at_group", "run_warm_start", "train_and_evaluate",
 ]
 
 
