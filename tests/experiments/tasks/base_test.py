@@ -48,7 +48,7 @@ def test_make_task_from_dict_and_config_dict():
 def test_make_task_unknown_name_lists_names():
   with pytest.raises(ValueError, match="chain_arith"):
     base.make_task({"name": "sudoku"})
-  with pytest.raises(ValueError, match="task name"):
+  with pytest.raises(ValueError, match="task.name: unknown task None"):
     base.make_task({})
   with pytest.raises(ValueError, match="ConfigDict or a mapping"):
     base.make_task("chain_arith")
