@@ -17,6 +17,7 @@ from ml_collections import config_flags
 from experiments import compilation_cache
 from experiments.rl import run_config
 from experiments.rl import trainer
+from experiments.tasks import base as task_base
 
 __all__ = ["define_flags", "main"]
 
@@ -45,7 +46,10 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(f"--config: {e}") from None
   compilation_cache.enable()
-  trainer.train_and_evaluate(config, flags.FLAGS.workdir)
+  try:
+    trainer.train_and_evaluate(config, flags.FLAGS.workdir)
+  except task_base.ConfigKeyError as e:  # raised building the task
+    raise app.UsageError(f"--config: {e}") from None
 
 
 if __name__ == "__main__":

@@ -30,9 +30,9 @@ import numpy as np
 from experiments.tasks import registry
 
 __all__ = [
-    "BOS_ID", "CORRECT", "CharVocab", "EOS_ID", "FILLER", "LABEL_NAMES",
-    "NoEnvironment", "PAD_ID", "PROTOCOL_MEMBERS", "Problem", "Score", "Task",
-    "Tokenizer", "UNKNOWN", "WRONG", "build_config",
+    "BOS_ID", "CORRECT", "CharVocab", "ConfigKeyError", "EOS_ID", "FILLER",
+    "LABEL_NAMES", "NoEnvironment", "PAD_ID", "PROTOCOL_MEMBERS", "Problem",
+    "Score", "Task", "Tokenizer", "UNKNOWN", "WRONG", "build_config",
     "check_optional_positive_int", "check_rate", "check_response",
     "config_to_dict", "make_task", "stable_hash",
 ]
@@ -341,21 +341,29 @@ def config_to_dict(config) -> dict[str, Any]:
   return dict(config)
 
 
+class ConfigKeyError(ValueError):
+  """A task config key the task's config dataclass does not have."""
+
+
 def build_config(cls, config, task: str):
   """Builds the frozen config dataclass `cls` from a mapping.
 
   Raises:
-    ValueError: a key that `cls` does not have (the valid keys are listed).
+    ConfigKeyError: a key that `cls` does not have (one line, naming the
+      key as `task.<key>` and the valid keys).
   """
   values = config_to_dict(config)
   values.pop("name", None)
   fields = [f.name for f in dataclasses.fields(cls)]
   unknown = sorted(set(values) - set(fields))
   if unknown:
-    raise ValueError(f"unknown {task} task config keys {unknown}; valid keys "
-                     f"are {fields}. (A config file written for another task "
-                     f"passes that task's keys: give this task its own task "
-                     f"section, as in docs/tasks.md.)")
+    keys = ", ".join(f"`task.{k}`" for k in unknown)
+    raise ConfigKeyError(
+        f"{keys} {'is not a key' if len(unknown) == 1 else 'are not keys'} "
+        f"of the {task} task's config ({cls.__name__}); choose from: "
+        f"{', '.join(fields)}. A config file written for another task "
+        f"passes that task's keys: give this task its own task section, as "
+        f"in docs/tasks.md.")
   return cls(**values)
 
 

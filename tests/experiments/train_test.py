@@ -51,3 +51,14 @@ def test_an_unknown_key_is_one_readable_line(tmp_path):
           "mean 'num_steps'?); add it in get_config() or choose one of: "
           in result.stderr), result.stderr[-3000:]
   assert not list(tmp_path.iterdir())
+
+
+def test_an_unknown_task_key_is_one_readable_line(tmp_path):
+  result = _python("-m", "experiments.train",
+                   "--config=experiments/configs/smoke.py",
+                   f"--workdir={tmp_path}", "--config.task.process_rewards=1")
+  assert result.returncode == 1
+  assert "Traceback" not in result.stderr
+  assert ("--config: `task.process_rewards` is not a key of the chain_arith "
+          "task's config (ChainConfig); choose from: " in result.stderr), (
+              result.stderr[-3000:])

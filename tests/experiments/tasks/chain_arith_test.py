@@ -274,7 +274,7 @@ def test_banned_tokens_and_vocab():
     (dict(prm="magic"), "prm must be one of"),
     (dict(prm_noise=1.5), "prm_noise"),
     (dict(max_response_len=0), "max_response_len"),
-    (dict(bogus=1), "unknown chain_arith task config keys"),
+    (dict(bogus=1), "`task.bogus` is not a key of the chain_arith task"),
 ])
 def test_bad_config(config, match):
   with pytest.raises(ValueError, match=match):

@@ -208,7 +208,7 @@ def test_bad_paths_and_config(tmp_path):
   path = write(tmp_path, gsm_lines())
   with pytest.raises(ValueError, match="prompt_template"):
     jsonl_math.JsonlMathTask({"path": path, "prompt_template": "no field"})
-  with pytest.raises(ValueError, match="unknown jsonl_math task config"):
+  with pytest.raises(ValueError, match="is not a key of the jsonl_math task"):
     jsonl_math.JsonlMathTask({"path": path, "questions": "q"})
   with pytest.raises(ValueError, match="nothing is downloaded"):
     jsonl_math.JsonlMathTask({"path": path,
