@@ -28,10 +28,10 @@ from experiments.ablation import cost
 from experiments.ablation import reductions
 
 __all__ = [
-    "Ablation", "CORRECTIONS", "Claim", "GRPO", "KINDS", "READINGS", "Reading",
-    "SMOKE", "Size", "TESTS", "WARM_START_STEPS", "apply", "build_config",
-    "check_size", "load", "output_dir", "override_flags", "sizes", "summary",
-    "warm_seed", "warm_start_key",
+    "Ablation", "CORRECTIONS", "Claim", "FULL_WARM_START", "GRPO", "KINDS",
+    "READINGS", "Reading", "SMOKE", "Size", "TESTS", "WARM_START_STEPS",
+    "apply", "build_config", "check_size", "load", "output_dir",
+    "override_flags", "sizes", "summary", "warm_seed", "warm_start_key",
 ]
 
 _BETTER = ("higher", "lower")
@@ -249,10 +249,15 @@ SMOKE = Size({"task.min_ops": 1, "task.max_ops": 2, "model.name": "tiny",
 
 # The outcome-only baseline arm most ablations compare against.
 GRPO = {"rl.estimator": "grpo"}
-# Warm-start steps of every default size. The supervised loss stops falling
-# at about 1000, but three warm starts per task must fit the budgets
-# (docs/ablations.md, "Sizes and the cost model").
+# Warm-start steps of a default size. The supervised loss stops falling at
+# about 1000 steps; 400 leaves a weak policy (eval accuracy about 0.17 on
+# 2-4 operations) but keeps PURE, README's first command, within its
+# 10-minute budget with three warm starts, and PURE's mechanism (reward
+# hacking) shows from such a start. The other ablations need a policy that
+# can learn the task within their steps: `FULL_WARM_START` (docs/ablations.md,
+# "Sizes and the cost model" and the changelog of 2026-12-07).
 WARM_START_STEPS = 400
+FULL_WARM_START = {"warm_start.steps": 1000}
 
 
 def summary(doc: str) -> str:

@@ -23,10 +23,10 @@ _PRM_ONLY = {"verifiable_reward_coef": 0.0}
 _FILLER = dict(metric="task/filler_steps", smallest_effect=0.25)
 
 
-# Measured on 2 idle AMD EPYC cores (RL and warm-start steps); the evaluation
-# time is estimated from the sampling share of a step.
-_TIMING = cost.Timing(rl_step=0.33, evaluation=3.5, warm_start_step=0.3,
-                      machine="AMD EPYC, 2 idle cores")
+# Calibrated (cost.calibrate) from a one-seed run of every arm on 2
+# Intel Xeon cores, two processes at a time, on 2026-12-07.
+_TIMING = cost.Timing(rl_step=0.2072, evaluation=2.0198, warm_start_step=0.2564,
+                      overhead=18.7278, machine="Intel Xeon, 2 cores")
 
 
 def get_ablation() -> spec.Ablation:

@@ -25,10 +25,10 @@ _R3L = {"rl.estimator": "r3l", "rl.retry_samples": 2,
         "rl.estimator_kwargs": {"alpha": 3.0, "success_score": 3.0}}
 
 
-# RL and warm-start steps measured on 2 idle AMD EPYC cores; the evaluation
-# time is estimated from the sampling share of a step.
-_TIMING = cost.Timing(rl_step=0.43, evaluation=3.5, warm_start_step=0.3,
-                      machine="AMD EPYC, 2 idle cores")
+# Calibrated (cost.calibrate) from a one-seed run of every arm on 2
+# Intel Xeon cores, two processes at a time, on 2026-12-07.
+_TIMING = cost.Timing(rl_step=0.2169, evaluation=1.3495, warm_start_step=0.1332,
+                      overhead=14.8781, machine="Intel Xeon, 2 cores")
 # Retried rows restart from a correct prefix, which inflates the training
 # batch's accuracy in every retrying arm: the claims read evaluations.
 _EVAL_AUC = dict(metric="eval/accuracy", reduce="eval_auc")
@@ -46,7 +46,8 @@ def get_ablation() -> spec.Ablation:
           "no_amplify": {**_R3L, "rl.estimator_kwargs": {
               "alpha": 1.0, "success_score": 1.0}},
       },
-      sizes=spec.sizes(num_steps=60, evaluations=3, timing=_TIMING),
+      sizes=spec.sizes(num_steps=80, evaluations=3, timing=_TIMING,
+                       **spec.FULL_WARM_START),
       claims=(
           spec.Claim("R3L beats GRPO", "GSM8K 0.721 vs 0.474", "r3l", "grpo",
                      **_EVAL_AUC),

@@ -24,11 +24,10 @@ _CALCULATOR = dict(name="calculator", min_ops=4, max_ops=6, ops="+-*",
                    assignment="greedy", max_response_len=72)
 
 
-# RL and warm-start steps measured on 2 idle AMD EPYC cores (calculator
-# calls are host round trips between decoding segments); the evaluation
-# time is estimated from the sampling share of a step.
-_TIMING = cost.Timing(rl_step=1.75, evaluation=22.0, warm_start_step=0.42,
-                      machine="AMD EPYC, 2 idle cores")
+# Calibrated (cost.calibrate) from a one-seed run of every arm on 2
+# Intel Xeon cores, two processes at a time, on 2026-12-07.
+_TIMING = cost.Timing(rl_step=1.0166, evaluation=15.8332, warm_start_step=0.2144,
+                      overhead=17.4428, machine="Intel Xeon, 2 cores")
 
 
 def get_ablation() -> spec.Ablation:
@@ -43,7 +42,8 @@ def get_ablation() -> spec.Ablation:
           "rloo": {"rl.estimator": "rloo"},
           "istar": {"rl.estimator": "istar"},
       },
-      sizes=spec.sizes(num_steps=50, evaluations=1, timing=_TIMING),
+      sizes=spec.sizes(num_steps=50, evaluations=1, timing=_TIMING,
+                       **spec.FULL_WARM_START),
       claims=(
           spec.Claim("hard matching beats trajectory reward",
                      "MatchTIR (KM) 36.1 vs GRPO 31.3 (Qwen3-4B)",

@@ -19,11 +19,11 @@ from experiments.ablation import spec
 __all__ = ["get_ablation", "get_config"]
 
 
-# RL and warm-start steps measured on 2 idle AMD EPYC cores; the evaluation
-# time is estimated from the sampling share of a step.
-_TIMING = cost.Timing(rl_step=0.36, evaluation=4.0, warm_start_step=0.36,
-                      machine="AMD EPYC, 2 idle cores")
-_STEPS = 120
+# Calibrated (cost.calibrate) from a one-seed run of every arm on 2
+# Intel Xeon cores, two processes at a time, on 2026-12-07.
+_TIMING = cost.Timing(rl_step=0.1243, evaluation=1.8809, warm_start_step=0.1401,
+                      overhead=28.1736, machine="Intel Xeon, 2 cores")
+_STEPS = 160
 _TP = {"credit": "return"}
 # Samples seen until the 10-step mean accuracy reaches 0.6; the smallest
 # effect is a tenth of the budget's samples.
@@ -49,6 +49,7 @@ def get_ablation() -> spec.Ablation:
       # equally-labelled steps earns a thought reward, and tp_grpo_steps
       # would be tp_grpo.
       sizes=spec.sizes(num_steps=_STEPS, evaluations=2, timing=_TIMING,
+                       **spec.FULL_WARM_START,
                        smoke={"task.min_ops": 3, "task.max_ops": 4,
                               "task.max_response_len": 40,
                               "sampling.max_new_tokens": 40}),

@@ -14,10 +14,10 @@ from experiments.ablation import spec
 __all__ = ["get_ablation", "get_config"]
 
 
-# RL and warm-start steps measured on 2 idle AMD EPYC cores; the evaluation
-# time is estimated from the sampling share of a step.
-_TIMING = cost.Timing(rl_step=0.35, evaluation=3.5, warm_start_step=0.3,
-                      machine="AMD EPYC, 2 idle cores")
+# Calibrated (cost.calibrate) from a one-seed run of every arm on 2
+# Intel Xeon cores, two processes at a time, on 2026-12-07.
+_TIMING = cost.Timing(rl_step=0.128, evaluation=1.7138, warm_start_step=0.1218,
+                      overhead=30.4626, machine="Intel Xeon, 2 cores")
 
 
 def get_ablation() -> spec.Ablation:
@@ -27,7 +27,8 @@ def get_ablation() -> spec.Ablation:
       common={"task.free_length": True, "task.max_response_len": 64,
               "sampling.max_new_tokens": 64},
       arms={"grpo": spec.GRPO, "ucas": {"rl.estimator": "ucas"}},
-      sizes=spec.sizes(num_steps=120, evaluations=2, timing=_TIMING),
+      sizes=spec.sizes(num_steps=160, evaluations=2, timing=_TIMING,
+                       **spec.FULL_WARM_START),
       claims=(
           # Token-mean entropy of the sampled tokens, in nats.
           spec.Claim("UCAS keeps entropy higher",
