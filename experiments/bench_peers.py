@@ -43,6 +43,7 @@ from experiments.peers import work as work_lib
 
 __all__ = [
     "PRESETS", "SYSTEMS", "define_flags", "main", "summarize", "table",
+    "write_outputs",
 ]
 
 SYSTEMS = ("cajax", "tunix", "trl")
@@ -285,14 +286,22 @@ def main(argv):
       f"model {base.model} ({base.dtype}), {base.new_tokens} new tokens; "
       f"{f.rounds} rounds x {f.steps} timed steps after "
       f"{f.warmup} warm-up; {datetime.date.today().isoformat()}")
+  print(write_outputs(header, rows, records, output=f.output,
+                      json_output=f.json_output))
+
+
+def write_outputs(header: str, rows: list[dict], records: list[dict], *,
+                  output: str | None, json_output: str | None) -> str:
+  """Writes the table (`output`) and the raw records (`json_output`)."""
   text = header + "\n\n" + table(rows) + "\n"
-  print(text)
-  if f.output:
-    with open(f.output, "w", encoding="utf-8") as f:
-      f.write(text)
-  if f.json_output:
-    with open(f.json_output, "w", encoding="utf-8") as f:
-      json.dump(dict(header=header, rows=rows, records=records), f, indent=1)
+  if output:
+    with open(output, "w", encoding="utf-8") as out:
+      out.write(text)
+  if json_output:
+    with open(json_output, "w", encoding="utf-8") as out:
+      json.dump(dict(header=header, rows=rows, records=records), out,
+                indent=1)
+  return text
 
 
 if __name__ == "__main__":

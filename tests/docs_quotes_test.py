@@ -209,7 +209,10 @@ def _ablation_quotes():
       f"{c.eval_temperature:g}"]
   for name in pipeline.NAMES:
     quotes.append(f"| {name} |")
-  return {"docs/ablations.md": quotes}
+  pure = spec.load("pure").get_ablation()
+  readme = [f"{len(pure.arms)} arms x {size.seeds} seeds over "
+            f"{size.warm_starts} supervised warm starts"]
+  return {"docs/ablations.md": quotes, "README.md": readme}
 
 
 @pytest.mark.parametrize("source,quote", [

@@ -269,6 +269,9 @@ class RLStep:
                                             exp.mesh))
     state, update_metrics, before = self.update(state, self.rest, batch,
                                                 jax.random.fold_in(key, 1))
+    # The update is dispatched asynchronously: without this wait its
+    # compute lands after the lap, in no phase (it was read as overhead).
+    jax.block_until_ready((state, update_metrics))
     stats = {**before, **c.stats}
     lap("update")
     times["time/tokens_per_second"] = (float(c.responses.valid.sum())

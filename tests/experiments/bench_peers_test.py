@@ -72,3 +72,19 @@ def test_summary_takes_medians_and_the_ratio_to_the_faster_peer():
   text = bench_peers.table(rows)
   assert "| 2x8 (16) | cajax 1 | 0.400 | 0.50x |" in text
   assert len(text.splitlines()) == 2 + 3
+
+
+def test_outputs_are_written_where_the_flags_say(tmp_path):
+  records = [_record("cajax", 2, [0.4]), _record("tunix", 2, [0.8])]
+  rows = bench_peers.summarize(records)
+  table_path, json_path = tmp_path / "t.md", tmp_path / "r.json"
+  text = bench_peers.write_outputs("header", rows, records,
+                                   output=str(table_path),
+                                   json_output=str(json_path))
+  assert table_path.read_text(encoding="utf-8") == text
+  assert text.startswith("header\n\n| rows |")
+  saved = json.loads(json_path.read_text(encoding="utf-8"))
+  assert saved["rows"] == json.loads(json.dumps(rows))
+  assert saved["header"] == "header"
+  assert bench_peers.write_outputs("h", rows, records, output=None,
+                                   json_output=None).startswith("h\n\n")
