@@ -2,7 +2,10 @@
 
 The paper reports that uncertainty-aware advantage shaping keeps policy
 entropy higher (about 0.20 vs 0.01 at 7B) and responses longer, at equal or
-better reward. Arms: GRPO and UCAS with the paper's coefficients. The task
+better reward. Arms: GRPO and UCAS with the paper's coefficients, and UCAS
+with per-token (mean) rather than summed self-certainty (`ucas_mean`,
+version 2, exploratory: the summed certainty grows with length, so it
+damps long right answers and penalises long wrong ones harder). The task
 is chain arithmetic's length variant (`free_length`: a step may be
 re-checked, unrewarded and unrequired), so response length can move; its
 warm start writes responses from the bare solution to about twice that.
@@ -26,7 +29,9 @@ def get_ablation() -> spec.Ablation:
       description=spec.summary(__doc__),
       common={"task.free_length": True, "task.max_response_len": 64,
               "sampling.max_new_tokens": 64},
-      arms={"grpo": spec.GRPO, "ucas": {"rl.estimator": "ucas"}},
+      arms={"grpo": spec.GRPO, "ucas": {"rl.estimator": "ucas"},
+            "ucas_mean": {"rl.estimator": "ucas",
+                          "rl.estimator_kwargs": {"certainty_reduce": "mean"}}},
       sizes=spec.sizes(num_steps=160, evaluations=2, timing=_TIMING,
                        **spec.FULL_WARM_START),
       claims=(
@@ -40,7 +45,14 @@ def get_ablation() -> spec.Ablation:
           spec.Claim("UCAS keeps responses longer",
                      "~1550 vs ~630 tokens at 7B", "ucas", "grpo",
                      metric="rollout/response_length", smallest_effect=2.0),
+          # Added in version 2, after version 1 showed UCAS shortening
+          # responses: exploratory, outside the Holm family.
+          spec.Claim("per-token certainty keeps responses longer",
+                     "the summed certainty grows with length", "ucas_mean",
+                     "ucas", metric="rollout/response_length",
+                     smallest_effect=2.0, primary=False),
       ),
+      version=2,
       readings=(
           # pass@8: the share of a step's groups with a right response.
           spec.Reading("pass@8", "rollout/pass_at_group"),

@@ -43,7 +43,8 @@ def test_smoke_ablation_end_to_end(workdir, name):
                         workdir=str(workdir), parallel=2, command="test",
                         show_progress=False)[name]
   assert [c["name"] for c in judged] == [c.name for c in ablation.claims]
-  _check_outputs(workdir / name / "smoke", name, ablation)
+  _check_outputs(spec.output_dir(str(workdir), ablation, "smoke"), name,
+                 ablation)
 
 
 def test_rerun_resumes_instead_of_recomputing(workdir):

@@ -2,6 +2,7 @@
 random Qwen2 with a BPE tokenizer and a chat template, smoke size."""
 
 import json
+import pathlib
 import shutil
 
 import pytest
@@ -32,7 +33,7 @@ def test_smoke_ablation_on_a_checkpoint(workdir, tiny_checkpoint, name):
                         workdir=str(workdir), parallel=2, command="test",
                         show_progress=False, overrides=overrides)[name]
   assert [c["name"] for c in judged] == [c.name for c in ablation.claims]
-  outdir = workdir / name / "smoke"
+  outdir = pathlib.Path(spec.output_dir(str(workdir), ablation, "smoke"))
   registered = json.loads((outdir / "preregistration.json").read_text())
   assert registered["plan"]["overrides"] == overrides
   assert registered["plan"]["model"] == hf.checkpoint_identity(

@@ -73,15 +73,17 @@ def test_a_changed_claim_stops_the_runner_and_the_report(tmp_path,
     pipeline.evidence("ucas", warm, runs, size="smoke",
                       workdir=str(tmp_path), command="test")
   # A new version is a new registration in a folder of its own.
+  version = ablation.version + 1
   bumped = dataclasses.replace(_changed(ablation, metric="rollout/accuracy"),
-                               version=2)
+                               version=version)
   monkeypatch.setattr(module, "get_ablation", lambda: bumped)
   new_dir = spec.output_dir(str(tmp_path), bumped, "smoke")
-  assert new_dir != outdir and "ucas-v2" in new_dir
+  assert new_dir != outdir and f"ucas-v{version}" in new_dir
   _, new_runs = runner.plan("ucas", "smoke", None, str(tmp_path))
   assert all(r.workdir.startswith(new_dir) for r in new_runs)
   stored = preregistration.register(
       new_dir, preregistration.plan(bumped, "smoke", 1),
       [r.workdir for r in new_runs], "")
-  assert json.loads((tmp_path / "ucas-v2" / "smoke" / preregistration.FILE)
+  assert json.loads((tmp_path / f"ucas-v{version}" / "smoke"
+                     / preregistration.FILE)
                     .read_text())["hash"] == stored["hash"]
