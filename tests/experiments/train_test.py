@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 _REPO = pathlib.Path(__file__).resolve().parents[2]
 _PARSE = """
 import sys
@@ -41,24 +43,19 @@ def test_estimator_and_loss_settings_in_the_dotted_form(tmp_path):
       "clip_cov 0.5")
 
 
-def test_an_unknown_key_is_one_readable_line(tmp_path):
+@pytest.mark.parametrize("override,message", [
+    ("--config.rl.num_stepz=3",
+     "--config: `rl.num_stepz` is not a key of this config (did you mean "
+     "'num_steps'?); add it in get_config() or choose one of: "),
+    ("--config.task.process_rewards=1",
+     "--config: `task.process_rewards` is not a key of the chain_arith "
+     "task's config (ChainConfig); choose from: "),
+])
+def test_an_unknown_key_is_one_readable_line(tmp_path, override, message):
   result = _python("-m", "experiments.train",
                    "--config=experiments/configs/smoke.py",
-                   f"--workdir={tmp_path}", "--config.rl.num_stepz=3")
+                   f"--workdir={tmp_path}", override)
   assert result.returncode == 1
   assert "Traceback" not in result.stderr
-  assert ("--config: `rl.num_stepz` is not a key of this config (did you "
-          "mean 'num_steps'?); add it in get_config() or choose one of: "
-          in result.stderr), result.stderr[-3000:]
+  assert message in result.stderr, result.stderr[-3000:]
   assert not list(tmp_path.iterdir())
-
-
-def test_an_unknown_task_key_is_one_readable_line(tmp_path):
-  result = _python("-m", "experiments.train",
-                   "--config=experiments/configs/smoke.py",
-                   f"--workdir={tmp_path}", "--config.task.process_rewards=1")
-  assert result.returncode == 1
-  assert "Traceback" not in result.stderr
-  assert ("--config: `task.process_rewards` is not a key of the chain_arith "
-          "task's config (ChainConfig); choose from: " in result.stderr), (
-              result.stderr[-3000:])
